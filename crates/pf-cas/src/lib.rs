@@ -1,1 +1,378 @@
-//! placeholder
+//! Content-addressed blob storage: the [`BlobStore`] trait, an in-memory
+//! [`MemoryStore`] and an on-disk [`DirStore`].
+//!
+//! Every write is verified: a blob is stored under the digest of its bytes,
+//! and a streamed write with an expected digest stores nothing on mismatch.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub use pf_digest::Digest;
+use pf_digest::Hasher;
+
+/// Errors from a blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// The blob is not in the store.
+    #[error("blob {0} not found in local store")]
+    NotFound(Digest),
+    /// Content did not hash to the expected digest.
+    #[error("integrity error: expected {expected}, got {actual}")]
+    Integrity {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the bytes seen.
+        actual: Digest,
+    },
+    /// Underlying I/O failure (including errors from the reader passed in).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, CasError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> CasError {
+    let context = context.into();
+    move |source| CasError::Io { context, source }
+}
+
+/// Content-addressed blob storage, shared across threads as `Arc<dyn BlobStore>`.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Whether the blob is present.
+    fn has(&self, digest: &Digest) -> Result<bool>;
+    /// The blob's size, or `None` if absent.
+    fn size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Opens the blob for streaming reads; [`CasError::NotFound`] if absent.
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
+    /// Reads the whole blob into memory.
+    fn get(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut r = self.open(digest)?;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).map_err(io_err(format!("reading blob {digest}")))?;
+        Ok(v)
+    }
+    /// Stores `bytes` under their digest (idempotent) and returns it.
+    fn put(&self, bytes: &[u8]) -> Result<Digest>;
+    /// Streams `reader` into the store, hashing as it goes. If `expected` is
+    /// given and the content hashes differently, nothing is stored and
+    /// [`CasError::Integrity`] is returned. Read errors leave nothing behind.
+    /// Returns the digest and byte count.
+    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)>;
+    /// Every digest in the store, sorted.
+    fn list(&self) -> Result<Vec<Digest>>;
+}
+
+fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
+    match expected {
+        Some(e) if *e != actual => Err(CasError::Integrity {
+            expected: *e,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Copies `r` into `w` while hashing; returns digest and length.
+fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<(Digest, u64)> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+    }
+    let n = h.len();
+    Ok((h.finish(), n))
+}
+
+/// An in-memory store (tests, small tools).
+#[derive(Default)]
+pub struct MemoryStore {
+    blobs: RwLock<HashMap<Digest, Arc<[u8]>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Digest, Arc<[u8]>>> {
+        self.blobs.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BlobStore for MemoryStore {
+    fn has(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.read().contains_key(digest))
+    }
+    fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.read().get(digest).map(|b| b.len() as u64))
+    }
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let b = self.read().get(digest).cloned().ok_or(CasError::NotFound(*digest))?;
+        Ok(Box::new(io::Cursor::new(b)))
+    }
+    fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        self.blobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(d)
+            .or_insert_with(|| Arc::from(bytes));
+        Ok(d)
+    }
+    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)> {
+        let mut v = Vec::new();
+        let (d, n) = copy_hashing(reader, &mut v).map_err(io_err("reading blob stream"))?;
+        check(expected, d)?;
+        self.blobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(d)
+            .or_insert_with(|| Arc::from(v));
+        Ok((d, n))
+    }
+    fn list(&self) -> Result<Vec<Digest>> {
+        let mut v: Vec<Digest> = self.read().keys().copied().collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, temp files in
+/// `root/tmp`. Writes go to a unique temp file, are fsynced and renamed into
+/// place, so readers never see partial blobs and concurrent writers of the
+/// same blob (threads or processes) are safe.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<DirStore> {
+        let root = root.into();
+        fs::create_dir_all(root.join("sha256")).map_err(io_err(format!("creating {}", root.display())))?;
+        fs::create_dir_all(root.join("tmp")).map_err(io_err(format!("creating {}", root.display())))?;
+        Ok(DirStore { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob for `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("sha256").join(digest.shard()).join(digest.hex())
+    }
+
+    fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
+        let dest = self.blob_path(digest);
+        let shard = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&shard).map_err(io_err(format!("creating {}", shard.display())))?;
+        if dest.is_file() {
+            return Ok(()); // identical content already there; temp is removed on drop
+        }
+        tmp.persist(&dest)
+            .map_err(|e| CasError::Io {
+                context: format!("renaming blob into {}", dest.display()),
+                source: e.error,
+            })?;
+        if let Ok(d) = File::open(&shard) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn temp(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io_err("creating temp file"))
+    }
+}
+
+impl BlobStore for DirStore {
+    fn has(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.size(digest)?.is_some())
+    }
+    fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CasError::Io {
+                context: format!("stat blob {digest}"),
+                source: e,
+            }),
+        }
+    }
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        match File::open(self.blob_path(digest)) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CasError::NotFound(*digest)),
+            Err(e) => Err(CasError::Io {
+                context: format!("opening blob {digest}"),
+                source: e,
+            }),
+        }
+    }
+    fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.has(&d)? {
+            return Ok(d);
+        }
+        let mut tmp = self.temp()?;
+        tmp.write_all(bytes).map_err(io_err("writing blob"))?;
+        self.commit(tmp, &d)?;
+        Ok(d)
+    }
+    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)> {
+        let mut tmp = self.temp()?;
+        let (d, n) = {
+            let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let r = copy_hashing(reader, &mut w).map_err(io_err("reading blob stream"))?;
+            w.flush().map_err(io_err("writing blob"))?;
+            r
+        };
+        check(expected, d)?;
+        self.commit(tmp, &d)?;
+        Ok((d, n))
+    }
+    fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let base = self.root.join("sha256");
+        for shard in fs::read_dir(&base).map_err(io_err(format!("listing {}", base.display())))? {
+            let shard = shard.map_err(io_err("listing store"))?;
+            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            for f in fs::read_dir(shard.path()).map_err(io_err("listing store shard"))? {
+                let f = f.map_err(io_err("listing store shard"))?;
+                if let Some(name) = f.file_name().to_str() {
+                    if let Ok(d) = Digest::parse_hex(name) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stores() -> (tempfile::TempDir, Vec<Box<dyn BlobStore>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path().join("s")).unwrap();
+        (dir, vec![Box::new(MemoryStore::new()), Box::new(ds)])
+    }
+
+    #[test]
+    fn put_get_list() {
+        let (_d, stores) = stores();
+        for s in stores {
+            let a = s.put(b"alpha").unwrap();
+            let b = s.put(b"beta").unwrap();
+            assert_eq!(s.put(b"alpha").unwrap(), a);
+            assert_eq!(s.get(&a).unwrap(), b"alpha");
+            assert_eq!(s.size(&b).unwrap(), Some(4));
+            let mut l = vec![a, b];
+            l.sort();
+            assert_eq!(s.list().unwrap(), l);
+            let missing = Digest::of(b"nope");
+            assert!(!s.has(&missing).unwrap());
+            assert!(matches!(s.open(&missing), Err(CasError::NotFound(_))));
+        }
+    }
+
+    #[test]
+    fn wrong_expected_digest_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let want = Digest::of(b"good");
+        let err = ds.put_stream(Some(&want), &mut &b"evil"[..]).unwrap_err();
+        assert!(matches!(err, CasError::Integrity { .. }));
+        assert!(ds.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file left behind");
+    }
+
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "boom"));
+            }
+            self.0 -= 1;
+            buf[0] = 1;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn reader_error_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let err = ds.put_stream(None, &mut Failing(10)).unwrap_err();
+        match err {
+            CasError::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::ConnectionReset),
+            other => panic!("{other}"),
+        }
+        assert!(ds.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn concurrent_writers_of_the_same_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Arc<Vec<u8>> = Arc::new((0..8 << 20).map(|i| (i % 251) as u8).collect());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let ds = DirStore::open(dir.path()).unwrap();
+                let data = data.clone();
+                std::thread::spawn(move || ds.put_stream(None, &mut &data[..]).unwrap().0)
+            })
+            .collect();
+        let ds = DirStore::open(dir.path()).unwrap();
+        for h in handles {
+            let d = h.join().unwrap();
+            assert_eq!(ds.get(&d).unwrap().len(), data.len());
+        }
+        assert_eq!(ds.list().unwrap().len(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn roundtrip(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let (_d, stores) = stores();
+            for s in stores {
+                let d = s.put_stream(None, &mut &data[..]).unwrap().0;
+                prop_assert_eq!(d, Digest::of(&data));
+                prop_assert_eq!(s.get(&d).unwrap(), data.clone());
+            }
+        }
+    }
+}

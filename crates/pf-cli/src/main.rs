@@ -1,1 +1,460 @@
-fn main() {}
+//! `pf`: push, pull, inspect and copy ProcessFork snapshots.
+#![forbid(unsafe_code)]
+
+mod progress;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use pf_cas::{BlobStore, DirStore};
+use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
+use pf_registry::{
+    Config, Descriptor, Digest, FsTree, ImageRef, Manifest, PublicKey, RegistryError, SignedImage, SigningKey,
+    TrustPolicy, Verification,
+};
+use serde_json::json;
+
+/// Push and pull ProcessFork snapshots to file, OCI, S3, Hugging Face and IPFS.
+#[derive(Parser, Debug)]
+#[command(name = "pf", version, about)]
+struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or notes on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store).
+    #[arg(long, global = true, env = "PF_STORE")]
+    store: Option<PathBuf>,
+    /// Allow plain HTTP to non-loopback registries.
+    #[arg(long, global = true, env = "PF_INSECURE")]
+    insecure: bool,
+    /// Extra CA certificate (PEM) to trust for TLS.
+    #[arg(long, global = true, env = "PF_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// zstd level for pushes.
+    #[arg(long, global = true, env = "PF_ZSTD_LEVEL", default_value_t = pf_registry::config::DEFAULT_ZSTD_LEVEL)]
+    zstd_level: i32,
+    /// Blobs transferred at once.
+    #[arg(long, global = true, env = "PF_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable.
+    #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Snapshot DIR and push it to REF.
+    Push {
+        /// Directory to snapshot.
+        dir: PathBuf,
+        /// Destination reference.
+        reference: String,
+        /// PKCS#8 private key to sign with.
+        #[arg(long, env = "PF_KEY")]
+        key: Option<PathBuf>,
+        /// Agent name recorded in the manifest.
+        #[arg(long, default_value = "pf")]
+        agent: String,
+        /// Parent manifest digest; repeatable.
+        #[arg(long)]
+        parent: Vec<String>,
+        /// Annotation KEY=VALUE; repeatable.
+        #[arg(long)]
+        annotation: Vec<String>,
+    },
+    /// Pull REF into the local store, optionally restoring files.
+    Pull {
+        /// Source reference.
+        reference: String,
+        /// Restore the snapshot's files into this (new or empty) directory.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Exit 0 if REF exists, 2 if not.
+    Exists {
+        /// Reference.
+        reference: String,
+    },
+    /// Show the manifest, sizes and signer of REF.
+    Inspect {
+        /// Reference.
+        reference: String,
+        /// Trusted public key file; repeatable.
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Copy an image between registries, keeping its signature.
+    Copy {
+        /// Source reference.
+        src: String,
+        /// Destination reference.
+        dst: String,
+        /// Trusted public key file; repeatable.
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
+    Keygen {
+        /// Output path prefix.
+        #[arg(long, default_value = "pf-signing")]
+        out: PathBuf,
+    },
+}
+
+/// Errors of the CLI itself (usage and local input), exit code 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Sign(#[from] pf_sign::SignError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 1,
+            CliError::Registry(e) => e.exit_code() as u8,
+            CliError::Sign(pf_sign::SignError::Io { .. }) | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
+            CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
+            CliError::Sign(_) => 4,
+        }
+    }
+}
+
+impl From<pf_cas::CasError> for CliError {
+    fn from(e: pf_cas::CasError) -> Self {
+        CliError::Registry(e.into())
+    }
+}
+
+type CliResult<T> = std::result::Result<T, CliError>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PF_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pf: cannot start runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    let json = cli.json;
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if json {
+                println!("{}", json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+            }
+            eprintln!("pf: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn default_store() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("pf-registry").join("store")
+}
+
+fn parse_ref(s: &str) -> CliResult<ImageRef> {
+    Ok(ImageRef::parse(s)?)
+}
+
+fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
+    let mut c = Config {
+        zstd_level: cli.zstd_level,
+        insecure: cli.insecure,
+        ca_file: cli.ca_file.clone(),
+        progress: progress::for_terminal(!cli.quiet && !cli.json),
+        ..Config::default()
+    };
+    if !(1..=22).contains(&cli.zstd_level) {
+        return Err(CliError::Usage(format!("--zstd-level {} is outside 1..=22", cli.zstd_level)));
+    }
+    if let Some(n) = cli.concurrency {
+        c.concurrency = n.max(1);
+    }
+    for o in &cli.options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--option {o:?} is not KEY=VALUE")))?;
+        c.options.insert(k.to_string(), v.to_string());
+    }
+    let keys = trust
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.trust = TrustPolicy::new(keys);
+    Ok(c)
+}
+
+fn open_store(cli: &Cli) -> CliResult<Arc<DirStore>> {
+    let root = cli.store.clone().unwrap_or_else(default_store);
+    Ok(Arc::new(DirStore::open(root)?))
+}
+
+fn describe(v: &Verification) -> String {
+    match v {
+        Verification::Verified { key_id } => format!("verified (key {key_id})"),
+        Verification::Unsigned => "UNSIGNED (no signature; pass --trust to require one)".into(),
+        Verification::UnknownKey { key_id } => {
+            format!("signed by unknown key {key_id} (not verified; pass --trust to verify)")
+        }
+    }
+}
+
+fn note(cli: &Cli, msg: impl AsRef<str>) {
+    if !cli.quiet {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+async fn run(cli: Cli) -> CliResult<u8> {
+    match &cli.cmd {
+        Cmd::Keygen { out } => {
+            let key = SigningKey::generate()?;
+            let priv_path = out.with_extension("key");
+            let pub_path = out.with_extension("pub");
+            key.save(&priv_path)?;
+            key.public_key().save(&pub_path)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"key_id": key.key_id().to_string(), "private_key": priv_path, "public_key": pub_path})
+                );
+            } else {
+                println!("key id:      {}", key.key_id());
+                println!("private key: {}", priv_path.display());
+                println!("public key:  {}", pub_path.display());
+            }
+            Ok(0)
+        }
+        Cmd::Push {
+            dir,
+            reference,
+            key,
+            agent,
+            parent,
+            annotation,
+        } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, &[])?;
+            let key = key.as_deref().map(SigningKey::load).transpose()?;
+            let store = open_store(&cli)?;
+            let image = snapshot_image(&cli, dir, &*store, agent, parent, annotation).await?;
+            let signed = SignedImage::new(&image, key.as_ref());
+            let reg = pf_registry::open(&r, &cfg)?;
+            let rep = reg.push(store, &signed).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                println!("{}", rep.resolved);
+                note(
+                    &cli,
+                    format!(
+                        "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
+                        rep.manifest_digest,
+                        rep.blobs_uploaded,
+                        rep.blobs_total,
+                        rep.wire_bytes_uploaded,
+                        if rep.signed { ", signed" } else { ", unsigned" }
+                    ),
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Pull { reference, into, trust } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let store = open_store(&cli)?;
+            let reg = pf_registry::open(&r, &cfg)?;
+            let rep = reg.pull(store.clone()).await?;
+            let mut restored = None;
+            if let Some(dest) = into {
+                let mut bytes = 0;
+                for l in rep.manifest.layers.iter().filter(|l| l.media_type == FS_TREE_MEDIA_TYPE) {
+                    let tree = FsTree::from_bytes(&store.get(&l.digest)?)?;
+                    let s2 = store.clone();
+                    let d2 = dest.clone();
+                    bytes += tokio::task::spawn_blocking(move || snapshot::restore(&tree, &*s2, &d2))
+                        .await
+                        .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))??;
+                }
+                restored = Some(bytes);
+            }
+            if cli.json {
+                let mut v = serde_json::to_value(&rep).unwrap_or_default();
+                v["restored_bytes"] = json!(restored);
+                println!("{v}");
+            } else {
+                println!("{}", rep.manifest_digest);
+                note(&cli, format!("signature: {}", describe(&rep.verification)));
+                note(
+                    &cli,
+                    format!(
+                        "pulled {} blobs ({} fetched, {} already local, {} bytes received)",
+                        rep.blobs_total, rep.blobs_fetched, rep.blobs_present, rep.wire_bytes_fetched
+                    ),
+                );
+                if let (Some(d), Some(b)) = (into, restored) {
+                    note(&cli, format!("restored {b} bytes into {}", d.display()));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Exists { reference } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, &[])?;
+            let found = pf_registry::open(&r, &cfg)?.exists().await?;
+            if cli.json {
+                println!("{}", json!({"reference": r.to_string(), "exists": found}));
+            } else {
+                println!("{}", if found { "exists" } else { "not found" });
+            }
+            Ok(if found { 0 } else { 2 })
+        }
+        Cmd::Inspect { reference, trust } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let ins = pf_registry::open(&r, &cfg)?.inspect().await?;
+            let total: u64 = ins.manifest.layers.iter().map(|l| l.size).sum();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "reference": r.to_string(),
+                        "manifest_digest": ins.manifest_digest,
+                        "manifest_size": ins.manifest_size,
+                        "signature": ins.verification,
+                        "layers_size": total,
+                        "manifest": ins.manifest,
+                    })
+                );
+            } else {
+                println!("reference:  {r}");
+                println!("manifest:   {} ({} bytes)", ins.manifest_digest, ins.manifest_size);
+                println!("signature:  {}", describe(&ins.verification));
+                println!("agent:      {} {}", ins.manifest.agent.name, ins.manifest.agent.version);
+                println!("created:    {}", ins.manifest.created_at);
+                for p in &ins.manifest.parents {
+                    println!("parent:     {p}");
+                }
+                println!("layers:     {} ({} bytes)", ins.manifest.layers.len(), total);
+                for l in &ins.manifest.layers {
+                    println!("  {:<16} {:>12}  {}  {}", l.role, l.size, l.digest, l.media_type);
+                }
+                for (k, v) in &ins.manifest.annotations {
+                    println!("annotation: {k}={v}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Copy { src, dst, trust } => {
+            let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
+            let cfg = config(&cli, trust)?;
+            let store = open_store(&cli)?;
+            let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
+            note(&cli, format!("source signature: {}", describe(&pulled.verification)));
+            let rep = pf_registry::open(&d, &cfg)?.push(store, &pulled.signed_image()).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                println!("{}", rep.resolved);
+                note(
+                    &cli,
+                    format!("copied {} ({} of {} blobs uploaded)", rep.manifest_digest, rep.blobs_uploaded, rep.blobs_total),
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn snapshot_image(
+    cli: &Cli,
+    dir: &Path,
+    store: &DirStore,
+    agent: &str,
+    parents: &[String],
+    annotations: &[String],
+) -> CliResult<Manifest> {
+    let mut m = Manifest::new(
+        AgentInfo {
+            name: agent.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        now_rfc3339(),
+    );
+    for p in parents {
+        m.parents.push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
+    }
+    for a in annotations {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--annotation {a:?} is not KEY=VALUE")))?;
+        m.annotations.insert(k.into(), v.into());
+    }
+    let mut warnings = Vec::new();
+    let tree = snapshot::snapshot_dir(dir, store, &mut |w| warnings.push(w))?;
+    for w in warnings {
+        note(cli, format!("warning: {w}"));
+    }
+    let bytes = tree.to_bytes();
+    let d = store.put(&bytes)?;
+    m.layers.push(Descriptor {
+        role: "world.fs".into(),
+        media_type: FS_TREE_MEDIA_TYPE.into(),
+        digest: d,
+        size: bytes.len() as u64,
+    });
+    Ok(m)
+}
+
+/// Current UTC time as RFC 3339 (seconds), without a date crate.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}

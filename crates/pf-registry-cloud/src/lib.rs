@@ -1,1 +1,2 @@
-//! placeholder
+//! Cloud backends: s3://, hf://, ipfs:// (each behind its cargo feature).
+#![forbid(unsafe_code)]

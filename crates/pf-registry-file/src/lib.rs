@@ -1,1 +1,313 @@
-//! placeholder
+//! The `file://` backend: an image repository in a plain directory.
+//!
+//! Layout under the root:
+//!
+//! ```text
+//! manifest.json                      current manifest (renamed into place last)
+//! manifest.json.sig                  its signature envelope
+//! manifests/sha256/<hex>.json        every committed manifest, by digest (for @sha256: pulls)
+//! signatures/sha256/<hex>.sig        every committed signature, by manifest digest
+//! blobs/sha256/<aa>/<hex>.zst        zstd-encoded blobs named by their RAW digest
+//! .tmp/                              temp files (same filesystem, so renames are atomic)
+//! ```
+//!
+//! Every file is written to `.tmp`, fsynced and renamed; `manifest.json` is
+//! renamed last, so a crash leaves the previous version readable. Readers
+//! find the signature for a manifest by its digest, so a reader never pairs
+//! a new manifest with an old signature.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use pf_digest::Digest;
+use pf_registry_core::{
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
+    Result, Transport, UploadedBlob,
+};
+
+const TMP: &str = ".tmp";
+
+/// A file-backed transport rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct FileTransport {
+    root: PathBuf,
+    display: String,
+    pin: Option<Digest>,
+}
+
+/// Opens the `file://` reference as a registry on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<FileTransport>> {
+    let t = FileTransport::new(reference)?;
+    Ok(Engine::new(t, config.clone(), reference.digest))
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RegistryError {
+    let c = context.into();
+    move |e| RegistryError::io(c, e)
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::io("file backend task", io::Error::other(e.to_string())))?
+}
+
+impl FileTransport {
+    /// A transport for `reference`, which must be a `file://` reference.
+    /// Relative paths resolve against the current directory now.
+    pub fn new(reference: &ImageRef) -> Result<FileTransport> {
+        let Location::File { path } = &reference.location else {
+            return Err(RegistryError::BadReference {
+                input: reference.to_string(),
+                reason: "not a file:// reference".into(),
+            });
+        };
+        let p = PathBuf::from(path);
+        let root = if p.is_absolute() {
+            p
+        } else {
+            std::env::current_dir().map_err(io_err("resolving current directory"))?.join(p)
+        };
+        Ok(FileTransport {
+            display: format!("file://{path}"),
+            root,
+            pin: reference.digest,
+        })
+    }
+
+    /// The repository root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of the encoded blob for `digest`.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs/sha256")
+            .join(digest.shard())
+            .join(format!("{}.zst", digest.hex()))
+    }
+
+    fn manifest_by_digest(&self, d: &Digest) -> PathBuf {
+        self.root.join("manifests/sha256").join(format!("{}.json", d.hex()))
+    }
+
+    fn signature_by_digest(&self, d: &Digest) -> PathBuf {
+        self.root.join("signatures/sha256").join(format!("{}.sig", d.hex()))
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP)
+    }
+
+    fn ensure_dirs(&self) -> Result<()> {
+        fs::create_dir_all(self.tmp_dir()).map_err(io_err(format!("creating {}", self.tmp_dir().display())))
+    }
+
+    /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
+    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.ensure_dirs()?;
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(io_err("creating temp file"))?;
+        tmp.write_all(bytes).map_err(io_err("writing temp file"))?;
+        tmp.as_file().sync_all().map_err(io_err("fsync temp file"))?;
+        tmp.persist(dest)
+            .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
+        sync_dir(parent)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Directory fsync makes the rename durable; not supported on every platform.
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(RegistryError::io(format!("fsync {}", dir.display()), e)),
+    }
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RegistryError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    match fs::metadata(path) {
+        Ok(m) if m.len() > limit => Err(RegistryError::invalid(
+            path.display().to_string(),
+            format!("{} bytes exceeds the limit {limit}", m.len()),
+        )),
+        Ok(_) => read_opt(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RegistryError::io(format!("stat {}", path.display()), e)),
+    }
+}
+
+#[async_trait]
+impl Transport for FileTransport {
+    fn location(&self) -> String {
+        self.display.clone()
+    }
+
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let this = self.clone();
+        let digests = digests.to_vec();
+        blocking(move || {
+            let mut out = Vec::new();
+            for d in digests {
+                match fs::metadata(this.blob_path(&d)) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => out.push(d),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => out.push(d),
+                    Err(e) => return Err(RegistryError::io(format!("stat blob {d}"), e)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn spool_dir(&self) -> Option<PathBuf> {
+        self.ensure_dirs().ok()?;
+        Some(self.tmp_dir())
+    }
+
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        let this = self.clone();
+        let blob = blob.clone();
+        blocking(move || {
+            let dest = this.blob_path(&blob.digest);
+            let parent = dest.parent().unwrap_or(&this.root).to_path_buf();
+            fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            match blob.spool_path() {
+                Some(spooled) if spooled.parent() == Some(this.tmp_dir().as_path()) => {
+                    // Same filesystem: fsync the spool file and hard-link it into place
+                    // (atomic, never overwrites, leaves the spool file to be cleaned up).
+                    File::open(spooled)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err("fsync spooled blob"))?;
+                    match fs::hard_link(spooled, &dest) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(_) => {
+                            // Filesystems without hard links: copy via temp + rename.
+                            let bytes = blob.read_all().map_err(io_err("reading spooled blob"))?;
+                            this.write_atomic(&dest, &bytes)?;
+                        }
+                    }
+                    sync_dir(&parent)?;
+                }
+                _ => {
+                    this.ensure_dirs()?;
+                    let tmp = tempfile::NamedTempFile::new_in(this.tmp_dir()).map_err(io_err("creating temp file"))?;
+                    blob.persist_to(tmp.path()).map_err(io_err("writing blob"))?;
+                    tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
+                    tmp.persist(&dest)
+                        .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
+                    sync_dir(&parent)?;
+                }
+            }
+            Ok(UploadedBlob {
+                digest: blob.digest,
+                encoded_digest: blob.encoded_digest,
+                encoded_size: blob.encoded_size,
+                handle: None,
+            })
+        })
+        .await
+    }
+
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        let this = self.clone();
+        let manifest = req.manifest.to_vec();
+        let sig = req.signature.map(|s| s.to_vec());
+        let digest = req.manifest_digest;
+        let blobs: Vec<Digest> = req.blobs.iter().map(|b| b.digest).collect();
+        blocking(move || {
+            // Refuse to publish a manifest whose blobs are not all durable here.
+            for d in &blobs {
+                if !this.blob_path(d).is_file() {
+                    return Err(RegistryError::not_found(format!(
+                        "blob {d} at {} (cannot commit a manifest with missing blobs)",
+                        this.display
+                    )));
+                }
+            }
+            this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
+            let sig_path = this.root.join("manifest.json.sig");
+            match &sig {
+                Some(s) => {
+                    this.write_atomic(&this.signature_by_digest(&digest), s)?;
+                    this.write_atomic(&sig_path, s)?;
+                }
+                None => match fs::remove_file(&sig_path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(RegistryError::io("removing stale signature", e)),
+                },
+            }
+            // The commit point: one atomic rename.
+            this.write_atomic(&this.root.join("manifest.json"), &manifest)?;
+            Ok(format!("{}@{digest}", this.display))
+        })
+        .await
+    }
+
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        let this = self.clone();
+        blocking(move || {
+            let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES as u64;
+            let manifest = match this.pin {
+                Some(pin) => match read_bounded(&this.manifest_by_digest(&pin), limit)? {
+                    Some(m) => Some(m),
+                    None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                },
+                None => read_bounded(&this.root.join("manifest.json"), limit)?,
+            };
+            let Some(manifest) = manifest else {
+                return Err(RegistryError::not_found(format!("manifest at {}", this.display)));
+            };
+            let digest = Digest::of(&manifest);
+            let sig_limit = pf_sign::SignatureEnvelope::MAX_LEN as u64 + 1;
+            let signature = match read_bounded(&this.signature_by_digest(&digest), sig_limit)? {
+                Some(s) => Some(s),
+                // Older layouts / foreign writers: fall back to the fixed name.
+                None => read_bounded(&this.root.join("manifest.json.sig"), sig_limit)?,
+            };
+            Ok(FetchedManifest {
+                manifest: Bytes::from(manifest),
+                signature: signature.map(Bytes::from),
+                pin_verified: false,
+            })
+        })
+        .await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let path = self.blob_path(digest);
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RegistryError::not_found(format!("blob {digest} at {}", self.display)))
+            }
+            Err(e) => return Err(RegistryError::io(format!("opening {}", path.display()), e)),
+        };
+        let s = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
+            .map(|r| r.map_err(|e| RegistryError::io("reading blob file", e)));
+        Ok(Box::pin(s))
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        Ok(self.root.join("manifest.json").is_file())
+    }
+}

@@ -1,0 +1,257 @@
+//! Turning a directory into blobs plus an fs tree, and back.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use pf_cas::BlobStore;
+use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
+use pf_registry::{RegistryError, Result};
+
+/// Files at least this large are split with content-defined chunking.
+pub const CDC_THRESHOLD: u64 = 4 << 20;
+/// FastCDC minimum / average / maximum chunk sizes.
+pub const CDC_MIN: u32 = 256 << 10;
+/// Average chunk size.
+pub const CDC_AVG: u32 = 1 << 20;
+/// Maximum chunk size.
+pub const CDC_MAX: u32 = 4 << 20;
+
+fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
+    move |e| RegistryError::io(ctx, e)
+}
+
+/// Walks `dir` and stores every file's content in `store`, returning the fs
+/// tree. Special files (devices, sockets, fifos) are skipped with a warning.
+pub fn snapshot_dir(dir: &Path, store: &dyn BlobStore, warn: &mut dyn FnMut(String)) -> Result<FsTree> {
+    let mut tree = FsTree::default();
+    let meta = fs::metadata(dir).map_err(io_ctx(format!("reading {}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(RegistryError::invalid(dir.display().to_string(), "not a directory"));
+    }
+    walk(dir, dir, store, &mut tree, warn)?;
+    Ok(tree)
+}
+
+fn rel_string(root: &Path, p: &Path) -> Result<String> {
+    let rel = p.strip_prefix(root).map_err(|_| RegistryError::invalid(p.display().to_string(), "outside the root"))?;
+    let s = rel
+        .to_str()
+        .ok_or_else(|| RegistryError::invalid(p.display().to_string(), "path is not valid UTF-8"))?;
+    validate_relative_path(s).map_err(|r| RegistryError::invalid(p.display().to_string(), r))?;
+    Ok(s.to_string())
+}
+
+fn walk(root: &Path, dir: &Path, store: &dyn BlobStore, tree: &mut FsTree, warn: &mut dyn FnMut(String)) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(io_ctx(format!("listing {}", dir.display())))?
+        .collect::<io::Result<_>>()
+        .map_err(io_ctx(format!("listing {}", dir.display())))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let md = fs::symlink_metadata(&path).map_err(io_ctx(format!("stat {}", path.display())))?;
+        let ft = md.file_type();
+        let rel = match rel_string(root, &path) {
+            Ok(r) => r,
+            Err(err) => {
+                warn(format!("skipping {}: {err}", path.display()));
+                continue;
+            }
+        };
+        let mode = md.mode() & 0o7777;
+        if ft.is_dir() {
+            tree.entries.push(FsEntry {
+                path: rel,
+                kind: EntryKind::Dir,
+                mode,
+                size: 0,
+                blob: None,
+                chunks: vec![],
+                target: None,
+            });
+            walk(root, &path, store, tree, warn)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
+            let Some(t) = target.to_str() else {
+                warn(format!("skipping symlink {} with a non-UTF-8 target", path.display()));
+                continue;
+            };
+            tree.entries.push(FsEntry {
+                path: rel,
+                kind: EntryKind::Symlink,
+                mode: 0o777,
+                size: 0,
+                blob: None,
+                chunks: vec![],
+                target: Some(t.to_string()),
+            });
+        } else if ft.is_file() {
+            let (blob, chunks, size) = store_file(&path, md.len(), store)?;
+            tree.entries.push(FsEntry {
+                path: rel,
+                kind: EntryKind::File,
+                mode,
+                size,
+                blob,
+                chunks,
+                target: None,
+            });
+        } else {
+            warn(format!("skipping special file {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+type Stored = (Option<pf_digest::Digest>, Vec<Chunk>, u64);
+
+fn store_file(path: &Path, len: u64, store: &dyn BlobStore) -> Result<Stored> {
+    let mut f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
+    if len < CDC_THRESHOLD {
+        let (d, n) = store
+            .put_stream(None, &mut f)
+            .map_err(RegistryError::from)?;
+        return Ok((Some(d), vec![], n));
+    }
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    for c in fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX) {
+        let c = c.map_err(|e| RegistryError::io(format!("chunking {}", path.display()), io::Error::other(e.to_string())))?;
+        let d = store.put(&c.data)?;
+        total += c.length as u64;
+        chunks.push(Chunk {
+            blob: d,
+            size: c.length as u64,
+        });
+    }
+    if chunks.len() == 1 {
+        let only = chunks.remove(0);
+        return Ok((Some(only.blob), vec![], total));
+    }
+    Ok((None, chunks, total))
+}
+
+/// Checks a symlink at `link_path` (relative) pointing to `target` stays inside the root.
+pub fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
+    let t = Path::new(target);
+    if t.is_absolute() {
+        return false;
+    }
+    // Depth of the directory containing the link.
+    let mut depth: i64 = link_path.split('/').count() as i64 - 1;
+    for c in t.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Restores `tree` from `store` into `dest`, which must not exist or be empty.
+/// Refuses symlinks that point outside `dest` and never writes through a symlink.
+pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
+    tree.validate()?;
+    if dest.exists() {
+        let mut it = fs::read_dir(dest).map_err(io_ctx(format!("listing {}", dest.display())))?;
+        if it.next().is_some() {
+            return Err(RegistryError::invalid(
+                dest.display().to_string(),
+                "restore directory is not empty",
+            ));
+        }
+    }
+    fs::create_dir_all(dest).map_err(io_ctx(format!("creating {}", dest.display())))?;
+    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        let t = e.target.as_deref().unwrap_or("");
+        if !symlink_stays_inside(&e.path, t) {
+            return Err(RegistryError::invalid(
+                format!("symlink {}", e.path),
+                format!("target {t:?} points outside the restore directory"),
+            ));
+        }
+    }
+    let mut bytes = 0u64;
+    let mut dirs: Vec<&FsEntry> = tree.entries.iter().filter(|e| e.kind == EntryKind::Dir).collect();
+    dirs.sort_by_key(|e| e.path.matches('/').count());
+    for d in &dirs {
+        let p = safe_join(dest, &d.path)?;
+        fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
+    }
+    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let p = safe_join(dest, &e.path)?;
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
+            safe_join(dest, &e.path)?; // re-check nothing on the way is a symlink
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(io_ctx(format!("creating {}", p.display())))?;
+        for (d, _) in e.blobs() {
+            let mut r = store.open(&d)?;
+            bytes += io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
+        }
+        f.flush().map_err(io_ctx(format!("writing {}", p.display())))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
+            .map_err(io_ctx(format!("chmod {}", p.display())))?;
+    }
+    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        let p = safe_join(dest, &e.path)?;
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
+        }
+        std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &p)
+            .map_err(io_ctx(format!("symlink {}", p.display())))?;
+    }
+    for d in dirs.iter().rev() {
+        let p = safe_join(dest, &d.path)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode((d.mode & 0o777) | 0o700))
+            .map_err(io_ctx(format!("chmod {}", p.display())))?;
+    }
+    Ok(bytes)
+}
+
+/// Joins a validated relative path under `root`, refusing if any existing
+/// component on the way is a symlink.
+fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
+    validate_relative_path(rel).map_err(|r| RegistryError::invalid("fs tree", r))?;
+    let mut p = root.to_path_buf();
+    for c in rel.split('/') {
+        p.push(c);
+        if let Ok(md) = fs::symlink_metadata(&p) {
+            if md.file_type().is_symlink() {
+                return Err(RegistryError::invalid(
+                    format!("path {rel}"),
+                    "would be written through a symlink",
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_containment() {
+        assert!(symlink_stays_inside("a/link", "../b"));
+        assert!(symlink_stays_inside("link", "b/c"));
+        assert!(!symlink_stays_inside("link", "../x"));
+        assert!(!symlink_stays_inside("a/link", "../../x"));
+        assert!(!symlink_stays_inside("link", "/etc/passwd"));
+        assert!(!symlink_stays_inside("a/link", "b/../../../x"));
+    }
+}

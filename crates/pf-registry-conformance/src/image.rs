@@ -1,0 +1,190 @@
+//! Test images: deterministic and proptest-generated snapshots with layers,
+//! an fs tree (some files chunked) and a KV page manifest.
+
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+use pf_registry_core::manifest::{
+    AgentInfo, Chunk, EntryKind, FsEntry, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE, FS_TREE_MEDIA_TYPE,
+    KV_PAGES_MEDIA_TYPE,
+};
+use pf_registry_core::{Descriptor, Manifest};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
+use rand::{Rng, SeedableRng};
+
+/// The content of a test image.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Opaque top-level layers.
+    pub layers: Vec<Vec<u8>>,
+    /// Files of the fs tree (path, content).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// KV pages (k, v).
+    pub kv: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Files longer than this are split into chunks of this size.
+    pub chunk_size: usize,
+}
+
+/// A built image: its manifest and every closure digest.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Unique closure digests.
+    pub closure: Vec<Digest>,
+}
+
+impl ImageSpec {
+    /// A deterministic image with `n` files, layers and pages derived from `seed`.
+    pub fn sample(seed: u64, n: usize) -> ImageSpec {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut bytes = |len: usize| -> Vec<u8> { (0..len).map(|_| rng.gen()).collect() };
+        ImageSpec {
+            layers: (0..2).map(|i| bytes(1000 + i * 3000 + seed as usize)).collect(),
+            files: (0..n)
+                .map(|i| (format!("dir{}/file{i}.bin", i % 3), bytes(100 + i * 700)))
+                .collect(),
+            kv: (0..n.min(3)).map(|i| (bytes(512 + i), bytes(256 + i))).collect(),
+            chunk_size: 1024,
+        }
+    }
+
+    /// Stores every blob in `store` and builds the manifest.
+    pub fn build(&self, store: &dyn BlobStore, name: &str) -> TestImage {
+        let put = |b: &[u8]| store.put(b).expect("test store put");
+        let mut manifest = Manifest::new(
+            AgentInfo {
+                name: name.into(),
+                version: "test".into(),
+            },
+            "2026-11-23T00:00:00Z",
+        );
+        for (i, l) in self.layers.iter().enumerate() {
+            manifest.layers.push(Descriptor {
+                role: if i == 0 { "model.base".into() } else { format!("model.diff.{i}") },
+                media_type: BLOB_MEDIA_TYPE.into(),
+                digest: put(l),
+                size: l.len() as u64,
+            });
+        }
+        let mut tree = FsTree::default();
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, data) in &self.files {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                dirs.insert(parent.to_string());
+                p = parent;
+            }
+            let mut e = FsEntry {
+                path: path.clone(),
+                kind: EntryKind::File,
+                mode: 0o644,
+                size: data.len() as u64,
+                blob: None,
+                chunks: vec![],
+                target: None,
+            };
+            if data.len() > self.chunk_size {
+                e.chunks = data
+                    .chunks(self.chunk_size)
+                    .map(|c| Chunk {
+                        blob: put(c),
+                        size: c.len() as u64,
+                    })
+                    .collect();
+            } else {
+                e.blob = Some(put(data));
+            }
+            tree.entries.push(e);
+        }
+        for d in dirs {
+            tree.entries.push(FsEntry {
+                path: d,
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                size: 0,
+                blob: None,
+                chunks: vec![],
+                target: None,
+            });
+        }
+        let tree_bytes = tree.to_bytes();
+        manifest.layers.push(Descriptor {
+            role: "world.fs".into(),
+            media_type: FS_TREE_MEDIA_TYPE.into(),
+            digest: put(&tree_bytes),
+            size: tree_bytes.len() as u64,
+        });
+        if !self.kv.is_empty() {
+            let pages = KvPages {
+                pages: self
+                    .kv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, v))| KvPage {
+                        layer: 0,
+                        page: i as u64,
+                        k: put(k),
+                        v: put(v),
+                    })
+                    .collect(),
+            };
+            let pb = pages.to_bytes();
+            manifest.layers.push(Descriptor {
+                role: "cache.manifest".into(),
+                media_type: KV_PAGES_MEDIA_TYPE.into(),
+                digest: put(&pb),
+                size: pb.len() as u64,
+            });
+        }
+        let closure = pf_registry_core::manifest::closure(&manifest, |d| Ok(store.get(&d.digest)?))
+            .expect("closure of a test image")
+            .into_iter()
+            .map(|b| b.digest)
+            .collect();
+        TestImage { manifest, closure }
+    }
+}
+
+fn arb_spec() -> impl Strategy<Value = ImageSpec> {
+    let blob = |max: usize| proptest::collection::vec(any::<u8>(), 0..max);
+    (
+        proptest::collection::vec(blob(5000), 1..4),
+        proptest::collection::btree_map("[a-z]{1,6}(/[a-z0-9_.-]{1,8}){0,2}", blob(4000), 0..8),
+        proptest::collection::vec((blob(700), blob(700)), 0..4),
+        prop_oneof![Just(512usize), Just(2048usize), Just(1 << 20)],
+    )
+        .prop_map(|(layers, files, kv, chunk_size)| {
+            // Drop files whose path is a prefix directory of another file.
+            let paths: Vec<String> = files.keys().cloned().collect();
+            let files = files
+                .into_iter()
+                .filter(|(p, _)| !paths.iter().any(|q| q.starts_with(&format!("{p}/"))))
+                .collect();
+            ImageSpec {
+                layers,
+                files,
+                kv,
+                chunk_size,
+            }
+        })
+}
+
+/// `cases` proptest-generated image specs, deterministic for `seed`.
+pub fn generated_specs(cases: u32, seed: u64) -> Vec<ImageSpec> {
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        PtConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
+    let strat = arb_spec();
+    (0..cases)
+        .map(|_| {
+            strat
+                .new_tree(&mut runner)
+                .map(|t| proptest::strategy::ValueTree::current(&t))
+                .expect("generate spec")
+        })
+        .collect()
+}

@@ -1,0 +1,214 @@
+//! Blob encoding (zstd, streamed, verified) and capped, verified decoding.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use pf_cas::BlobStore;
+use pf_digest::{Digest, HashingReader, HashingWriter};
+
+use crate::error::{RegistryError, Result};
+use crate::transport::EncodedBlob;
+
+/// Blobs up to this raw size are encoded in memory; larger ones are spooled.
+pub const IN_MEMORY_LIMIT: u64 = 1 << 20;
+/// Blobs above this raw size use multi-threaded zstd.
+pub const MULTITHREAD_THRESHOLD: u64 = 32 << 20;
+
+/// Encodes blob `digest` from `store` as one zstd stream. Re-hashes the raw
+/// bytes while reading, so a corrupt local store is caught before upload.
+pub fn encode(store: &dyn BlobStore, digest: &Digest, level: i32, spool_dir: Option<&Path>) -> Result<EncodedBlob> {
+    let size = store
+        .size(digest)?
+        .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
+    let reader = store.open(digest)?;
+    let mut hashing = HashingReader::new(reader);
+    let blob = if size <= IN_MEMORY_LIMIT {
+        let mut raw = Vec::with_capacity(size as usize);
+        hashing
+            .read_to_end(&mut raw)
+            .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+        let (actual, _) = hashing.finish();
+        check(digest, actual)?;
+        let enc = zstd::bulk::compress(&raw, level).map_err(|e| RegistryError::io("zstd encode", e))?;
+        EncodedBlob::in_memory(*digest, raw.len() as u64, Bytes::from(enc))
+    } else {
+        let tmp = match spool_dir {
+            Some(d) => tempfile::NamedTempFile::new_in(d),
+            None => tempfile::NamedTempFile::new(),
+        }
+        .map_err(|e| RegistryError::io("creating spool file", e))?;
+        let (file, path) = tmp.into_parts();
+        let out = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(|e| RegistryError::io("zstd init", e))?;
+        if size > MULTITHREAD_THRESHOLD {
+            let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            if workers > 1 {
+                enc.multithread(workers)
+                    .map_err(|e| RegistryError::io("zstd multithread", e))?;
+            }
+        }
+        enc.include_checksum(false).map_err(|e| RegistryError::io("zstd init", e))?;
+        let raw_len = copy(&mut hashing, &mut enc).map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
+        let (actual, _) = hashing.finish();
+        check(digest, actual)?;
+        let out = enc.finish().map_err(|e| RegistryError::io("zstd finish", e))?;
+        let (buf, enc_digest, enc_len) = out.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| RegistryError::io("flushing spool file", e.into_error()))?;
+        drop(file);
+        EncodedBlob::spooled(*digest, raw_len, enc_digest, enc_len, path)
+    };
+    Ok(blob)
+}
+
+fn check(expected: &Digest, actual: Digest) -> Result<()> {
+    if *expected != actual {
+        return Err(RegistryError::Integrity {
+            what: format!("local blob {expected}"),
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn copy(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}
+
+/// A reader that fails once more than `limit` bytes would be produced.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    digest: Digest,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Ask for one byte beyond the cap so an oversized stream is detected.
+        let want = buf.len().min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(RegistryError::invalid(
+                format!("blob {}", self.digest),
+                "decodes to more bytes than declared (possible decompression bomb); rejected",
+            )
+            .into_io());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Decodes the zstd stream `encoded` into `store`, refusing to produce more
+/// than `expected_size` (or `cap` when undeclared) bytes and verifying the
+/// raw digest. Returns the raw size written. Nothing is stored on failure.
+pub fn decode_into(
+    encoded: impl Read,
+    digest: &Digest,
+    expected_size: Option<u64>,
+    cap: u64,
+    store: &dyn BlobStore,
+) -> Result<u64> {
+    let dec = zstd::stream::read::Decoder::new(encoded).map_err(|e| RegistryError::io("zstd init", e))?;
+    let mut capped = Capped {
+        inner: dec,
+        left: expected_size.unwrap_or(cap),
+        digest: *digest,
+    };
+    let (_, n) = store.put_stream(Some(digest), &mut capped).map_err(|e| match e {
+        pf_cas::CasError::Io { context, source } => {
+            let err = RegistryError::from_io(&context, source);
+            match err {
+                RegistryError::Io { context, source } if source.kind() != io::ErrorKind::Other => {
+                    RegistryError::Io { context, source }
+                }
+                RegistryError::Io { source, .. } => {
+                    RegistryError::invalid(format!("blob {digest}"), format!("cannot decode: {source}"))
+                }
+                other => other,
+            }
+        }
+        other => other.into(),
+    })?;
+    if let Some(sz) = expected_size {
+        if n != sz {
+            return Err(RegistryError::invalid(
+                format!("blob {digest}"),
+                format!("decoded {n} bytes, manifest declares {sz}"),
+            ));
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pf_cas::MemoryStore;
+
+    #[test]
+    fn roundtrip_small_and_large() {
+        let store = MemoryStore::new();
+        for size in [0usize, 10, (IN_MEMORY_LIMIT as usize) + 12345] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let d = store.put(&data).unwrap();
+            let enc = encode(&store, &d, 3, None).unwrap();
+            assert_eq!(enc.raw_size, size as u64);
+            assert_eq!(enc.encoded_digest, Digest::of(&enc.read_all().unwrap()));
+            let out = MemoryStore::new();
+            let n = decode_into(enc.open().unwrap(), &d, Some(size as u64), u64::MAX, &out).unwrap();
+            assert_eq!(n, size as u64);
+            assert_eq!(out.get(&d).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn bomb_is_capped_and_nothing_stored() {
+        let raw = vec![0u8; 50 << 20];
+        let d = Digest::of(&raw);
+        let enc = zstd::bulk::compress(&raw, 3).unwrap();
+        assert!(enc.len() < 10_000);
+        let out = MemoryStore::new();
+        let err = decode_into(&enc[..], &d, Some(1000), u64::MAX, &out).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
+        let err = decode_into(&enc[..], &d, None, 4096, &out).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
+        assert!(!out.has(&d).unwrap());
+    }
+
+    #[test]
+    fn wrong_content_is_integrity_error() {
+        let enc = zstd::bulk::compress(b"evil", 3).unwrap();
+        let d = Digest::of(b"good");
+        let out = MemoryStore::new();
+        let err = decode_into(&enc[..], &d, Some(4), u64::MAX, &out).unwrap_err();
+        assert!(matches!(err, RegistryError::Integrity { .. }), "{err}");
+        assert!(!out.has(&d).unwrap());
+    }
+
+    #[test]
+    fn garbage_is_invalid_data() {
+        let out = MemoryStore::new();
+        let err = decode_into(&b"not zstd at all"[..], &Digest::of(b"x"), Some(1), u64::MAX, &out).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
+    }
+}
+
+/// Encodes `raw` as one zstd frame in memory (small blobs, tests).
+pub fn zstd_encode_bytes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd::bulk::compress(raw, level)
+}

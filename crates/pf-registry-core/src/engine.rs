@@ -1,0 +1,387 @@
+//! The one push/pull engine, written once over any [`Transport`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+use pf_sign::{SignError, SignatureEnvelope};
+
+use crate::codec;
+use crate::config::Config;
+use crate::error::{RegistryError, Result};
+use crate::manifest::{self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES};
+use crate::progress::ProgressEvent;
+use crate::registry::{Inspection, PullReport, PushReport, Registry, SignedImage};
+use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
+
+/// Implements [`Registry`] for any [`Transport`]: closure walk, dedup,
+/// parallel encode, commit-last, verify-before-parse, capped decode.
+pub struct Engine<T: Transport> {
+    transport: Arc<T>,
+    config: Config,
+    pin: Option<Digest>,
+}
+
+impl<T: Transport> Engine<T> {
+    /// Wraps `transport`; `pin` is the reference's `@sha256:` digest, if any.
+    pub fn new(transport: T, config: Config, pin: Option<Digest>) -> Self {
+        Engine {
+            transport: Arc::new(transport),
+            config,
+            pin,
+        }
+    }
+
+    /// The underlying transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn concurrency(&self) -> usize {
+        self.config.concurrency.max(1)
+    }
+
+    async fn fetch_manifest_verified(&self) -> Result<(FetchedManifest, pf_sign::Verification, Manifest)> {
+        let t = self.transport.clone();
+        let fetched = self
+            .config
+            .retry
+            .run("fetch manifest", &*self.config.progress, || t.get_manifest())
+            .await?;
+        if fetched.manifest.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::invalid(
+                "manifest",
+                format!("{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit", fetched.manifest.len()),
+            ));
+        }
+        // Verify the signature over the exact bytes BEFORE parsing them.
+        let verification = self
+            .config
+            .trust
+            .verify(&fetched.manifest, fetched.signature.as_deref())?;
+        let digest = Digest::of(&fetched.manifest);
+        if let Some(pin) = self.pin {
+            if !fetched.pin_verified && pin != digest {
+                return Err(RegistryError::Integrity {
+                    what: format!("manifest at {} (pinned digest)", self.transport.location()),
+                    expected: pin,
+                    actual: digest,
+                });
+            }
+        }
+        let manifest = Manifest::from_bytes(&fetched.manifest)?;
+        self.config.progress.on_event(&ProgressEvent::Manifest { digest });
+        Ok((fetched, verification, manifest))
+    }
+
+    /// Fetches `blobs` into `store`, `concurrency` at a time. Returns (wire, raw) bytes.
+    async fn fetch_blobs(&self, store: &Arc<dyn BlobStore>, blobs: Vec<ClosureBlob>) -> Result<(u64, u64)> {
+        let wire = Arc::new(AtomicU64::new(0));
+        let raw = Arc::new(AtomicU64::new(0));
+        futures::stream::iter(blobs)
+            .map(|b| {
+                let wire = wire.clone();
+                let raw = raw.clone();
+                async move {
+                    let what = format!("fetch blob {}", b.digest.short());
+                    let (w, r) = self
+                        .config
+                        .retry
+                        .run(&what, &*self.config.progress, || self.fetch_one(store.clone(), b))
+                        .await?;
+                    wire.fetch_add(w, Ordering::Relaxed);
+                    raw.fetch_add(r, Ordering::Relaxed);
+                    self.config.progress.on_event(&ProgressEvent::BlobDone {
+                        digest: b.digest,
+                        raw_bytes: r,
+                        wire_bytes: w,
+                    });
+                    Ok::<_, RegistryError>(())
+                }
+            })
+            .buffer_unordered(self.concurrency())
+            .try_collect::<()>()
+            .await?;
+        Ok((wire.load(Ordering::Relaxed), raw.load(Ordering::Relaxed)))
+    }
+
+    async fn fetch_one(&self, store: Arc<dyn BlobStore>, b: ClosureBlob) -> Result<(u64, u64)> {
+        let stream = self.transport.get_blob(&b.digest).await?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let c2 = counter.clone();
+        let stream = stream.map(move |r| match r {
+            Ok(bytes) => {
+                c2.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => Err(e.into_io()),
+        });
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let cap = self.config.max_blob_size;
+        let raw = tokio::task::spawn_blocking(move || {
+            let reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+            codec::decode_into(reader, &b.digest, b.size, cap, &*store)
+        })
+        .await
+        .map_err(|e| RegistryError::io("decode task", std::io::Error::other(e.to_string())))??;
+        Ok((counter.load(Ordering::Relaxed), raw))
+    }
+
+    async fn missing(&self, digests: Vec<Digest>) -> Result<Vec<Digest>> {
+        let batch = self.transport.max_batch().max(1);
+        let mut out = Vec::new();
+        for chunk in digests.chunks(batch) {
+            let t = self.transport.clone();
+            let m = self
+                .config
+                .retry
+                .run("query missing blobs", &*self.config.progress, || t.missing(chunk))
+                .await?;
+            // Never trust a backend to answer only about what was asked.
+            let asked: HashSet<&Digest> = chunk.iter().collect();
+            out.extend(m.into_iter().filter(|d| asked.contains(d)));
+        }
+        Ok(out)
+    }
+}
+
+/// Reads an index blob from a local store, bounded.
+fn read_index(store: &dyn BlobStore, d: &Descriptor) -> Result<Vec<u8>> {
+    match store.size(&d.digest)? {
+        None => Err(RegistryError::not_found(format!("index blob {} in the local store", d.digest))),
+        Some(n) if n > MAX_INDEX_BYTES => Err(RegistryError::invalid(
+            format!("index blob {}", d.digest),
+            format!("{n} bytes exceeds the limit {MAX_INDEX_BYTES}"),
+        )),
+        Some(_) => Ok(store.get(&d.digest)?),
+    }
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::io("worker task", std::io::Error::other(e.to_string())))?
+}
+
+#[async_trait]
+impl<T: Transport> Registry for Engine<T> {
+    fn location(&self) -> String {
+        self.transport.location()
+    }
+
+    async fn push(&self, store: Arc<dyn BlobStore>, image: &SignedImage) -> Result<PushReport> {
+        let manifest = Manifest::from_bytes(&image.manifest)?;
+        let manifest_digest = image.digest();
+        if let Some(pin) = self.pin {
+            if pin != manifest_digest {
+                return Err(RegistryError::Integrity {
+                    what: "pushing to a digest-pinned reference".into(),
+                    expected: pin,
+                    actual: manifest_digest,
+                });
+            }
+        }
+        if let Some(sig) = &image.signature {
+            let env = SignatureEnvelope::from_json_bytes(sig)?;
+            if env.manifest_digest != manifest_digest {
+                return Err(RegistryError::Signature(SignError::DigestMismatch {
+                    envelope: env.manifest_digest,
+                    actual: manifest_digest,
+                }));
+            }
+        }
+
+        // 1. closure, all from the local store; every blob must be present.
+        let st = store.clone();
+        let closure = blocking(move || {
+            let c = manifest::closure(&manifest, |d| read_index(&*st, d))?;
+            for b in &c {
+                if !st.has(&b.digest)? {
+                    return Err(RegistryError::not_found(format!(
+                        "blob {} (referenced by the manifest) in the local store",
+                        b.digest
+                    )));
+                }
+            }
+            Ok(c)
+        })
+        .await?;
+
+        // 2. dedup against the backend.
+        let missing: HashSet<Digest> = self
+            .missing(closure.iter().map(|b| b.digest).collect())
+            .await?
+            .into_iter()
+            .collect();
+        let to_upload: Vec<ClosureBlob> = closure.iter().filter(|b| missing.contains(&b.digest)).copied().collect();
+        self.config.progress.on_event(&ProgressEvent::Plan {
+            op: "push",
+            blobs: to_upload.len() as u64,
+            bytes: to_upload.iter().filter_map(|b| b.size).sum(),
+        });
+
+        // 3. encode + upload, bounded concurrency (memory = concurrency x buffer).
+        let level = self.config.zstd_level;
+        let spool = self.transport.spool_dir().or_else(|| self.config.spool_dir.clone());
+        let uploaded: Vec<UploadedBlob> = futures::stream::iter(to_upload)
+            .map(|b| {
+                let store = store.clone();
+                let spool = spool.clone();
+                async move {
+                    let enc = blocking(move || codec::encode(&*store, &b.digest, level, spool.as_deref())).await?;
+                    let what = format!("upload blob {}", b.digest.short());
+                    let t = self.transport.clone();
+                    let up = self
+                        .config
+                        .retry
+                        .run(&what, &*self.config.progress, || t.put_blob(&enc))
+                        .await?;
+                    self.config.progress.on_event(&ProgressEvent::BlobDone {
+                        digest: b.digest,
+                        raw_bytes: enc.raw_size,
+                        wire_bytes: enc.encoded_size,
+                    });
+                    Ok::<_, RegistryError>(up)
+                }
+            })
+            .buffer_unordered(self.concurrency())
+            .try_collect()
+            .await?;
+
+        // 4. commit: signature and manifest last.
+        let mut by_digest: std::collections::HashMap<Digest, UploadedBlob> =
+            uploaded.iter().map(|u| (u.digest, u.clone())).collect();
+        let commit_blobs: Vec<CommitBlob> = closure
+            .iter()
+            .map(|b| CommitBlob {
+                digest: b.digest,
+                raw_size: b.size,
+                uploaded: by_digest.remove(&b.digest),
+            })
+            .collect();
+        let t = self.transport.clone();
+        let resolved = self
+            .config
+            .retry
+            .run("commit manifest", &*self.config.progress, || {
+                t.commit(CommitRequest {
+                    manifest: &image.manifest,
+                    manifest_digest,
+                    signature: image.signature.as_deref(),
+                    blobs: &commit_blobs,
+                })
+            })
+            .await?;
+        self.config.progress.on_event(&ProgressEvent::Manifest { digest: manifest_digest });
+
+        Ok(PushReport {
+            manifest_digest,
+            resolved,
+            blobs_total: closure.len() as u64,
+            blobs_uploaded: uploaded.len() as u64,
+            raw_bytes_uploaded: uploaded
+                .iter()
+                .map(|u| closure.iter().find(|b| b.digest == u.digest).and_then(|b| b.size).unwrap_or(0))
+                .sum(),
+            wire_bytes_uploaded: uploaded.iter().map(|u| u.encoded_size).sum(),
+            signed: image.signature.is_some(),
+        })
+    }
+
+    async fn pull(&self, store: Arc<dyn BlobStore>) -> Result<PullReport> {
+        let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
+        let manifest_digest = Digest::of(&fetched.manifest);
+
+        // Phase 1: top-level layers (includes the index blobs).
+        let layers: Vec<ClosureBlob> = {
+            let mut out = Vec::new();
+            let mut idx = std::collections::HashMap::new();
+            manifest::merge_unique(
+                &mut out,
+                &mut idx,
+                manifest.layers.iter().map(|l| ClosureBlob {
+                    digest: l.digest,
+                    size: Some(l.size),
+                }),
+            )?;
+            out
+        };
+        let st = store.clone();
+        let (need1, layers) = blocking(move || {
+            let mut need = Vec::new();
+            for b in &layers {
+                if !st.has(&b.digest)? {
+                    need.push(*b);
+                }
+            }
+            Ok((need, layers))
+        })
+        .await?;
+        self.config.progress.on_event(&ProgressEvent::Plan {
+            op: "pull",
+            blobs: need1.len() as u64,
+            bytes: need1.iter().filter_map(|b| b.size).sum(),
+        });
+        let mut fetched_count = need1.len() as u64;
+        let (mut wire, mut raw) = self.fetch_blobs(&store, need1).await?;
+
+        // Phase 2: expand index blobs (now local) and fetch their children.
+        let st = store.clone();
+        let m2 = manifest.clone();
+        let (closure, need2) = blocking(move || {
+            let closure = manifest::closure(&m2, |d| read_index(&*st, d))?;
+            let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
+            let mut need = Vec::new();
+            for b in closure.iter().filter(|b| !top.contains(&b.digest)) {
+                if !st.has(&b.digest)? {
+                    need.push(*b);
+                }
+            }
+            Ok((closure, need))
+        })
+        .await?;
+        self.config.progress.on_event(&ProgressEvent::PlanGrew {
+            blobs: need2.len() as u64,
+            bytes: need2.iter().filter_map(|b| b.size).sum(),
+        });
+        fetched_count += need2.len() as u64;
+        let (w2, r2) = self.fetch_blobs(&store, need2).await?;
+        wire += w2;
+        raw += r2;
+
+        Ok(PullReport {
+            manifest,
+            manifest_digest,
+            manifest_bytes: fetched.manifest,
+            signature_bytes: fetched.signature,
+            verification,
+            blobs_total: closure.len() as u64,
+            blobs_fetched: fetched_count,
+            blobs_present: closure.len() as u64 - fetched_count,
+            wire_bytes_fetched: wire,
+            raw_bytes_fetched: raw,
+        })
+    }
+
+    async fn inspect(&self) -> Result<Inspection> {
+        let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
+        Ok(Inspection {
+            manifest,
+            manifest_digest: Digest::of(&fetched.manifest),
+            verification,
+            manifest_size: fetched.manifest.len() as u64,
+        })
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        let t = self.transport.clone();
+        self.config
+            .retry
+            .run("exists", &*self.config.progress, || t.exists())
+            .await
+    }
+}

@@ -1,0 +1,648 @@
+//! Wire format v1: the image manifest, the index blobs it can reference (fs
+//! tree, KV page manifest) and the closure walk over them.
+//!
+//! Every parser here is strict (unknown fields rejected, digests validated,
+//! counts and sizes bounded) and returns [`RegistryError::InvalidData`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use pf_digest::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RegistryError, Result};
+
+/// Media type of the image manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.processfork.image.v1+json";
+/// Media type of an fs tree index blob.
+pub const FS_TREE_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v1+json";
+/// Media type of a KV-cache page manifest index blob.
+pub const KV_PAGES_MEDIA_TYPE: &str = "application/vnd.processfork.kv.pages.v1+json";
+/// Media type for opaque data blobs.
+pub const BLOB_MEDIA_TYPE: &str = "application/vnd.processfork.blob.v1";
+
+/// Largest manifest accepted, in bytes (the common OCI manifest limit).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest index blob (fs tree or KV pages) accepted, in bytes.
+pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
+/// Most layers a manifest may list.
+pub const MAX_LAYERS: usize = 10_000;
+/// Most entries an fs tree may list.
+pub const MAX_FS_ENTRIES: usize = 2_000_000;
+/// Most pages a KV page manifest may list.
+pub const MAX_KV_PAGES: usize = 2_000_000;
+/// Most chunks one file may be split into.
+pub const MAX_CHUNKS_PER_FILE: usize = 1_000_000;
+/// Largest size any single descriptor may declare (1 TiB).
+pub const MAX_DECLARED_SIZE: u64 = 1 << 40;
+
+/// The producer of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    /// Agent name.
+    pub name: String,
+    /// Agent version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// A reference from a manifest to one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Descriptor {
+    /// What the blob is for (`model.base`, `world.fs`, …).
+    pub role: String,
+    /// Its media type; fs tree and KV pages types are expanded by the closure walk.
+    pub media_type: String,
+    /// Digest of the raw (decoded) bytes.
+    pub digest: Digest,
+    /// Size of the raw bytes.
+    pub size: u64,
+}
+
+/// The image manifest (JSON, snake_case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always 1.
+    pub schema_version: u32,
+    /// Always [`MANIFEST_MEDIA_TYPE`].
+    pub media_type: String,
+    /// Who produced it.
+    pub agent: AgentInfo,
+    /// The top-level blobs.
+    pub layers: Vec<Descriptor>,
+    /// Digests of parent manifests.
+    #[serde(default)]
+    pub parents: Vec<Digest>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Free-form string annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// A new empty manifest for `agent`, created at `created_at`.
+    pub fn new(agent: AgentInfo, created_at: impl Into<String>) -> Manifest {
+        Manifest {
+            schema_version: 1,
+            media_type: MANIFEST_MEDIA_TYPE.to_string(),
+            agent,
+            layers: Vec::new(),
+            parents: Vec::new(),
+            created_at: created_at.into(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Serialises to the canonical wire bytes (pretty JSON plus newline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of strings, digests and maps cannot fail.
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Strictly parses and validates manifest bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::invalid(
+                "manifest",
+                format!("{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit", bytes.len()),
+            ));
+        }
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| RegistryError::invalid("manifest", bounded(&e.to_string())))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the invariants the parser cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let inv = |r: String| Err(RegistryError::invalid("manifest", r));
+        if self.schema_version != 1 {
+            return inv(format!("unsupported schema_version {}", self.schema_version));
+        }
+        if self.media_type != MANIFEST_MEDIA_TYPE {
+            return inv(format!("unexpected media_type {:?}", bounded(&self.media_type)));
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return inv(format!("{} layers exceeds the limit of {MAX_LAYERS}", self.layers.len()));
+        }
+        if self.parents.len() > 1024 || self.annotations.len() > 4096 {
+            return inv("too many parents or annotations".into());
+        }
+        for l in &self.layers {
+            if l.role.is_empty() || l.role.len() > 128 || l.media_type.is_empty() || l.media_type.len() > 256 {
+                return inv(format!("layer {} has an empty or oversized role/media_type", l.digest));
+            }
+            if l.size > MAX_DECLARED_SIZE {
+                return inv(format!("layer {} declares {} bytes (limit {MAX_DECLARED_SIZE})", l.digest, l.size));
+            }
+            if is_index_media_type(&l.media_type) && l.size > MAX_INDEX_BYTES {
+                return inv(format!("index layer {} declares {} bytes (limit {MAX_INDEX_BYTES})", l.digest, l.size));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for media types the closure walk expands.
+pub fn is_index_media_type(mt: &str) -> bool {
+    mt == FS_TREE_MEDIA_TYPE || mt == KV_PAGES_MEDIA_TYPE
+}
+
+fn bounded(s: &str) -> String {
+    let mut out: String = s.chars().take(200).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// Kind of an fs tree entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+}
+
+/// One piece of a file split into several blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    /// Digest of the chunk's bytes.
+    pub blob: Digest,
+    /// Its length.
+    pub size: u64,
+}
+
+/// One entry of an fs tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsEntry {
+    /// Relative `/`-separated path; no `.`/`..`/empty components.
+    pub path: String,
+    /// File, dir or symlink.
+    pub kind: EntryKind,
+    /// Permission bits (at most 0o7777).
+    pub mode: u32,
+    /// File size in bytes (0 for dirs and symlinks).
+    pub size: u64,
+    /// The file's single blob, when not chunked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<Digest>,
+    /// The file's chunk list, when split; concatenated in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Chunk>,
+    /// Symlink target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl FsEntry {
+    /// The blobs this entry's content is made of, in order.
+    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+        match (&self.blob, self.chunks.is_empty()) {
+            (Some(b), _) => vec![(*b, self.size)],
+            (None, false) => self.chunks.iter().map(|c| (c.blob, c.size)).collect(),
+            (None, true) => Vec::new(),
+        }
+    }
+}
+
+/// The fs tree index blob (`fs.tree.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FsTree {
+    /// Entries; parents before children is conventional but not required.
+    pub entries: Vec<FsEntry>,
+}
+
+/// Checks a relative path from an fs tree is safe to join under a directory.
+pub fn validate_relative_path(p: &str) -> std::result::Result<(), String> {
+    if p.is_empty() || p.len() > 4096 {
+        return Err("empty or over-long path".into());
+    }
+    if p.starts_with('/') || p.contains('\\') || p.contains('\0') {
+        return Err(format!("path {:?} is absolute or contains '\\' or NUL", bounded(p)));
+    }
+    for c in p.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(format!("path {:?} has an empty, '.' or '..' component", bounded(p)));
+        }
+    }
+    Ok(())
+}
+
+impl FsTree {
+    /// Canonical wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Strictly parses and validates an fs tree blob.
+    pub fn from_bytes(bytes: &[u8]) -> Result<FsTree> {
+        let what = "fs tree";
+        if bytes.len() as u64 > MAX_INDEX_BYTES {
+            return Err(RegistryError::invalid(what, "index blob too large"));
+        }
+        let t: FsTree =
+            serde_json::from_slice(bytes).map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// Checks paths are safe and unique and each entry is consistent.
+    pub fn validate(&self) -> Result<()> {
+        let inv = |r: String| Err(RegistryError::invalid("fs tree", r));
+        if self.entries.len() > MAX_FS_ENTRIES {
+            return inv(format!("{} entries exceeds the limit {MAX_FS_ENTRIES}", self.entries.len()));
+        }
+        let mut seen = HashSet::with_capacity(self.entries.len());
+        for e in &self.entries {
+            if let Err(r) = validate_relative_path(&e.path) {
+                return inv(r);
+            }
+            if !seen.insert(e.path.as_str()) {
+                return inv(format!("duplicate path {:?}", bounded(&e.path)));
+            }
+            if e.mode > 0o7777 {
+                return inv(format!("{:?}: mode {:o} has bits beyond 0o7777", bounded(&e.path), e.mode));
+            }
+            match e.kind {
+                EntryKind::File => {
+                    if e.target.is_some() {
+                        return inv(format!("file {:?} has a symlink target", bounded(&e.path)));
+                    }
+                    if e.size > MAX_DECLARED_SIZE {
+                        return inv(format!("file {:?} declares {} bytes", bounded(&e.path), e.size));
+                    }
+                    match (&e.blob, e.chunks.len()) {
+                        (Some(_), 0) => {}
+                        (None, 0) if e.size == 0 => {}
+                        (None, n) if n > 0 => {
+                            if n > MAX_CHUNKS_PER_FILE {
+                                return inv(format!("file {:?} has too many chunks", bounded(&e.path)));
+                            }
+                            let sum = e.chunks.iter().try_fold(0u64, |acc, c| acc.checked_add(c.size));
+                            if sum != Some(e.size) {
+                                return inv(format!(
+                                    "file {:?}: chunk sizes do not add up to {}",
+                                    bounded(&e.path),
+                                    e.size
+                                ));
+                            }
+                        }
+                        _ => {
+                            return inv(format!(
+                                "file {:?} must have exactly one of blob or chunks",
+                                bounded(&e.path)
+                            ))
+                        }
+                    }
+                }
+                EntryKind::Dir | EntryKind::Symlink => {
+                    if e.blob.is_some() || !e.chunks.is_empty() || e.size != 0 {
+                        return inv(format!("{:?}: only files carry content", bounded(&e.path)));
+                    }
+                    match (e.kind, &e.target) {
+                        (EntryKind::Symlink, Some(t)) if !t.is_empty() && t.len() <= 4096 && !t.contains('\0') => {}
+                        (EntryKind::Symlink, _) => {
+                            return inv(format!("symlink {:?} needs a non-empty target", bounded(&e.path)))
+                        }
+                        (_, Some(_)) => return inv(format!("dir {:?} has a target", bounded(&e.path))),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One KV-cache page: a key blob and a value blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPage {
+    /// Transformer layer index.
+    #[serde(default)]
+    pub layer: u32,
+    /// Page index within the layer.
+    #[serde(default)]
+    pub page: u64,
+    /// Key blob.
+    pub k: Digest,
+    /// Value blob.
+    pub v: Digest,
+}
+
+/// The KV page manifest index blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KvPages {
+    /// Pages.
+    pub pages: Vec<KvPage>,
+}
+
+impl KvPages {
+    /// Canonical wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Strictly parses a KV page manifest.
+    pub fn from_bytes(bytes: &[u8]) -> Result<KvPages> {
+        let what = "kv page manifest";
+        if bytes.len() as u64 > MAX_INDEX_BYTES {
+            return Err(RegistryError::invalid(what, "index blob too large"));
+        }
+        let p: KvPages =
+            serde_json::from_slice(bytes).map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
+        if p.pages.len() > MAX_KV_PAGES {
+            return Err(RegistryError::invalid(what, "too many pages"));
+        }
+        Ok(p)
+    }
+}
+
+/// One blob of an image's closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClosureBlob {
+    /// Raw digest.
+    pub digest: Digest,
+    /// Expected raw size when the referrer declares it.
+    pub size: Option<u64>,
+}
+
+/// Children of one index blob, given its media type and raw bytes.
+/// Non-index media types have no children.
+pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>> {
+    match media_type {
+        FS_TREE_MEDIA_TYPE => {
+            let t = FsTree::from_bytes(bytes)?;
+            Ok(t.entries
+                .iter()
+                .flat_map(|e| e.blobs())
+                .map(|(digest, size)| ClosureBlob { digest, size: Some(size) })
+                .collect())
+        }
+        KV_PAGES_MEDIA_TYPE => {
+            let p = KvPages::from_bytes(bytes)?;
+            Ok(p.pages
+                .iter()
+                .flat_map(|pg| [pg.k, pg.v])
+                .map(|digest| ClosureBlob { digest, size: None })
+                .collect())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Adds `blobs` to `out` unless already present, keeping first-seen order.
+/// Conflicting declared sizes for one digest are an error.
+pub fn merge_unique(
+    out: &mut Vec<ClosureBlob>,
+    index: &mut std::collections::HashMap<Digest, usize>,
+    blobs: impl IntoIterator<Item = ClosureBlob>,
+) -> Result<()> {
+    for b in blobs {
+        match index.get(&b.digest) {
+            Some(&i) => {
+                let prev = &mut out[i];
+                match (prev.size, b.size) {
+                    (Some(a), Some(c)) if a != c => {
+                        return Err(RegistryError::invalid(
+                            format!("blob {}", b.digest),
+                            format!("declared with two different sizes ({a} and {c})"),
+                        ))
+                    }
+                    (None, Some(c)) => prev.size = Some(c),
+                    _ => {}
+                }
+            }
+            None => {
+                index.insert(b.digest, out.len());
+                out.push(b);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks the full closure of `manifest`, reading index blobs with `read_index`
+/// (which receives the descriptor and must return the raw bytes).
+/// Returns unique blobs: the layers first, then index children.
+pub fn closure(
+    manifest: &Manifest,
+    mut read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>>,
+) -> Result<Vec<ClosureBlob>> {
+    let mut out = Vec::new();
+    let mut idx = std::collections::HashMap::new();
+    merge_unique(
+        &mut out,
+        &mut idx,
+        manifest.layers.iter().map(|l| ClosureBlob {
+            digest: l.digest,
+            size: Some(l.size),
+        }),
+    )?;
+    for l in manifest.layers.iter().filter(|l| is_index_media_type(&l.media_type)) {
+        let bytes = read_index(l)?;
+        let children = index_children(&l.media_type, &bytes)?;
+        merge_unique(&mut out, &mut idx, children)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_manifest() -> Manifest {
+        let mut m = Manifest::new(
+            AgentInfo {
+                name: "agent-x".into(),
+                version: "1.2.3".into(),
+            },
+            "2026-11-23T00:00:00Z",
+        );
+        m.layers.push(Descriptor {
+            role: "model.base".into(),
+            media_type: BLOB_MEDIA_TYPE.into(),
+            digest: Digest::of(b"weights"),
+            size: 7,
+        });
+        m.layers.push(Descriptor {
+            role: "world.fs".into(),
+            media_type: FS_TREE_MEDIA_TYPE.into(),
+            digest: Digest::of(b"tree"),
+            size: 4,
+        });
+        m.parents.push(Digest::of(b"parent"));
+        m.annotations.insert("org.example.note".into(), "hello".into());
+        m
+    }
+
+    fn sample_tree() -> FsTree {
+        FsTree {
+            entries: vec![
+                FsEntry {
+                    path: "etc".into(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    size: 0,
+                    blob: None,
+                    chunks: vec![],
+                    target: None,
+                },
+                FsEntry {
+                    path: "etc/config.json".into(),
+                    kind: EntryKind::File,
+                    mode: 0o644,
+                    size: 5,
+                    blob: Some(Digest::of(b"hello")),
+                    chunks: vec![],
+                    target: None,
+                },
+                FsEntry {
+                    path: "big.bin".into(),
+                    kind: EntryKind::File,
+                    mode: 0o600,
+                    size: 6,
+                    blob: None,
+                    chunks: vec![
+                        Chunk { blob: Digest::of(b"abc"), size: 3 },
+                        Chunk { blob: Digest::of(b"def"), size: 3 },
+                    ],
+                    target: None,
+                },
+                FsEntry {
+                    path: "link".into(),
+                    kind: EntryKind::Symlink,
+                    mode: 0o777,
+                    size: 0,
+                    blob: None,
+                    chunks: vec![],
+                    target: Some("etc/config.json".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn manifest_wire_format_snapshot() {
+        let m = sample_manifest();
+        let bytes = m.to_bytes();
+        insta::assert_snapshot!("manifest_v1", String::from_utf8_lossy(&bytes));
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn fs_tree_wire_format_snapshot() {
+        let t = sample_tree();
+        let bytes = t.to_bytes();
+        insta::assert_snapshot!("fs_tree_v1", String::from_utf8_lossy(&bytes));
+        assert_eq!(FsTree::from_bytes(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn hostile_manifests_are_rejected() {
+        let good = String::from_utf8(sample_manifest().to_bytes()).unwrap();
+        let cases = [
+            good.replace("\"schema_version\": 1", "\"schema_version\": 2"),
+            good.replace("image.v1", "image.v9"),
+            good.replace("\"size\": 7", "\"size\": 99999999999999999"),
+            good.replace("\"size\": 7", "\"size\": -1"),
+            good.replace("\"role\": \"model.base\"", "\"role\": \"\""),
+            good.replacen("{", "{\"extra\": 1,", 1),
+            good.replacen("{", "{\"schema_version\": 1,", 1),
+            good.replace(&Digest::of(b"weights").to_string(), "sha256:../../etc/passwd"),
+            "[".repeat(10_000),
+            "null".into(),
+            String::new(),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let err = Manifest::from_bytes(c.as_bytes()).expect_err(&format!("case {i} accepted"));
+            assert!(matches!(err, RegistryError::InvalidData { .. }), "case {i}: {err}");
+        }
+        let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
+        assert!(Manifest::from_bytes(&huge).is_err());
+    }
+
+    #[test]
+    fn hostile_fs_trees_are_rejected() {
+        let mut bad_paths = vec!["../x", "/etc/passwd", "a/../../b", "a//b", "./a", "a\0b", "a\\..\\b", ""];
+        bad_paths.push("a/.");
+        for p in bad_paths {
+            let mut t = sample_tree();
+            t.entries[1].path = p.into();
+            assert!(FsTree::from_bytes(&t.to_bytes()).is_err(), "{p:?} accepted");
+        }
+        let mut dup = sample_tree();
+        dup.entries[2].path = "etc/config.json".into();
+        assert!(FsTree::from_bytes(&dup.to_bytes()).is_err());
+        let mut badsum = sample_tree();
+        badsum.entries[2].size = 7;
+        assert!(FsTree::from_bytes(&badsum.to_bytes()).is_err());
+        let mut both = sample_tree();
+        both.entries[2].blob = Some(Digest::of(b"x"));
+        assert!(FsTree::from_bytes(&both.to_bytes()).is_err());
+        let mut mode = sample_tree();
+        mode.entries[0].mode = 0o170000;
+        assert!(FsTree::from_bytes(&mode.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn closure_expands_index_blobs_and_dedups() {
+        let tree = sample_tree();
+        let tree_bytes = tree.to_bytes();
+        let mut m = sample_manifest();
+        m.layers[1].digest = Digest::of(&tree_bytes);
+        m.layers[1].size = tree_bytes.len() as u64;
+        let kv = KvPages {
+            pages: vec![
+                KvPage { layer: 0, page: 0, k: Digest::of(b"k0"), v: Digest::of(b"v0") },
+                KvPage { layer: 0, page: 1, k: Digest::of(b"k0"), v: Digest::of(b"hello") },
+            ],
+        };
+        let kv_bytes = kv.to_bytes();
+        m.layers.push(Descriptor {
+            role: "cache.manifest".into(),
+            media_type: KV_PAGES_MEDIA_TYPE.into(),
+            digest: Digest::of(&kv_bytes),
+            size: kv_bytes.len() as u64,
+        });
+        let c = closure(&m, |d| {
+            if d.media_type == FS_TREE_MEDIA_TYPE {
+                Ok(tree_bytes.clone())
+            } else {
+                Ok(kv_bytes.clone())
+            }
+        })
+        .unwrap();
+        let digests: Vec<_> = c.iter().map(|b| b.digest).collect();
+        // 3 layers + hello, abc, def + k0, v0 (hello and k0 deduplicated)
+        assert_eq!(digests.len(), 8, "{digests:?}");
+        assert_eq!(digests[0], Digest::of(b"weights"));
+        let hello = c.iter().find(|b| b.digest == Digest::of(b"hello")).unwrap();
+        assert_eq!(hello.size, Some(5));
+    }
+
+    #[test]
+    fn malformed_index_blob_is_an_error_not_skipped() {
+        let m = sample_manifest();
+        let err = closure(&m, |_| Ok(b"{not json".to_vec())).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidData { .. }));
+    }
+}

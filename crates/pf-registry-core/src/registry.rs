@@ -1,0 +1,137 @@
+//! The user-facing [`Registry`] trait and its inputs and reports.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+use pf_sign::{SignatureEnvelope, SigningKey, Verification};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::manifest::Manifest;
+
+/// An image ready to push: exact manifest bytes plus an optional signature.
+#[derive(Debug, Clone)]
+pub struct SignedImage {
+    /// Exact manifest bytes (what is hashed and signed).
+    pub manifest: Bytes,
+    /// Signature envelope bytes over `manifest`.
+    pub signature: Option<Bytes>,
+}
+
+impl SignedImage {
+    /// Serialises `manifest` canonically and signs it with `key` if given.
+    pub fn new(manifest: &Manifest, key: Option<&SigningKey>) -> SignedImage {
+        let bytes = manifest.to_bytes();
+        let signature = key.map(|k| Bytes::from(k.sign_manifest(&bytes).to_json_bytes()));
+        SignedImage {
+            manifest: Bytes::from(bytes),
+            signature,
+        }
+    }
+
+    /// Digest of the manifest bytes.
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.manifest)
+    }
+
+    /// The parsed signature envelope, if any and well-formed.
+    pub fn envelope(&self) -> Option<SignatureEnvelope> {
+        self.signature
+            .as_ref()
+            .and_then(|s| SignatureEnvelope::from_json_bytes(s).ok())
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// Digest of the pushed manifest bytes.
+    pub manifest_digest: Digest,
+    /// The resolved immutable reference (pinned ref, IPFS CID, HF commit…).
+    pub resolved: String,
+    /// Blobs in the image's closure.
+    pub blobs_total: u64,
+    /// Blobs uploaded by this push (the rest were already there).
+    pub blobs_uploaded: u64,
+    /// Raw bytes of the uploaded blobs.
+    pub raw_bytes_uploaded: u64,
+    /// Encoded bytes sent for blobs.
+    pub wire_bytes_uploaded: u64,
+    /// Whether the pushed image carries a signature.
+    pub signed: bool,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    /// The verified, parsed manifest.
+    pub manifest: Manifest,
+    /// Digest of the manifest bytes.
+    pub manifest_digest: Digest,
+    /// Exact manifest bytes (for re-pushing elsewhere).
+    #[serde(skip)]
+    pub manifest_bytes: Bytes,
+    /// Exact signature bytes, if any (for re-pushing elsewhere).
+    #[serde(skip)]
+    pub signature_bytes: Option<Bytes>,
+    /// Signature verification outcome.
+    pub verification: Verification,
+    /// Blobs in the closure.
+    pub blobs_total: u64,
+    /// Blobs fetched from the backend.
+    pub blobs_fetched: u64,
+    /// Blobs the local store already had.
+    pub blobs_present: u64,
+    /// Encoded bytes received.
+    pub wire_bytes_fetched: u64,
+    /// Raw bytes written to the local store.
+    pub raw_bytes_fetched: u64,
+}
+
+impl PullReport {
+    /// The pulled image as a pushable [`SignedImage`] (signature preserved).
+    pub fn signed_image(&self) -> SignedImage {
+        SignedImage {
+            manifest: self.manifest_bytes.clone(),
+            signature: self.signature_bytes.clone(),
+        }
+    }
+}
+
+/// A manifest fetched and verified without pulling blobs (for `inspect`).
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its digest.
+    pub manifest_digest: Digest,
+    /// Signature outcome.
+    pub verification: Verification,
+    /// Raw manifest size.
+    pub manifest_size: u64,
+}
+
+/// A place images can be pushed to and pulled from. Implemented once, by the
+/// engine, for every backend.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// The reference this registry handle points at (no credentials).
+    fn location(&self) -> String;
+
+    /// Uploads the blobs the backend lacks, then commits signature and
+    /// manifest last. Every closure blob must be in `store`.
+    async fn push(&self, store: Arc<dyn BlobStore>, image: &SignedImage) -> Result<PushReport>;
+
+    /// Fetches and verifies the manifest, then fetches the closure blobs
+    /// `store` lacks, verifying each.
+    async fn pull(&self, store: Arc<dyn BlobStore>) -> Result<PullReport>;
+
+    /// Fetches and verifies the manifest only.
+    async fn inspect(&self) -> Result<Inspection>;
+
+    /// Whether an image exists at the reference.
+    async fn exists(&self) -> Result<bool>;
+}

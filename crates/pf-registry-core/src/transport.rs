@@ -1,0 +1,274 @@
+//! The thin transport trait each backend implements, and the encoded blob
+//! type the engine hands to it.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use pf_digest::Digest;
+
+use crate::error::{RegistryError, Result};
+
+/// A stream of encoded bytes coming from a backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// The body of an encoded blob: in memory when small, a temp file otherwise.
+#[derive(Clone)]
+enum Body {
+    Memory(Bytes),
+    File(Arc<tempfile::TempPath>),
+}
+
+/// One blob encoded for transfer: a zstd frame of the raw bytes named by the
+/// RAW digest. The body can be reopened, so uploads can be retried.
+#[derive(Clone)]
+pub struct EncodedBlob {
+    /// Digest of the raw bytes (the blob's name).
+    pub digest: Digest,
+    /// Raw size.
+    pub raw_size: u64,
+    /// Digest of the encoded bytes (OCI blob digest, LFS oid).
+    pub encoded_digest: Digest,
+    /// Encoded size.
+    pub encoded_size: u64,
+    body: Body,
+}
+
+impl std::fmt::Debug for EncodedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedBlob")
+            .field("digest", &self.digest)
+            .field("raw_size", &self.raw_size)
+            .field("encoded_size", &self.encoded_size)
+            .finish()
+    }
+}
+
+impl EncodedBlob {
+    /// An encoded blob held in memory.
+    pub fn in_memory(digest: Digest, raw_size: u64, encoded: Bytes) -> Self {
+        EncodedBlob {
+            digest,
+            raw_size,
+            encoded_digest: Digest::of(&encoded),
+            encoded_size: encoded.len() as u64,
+            body: Body::Memory(encoded),
+        }
+    }
+
+    /// An encoded blob spooled in a temp file (deleted when the last clone drops).
+    pub fn spooled(digest: Digest, raw_size: u64, encoded_digest: Digest, encoded_size: u64, path: tempfile::TempPath) -> Self {
+        EncodedBlob {
+            digest,
+            raw_size,
+            encoded_digest,
+            encoded_size,
+            body: Body::File(Arc::new(path)),
+        }
+    }
+
+    /// Opens the encoded bytes for reading from the start.
+    pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        match &self.body {
+            Body::Memory(b) => Ok(Box::new(io::Cursor::new(b.clone()))),
+            Body::File(p) => Ok(Box::new(File::open(p.as_ref() as &Path)?)),
+        }
+    }
+
+    /// The encoded bytes if they are held in memory.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match &self.body {
+            Body::Memory(b) => Some(b),
+            Body::File(_) => None,
+        }
+    }
+
+    /// The spool file path, when spooled.
+    pub fn spool_path(&self) -> Option<&Path> {
+        match &self.body {
+            Body::Memory(_) => None,
+            Body::File(p) => Some(p.as_ref()),
+        }
+    }
+
+    /// Reads the whole encoded body into memory (for small blobs / tests).
+    pub fn read_all(&self) -> io::Result<Bytes> {
+        match &self.body {
+            Body::Memory(b) => Ok(b.clone()),
+            Body::File(p) => Ok(Bytes::from(std::fs::read(p.as_ref() as &Path)?)),
+        }
+    }
+
+    /// Streams the encoded body in `chunk`-sized pieces without loading it whole.
+    pub fn stream(&self, chunk: usize) -> ByteStream {
+        match &self.body {
+            Body::Memory(b) => {
+                let b = b.clone();
+                let pieces: Vec<Result<Bytes>> = (0..b.len())
+                    .step_by(chunk.max(1))
+                    .map(|i| Ok(b.slice(i..(i + chunk).min(b.len()))))
+                    .collect();
+                Box::pin(futures::stream::iter(pieces))
+            }
+            Body::File(p) => {
+                let p = p.clone();
+                let fut = async move {
+                    let f = tokio::fs::File::open(p.as_ref() as &Path)
+                        .await
+                        .map_err(|e| RegistryError::io("opening spooled blob", e))?;
+                    // Keep the temp path alive as long as the stream.
+                    let s = tokio_util::io::ReaderStream::with_capacity(f, chunk);
+                    Ok::<_, RegistryError>(futures::StreamExt::map(s, move |r| {
+                        let _keep = &p;
+                        r.map_err(|e| RegistryError::io("reading spooled blob", e))
+                    }))
+                };
+                Box::pin(futures::TryFutureExt::try_flatten_stream(fut))
+            }
+        }
+    }
+
+    /// Moves (or copies) the encoded body to `dest`, creating it; the caller
+    /// is responsible for fsync and final rename.
+    pub fn persist_to(&self, dest: &Path) -> io::Result<()> {
+        match &self.body {
+            Body::Memory(b) => std::fs::write(dest, b),
+            Body::File(p) => {
+                let src: &Path = p.as_ref();
+                std::fs::copy(src, dest).map(|_| ())
+            }
+        }
+    }
+}
+
+/// What a backend reports after storing one encoded blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedBlob {
+    /// Raw digest.
+    pub digest: Digest,
+    /// Digest of the stored encoded bytes.
+    pub encoded_digest: Digest,
+    /// Encoded size.
+    pub encoded_size: u64,
+    /// Backend-specific location handle (e.g. an IPFS CID).
+    pub handle: Option<String>,
+}
+
+/// One blob of the image being committed.
+#[derive(Debug, Clone)]
+pub struct CommitBlob {
+    /// Raw digest.
+    pub digest: Digest,
+    /// Raw size when known.
+    pub raw_size: Option<u64>,
+    /// Set when uploaded by this push; `None` when the backend already had it.
+    pub uploaded: Option<UploadedBlob>,
+}
+
+/// Everything a backend needs to make an image visible, atomically if it can.
+#[derive(Debug)]
+pub struct CommitRequest<'a> {
+    /// The exact manifest bytes.
+    pub manifest: &'a [u8],
+    /// Their digest.
+    pub manifest_digest: Digest,
+    /// The signature envelope bytes, if signed.
+    pub signature: Option<&'a [u8]>,
+    /// Every blob of the closure, in closure order.
+    pub blobs: &'a [CommitBlob],
+}
+
+/// The manifest and signature as stored by a backend.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Exact manifest bytes.
+    pub manifest: Bytes,
+    /// Signature envelope bytes, if present.
+    pub signature: Option<Bytes>,
+    /// True when the backend already verified the reference's digest pin
+    /// against its own immutable identifier (e.g. an OCI manifest digest).
+    pub pin_verified: bool,
+}
+
+/// The thin per-backend transport the shared engine drives.
+///
+/// Implementations move bytes; they never decide what to move. All methods
+/// must be safe to call concurrently.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Human-readable location for messages (never contains credentials).
+    fn location(&self) -> String;
+
+    /// Of `digests`, those the backend does not have. Called in batches of at
+    /// most [`max_batch`](Self::max_batch).
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>>;
+
+    /// Largest batch for [`missing`](Self::missing).
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    /// Directory where the engine should spool encoded blobs so that
+    /// [`put_blob`](Self::put_blob) can rename instead of copy.
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Stores one encoded blob. Must be idempotent.
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob>;
+
+    /// Makes the image visible: signature and manifest LAST, after every blob
+    /// is durable. Returns the resolved immutable reference as a string.
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String>;
+
+    /// Fetches the manifest and signature; `NotFound` if absent.
+    async fn get_manifest(&self) -> Result<FetchedManifest>;
+
+    /// Streams one encoded blob (named by its raw digest); `NotFound` if absent.
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream>;
+
+    /// Whether a manifest exists at the reference.
+    async fn exists(&self) -> Result<bool> {
+        match self.get_manifest().await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Boxed transports are transports, so tests and facades can erase types.
+#[async_trait]
+impl Transport for Box<dyn Transport> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        (**self).missing(digests).await
+    }
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
+    }
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        (**self).spool_dir()
+    }
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        (**self).put_blob(blob).await
+    }
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        (**self).commit(req).await
+    }
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        (**self).get_manifest().await
+    }
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        (**self).get_blob(digest).await
+    }
+    async fn exists(&self) -> Result<bool> {
+        (**self).exists().await
+    }
+}
