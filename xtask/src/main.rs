@@ -1,1 +1,118 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `ci`: provision test servers, then fmt, clippy, tests (including the
+//!   conformance suite on every backend against real servers), and the
+//!   minimal-build check. Fails loudly on the first failing step.
+//! - `conformance [--backend NAME]`: only the conformance suite.
+//! - `minimal`: the minimal-build check alone.
+#![forbid(unsafe_code)]
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Crates that must never appear in a file-only build.
+const FORBIDDEN_IN_MINIMAL: &[&str] = &["reqwest", "hyper", "object_store", "ipfs-api", "h2", "rustls", "aws-"];
+
+/// Backends and the test target that runs the conformance suite for each.
+const CONFORMANCE: &[(&str, &str, &str)] = &[
+    // (backend, package, test target)
+    ("file", "pf-registry-file", "conformance"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("conformance") => conformance(backend_arg(&args)),
+        Some("minimal") => minimal_build(),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | minimal>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backend_arg(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {step}\n    {cmd:?}");
+    let t = Instant::now();
+    let status = cmd.status().map_err(|e| format!("{step}: cannot start: {e}"))?;
+    eprintln!("<== {step}: {} in {:.1}s", if status.success() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let t = Instant::now();
+    run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+    )?;
+    run("tests", cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
+    minimal_build()?;
+    eprintln!("\nxtask ci: all steps passed in {:.0}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn conformance(only: Option<String>) -> Result<(), String> {
+    let mut ran = 0;
+    for (backend, pkg, test) in CONFORMANCE {
+        if only.as_deref().is_some_and(|o| o != *backend) {
+            continue;
+        }
+        run(
+            &format!("conformance: {backend}"),
+            cargo().args(["test", "-p", pkg, "--all-features", "--test", test]),
+        )?;
+        ran += 1;
+    }
+    if ran == 0 {
+        return Err(format!("no conformance suite for backend {only:?}"));
+    }
+    Ok(())
+}
+
+fn minimal_build() -> Result<(), String> {
+    run(
+        "minimal build (file only)",
+        cargo().args(["build", "-p", "pf-registry", "--no-default-features", "--features", "file"]),
+    )?;
+    eprintln!("\n==> minimal build: dependency tree must contain no HTTP stack");
+    let out = cargo()
+        .args(["tree", "-p", "pf-registry", "--no-default-features", "--features", "file", "-e", "normal", "--prefix", "none"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let bad: Vec<&str> = tree
+        .lines()
+        .filter(|l| FORBIDDEN_IN_MINIMAL.iter().any(|f| l.starts_with(f)))
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!("file-only build pulls in an HTTP stack: {bad:?}"));
+    }
+    eprintln!("<== minimal build: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})", tree.lines().count());
+    Ok(())
+}

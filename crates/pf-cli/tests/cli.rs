@@ -1,0 +1,240 @@
+//! End-to-end tests of the `pf` binary on the file backend.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+    fn pf(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(args)
+            .env("PF_STORE", self.path("store"))
+            .env_remove("PF_KEY")
+            .env_remove("PF_TRUST")
+            .output()
+            .expect("run pf")
+    }
+    fn pf_store(&self, store: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(args)
+            .env("PF_STORE", self.path(store))
+            .output()
+            .expect("run pf")
+    }
+    fn repo(&self, name: &str) -> String {
+        format!("file://{}", self.path(name).display())
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("etc/nested")).unwrap();
+    fs::write(root.join("etc/config.json"), b"{\"a\": 1}").unwrap();
+    fs::write(root.join("etc/nested/empty"), b"").unwrap();
+    let big: Vec<u8> = (0..9_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    fs::write(root.join("big.bin"), &big).unwrap();
+    symlink("etc/config.json", root.join("link")).unwrap();
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    for rel in ["etc/config.json", "etc/nested/empty", "big.bin"] {
+        assert_eq!(fs::read(a.join(rel)).unwrap(), fs::read(b.join(rel)).unwrap(), "{rel} differs");
+    }
+    assert_eq!(fs::read_link(b.join("link")).unwrap(), PathBuf::from("etc/config.json"));
+}
+
+#[test]
+fn push_pull_restore_signed_roundtrip() {
+    let env = Env::new();
+    make_tree(&env.path("src"));
+    let out = env.pf(&["keygen", "--out", env.path("k").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let repo = env.repo("repo");
+    let out = env.pf(&["push", env.path("src").to_str().unwrap(), &repo, "--key", env.path("k.key").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let resolved = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(resolved.starts_with(&repo) && resolved.contains("@sha256:"), "{resolved}");
+
+    // Pull with a fresh store, verifying the signature, and restore.
+    let out = env.pf_store(
+        "store2",
+        &["pull", &repo, "--into", env.path("dst").to_str().unwrap(), "--trust", env.path("k.pub").to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verified"), "{}", text(&out));
+    assert_same_tree(&env.path("src"), &env.path("dst"));
+
+    // Re-push unchanged: nothing uploaded.
+    let out = env.pf(&["--json", "push", env.path("src").to_str().unwrap(), &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["blobs_uploaded"], 0, "{v}");
+
+    // Without trust: reported as signed by unknown key / unsigned, not rejected.
+    let out = env.pf_store("store3", &["pull", &resolved]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // Wrong trusted key: exit 4.
+    let out = env.pf(&["keygen", "--out", env.path("other").to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    let first = env.pf_store("store4", &["pull", &resolved, "--trust", env.path("other.pub").to_str().unwrap()]);
+    assert_eq!(code(&first), 4, "{}", text(&first));
+
+    // inspect and exists
+    let out = env.pf(&["inspect", &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("world.fs"));
+    assert_eq!(code(&env.pf(&["exists", &repo])), 0);
+    assert_eq!(code(&env.pf(&["exists", &env.repo("nothing-here")])), 2);
+
+    // copy keeps the signature
+    let repo2 = env.repo("copy");
+    let out = env.pf(&["copy", &resolved, &repo2]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = env.pf_store("store5", &["pull", &repo2, "--trust", env.path("k.pub").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+#[test]
+fn exit_codes_for_bad_input() {
+    let env = Env::new();
+    assert_eq!(code(&env.pf(&["pull", "ftp://nope/x"])), 1);
+    assert_eq!(code(&env.pf(&["pull", "oci://HOST/UPPER"])), 1);
+    assert_eq!(code(&env.pf(&["frobnicate"])), 1);
+    assert_eq!(code(&env.pf(&["pull", &env.repo("missing")])), 2);
+    let out = env.pf(&["--json", "pull", &env.repo("missing")]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json error");
+    assert_eq!(v["exit_code"], 2);
+}
+
+#[test]
+fn tampered_blob_on_disk_is_exit_4() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/a.txt"), vec![b'x'; 10_000]).unwrap();
+    let repo = env.repo("repo");
+    assert_eq!(code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])), 0);
+    // Replace every stored blob with a valid zstd frame of other content.
+    let mut n = 0;
+    for shard in fs::read_dir(env.path("repo/blobs/sha256")).unwrap() {
+        for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            fs::write(&p, zstd_frame(b"evil")).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+    let out = env.pf_store("fresh", &["pull", &repo]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("integrity"), "{}", text(&out));
+}
+
+fn zstd_frame(raw: &[u8]) -> Vec<u8> {
+    // Minimal zstd frame: single segment, 1-byte content size, one raw block.
+    let mut v = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, raw.len() as u8];
+    let header = 1u32 | ((raw.len() as u32) << 3);
+    v.extend_from_slice(&header.to_le_bytes()[..3]);
+    v.extend_from_slice(raw);
+    v
+}
+
+#[test]
+fn restore_refuses_escaping_symlinks_and_nonempty_dirs() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/ok.txt"), b"fine").unwrap();
+    symlink("../../../../etc/passwd", env.path("src/evil")).unwrap();
+    let repo = env.repo("repo");
+    let out = env.pf(&["push", env.path("src").to_str().unwrap(), &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = env.pf(&["pull", &repo, "--into", env.path("dst").to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside"), "{}", text(&out));
+    assert!(!env.path("dst/evil").exists());
+
+    fs::remove_file(env.path("src/evil")).unwrap();
+    assert_eq!(code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])), 0);
+    fs::create_dir_all(env.path("full")).unwrap();
+    fs::write(env.path("full/precious"), b"keep me").unwrap();
+    let out = env.pf(&["pull", &repo, "--into", env.path("full").to_str().unwrap()]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_eq!(fs::read(env.path("full/precious")).unwrap(), b"keep me");
+}
+
+/// kill -9 at seeded random points of a push: the target is always absent or
+/// a complete, verifiable version, and a fresh push then succeeds.
+#[test]
+fn kill_9_during_push_never_leaves_a_torn_image() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("v1")).unwrap();
+    fs::write(env.path("v1/a"), b"version one").unwrap();
+    let repo = env.repo("repo");
+    let out = env.pf(&["push", env.path("v1").to_str().unwrap(), &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v1 = String::from_utf8_lossy(&out.stdout).trim().rsplit('@').next().unwrap().to_string();
+
+    // A bigger second version so the push takes a while.
+    fs::create_dir_all(env.path("v2")).unwrap();
+    for i in 0..40 {
+        let data: Vec<u8> = (0..300_000u32).map(|j| (j.wrapping_mul(i + 7) >> 3) as u8).collect();
+        fs::write(env.path(&format!("v2/f{i}")), data).unwrap();
+    }
+    let iterations: u64 = std::env::var("PF_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut saw_new = false;
+    for i in 0..iterations {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay_ms = seed % 400;
+        let store = format!("crash-store-{i}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(["push", env.path("v2").to_str().unwrap(), &repo])
+            .env("PF_STORE", env.path(&store))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pf");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = env.pf_store(&format!("check-{i}"), &["--json", "pull", &repo]);
+        assert_eq!(code(&out), 0, "iteration {i} (kill after {delay_ms} ms): repo unreadable\n{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let d = v["manifest_digest"].as_str().unwrap().to_string();
+        if d != v1 {
+            saw_new = true;
+        }
+    }
+    let out = env.pf(&["push", env.path("v2").to_str().unwrap(), &repo]);
+    assert_eq!(code(&out), 0, "fresh push after crashes: {}", text(&out));
+    let out = env.pf_store("final", &["pull", &repo, "--into", env.path("restored").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(fs::read(env.path("restored/f3")).unwrap(), fs::read(env.path("v2/f3")).unwrap());
+    eprintln!("crash iterations: {iterations}, some push completed before its kill: {saw_new}");
+}
