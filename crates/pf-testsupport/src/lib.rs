@@ -1,1 +1,14 @@
-//! placeholder
+//! Real servers for tests, started on 127.0.0.1 by the tests themselves.
+//!
+//! Every launcher fails loudly (panics with what to install) when its server
+//! cannot start: a missing server is a failed test, never a skipped one.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod process;
+pub mod registry;
+pub mod s3;
+
+pub use process::{free_port, ChildServer};
+pub use registry::{OciAuth, OciRegistry};
+pub use s3::S3Server;
