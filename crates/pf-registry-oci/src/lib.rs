@@ -1,2 +1,594 @@
-//! oci:// backend (OCI distribution spec v1.1).
+//! The `oci://` backend: pf images as OCI 1.1 artifacts in any registry that
+//! speaks the distribution spec (see [`layout`] for the artifact layout).
+//!
+//! A thin [`Transport`]: HEAD dedup, monolithic uploads for small blobs and
+//! chunked PATCH uploads for large ones (memory bounded by one chunk),
+//! cross-repo mounts, manifests PUT last, pulls by tag or digest. Auth and
+//! TLS policy live in [`client`], credentials in [`auth`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod client;
+pub mod layout;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use pf_digest::Digest;
+use pf_registry_core::{
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
+    Result, Transport, UploadedBlob,
+};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::Method;
+
+use crate::client::Client;
+use crate::layout::{Descriptor, OciDoc, StoredBlob, ARTIFACT_TYPE, INDEX_MT, MANIFEST_MT, SIGNATURE_MT};
+
+/// Encoded blobs up to this size are uploaded in one PUT.
+pub const MONOLITHIC_LIMIT: u64 = 16 << 20;
+/// Chunk size for PATCH uploads of larger blobs.
+pub const CHUNK_SIZE: usize = 8 << 20;
+const MAX_SIGNATURE: usize = 64 * 1024;
+
+/// Blobs seen in any repository of a registry during this process, for
+/// cross-repository mounts: (host, raw digest) -> (stored blob, repository).
+static SEEN: LazyLock<Mutex<HashMap<(String, Digest), (StoredBlob, String)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Opens the `oci://` reference as a registry on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<OciTransport>> {
+    Ok(Engine::new(OciTransport::new(reference, config)?, config.clone(), reference.digest))
+}
+
+/// Transport for one repository (and tag) of an OCI registry.
+pub struct OciTransport {
+    client: Arc<Client>,
+    repo: String,
+    tag: String,
+    pin: Option<Digest>,
+    max_layers: usize,
+    mount_from: Option<String>,
+    known: Mutex<HashMap<Digest, StoredBlob>>,
+    loaded: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for OciTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciTransport")
+            .field("client", &self.client)
+            .field("repo", &self.repo)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+fn headers(pairs: &[(reqwest::header::HeaderName, String)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k.clone(), v);
+        }
+    }
+    h
+}
+
+const NO_BODY: &(dyn Fn() -> Option<reqwest::Body> + Send + Sync) = &|| None;
+
+impl OciTransport {
+    /// A transport for an `oci://` reference. Options: `oci.max_layers`
+    /// (layers per manifest, default 1000), `oci.mount_from` (a repository
+    /// of the same registry to mount blobs from).
+    pub fn new(reference: &ImageRef, config: &Config) -> Result<OciTransport> {
+        let Location::Oci {
+            registry,
+            repository,
+            tag,
+        } = &reference.location
+        else {
+            return Err(RegistryError::BadReference {
+                input: reference.to_string(),
+                reason: "not an oci:// reference".into(),
+            });
+        };
+        let max_layers = config
+            .options
+            .get("oci.max_layers")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(layout::DEFAULT_MAX_LAYERS);
+        Ok(OciTransport {
+            client: Arc::new(Client::new(registry, config)?),
+            repo: repository.clone(),
+            tag: tag.clone().unwrap_or_else(|| "latest".into()),
+            pin: reference.digest,
+            max_layers,
+            mount_from: config.options.get("oci.mount_from").cloned(),
+            known: Mutex::new(HashMap::new()),
+            loaded: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn pull_scope(&self) -> String {
+        format!("repository:{}:pull", self.repo)
+    }
+
+    fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.repo)
+    }
+
+    fn remember(&self, b: StoredBlob) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(b.raw, b);
+        }
+        if let Ok(mut s) = SEEN.lock() {
+            s.insert((self.client.host().to_string(), b.raw), (b, self.repo.clone()));
+        }
+    }
+
+    fn lookup(&self, raw: &Digest) -> Option<StoredBlob> {
+        self.known.lock().ok().and_then(|k| k.get(raw).copied())
+    }
+
+    /// Tags of the repository.
+    pub async fn list_tags(&self) -> Result<Vec<String>> {
+        let resp = self
+            .client
+            .send(Method::GET, &format!("/v2/{}/tags/list", self.repo), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .await?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("tag list", e.to_string()))?;
+        Ok(v["tags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn read_limited(&self, resp: reqwest::Response, limit: usize, what: &str) -> Result<Bytes> {
+        if resp.content_length().is_some_and(|l| l > limit as u64) {
+            return Err(RegistryError::invalid(what, format!("larger than {limit} bytes")));
+        }
+        let mut out = BytesMut::new();
+        let mut s = resp.bytes_stream();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::transient(self.location(), e.to_string()))?;
+            if out.len() + chunk.len() > limit {
+                return Err(RegistryError::invalid(what, format!("larger than {limit} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Fetches a manifest or index by tag or digest; verifies digest references.
+    async fn fetch_doc(&self, reference: &str) -> Result<(Bytes, OciDoc)> {
+        let h = headers(&[(ACCEPT, format!("{MANIFEST_MT}, {INDEX_MT}"))]);
+        let resp = self
+            .client
+            .send(Method::GET, &format!("/v2/{}/manifests/{reference}", self.repo), &self.pull_scope(), h, NO_BODY)
+            .await?;
+        let bytes = self
+            .read_limited(resp, pf_registry_core::manifest::MAX_MANIFEST_BYTES, "OCI manifest")
+            .await?;
+        if let Ok(d) = Digest::parse(reference) {
+            let actual = Digest::of(&bytes);
+            if actual != d {
+                return Err(RegistryError::Integrity {
+                    what: format!("OCI manifest {}/{}", self.client.host(), self.repo),
+                    expected: d,
+                    actual,
+                });
+            }
+        }
+        let doc: OciDoc = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::invalid("OCI manifest", e.to_string()))?;
+        Ok((bytes, doc))
+    }
+
+    async fn fetch_small_blob(&self, d: &Descriptor, limit: usize, what: &str) -> Result<Bytes> {
+        let resp = self
+            .client
+            .send(Method::GET, &format!("/v2/{}/blobs/{}", self.repo, d.digest), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .await?;
+        let b = self.read_limited(resp, limit, what).await?;
+        let actual = Digest::of(&b);
+        if actual != d.digest {
+            return Err(RegistryError::Integrity {
+                what: what.into(),
+                expected: d.digest,
+                actual,
+            });
+        }
+        Ok(b)
+    }
+
+    /// Loads a tag's (or digest's) image: all part manifests flattened into
+    /// (head manifest, every layer).
+    async fn load_image(&self, reference: &str) -> Result<(OciDoc, Vec<Descriptor>)> {
+        let (_, top) = self.fetch_doc(reference).await?;
+        if top.media_type == INDEX_MT || !top.manifests.is_empty() {
+            if top.manifests.len() > 100_000 {
+                return Err(RegistryError::invalid("OCI index", "too many manifests"));
+            }
+            let refs: Vec<String> = top.manifests.iter().map(|m| m.digest.to_string()).collect();
+            let parts: Vec<OciDoc> = futures::stream::iter(refs)
+                .map(|r| async move { self.fetch_doc(&r).await.map(|(_, d)| d) })
+                .buffered(8)
+                .try_collect()
+                .await?;
+            let head = parts
+                .iter()
+                .find(|p| p.config.as_ref().is_some_and(|c| c.media_type == ARTIFACT_TYPE))
+                .cloned()
+                .ok_or_else(|| RegistryError::invalid("OCI index", "no part carries the pf manifest"))?;
+            let layers = parts.into_iter().flat_map(|p| p.layers).collect();
+            Ok((head, layers))
+        } else {
+            let layers = top.layers.clone();
+            Ok((top, layers))
+        }
+    }
+
+    async fn ensure_loaded(&self) -> Result<()> {
+        self.loaded
+            .get_or_try_init(|| async {
+                match self.load_image(&self.tag).await {
+                    Ok((_, layers)) => {
+                        for l in layers.iter().filter_map(layout::stored_from_layer) {
+                            self.remember(l);
+                        }
+                    }
+                    Err(RegistryError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                if let Some(src) = &self.mount_from {
+                    let other = OciTransport {
+                        client: self.client.clone(),
+                        repo: src.clone(),
+                        tag: "latest".into(),
+                        pin: None,
+                        max_layers: self.max_layers,
+                        mount_from: None,
+                        known: Mutex::new(HashMap::new()),
+                        loaded: tokio::sync::OnceCell::new(),
+                    };
+                    // Registers the source's blobs in SEEN for mounting.
+                    if let Ok((_, layers)) = other.load_image("latest").await {
+                        for l in layers.iter().filter_map(layout::stored_from_layer) {
+                            other.remember(l);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Tries a cross-repository mount of `b` from `from`; true on success.
+    async fn try_mount(&self, b: &StoredBlob, from: &str) -> Result<bool> {
+        let scope = format!("{} repository:{from}:pull", self.push_scope());
+        let resp = self
+            .client
+            .send(
+                Method::POST,
+                &format!("/v2/{}/blobs/uploads/?mount={}&from={from}", self.repo, b.encoded),
+                &scope,
+                headers(&[(CONTENT_LENGTH, "0".into())]),
+                NO_BODY,
+            )
+            .await?;
+        Ok(resp.status() == reqwest::StatusCode::CREATED)
+    }
+
+    async fn blob_exists(&self, encoded: &Digest) -> Result<bool> {
+        match self
+            .client
+            .send(Method::HEAD, &format!("/v2/{}/blobs/{encoded}", self.repo), &self.push_scope(), HeaderMap::new(), NO_BODY)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn start_upload(&self) -> Result<String> {
+        let resp = self
+            .client
+            .send(
+                Method::POST,
+                &format!("/v2/{}/blobs/uploads/", self.repo),
+                &self.push_scope(),
+                headers(&[(CONTENT_LENGTH, "0".into())]),
+                NO_BODY,
+            )
+            .await?;
+        location(&resp)
+    }
+
+    /// Uploads bytes already in memory (small blobs, config, signature).
+    async fn put_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        if self.blob_exists(digest).await? {
+            return Ok(());
+        }
+        let loc = self.start_upload().await?;
+        let url = with_digest(&loc, digest);
+        let len = bytes.len();
+        let body = move || Some(reqwest::Body::from(bytes.clone()));
+        self.client
+            .send(
+                Method::PUT,
+                &url,
+                &self.push_scope(),
+                headers(&[(CONTENT_TYPE, "application/octet-stream".into()), (CONTENT_LENGTH, len.to_string())]),
+                &body,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Chunked upload: PATCH `CHUNK_SIZE` pieces, then PUT with the digest.
+    async fn put_chunked(&self, blob: &EncodedBlob) -> Result<()> {
+        let mut loc = self.start_upload().await?;
+        let mut stream = blob.stream(CHUNK_SIZE);
+        let mut buf = BytesMut::with_capacity(CHUNK_SIZE);
+        let mut offset = 0u64;
+        loop {
+            let next = stream.next().await.transpose()?;
+            if let Some(b) = &next {
+                buf.extend_from_slice(b);
+            }
+            if buf.len() >= CHUNK_SIZE || (next.is_none() && !buf.is_empty()) {
+                let chunk = buf.split().freeze();
+                let end = offset + chunk.len() as u64 - 1;
+                let len = chunk.len();
+                let body = move || Some(reqwest::Body::from(chunk.clone()));
+                let resp = self
+                    .client
+                    .send(
+                        Method::PATCH,
+                        &loc,
+                        &self.push_scope(),
+                        headers(&[
+                            (CONTENT_TYPE, "application/octet-stream".into()),
+                            (CONTENT_RANGE, format!("{offset}-{end}")),
+                            (CONTENT_LENGTH, len.to_string()),
+                        ]),
+                        &body,
+                    )
+                    .await?;
+                loc = location(&resp)?;
+                offset = end + 1;
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        self.client
+            .send(
+                Method::PUT,
+                &with_digest(&loc, &blob.encoded_digest),
+                &self.push_scope(),
+                headers(&[(CONTENT_LENGTH, "0".into())]),
+                NO_BODY,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn put_manifest(&self, reference: &str, bytes: Vec<u8>, media_type: &str) -> Result<()> {
+        let bytes = Bytes::from(bytes);
+        let body = move || Some(reqwest::Body::from(bytes.clone()));
+        self.client
+            .send(
+                Method::PUT,
+                &format!("/v2/{}/manifests/{reference}", self.repo),
+                &self.push_scope(),
+                headers(&[(CONTENT_TYPE, media_type.into())]),
+                &body,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn location(resp: &reqwest::Response) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::invalid("OCI upload", "response has no Location header"))?;
+    let url = resp
+        .url()
+        .join(loc)
+        .map_err(|e| RegistryError::invalid("OCI upload Location", e.to_string()))?;
+    Ok(url.to_string())
+}
+
+fn with_digest(loc: &str, d: &Digest) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
+
+#[async_trait]
+impl Transport for OciTransport {
+    fn location(&self) -> String {
+        format!("oci://{}/{}:{}", self.client.host(), self.repo, self.tag)
+    }
+
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        self.ensure_loaded().await?;
+        let host = self.client.host().to_string();
+        let mut out = Vec::new();
+        for d in digests {
+            if self.lookup(d).is_some() {
+                continue;
+            }
+            let seen = SEEN.lock().ok().and_then(|s| s.get(&(host.clone(), *d)).cloned());
+            if let Some((b, from)) = seen {
+                if from != self.repo && self.try_mount(&b, &from).await.unwrap_or(false) {
+                    self.remember(b);
+                    continue;
+                }
+            }
+            out.push(*d);
+        }
+        Ok(out)
+    }
+
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        if !self.blob_exists(&blob.encoded_digest).await? {
+            match blob.as_bytes() {
+                Some(b) => self.put_bytes(&blob.encoded_digest, b.clone()).await?,
+                None if blob.encoded_size <= MONOLITHIC_LIMIT => {
+                    let b = blob
+                        .read_all()
+                        .map_err(|e| RegistryError::io("reading spooled blob", e))?;
+                    self.put_bytes(&blob.encoded_digest, b).await?
+                }
+                None => self.put_chunked(blob).await?,
+            }
+        }
+        self.remember(StoredBlob {
+            raw: blob.digest,
+            raw_size: Some(blob.raw_size),
+            encoded: blob.encoded_digest,
+            encoded_size: blob.encoded_size,
+        });
+        Ok(UploadedBlob {
+            digest: blob.digest,
+            encoded_digest: blob.encoded_digest,
+            encoded_size: blob.encoded_size,
+            handle: None,
+        })
+    }
+
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        let mut stored = Vec::with_capacity(req.blobs.len());
+        for b in req.blobs {
+            let s = match &b.uploaded {
+                Some(u) => StoredBlob {
+                    raw: b.digest,
+                    raw_size: b.raw_size,
+                    encoded: u.encoded_digest,
+                    encoded_size: u.encoded_size,
+                },
+                None => self.lookup(&b.digest).ok_or_else(|| {
+                    RegistryError::not_found(format!("blob {} in {} (not uploaded, not in the current tag)", b.digest, self.location()))
+                })?,
+            };
+            stored.push(s);
+        }
+        let manifest = Bytes::copy_from_slice(req.manifest);
+        self.put_bytes(&req.manifest_digest, manifest.clone()).await?;
+        let config = Descriptor::new(ARTIFACT_TYPE, req.manifest_digest, manifest.len() as u64);
+        let signature = match req.signature {
+            Some(s) => {
+                let d = Digest::of(s);
+                self.put_bytes(&d, Bytes::copy_from_slice(s)).await?;
+                Some(Descriptor::new(SIGNATURE_MT, d, s.len() as u64))
+            }
+            None => None,
+        };
+        let mut ann = BTreeMap::new();
+        ann.insert("org.processfork.manifest.digest".to_string(), req.manifest_digest.to_string());
+        let plan = layout::plan(config, signature, &stored, self.max_layers, ann);
+        if plan.needs_empty {
+            self.put_bytes(&Digest::of(layout::EMPTY_JSON), Bytes::from_static(layout::EMPTY_JSON))
+                .await?;
+        }
+        for p in plan.parts {
+            let d = Digest::of(&p);
+            self.put_manifest(&d.to_string(), p, MANIFEST_MT).await?;
+        }
+        let (top, mt) = plan.top;
+        let top_digest = Digest::of(&top);
+        // The commit point: the tag moves last.
+        self.put_manifest(&self.tag, top, mt).await?;
+        Ok(format!("oci://{}/{}@{top_digest}", self.client.host(), self.repo))
+    }
+
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        let (loaded, pin_verified) = match self.pin {
+            None => (self.load_image(&self.tag).await?, false),
+            Some(pin) => {
+                // A pin may be a pf manifest digest (the config of the tagged
+                // image) or an OCI manifest/index digest.
+                let by_tag = self.load_image(&self.tag).await;
+                match by_tag {
+                    Ok(x) if x.0.config.as_ref().is_some_and(|c| c.digest == pin) => (x, false),
+                    by_tag => match self.load_image(&pin.to_string()).await {
+                        Ok(x) => (x, true),
+                        Err(e @ RegistryError::Unauthorized { .. }) | Err(e @ RegistryError::Integrity { .. }) => {
+                            return Err(e)
+                        }
+                        // Not an OCI digest here (registries answer 404 or, when the digest
+                        // names a blob, 500): use the tag and let the engine report the mismatch.
+                        Err(_) => (by_tag?, false),
+                    },
+                }
+            }
+        };
+        let (head, layers) = loaded;
+        let config = head
+            .config
+            .as_ref()
+            .filter(|c| c.media_type == ARTIFACT_TYPE)
+            .ok_or_else(|| RegistryError::invalid(self.location(), "not a ProcessFork artifact (config media type)"))?;
+        let manifest = self
+            .fetch_small_blob(config, pf_registry_core::manifest::MAX_MANIFEST_BYTES, "pf manifest")
+            .await?;
+        let signature = match layers.iter().find(|l| l.media_type == SIGNATURE_MT) {
+            Some(s) => Some(self.fetch_small_blob(s, MAX_SIGNATURE, "signature envelope").await?),
+            None => None,
+        };
+        for l in layers.iter().filter_map(layout::stored_from_layer) {
+            self.remember(l);
+        }
+        Ok(FetchedManifest {
+            manifest,
+            signature,
+            pin_verified,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let b = self
+            .lookup(digest)
+            .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in {}", self.location())))?;
+        let resp = self
+            .client
+            .send(Method::GET, &format!("/v2/{}/blobs/{}", self.repo, b.encoded), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .await?;
+        let backend = self.location();
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| RegistryError::transient(backend.clone(), format!("reading blob body: {e}")))
+        })))
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        if self.pin.is_some() {
+            return match self.get_manifest().await {
+                Ok(_) => Ok(true),
+                Err(RegistryError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let h = headers(&[(ACCEPT, format!("{MANIFEST_MT}, {INDEX_MT}"))]);
+        match self
+            .client
+            .send(Method::HEAD, &format!("/v2/{}/manifests/{}", self.repo, self.tag), &self.pull_scope(), h, NO_BODY)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! HTTP client for one registry: scheme selection (HTTPS by default, plain
+//! HTTP only for loopback or `insecure`), authentication (Basic, Bearer token
+//! flow with per-scope caching) and status → typed error mapping.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pf_registry_core::{Config, RegistryError, Result};
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::auth::{parse_challenge, Challenge, Credentials};
+
+/// Whether `host` (with optional port) is a loopback address.
+pub fn is_loopback(host: &str) -> bool {
+    let h = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Authenticated client for one registry host.
+pub struct Client {
+    http: reqwest::Client,
+    host: String,
+    allow_http: bool,
+    base: tokio::sync::OnceCell<String>,
+    creds: Credentials,
+    basic: Mutex<bool>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.host)
+            .field("allow_http", &self.allow_http)
+            .field("creds", &self.creds)
+            .finish()
+    }
+}
+
+/// A request body that can be rebuilt for a retry after an auth challenge.
+pub type BodyFn<'a> = &'a (dyn Fn() -> Option<reqwest::Body> + Send + Sync);
+
+impl Client {
+    /// A client for `host` configured from `config` (CA file, timeout, insecure).
+    pub fn new(host: &str, config: &Config) -> Result<Client> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(16)
+            .user_agent(concat!("pf-registry/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string()))?;
+            b = b.add_root_certificate(cert);
+        }
+        let http = b
+            .build()
+            .map_err(|e| RegistryError::permanent(format!("oci {host}"), format!("building HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            host: host.to_string(),
+            allow_http: config.insecure || is_loopback(host),
+            base: tokio::sync::OnceCell::new(),
+            creds: Credentials::resolve(host),
+            basic: Mutex::new(false),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry host (no credentials).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn backend(&self) -> String {
+        format!("oci {}", self.host)
+    }
+
+    /// `https://host`, or `http://host` when HTTPS cannot connect and plain
+    /// HTTP is allowed (loopback or insecure).
+    pub async fn base(&self) -> Result<String> {
+        self.base
+            .get_or_try_init(|| async {
+                let https = format!("https://{}", self.host);
+                match self.http.get(format!("{https}/v2/")).send().await {
+                    Ok(_) => Ok(https),
+                    Err(e) if self.allow_http && (e.is_connect() || e.is_request()) => {
+                        tracing::debug!(host = %self.host, "HTTPS failed, using plain HTTP (loopback/insecure)");
+                        Ok(format!("http://{}", self.host))
+                    }
+                    Err(e) => Err(self.transport_error(&e)),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
+        // reqwest errors carry the URL (no credentials: we never put secrets in URLs).
+        let msg = format!("{e}");
+        if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode() {
+            RegistryError::transient(self.backend(), msg)
+        } else {
+            RegistryError::permanent(self.backend(), msg)
+        }
+    }
+
+    fn auth_header(&self, scope: &str) -> Option<String> {
+        if let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(scope).cloned()) {
+            return Some(format!("Bearer {t}"));
+        }
+        if let Some(t) = &self.creds.token {
+            return Some(format!("Bearer {t}"));
+        }
+        let basic = self.basic.lock().map(|b| *b).unwrap_or(false);
+        match (&self.creds.username, &self.creds.password) {
+            (Some(u), p) if basic => {
+                use base64::Engine as _;
+                let raw = format!("{u}:{}", p.as_deref().unwrap_or(""));
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a request to `path` (absolute URL or path under the base),
+    /// answering auth challenges for `scope` once. Non-2xx becomes a typed error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: BodyFn<'_>,
+    ) -> Result<Response> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base().await?)
+        };
+        let mut answered = false;
+        loop {
+            let mut rb: RequestBuilder = self.http.request(method.clone(), &url).headers(headers.clone());
+            if let Some(a) = self.auth_header(scope) {
+                rb = rb.header(AUTHORIZATION, a);
+            }
+            if let Some(b) = body() {
+                rb = rb.body(b);
+            }
+            let resp = rb.send().await.map_err(|e| self.transport_error(&e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !answered {
+                answered = true;
+                let challenge = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_challenge);
+                match challenge {
+                    Some(Challenge::Basic) if self.creds.username.is_some() => {
+                        if let Ok(mut b) = self.basic.lock() {
+                            *b = true;
+                        }
+                        continue;
+                    }
+                    Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                        let token = self.fetch_token(&realm, service.as_deref(), scope, asked.as_deref()).await?;
+                        if let Ok(mut m) = self.tokens.lock() {
+                            m.insert(scope.to_string(), token);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            return self.check(resp).await;
+        }
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str, asked: Option<&str>) -> Result<String> {
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            q.push(("service", s));
+        }
+        q.push(("scope", scope));
+        if let Some(a) = asked {
+            if a != scope {
+                q.push(("scope", a));
+            }
+        }
+        let mut rb = self.http.get(realm).query(&q);
+        if let (Some(u), p) = (&self.creds.username, &self.creds.password) {
+            rb = rb.basic_auth(u, p.as_deref());
+        }
+        let resp = rb.send().await.map_err(|e| self.transport_error(&e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            return Err(self.unauthorized());
+        }
+        let resp = self.check(resp).await?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid(format!("token response from {}", self.host), e.to_string()))?;
+        v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::invalid(format!("token response from {}", self.host), "no token field"))
+    }
+
+    fn unauthorized(&self) -> RegistryError {
+        let detail = if self.creds.is_empty() {
+            "authentication required: set PF_OCI_USERNAME and PF_OCI_PASSWORD (or PF_OCI_TOKEN), or log in with docker"
+        } else {
+            "credentials rejected or insufficient for this repository"
+        };
+        RegistryError::Unauthorized {
+            registry: self.host.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Maps a non-success response to a typed error.
+    pub async fn check(&self, resp: Response) -> Result<Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let url = resp.url().path().to_string();
+        let body = resp.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let msg = format!("{} {status} {code}", url);
+        Err(match status {
+            StatusCode::NOT_FOUND => RegistryError::not_found(format!("{url} on {} ({code})", self.host)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => RegistryError::Transport {
+                backend: self.backend(),
+                message: msg,
+                retryable: true,
+                attempts: 0,
+                retry_after,
+            },
+            s if s.is_server_error() => RegistryError::Transport {
+                backend: self.backend(),
+                message: msg,
+                retryable: true,
+                attempts: 0,
+                retry_after,
+            },
+            _ => RegistryError::permanent(self.backend(), msg),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for h in ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000", "127.1.2.3"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["registry.example.com", "10.0.0.1:5000", "example.com:5000", "127.example.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}
