@@ -11,12 +11,21 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Crates that must never appear in a file-only build.
-const FORBIDDEN_IN_MINIMAL: &[&str] = &["reqwest", "hyper", "object_store", "ipfs-api", "h2", "rustls", "aws-"];
+const FORBIDDEN_IN_MINIMAL: &[&str] = &[
+    "reqwest",
+    "hyper",
+    "object_store",
+    "ipfs-api",
+    "h2",
+    "rustls",
+    "aws-",
+];
 
 /// Backends and the test target that runs the conformance suite for each.
 const CONFORMANCE: &[(&str, &str, &str)] = &[
     // (backend, package, test target)
     ("file", "pf-registry-file", "conformance"),
+    ("oci", "pf-registry-oci", "conformance"),
 ];
 
 fn main() -> ExitCode {
@@ -52,8 +61,14 @@ fn cargo() -> Command {
 fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("\n==> {step}\n    {cmd:?}");
     let t = Instant::now();
-    let status = cmd.status().map_err(|e| format!("{step}: cannot start: {e}"))?;
-    eprintln!("<== {step}: {} in {:.1}s", if status.success() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: cannot start: {e}"))?;
+    eprintln!(
+        "<== {step}: {} in {:.1}s",
+        if status.success() { "ok" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
+    );
     if status.success() {
         Ok(())
     } else {
@@ -66,11 +81,25 @@ fn ci() -> Result<(), String> {
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
-    run("tests", cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
+    run(
+        "tests",
+        cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]),
+    )?;
     minimal_build()?;
-    eprintln!("\nxtask ci: all steps passed in {:.0}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "\nxtask ci: all steps passed in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -95,15 +124,36 @@ fn conformance(only: Option<String>) -> Result<(), String> {
 fn minimal_build() -> Result<(), String> {
     run(
         "minimal build (file only)",
-        cargo().args(["build", "-p", "pf-registry", "--no-default-features", "--features", "file"]),
+        cargo().args([
+            "build",
+            "-p",
+            "pf-registry",
+            "--no-default-features",
+            "--features",
+            "file",
+        ]),
     )?;
     eprintln!("\n==> minimal build: dependency tree must contain no HTTP stack");
     let out = cargo()
-        .args(["tree", "-p", "pf-registry", "--no-default-features", "--features", "file", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "pf-registry",
+            "--no-default-features",
+            "--features",
+            "file",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let tree = String::from_utf8_lossy(&out.stdout);
     let bad: Vec<&str> = tree
@@ -113,6 +163,9 @@ fn minimal_build() -> Result<(), String> {
     if !bad.is_empty() {
         return Err(format!("file-only build pulls in an HTTP stack: {bad:?}"));
     }
-    eprintln!("<== minimal build: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})", tree.lines().count());
+    eprintln!(
+        "<== minimal build: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})",
+        tree.lines().count()
+    );
     Ok(())
 }

@@ -60,7 +60,8 @@ pub trait BlobStore: Send + Sync + 'static {
     fn get(&self, digest: &Digest) -> Result<Vec<u8>> {
         let mut r = self.open(digest)?;
         let mut v = Vec::new();
-        r.read_to_end(&mut v).map_err(io_err(format!("reading blob {digest}")))?;
+        r.read_to_end(&mut v)
+            .map_err(io_err(format!("reading blob {digest}")))?;
         Ok(v)
     }
     /// Stores `bytes` under their digest (idempotent) and returns it.
@@ -69,7 +70,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// given and the content hashes differently, nothing is stored and
     /// [`CasError::Integrity`] is returned. Read errors leave nothing behind.
     /// Returns the digest and byte count.
-    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)>;
+    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read)
+        -> Result<(Digest, u64)>;
     /// Every digest in the store, sorted.
     fn list(&self) -> Result<Vec<Digest>>;
 }
@@ -127,7 +129,11 @@ impl BlobStore for MemoryStore {
         Ok(self.read().get(digest).map(|b| b.len() as u64))
     }
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let b = self.read().get(digest).cloned().ok_or(CasError::NotFound(*digest))?;
+        let b = self
+            .read()
+            .get(digest)
+            .cloned()
+            .ok_or(CasError::NotFound(*digest))?;
         Ok(Box::new(io::Cursor::new(b)))
     }
     fn put(&self, bytes: &[u8]) -> Result<Digest> {
@@ -139,7 +145,11 @@ impl BlobStore for MemoryStore {
             .or_insert_with(|| Arc::from(bytes));
         Ok(d)
     }
-    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)> {
+    fn put_stream(
+        &self,
+        expected: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> Result<(Digest, u64)> {
         let mut v = Vec::new();
         let (d, n) = copy_hashing(reader, &mut v).map_err(io_err("reading blob stream"))?;
         check(expected, d)?;
@@ -170,8 +180,10 @@ impl DirStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<DirStore> {
         let root = root.into();
-        fs::create_dir_all(root.join("sha256")).map_err(io_err(format!("creating {}", root.display())))?;
-        fs::create_dir_all(root.join("tmp")).map_err(io_err(format!("creating {}", root.display())))?;
+        fs::create_dir_all(root.join("sha256"))
+            .map_err(io_err(format!("creating {}", root.display())))?;
+        fs::create_dir_all(root.join("tmp"))
+            .map_err(io_err(format!("creating {}", root.display())))?;
         Ok(DirStore { root })
     }
 
@@ -182,7 +194,10 @@ impl DirStore {
 
     /// Where the blob for `digest` lives (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("sha256").join(digest.shard()).join(digest.hex())
+        self.root
+            .join("sha256")
+            .join(digest.shard())
+            .join(digest.hex())
     }
 
     fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
@@ -193,11 +208,10 @@ impl DirStore {
         if dest.is_file() {
             return Ok(()); // identical content already there; temp is removed on drop
         }
-        tmp.persist(&dest)
-            .map_err(|e| CasError::Io {
-                context: format!("renaming blob into {}", dest.display()),
-                source: e.error,
-            })?;
+        tmp.persist(&dest).map_err(|e| CasError::Io {
+            context: format!("renaming blob into {}", dest.display()),
+            source: e.error,
+        })?;
         if let Ok(d) = File::open(&shard) {
             let _ = d.sync_all();
         }
@@ -244,7 +258,11 @@ impl BlobStore for DirStore {
         self.commit(tmp, &d)?;
         Ok(d)
     }
-    fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read) -> Result<(Digest, u64)> {
+    fn put_stream(
+        &self,
+        expected: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> Result<(Digest, u64)> {
         let mut tmp = self.temp()?;
         let (d, n) = {
             let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
@@ -315,7 +333,11 @@ mod tests {
         let err = ds.put_stream(Some(&want), &mut &b"evil"[..]).unwrap_err();
         assert!(matches!(err, CasError::Integrity { .. }));
         assert!(ds.list().unwrap().is_empty());
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
     }
 
     struct Failing(usize);
@@ -336,7 +358,9 @@ mod tests {
         let ds = DirStore::open(dir.path()).unwrap();
         let err = ds.put_stream(None, &mut Failing(10)).unwrap_err();
         match err {
-            CasError::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::ConnectionReset),
+            CasError::Io { source, .. } => {
+                assert_eq!(source.kind(), io::ErrorKind::ConnectionReset)
+            }
             other => panic!("{other}"),
         }
         assert!(ds.list().unwrap().is_empty());

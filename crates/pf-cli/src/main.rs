@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand};
 use pf_cas::{BlobStore, DirStore};
 use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
 use pf_registry::{
-    Config, Descriptor, Digest, FsTree, ImageRef, Manifest, PublicKey, RegistryError, SignedImage, SigningKey,
-    TrustPolicy, Verification,
+    Config, Descriptor, Digest, FsTree, ImageRef, Manifest, PublicKey, RegistryError, SignedImage,
+    SigningKey, TrustPolicy, Verification,
 };
 use serde_json::json;
 
@@ -128,7 +128,8 @@ impl CliError {
         match self {
             CliError::Usage(_) => 1,
             CliError::Registry(e) => e.exit_code() as u8,
-            CliError::Sign(pf_sign::SignError::Io { .. }) | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
+            CliError::Sign(pf_sign::SignError::Io { .. })
+            | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
             CliError::Sign(_) => 4,
         }
@@ -156,7 +157,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PF_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pf: cannot start runtime: {e}");
@@ -168,7 +172,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {
-                println!("{}", json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+                println!(
+                    "{}",
+                    json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                );
             }
             eprintln!("pf: error: {e}");
             ExitCode::from(e.exit_code())
@@ -197,7 +204,10 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
         ..Config::default()
     };
     if !(1..=22).contains(&cli.zstd_level) {
-        return Err(CliError::Usage(format!("--zstd-level {} is outside 1..=22", cli.zstd_level)));
+        return Err(CliError::Usage(format!(
+            "--zstd-level {} is outside 1..=22",
+            cli.zstd_level
+        )));
     }
     if let Some(n) = cli.concurrency {
         c.concurrency = n.max(1);
@@ -291,7 +301,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
             }
             Ok(0)
         }
-        Cmd::Pull { reference, into, trust } => {
+        Cmd::Pull {
+            reference,
+            into,
+            trust,
+        } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, trust)?;
             let store = open_store(&cli)?;
@@ -300,13 +314,19 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let mut restored = None;
             if let Some(dest) = into {
                 let mut bytes = 0;
-                for l in rep.manifest.layers.iter().filter(|l| l.media_type == FS_TREE_MEDIA_TYPE) {
+                for l in rep
+                    .manifest
+                    .layers
+                    .iter()
+                    .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
+                {
                     let tree = FsTree::from_bytes(&store.get(&l.digest)?)?;
                     let s2 = store.clone();
                     let d2 = dest.clone();
-                    bytes += tokio::task::spawn_blocking(move || snapshot::restore(&tree, &*s2, &d2))
-                        .await
-                        .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))??;
+                    bytes +=
+                        tokio::task::spawn_blocking(move || snapshot::restore(&tree, &*s2, &d2))
+                            .await
+                            .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))??;
                 }
                 restored = Some(bytes);
             }
@@ -321,7 +341,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     &cli,
                     format!(
                         "pulled {} blobs ({} fetched, {} already local, {} bytes received)",
-                        rep.blobs_total, rep.blobs_fetched, rep.blobs_present, rep.wire_bytes_fetched
+                        rep.blobs_total,
+                        rep.blobs_fetched,
+                        rep.blobs_present,
+                        rep.wire_bytes_fetched
                     ),
                 );
                 if let (Some(d), Some(b)) = (into, restored) {
@@ -360,16 +383,29 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 );
             } else {
                 println!("reference:  {r}");
-                println!("manifest:   {} ({} bytes)", ins.manifest_digest, ins.manifest_size);
+                println!(
+                    "manifest:   {} ({} bytes)",
+                    ins.manifest_digest, ins.manifest_size
+                );
                 println!("signature:  {}", describe(&ins.verification));
-                println!("agent:      {} {}", ins.manifest.agent.name, ins.manifest.agent.version);
+                println!(
+                    "agent:      {} {}",
+                    ins.manifest.agent.name, ins.manifest.agent.version
+                );
                 println!("created:    {}", ins.manifest.created_at);
                 for p in &ins.manifest.parents {
                     println!("parent:     {p}");
                 }
-                println!("layers:     {} ({} bytes)", ins.manifest.layers.len(), total);
+                println!(
+                    "layers:     {} ({} bytes)",
+                    ins.manifest.layers.len(),
+                    total
+                );
                 for l in &ins.manifest.layers {
-                    println!("  {:<16} {:>12}  {}  {}", l.role, l.size, l.digest, l.media_type);
+                    println!(
+                        "  {:<16} {:>12}  {}  {}",
+                        l.role, l.size, l.digest, l.media_type
+                    );
                 }
                 for (k, v) in &ins.manifest.annotations {
                     println!("annotation: {k}={v}");
@@ -382,15 +418,23 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let cfg = config(&cli, trust)?;
             let store = open_store(&cli)?;
             let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
-            note(&cli, format!("source signature: {}", describe(&pulled.verification)));
-            let rep = pf_registry::open(&d, &cfg)?.push(store, &pulled.signed_image()).await?;
+            note(
+                &cli,
+                format!("source signature: {}", describe(&pulled.verification)),
+            );
+            let rep = pf_registry::open(&d, &cfg)?
+                .push(store, &pulled.signed_image())
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
                 println!("{}", rep.resolved);
                 note(
                     &cli,
-                    format!("copied {} ({} of {} blobs uploaded)", rep.manifest_digest, rep.blobs_uploaded, rep.blobs_total),
+                    format!(
+                        "copied {} ({} of {} blobs uploaded)",
+                        rep.manifest_digest, rep.blobs_uploaded, rep.blobs_total
+                    ),
                 );
             }
             Ok(0)
@@ -414,7 +458,8 @@ async fn snapshot_image(
         now_rfc3339(),
     );
     for p in parents {
-        m.parents.push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
+        m.parents
+            .push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
     }
     for a in annotations {
         let (k, v) = a

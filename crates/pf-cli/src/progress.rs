@@ -22,10 +22,13 @@ impl Progress for Bar {
             ProgressEvent::PlanGrew { bytes, .. } => self.bar.inc_length(*bytes),
             ProgressEvent::BlobDone { raw_bytes, .. } => self.bar.inc(*raw_bytes),
             ProgressEvent::Retry {
-                what, attempt, delay, error,
-            } => self
-                .bar
-                .println(format!("retrying {what} (attempt {attempt} failed: {error}; next in {delay:?})")),
+                what,
+                attempt,
+                delay,
+                error,
+            } => self.bar.println(format!(
+                "retrying {what} (attempt {attempt} failed: {error}; next in {delay:?})"
+            )),
             ProgressEvent::Manifest { .. } => {}
         }
     }
@@ -43,9 +46,9 @@ pub fn for_terminal(enabled: bool) -> Arc<dyn Progress> {
         return Arc::new(NoProgress);
     }
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     Arc::new(Bar { bar })

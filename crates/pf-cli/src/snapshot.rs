@@ -24,26 +24,41 @@ fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
 
 /// Walks `dir` and stores every file's content in `store`, returning the fs
 /// tree. Special files (devices, sockets, fifos) are skipped with a warning.
-pub fn snapshot_dir(dir: &Path, store: &dyn BlobStore, warn: &mut dyn FnMut(String)) -> Result<FsTree> {
+pub fn snapshot_dir(
+    dir: &Path,
+    store: &dyn BlobStore,
+    warn: &mut dyn FnMut(String),
+) -> Result<FsTree> {
     let mut tree = FsTree::default();
     let meta = fs::metadata(dir).map_err(io_ctx(format!("reading {}", dir.display())))?;
     if !meta.is_dir() {
-        return Err(RegistryError::invalid(dir.display().to_string(), "not a directory"));
+        return Err(RegistryError::invalid(
+            dir.display().to_string(),
+            "not a directory",
+        ));
     }
     walk(dir, dir, store, &mut tree, warn)?;
     Ok(tree)
 }
 
 fn rel_string(root: &Path, p: &Path) -> Result<String> {
-    let rel = p.strip_prefix(root).map_err(|_| RegistryError::invalid(p.display().to_string(), "outside the root"))?;
-    let s = rel
-        .to_str()
-        .ok_or_else(|| RegistryError::invalid(p.display().to_string(), "path is not valid UTF-8"))?;
+    let rel = p
+        .strip_prefix(root)
+        .map_err(|_| RegistryError::invalid(p.display().to_string(), "outside the root"))?;
+    let s = rel.to_str().ok_or_else(|| {
+        RegistryError::invalid(p.display().to_string(), "path is not valid UTF-8")
+    })?;
     validate_relative_path(s).map_err(|r| RegistryError::invalid(p.display().to_string(), r))?;
     Ok(s.to_string())
 }
 
-fn walk(root: &Path, dir: &Path, store: &dyn BlobStore, tree: &mut FsTree, warn: &mut dyn FnMut(String)) -> Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    store: &dyn BlobStore,
+    tree: &mut FsTree,
+    warn: &mut dyn FnMut(String),
+) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(io_ctx(format!("listing {}", dir.display())))?
         .collect::<io::Result<_>>()
@@ -73,9 +88,13 @@ fn walk(root: &Path, dir: &Path, store: &dyn BlobStore, tree: &mut FsTree, warn:
             });
             walk(root, &path, store, tree, warn)?;
         } else if ft.is_symlink() {
-            let target = fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
+            let target =
+                fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
             let Some(t) = target.to_str() else {
-                warn(format!("skipping symlink {} with a non-UTF-8 target", path.display()));
+                warn(format!(
+                    "skipping symlink {} with a non-UTF-8 target",
+                    path.display()
+                ));
                 continue;
             };
             tree.entries.push(FsEntry {
@@ -118,7 +137,12 @@ fn store_file(path: &Path, len: u64, store: &dyn BlobStore) -> Result<Stored> {
     let mut chunks = Vec::new();
     let mut total = 0u64;
     for c in fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX) {
-        let c = c.map_err(|e| RegistryError::io(format!("chunking {}", path.display()), io::Error::other(e.to_string())))?;
+        let c = c.map_err(|e| {
+            RegistryError::io(
+                format!("chunking {}", path.display()),
+                io::Error::other(e.to_string()),
+            )
+        })?;
         let d = store.put(&c.data)?;
         total += c.length as u64;
         chunks.push(Chunk {
@@ -181,7 +205,11 @@ pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64>
         }
     }
     let mut bytes = 0u64;
-    let mut dirs: Vec<&FsEntry> = tree.entries.iter().filter(|e| e.kind == EntryKind::Dir).collect();
+    let mut dirs: Vec<&FsEntry> = tree
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .collect();
     dirs.sort_by_key(|e| e.path.matches('/').count());
     for d in &dirs {
         let p = safe_join(dest, &d.path)?;
@@ -200,9 +228,11 @@ pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64>
             .map_err(io_ctx(format!("creating {}", p.display())))?;
         for (d, _) in e.blobs() {
             let mut r = store.open(&d)?;
-            bytes += io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
+            bytes +=
+                io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
         }
-        f.flush().map_err(io_ctx(format!("writing {}", p.display())))?;
+        f.flush()
+            .map_err(io_ctx(format!("writing {}", p.display())))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
             .map_err(io_ctx(format!("chmod {}", p.display())))?;
     }

@@ -56,16 +56,25 @@ fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("etc/nested")).unwrap();
     fs::write(root.join("etc/config.json"), b"{\"a\": 1}").unwrap();
     fs::write(root.join("etc/nested/empty"), b"").unwrap();
-    let big: Vec<u8> = (0..9_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..9_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(root.join("big.bin"), &big).unwrap();
     symlink("etc/config.json", root.join("link")).unwrap();
 }
 
 fn assert_same_tree(a: &Path, b: &Path) {
     for rel in ["etc/config.json", "etc/nested/empty", "big.bin"] {
-        assert_eq!(fs::read(a.join(rel)).unwrap(), fs::read(b.join(rel)).unwrap(), "{rel} differs");
+        assert_eq!(
+            fs::read(a.join(rel)).unwrap(),
+            fs::read(b.join(rel)).unwrap(),
+            "{rel} differs"
+        );
     }
-    assert_eq!(fs::read_link(b.join("link")).unwrap(), PathBuf::from("etc/config.json"));
+    assert_eq!(
+        fs::read_link(b.join("link")).unwrap(),
+        PathBuf::from("etc/config.json")
+    );
 }
 
 #[test]
@@ -75,18 +84,38 @@ fn push_pull_restore_signed_roundtrip() {
     let out = env.pf(&["keygen", "--out", env.path("k").to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let repo = env.repo("repo");
-    let out = env.pf(&["push", env.path("src").to_str().unwrap(), &repo, "--key", env.path("k.key").to_str().unwrap()]);
+    let out = env.pf(&[
+        "push",
+        env.path("src").to_str().unwrap(),
+        &repo,
+        "--key",
+        env.path("k.key").to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let resolved = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(resolved.starts_with(&repo) && resolved.contains("@sha256:"), "{resolved}");
+    assert!(
+        resolved.starts_with(&repo) && resolved.contains("@sha256:"),
+        "{resolved}"
+    );
 
     // Pull with a fresh store, verifying the signature, and restore.
     let out = env.pf_store(
         "store2",
-        &["pull", &repo, "--into", env.path("dst").to_str().unwrap(), "--trust", env.path("k.pub").to_str().unwrap()],
+        &[
+            "pull",
+            &repo,
+            "--into",
+            env.path("dst").to_str().unwrap(),
+            "--trust",
+            env.path("k.pub").to_str().unwrap(),
+        ],
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("verified"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("verified"),
+        "{}",
+        text(&out)
+    );
     assert_same_tree(&env.path("src"), &env.path("dst"));
 
     // Re-push unchanged: nothing uploaded.
@@ -102,7 +131,15 @@ fn push_pull_restore_signed_roundtrip() {
     // Wrong trusted key: exit 4.
     let out = env.pf(&["keygen", "--out", env.path("other").to_str().unwrap()]);
     assert_eq!(code(&out), 0);
-    let first = env.pf_store("store4", &["pull", &resolved, "--trust", env.path("other.pub").to_str().unwrap()]);
+    let first = env.pf_store(
+        "store4",
+        &[
+            "pull",
+            &resolved,
+            "--trust",
+            env.path("other.pub").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&first), 4, "{}", text(&first));
 
     // inspect and exists
@@ -116,7 +153,15 @@ fn push_pull_restore_signed_roundtrip() {
     let repo2 = env.repo("copy");
     let out = env.pf(&["copy", &resolved, &repo2]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = env.pf_store("store5", &["pull", &repo2, "--trust", env.path("k.pub").to_str().unwrap()]);
+    let out = env.pf_store(
+        "store5",
+        &[
+            "pull",
+            &repo2,
+            "--trust",
+            env.path("k.pub").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
 
@@ -138,7 +183,10 @@ fn tampered_blob_on_disk_is_exit_4() {
     fs::create_dir_all(env.path("src")).unwrap();
     fs::write(env.path("src/a.txt"), vec![b'x'; 10_000]).unwrap();
     let repo = env.repo("repo");
-    assert_eq!(code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])), 0);
+    assert_eq!(
+        code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])),
+        0
+    );
     // Replace every stored blob with a valid zstd frame of other content.
     let mut n = 0;
     for shard in fs::read_dir(env.path("repo/blobs/sha256")).unwrap() {
@@ -151,7 +199,11 @@ fn tampered_blob_on_disk_is_exit_4() {
     assert!(n >= 2);
     let out = env.pf_store("fresh", &["pull", &repo]);
     assert_eq!(code(&out), 4, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("integrity"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("integrity"),
+        "{}",
+        text(&out)
+    );
 }
 
 fn zstd_frame(raw: &[u8]) -> Vec<u8> {
@@ -174,11 +226,18 @@ fn restore_refuses_escaping_symlinks_and_nonempty_dirs() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let out = env.pf(&["pull", &repo, "--into", env.path("dst").to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("outside"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("outside"),
+        "{}",
+        text(&out)
+    );
     assert!(!env.path("dst/evil").exists());
 
     fs::remove_file(env.path("src/evil")).unwrap();
-    assert_eq!(code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])), 0);
+    assert_eq!(
+        code(&env.pf(&["push", env.path("src").to_str().unwrap(), &repo])),
+        0
+    );
     fs::create_dir_all(env.path("full")).unwrap();
     fs::write(env.path("full/precious"), b"keep me").unwrap();
     let out = env.pf(&["pull", &repo, "--into", env.path("full").to_str().unwrap()]);
@@ -196,15 +255,25 @@ fn kill_9_during_push_never_leaves_a_torn_image() {
     let repo = env.repo("repo");
     let out = env.pf(&["push", env.path("v1").to_str().unwrap(), &repo]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let v1 = String::from_utf8_lossy(&out.stdout).trim().rsplit('@').next().unwrap().to_string();
+    let v1 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_string();
 
     // A bigger second version so the push takes a while.
     fs::create_dir_all(env.path("v2")).unwrap();
     for i in 0..40 {
-        let data: Vec<u8> = (0..300_000u32).map(|j| (j.wrapping_mul(i + 7) >> 3) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|j| (j.wrapping_mul(i + 7) >> 3) as u8)
+            .collect();
         fs::write(env.path(&format!("v2/f{i}")), data).unwrap();
     }
-    let iterations: u64 = std::env::var("PF_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let iterations: u64 = std::env::var("PF_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut saw_new = false;
     for i in 0..iterations {
@@ -224,7 +293,12 @@ fn kill_9_during_push_never_leaves_a_torn_image() {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let out = env.pf_store(&format!("check-{i}"), &["--json", "pull", &repo]);
-        assert_eq!(code(&out), 0, "iteration {i} (kill after {delay_ms} ms): repo unreadable\n{}", text(&out));
+        assert_eq!(
+            code(&out),
+            0,
+            "iteration {i} (kill after {delay_ms} ms): repo unreadable\n{}",
+            text(&out)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let d = v["manifest_digest"].as_str().unwrap().to_string();
         if d != v1 {
@@ -233,8 +307,19 @@ fn kill_9_during_push_never_leaves_a_torn_image() {
     }
     let out = env.pf(&["push", env.path("v2").to_str().unwrap(), &repo]);
     assert_eq!(code(&out), 0, "fresh push after crashes: {}", text(&out));
-    let out = env.pf_store("final", &["pull", &repo, "--into", env.path("restored").to_str().unwrap()]);
+    let out = env.pf_store(
+        "final",
+        &[
+            "pull",
+            &repo,
+            "--into",
+            env.path("restored").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(fs::read(env.path("restored/f3")).unwrap(), fs::read(env.path("v2/f3")).unwrap());
+    assert_eq!(
+        fs::read(env.path("restored/f3")).unwrap(),
+        fs::read(env.path("v2/f3")).unwrap()
+    );
     eprintln!("crash iterations: {iterations}, some push completed before its kill: {saw_new}");
 }

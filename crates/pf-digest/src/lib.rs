@@ -89,7 +89,10 @@ impl Digest {
             return Err(DigestError::BadAlgorithm { shown: shown(s) });
         };
         Self::parse_hex(hex_part).map_err(|e| match e {
-            DigestError::BadLength { len, .. } => DigestError::BadLength { shown: shown(s), len },
+            DigestError::BadLength { len, .. } => DigestError::BadLength {
+                shown: shown(s),
+                len,
+            },
             DigestError::BadHex { .. } => DigestError::BadHex { shown: shown(s) },
             other => other,
         })
@@ -313,7 +316,10 @@ mod tests {
             Err(DigestError::BadAlgorithm { .. })
         ));
         let upper_hex = format!("sha256:{}", good[7..].to_uppercase());
-        assert!(matches!(Digest::parse(&upper_hex), Err(DigestError::BadHex { .. })));
+        assert!(matches!(
+            Digest::parse(&upper_hex),
+            Err(DigestError::BadHex { .. })
+        ));
         assert!(matches!(
             Digest::parse(&good[..good.len() - 1]),
             Err(DigestError::BadLength { len: 63, .. })

@@ -1,2 +1,5 @@
 //! Cloud backends: s3://, hf://, ipfs:// (each behind its cargo feature).
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "s3")]
+pub mod s3;

@@ -4,8 +4,8 @@
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 use pf_registry_core::manifest::{
-    AgentInfo, Chunk, EntryKind, FsEntry, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE, FS_TREE_MEDIA_TYPE,
-    KV_PAGES_MEDIA_TYPE,
+    AgentInfo, Chunk, EntryKind, FsEntry, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE,
+    FS_TREE_MEDIA_TYPE, KV_PAGES_MEDIA_TYPE,
 };
 use pf_registry_core::{Descriptor, Manifest};
 use proptest::prelude::*;
@@ -40,11 +40,15 @@ impl ImageSpec {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut bytes = |len: usize| -> Vec<u8> { (0..len).map(|_| rng.gen()).collect() };
         ImageSpec {
-            layers: (0..2).map(|i| bytes(1000 + i * 3000 + seed as usize)).collect(),
+            layers: (0..2)
+                .map(|i| bytes(1000 + i * 3000 + seed as usize))
+                .collect(),
             files: (0..n)
                 .map(|i| (format!("dir{}/file{i}.bin", i % 3), bytes(100 + i * 700)))
                 .collect(),
-            kv: (0..n.min(3)).map(|i| (bytes(512 + i), bytes(256 + i))).collect(),
+            kv: (0..n.min(3))
+                .map(|i| (bytes(512 + i), bytes(256 + i)))
+                .collect(),
             chunk_size: 1024,
         }
     }
@@ -61,7 +65,11 @@ impl ImageSpec {
         );
         for (i, l) in self.layers.iter().enumerate() {
             manifest.layers.push(Descriptor {
-                role: if i == 0 { "model.base".into() } else { format!("model.diff.{i}") },
+                role: if i == 0 {
+                    "model.base".into()
+                } else {
+                    format!("model.diff.{i}")
+                },
                 media_type: BLOB_MEDIA_TYPE.into(),
                 digest: put(l),
                 size: l.len() as u64,

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use pf_cas::{BlobStore, MemoryStore};
 use pf_digest::Digest;
 use pf_registry_core::{
-    CommitBlob, CommitRequest, Config, EncodedBlob, Engine, ImageRef, Registry, RegistryError, SignedImage,
-    Transport, Verification,
+    CommitBlob, CommitRequest, Config, EncodedBlob, Engine, ImageRef, Registry, RegistryError,
+    SignedImage, Transport, Verification,
 };
 use pf_sign::{SignError, SigningKey, TrustPolicy};
 
@@ -27,7 +27,11 @@ pub trait Backend: Send + Sync {
     /// A reference no other test uses; `label` helps debugging.
     fn fresh_ref(&self, label: &str) -> ImageRef;
     /// A transport for `reference` (credentials, CA etc. already configured).
-    fn transport(&self, reference: &ImageRef, config: &Config) -> pf_registry_core::Result<Box<dyn Transport>>;
+    fn transport(
+        &self,
+        reference: &ImageRef,
+        config: &Config,
+    ) -> pf_registry_core::Result<Box<dyn Transport>>;
     /// Whether pushing to the same reference again replaces the image (false for IPFS).
     fn mutable_refs(&self) -> bool {
         true
@@ -57,14 +61,17 @@ pub fn pull_ref(backend: &dyn Backend, pushed: &ImageRef, resolved: &str) -> Ima
     if backend.mutable_refs() {
         pushed.clone()
     } else {
-        ImageRef::parse(resolved).unwrap_or_else(|e| panic!("resolved ref {resolved:?} does not parse: {e}"))
+        ImageRef::parse(resolved)
+            .unwrap_or_else(|e| panic!("resolved ref {resolved:?} does not parse: {e}"))
     }
 }
 
 fn assert_same_blobs(src: &dyn BlobStore, dst: &dyn BlobStore, digests: &[Digest]) {
     for d in digests {
         let a = src.get(d).expect("source blob");
-        let b = dst.get(d).unwrap_or_else(|e| panic!("pulled store lacks {d}: {e}"));
+        let b = dst
+            .get(d)
+            .unwrap_or_else(|e| panic!("pulled store lacks {d}: {e}"));
         assert!(a == b, "blob {d} differs after round trip");
     }
 }
@@ -74,34 +81,55 @@ fn assert_same_blobs(src: &dyn BlobStore, dst: &dyn BlobStore, digests: &[Digest
 pub async fn roundtrip_and_idempotent(backend: &dyn Backend, cases: u32) {
     let key = SigningKey::generate().expect("keygen");
     let base = backend.config();
-    for (i, spec) in image::generated_specs(cases, 0x5eed).into_iter().enumerate() {
+    for (i, spec) in image::generated_specs(cases, 0x5eed)
+        .into_iter()
+        .enumerate()
+    {
         let r = backend.fresh_ref(&format!("rt{i}"));
         let src = Arc::new(MemoryStore::new());
         let img = spec.build(&*src, "roundtrip");
         let signed = SignedImage::new(&img.manifest, Some(&key));
         let reg = engine(backend, &r, &base);
         if backend.mutable_refs() {
-            assert!(!reg.exists().await.expect("exists before push"), "{r} exists before push");
+            assert!(
+                !reg.exists().await.expect("exists before push"),
+                "{r} exists before push"
+            );
         }
-        let rep = reg.push(src.clone(), &signed).await.unwrap_or_else(|e| panic!("push {r}: {e}"));
+        let rep = reg
+            .push(src.clone(), &signed)
+            .await
+            .unwrap_or_else(|e| panic!("push {r}: {e}"));
         assert_eq!(rep.manifest_digest, signed.digest());
         assert_eq!(rep.blobs_total as usize, img.closure.len());
-        assert_eq!(rep.blobs_uploaded as usize, img.closure.len(), "first push uploads every blob");
+        assert_eq!(
+            rep.blobs_uploaded as usize,
+            img.closure.len(),
+            "first push uploads every blob"
+        );
         let pr = pull_ref(backend, &r, &rep.resolved);
         let reg2 = engine(backend, &pr, &trusting(&base, &key));
         assert!(reg2.exists().await.expect("exists after push"));
         let dst = Arc::new(MemoryStore::new());
-        let pulled = reg2.pull(dst.clone()).await.unwrap_or_else(|e| panic!("pull {pr}: {e}"));
+        let pulled = reg2
+            .pull(dst.clone())
+            .await
+            .unwrap_or_else(|e| panic!("pull {pr}: {e}"));
         assert_eq!(pulled.manifest, img.manifest);
         assert_eq!(pulled.manifest_digest, signed.digest());
         assert!(matches!(pulled.verification, Verification::Verified { .. }));
         assert_eq!(pulled.blobs_total as usize, img.closure.len());
         assert_eq!(pulled.blobs_fetched as usize, img.closure.len());
         assert_same_blobs(&*src, &*dst, &img.closure);
-        assert_eq!(dst.list().expect("list").len(), img.closure.len(), "pull fetched blobs outside the closure");
+        assert_eq!(
+            dst.list().expect("list").len(),
+            img.closure.len(),
+            "pull fetched blobs outside the closure"
+        );
 
         // Also pullable through the resolved (immutable) reference.
-        let resolved = ImageRef::parse(&rep.resolved).unwrap_or_else(|e| panic!("resolved {}: {e}", rep.resolved));
+        let resolved = ImageRef::parse(&rep.resolved)
+            .unwrap_or_else(|e| panic!("resolved {}: {e}", rep.resolved));
         let again = engine(backend, &resolved, &base)
             .pull(Arc::new(MemoryStore::new()))
             .await
@@ -109,7 +137,10 @@ pub async fn roundtrip_and_idempotent(backend: &dyn Backend, cases: u32) {
         assert_eq!(again.manifest_digest, signed.digest());
 
         let rep2 = reg.push(src.clone(), &signed).await.expect("re-push");
-        assert_eq!(rep2.blobs_uploaded, 0, "re-push of an unchanged image uploaded blobs");
+        assert_eq!(
+            rep2.blobs_uploaded, 0,
+            "re-push of an unchanged image uploaded blobs"
+        );
         assert_eq!(rep2.wire_bytes_uploaded, 0);
     }
 }
@@ -121,31 +152,52 @@ pub async fn incremental(backend: &dyn Backend) {
     let spec_a = ImageSpec::sample(1, 6);
     let mut spec_b = spec_a.clone();
     spec_b.layers.push(b"a brand new layer".to_vec());
-    spec_b.files.push(("new/file.txt".into(), b"new content here".to_vec()));
+    spec_b
+        .files
+        .push(("new/file.txt".into(), b"new content here".to_vec()));
     let src = Arc::new(MemoryStore::new());
     let a = spec_a.build(&*src, "inc-a");
     let b = spec_b.build(&*src, "inc-b");
     let new_blobs = b.closure.iter().filter(|d| !a.closure.contains(d)).count();
-    assert!(new_blobs >= 3, "test image B must add blobs (layer, file, fs tree)");
+    assert!(
+        new_blobs >= 3,
+        "test image B must add blobs (layer, file, fs tree)"
+    );
 
     let r = backend.fresh_ref("inc");
     let reg = engine(backend, &r, &base);
-    let ra = reg.push(src.clone(), &SignedImage::new(&a.manifest, None)).await.expect("push a");
+    let ra = reg
+        .push(src.clone(), &SignedImage::new(&a.manifest, None))
+        .await
+        .expect("push a");
     let rb = engine(backend, &r, &base)
         .push(src.clone(), &SignedImage::new(&b.manifest, None))
         .await
         .expect("push b");
-    assert_eq!(rb.blobs_uploaded as usize, new_blobs, "second image must upload only its new blobs");
+    assert_eq!(
+        rb.blobs_uploaded as usize, new_blobs,
+        "second image must upload only its new blobs"
+    );
 
     // Pull A (by its resolved ref) into a fresh store, then B: only B's new blobs are fetched.
     let dst = Arc::new(MemoryStore::new());
-    let pa = engine(backend, &ImageRef::parse(&ra.resolved).expect("resolved parses"), &base);
+    let pa = engine(
+        backend,
+        &ImageRef::parse(&ra.resolved).expect("resolved parses"),
+        &base,
+    );
     let rep_a = pa.pull(dst.clone()).await.expect("pull a");
-    assert_eq!(rep_a.manifest.layers, a.manifest.layers, "resolved ref of A still gives A");
+    assert_eq!(
+        rep_a.manifest.layers, a.manifest.layers,
+        "resolved ref of A still gives A"
+    );
     let pb = engine(backend, &pull_ref(backend, &r, &rb.resolved), &base);
     let rep_b = pb.pull(dst.clone()).await.expect("pull b");
     assert_eq!(rep_b.manifest, b.manifest);
-    assert_eq!(rep_b.blobs_fetched as usize, new_blobs, "pull fetched blobs the store already had");
+    assert_eq!(
+        rep_b.blobs_fetched as usize, new_blobs,
+        "pull fetched blobs the store already had"
+    );
     assert_eq!(rep_b.blobs_present as usize, b.closure.len() - new_blobs);
     assert_same_blobs(&*src, &*dst, &b.closure);
 }
@@ -160,7 +212,10 @@ pub async fn missing_is_not_found(backend: &dyn Backend) {
     assert!(!reg.exists().await.expect("exists on missing ref"));
     match reg.pull(Arc::new(MemoryStore::new())).await {
         Err(RegistryError::NotFound { .. }) => {}
-        other => panic!("pull of missing {r}: expected NotFound, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "pull of missing {r}: expected NotFound, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }
 
@@ -216,12 +271,25 @@ pub async fn tampered_blob_is_integrity_error(backend: &dyn Backend) {
     evil[size / 2] ^= 0xff;
     let r = backend.fresh_ref("tampered-blob");
     let manifest = img.manifest.to_bytes();
-    let resolved = push_raw(backend, &r, &src, &img.closure, &manifest, None, Some((victim, &evil))).await;
+    let resolved = push_raw(
+        backend,
+        &r,
+        &src,
+        &img.closure,
+        &manifest,
+        None,
+        Some((victim, &evil)),
+    )
+    .await;
     let dst = Arc::new(MemoryStore::new());
-    let err = engine(backend, &pull_ref(backend, &r, &resolved), &backend.config())
-        .pull(dst.clone())
-        .await
-        .expect_err("tampered blob accepted");
+    let err = engine(
+        backend,
+        &pull_ref(backend, &r, &resolved),
+        &backend.config(),
+    )
+    .pull(dst.clone())
+    .await
+    .expect_err("tampered blob accepted");
     match err {
         RegistryError::Integrity { expected, .. } => assert_eq!(expected, victim),
         other => panic!("expected Integrity naming {victim}, got {other}"),
@@ -243,17 +311,40 @@ pub async fn signature_checks(backend: &dyn Backend) {
     m2.annotations.insert("evil".into(), "yes".into());
     let r = backend.fresh_ref("tampered-manifest");
     let sig = good.signature.clone().expect("signed");
-    let resolved = push_raw(backend, &r, &*src, &img.closure, &m2.to_bytes(), Some(&sig), None).await;
-    let err = engine(backend, &pull_ref(backend, &r, &resolved), &trusting(&backend.config(), &key))
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect_err("tampered manifest accepted");
-    assert!(matches!(err, RegistryError::Signature(SignError::DigestMismatch { .. })), "{err}");
+    let resolved = push_raw(
+        backend,
+        &r,
+        &*src,
+        &img.closure,
+        &m2.to_bytes(),
+        Some(&sig),
+        None,
+    )
+    .await;
+    let err = engine(
+        backend,
+        &pull_ref(backend, &r, &resolved),
+        &trusting(&backend.config(), &key),
+    )
+    .pull(Arc::new(MemoryStore::new()))
+    .await
+    .expect_err("tampered manifest accepted");
+    assert!(
+        matches!(
+            err,
+            RegistryError::Signature(SignError::DigestMismatch { .. })
+        ),
+        "{err}"
+    );
     // Even without trusted keys a mismatched envelope is an error.
-    let err = engine(backend, &pull_ref(backend, &r, &resolved), &backend.config())
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect_err("mismatched envelope accepted without trust");
+    let err = engine(
+        backend,
+        &pull_ref(backend, &r, &resolved),
+        &backend.config(),
+    )
+    .pull(Arc::new(MemoryStore::new()))
+    .await
+    .expect_err("mismatched envelope accepted without trust");
     assert!(matches!(err, RegistryError::Signature(_)), "{err}");
 
     // Untrusted key.
@@ -267,13 +358,21 @@ pub async fn signature_checks(backend: &dyn Backend) {
         .pull(Arc::new(MemoryStore::new()))
         .await
         .expect_err("untrusted key accepted");
-    assert!(matches!(err, RegistryError::Signature(SignError::Untrusted { .. })), "{err}");
+    assert!(
+        matches!(err, RegistryError::Signature(SignError::Untrusted { .. })),
+        "{err}"
+    );
     // Without trust configured it is reported, not rejected.
     let rep = engine(backend, &pr, &backend.config())
         .pull(Arc::new(MemoryStore::new()))
         .await
         .expect("pull with no trust configured");
-    assert_eq!(rep.verification, Verification::UnknownKey { key_id: key.key_id() });
+    assert_eq!(
+        rep.verification,
+        Verification::UnknownKey {
+            key_id: key.key_id()
+        }
+    );
 
     // Unsigned image: reported as such, rejected when keys are trusted.
     let r3 = backend.fresh_ref("unsigned");
@@ -291,7 +390,10 @@ pub async fn signature_checks(backend: &dyn Backend) {
         .pull(Arc::new(MemoryStore::new()))
         .await
         .expect_err("unsigned accepted with trust");
-    assert!(matches!(err, RegistryError::Signature(SignError::Unsigned)), "{err}");
+    assert!(
+        matches!(err, RegistryError::Signature(SignError::Unsigned)),
+        "{err}"
+    );
 }
 
 /// A pull pinned to another digest fails; pinned to the right one succeeds.
@@ -318,13 +420,17 @@ pub async fn pinned_digest(backend: &dyn Backend) {
             .unwrap_or_else(|e| panic!("pull pinned to the right digest {pinned_ok}: {e}"));
         assert_eq!(rep.manifest_digest, signed.digest());
     }
-    let wrong = pull_ref(backend, &r, &rep.resolved).with_digest(Digest::of(b"some other manifest"));
+    let wrong =
+        pull_ref(backend, &r, &rep.resolved).with_digest(Digest::of(b"some other manifest"));
     match engine(backend, &wrong, &backend.config())
         .pull(Arc::new(MemoryStore::new()))
         .await
     {
         Err(RegistryError::Integrity { .. }) | Err(RegistryError::NotFound { .. }) => {}
-        other => panic!("pinned mismatch: expected Integrity or NotFound, got {:?}", other.map(|r| r.manifest_digest)),
+        other => panic!(
+            "pinned mismatch: expected Integrity or NotFound, got {:?}",
+            other.map(|r| r.manifest_digest)
+        ),
     }
 }
 
@@ -336,7 +442,10 @@ pub async fn concurrent_pushes(backend: &dyn Backend) {
     let (ra, rb) = (backend.fresh_ref("conc-a"), backend.fresh_ref("conc-b"));
     let base = backend.config();
     let (ea, eb) = (engine(backend, &ra, &base), engine(backend, &rb, &base));
-    let (sa, sb) = (SignedImage::new(&a.manifest, None), SignedImage::new(&b.manifest, None));
+    let (sa, sb) = (
+        SignedImage::new(&a.manifest, None),
+        SignedImage::new(&b.manifest, None),
+    );
     let (x, y) = tokio::join!(ea.push(src.clone(), &sa), eb.push(src.clone(), &sb));
     let (x, y) = (x.expect("push a"), y.expect("push b"));
     for (r, rep, img) in [(&ra, &x, &a), (&rb, &y, &b)] {
@@ -377,9 +486,18 @@ pub async fn failed_push_keeps_previous(backend: &dyn Backend) {
         .await
         .expect_err("push with a missing local blob succeeded");
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
-    assert!(err.to_string().contains(&missing_blob.to_string()), "error must name the digest: {err}");
-    let pulled = reg.pull(Arc::new(MemoryStore::new())).await.expect("pull previous");
-    assert_eq!(pulled.manifest, a.manifest, "previous version must stay readable");
+    assert!(
+        err.to_string().contains(&missing_blob.to_string()),
+        "error must name the digest: {err}"
+    );
+    let pulled = reg
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+        .expect("pull previous");
+    assert_eq!(
+        pulled.manifest, a.manifest,
+        "previous version must stay readable"
+    );
 }
 
 /// Runs the whole suite; `cases` controls how many generated images round-trip.

@@ -17,7 +17,12 @@ pub const MULTITHREAD_THRESHOLD: u64 = 32 << 20;
 
 /// Encodes blob `digest` from `store` as one zstd stream. Re-hashes the raw
 /// bytes while reading, so a corrupt local store is caught before upload.
-pub fn encode(store: &dyn BlobStore, digest: &Digest, level: i32, spool_dir: Option<&Path>) -> Result<EncodedBlob> {
+pub fn encode(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    level: i32,
+    spool_dir: Option<&Path>,
+) -> Result<EncodedBlob> {
     let size = store
         .size(digest)?
         .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
@@ -30,7 +35,8 @@ pub fn encode(store: &dyn BlobStore, digest: &Digest, level: i32, spool_dir: Opt
             .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
         let (actual, _) = hashing.finish();
         check(digest, actual)?;
-        let enc = zstd::bulk::compress(&raw, level).map_err(|e| RegistryError::io("zstd encode", e))?;
+        let enc =
+            zstd::bulk::compress(&raw, level).map_err(|e| RegistryError::io("zstd encode", e))?;
         EncodedBlob::in_memory(*digest, raw.len() as u64, Bytes::from(enc))
     } else {
         let tmp = match spool_dir {
@@ -40,19 +46,26 @@ pub fn encode(store: &dyn BlobStore, digest: &Digest, level: i32, spool_dir: Opt
         .map_err(|e| RegistryError::io("creating spool file", e))?;
         let (file, path) = tmp.into_parts();
         let out = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
-        let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(|e| RegistryError::io("zstd init", e))?;
+        let mut enc = zstd::stream::write::Encoder::new(out, level)
+            .map_err(|e| RegistryError::io("zstd init", e))?;
         if size > MULTITHREAD_THRESHOLD {
-            let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
             if workers > 1 {
                 enc.multithread(workers)
                     .map_err(|e| RegistryError::io("zstd multithread", e))?;
             }
         }
-        enc.include_checksum(false).map_err(|e| RegistryError::io("zstd init", e))?;
-        let raw_len = copy(&mut hashing, &mut enc).map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
+        enc.include_checksum(false)
+            .map_err(|e| RegistryError::io("zstd init", e))?;
+        let raw_len = copy(&mut hashing, &mut enc)
+            .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
         let (actual, _) = hashing.finish();
         check(digest, actual)?;
-        let out = enc.finish().map_err(|e| RegistryError::io("zstd finish", e))?;
+        let out = enc
+            .finish()
+            .map_err(|e| RegistryError::io("zstd finish", e))?;
         let (buf, enc_digest, enc_len) = out.finish();
         let file = buf
             .into_inner()
@@ -99,7 +112,9 @@ struct Capped<R> {
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Ask for one byte beyond the cap so an oversized stream is detected.
-        let want = buf.len().min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
             return Err(RegistryError::invalid(
@@ -123,27 +138,33 @@ pub fn decode_into(
     cap: u64,
     store: &dyn BlobStore,
 ) -> Result<u64> {
-    let dec = zstd::stream::read::Decoder::new(encoded).map_err(|e| RegistryError::io("zstd init", e))?;
+    let dec =
+        zstd::stream::read::Decoder::new(encoded).map_err(|e| RegistryError::io("zstd init", e))?;
     let mut capped = Capped {
         inner: dec,
         left: expected_size.unwrap_or(cap),
         digest: *digest,
     };
-    let (_, n) = store.put_stream(Some(digest), &mut capped).map_err(|e| match e {
-        pf_cas::CasError::Io { context, source } => {
-            let err = RegistryError::from_io(&context, source);
-            match err {
-                RegistryError::Io { context, source } if source.kind() != io::ErrorKind::Other => {
+    let (_, n) = store
+        .put_stream(Some(digest), &mut capped)
+        .map_err(|e| match e {
+            pf_cas::CasError::Io { context, source } => {
+                let err = RegistryError::from_io(&context, source);
+                match err {
                     RegistryError::Io { context, source }
+                        if source.kind() != io::ErrorKind::Other =>
+                    {
+                        RegistryError::Io { context, source }
+                    }
+                    RegistryError::Io { source, .. } => RegistryError::invalid(
+                        format!("blob {digest}"),
+                        format!("cannot decode: {source}"),
+                    ),
+                    other => other,
                 }
-                RegistryError::Io { source, .. } => {
-                    RegistryError::invalid(format!("blob {digest}"), format!("cannot decode: {source}"))
-                }
-                other => other,
             }
-        }
-        other => other.into(),
-    })?;
+            other => other.into(),
+        })?;
     if let Some(sz) = expected_size {
         if n != sz {
             return Err(RegistryError::invalid(
@@ -170,7 +191,8 @@ mod tests {
             assert_eq!(enc.raw_size, size as u64);
             assert_eq!(enc.encoded_digest, Digest::of(&enc.read_all().unwrap()));
             let out = MemoryStore::new();
-            let n = decode_into(enc.open().unwrap(), &d, Some(size as u64), u64::MAX, &out).unwrap();
+            let n =
+                decode_into(enc.open().unwrap(), &d, Some(size as u64), u64::MAX, &out).unwrap();
             assert_eq!(n, size as u64);
             assert_eq!(out.get(&d).unwrap(), data);
         }
@@ -203,7 +225,14 @@ mod tests {
     #[test]
     fn garbage_is_invalid_data() {
         let out = MemoryStore::new();
-        let err = decode_into(&b"not zstd at all"[..], &Digest::of(b"x"), Some(1), u64::MAX, &out).unwrap_err();
+        let err = decode_into(
+            &b"not zstd at all"[..],
+            &Digest::of(b"x"),
+            Some(1),
+            u64::MAX,
+            &out,
+        )
+        .unwrap_err();
         assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
     }
 }

@@ -71,7 +71,10 @@ impl std::fmt::Debug for Config {
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
             .field("trusted_keys", &self.trust.keys().len())
-            .field("signing_key", &self.signing_key.as_ref().map(|k| k.key_id()))
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|k| k.key_id()),
+            )
             .field("max_blob_size", &self.max_blob_size)
             .field("insecure", &self.insecure)
             .field("ca_file", &self.ca_file)

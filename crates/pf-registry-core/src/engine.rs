@@ -13,7 +13,9 @@ use pf_sign::{SignError, SignatureEnvelope};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{RegistryError, Result};
-use crate::manifest::{self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES};
+use crate::manifest::{
+    self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES,
+};
 use crate::progress::ProgressEvent;
 use crate::registry::{Inspection, PullReport, PushReport, Registry, SignedImage};
 use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
@@ -45,17 +47,24 @@ impl<T: Transport> Engine<T> {
         self.config.concurrency.max(1)
     }
 
-    async fn fetch_manifest_verified(&self) -> Result<(FetchedManifest, pf_sign::Verification, Manifest)> {
+    async fn fetch_manifest_verified(
+        &self,
+    ) -> Result<(FetchedManifest, pf_sign::Verification, Manifest)> {
         let t = self.transport.clone();
         let fetched = self
             .config
             .retry
-            .run("fetch manifest", &*self.config.progress, || t.get_manifest())
+            .run("fetch manifest", &*self.config.progress, || {
+                t.get_manifest()
+            })
             .await?;
         if fetched.manifest.len() > MAX_MANIFEST_BYTES {
             return Err(RegistryError::invalid(
                 "manifest",
-                format!("{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit", fetched.manifest.len()),
+                format!(
+                    "{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
+                    fetched.manifest.len()
+                ),
             ));
         }
         // Verify the signature over the exact bytes BEFORE parsing them.
@@ -74,12 +83,18 @@ impl<T: Transport> Engine<T> {
             }
         }
         let manifest = Manifest::from_bytes(&fetched.manifest)?;
-        self.config.progress.on_event(&ProgressEvent::Manifest { digest });
+        self.config
+            .progress
+            .on_event(&ProgressEvent::Manifest { digest });
         Ok((fetched, verification, manifest))
     }
 
     /// Fetches `blobs` into `store`, `concurrency` at a time. Returns (wire, raw) bytes.
-    async fn fetch_blobs(&self, store: &Arc<dyn BlobStore>, blobs: Vec<ClosureBlob>) -> Result<(u64, u64)> {
+    async fn fetch_blobs(
+        &self,
+        store: &Arc<dyn BlobStore>,
+        blobs: Vec<ClosureBlob>,
+    ) -> Result<(u64, u64)> {
         let wire = Arc::new(AtomicU64::new(0));
         let raw = Arc::new(AtomicU64::new(0));
         futures::stream::iter(blobs)
@@ -91,7 +106,9 @@ impl<T: Transport> Engine<T> {
                     let (w, r) = self
                         .config
                         .retry
-                        .run(&what, &*self.config.progress, || self.fetch_one(store.clone(), b))
+                        .run(&what, &*self.config.progress, || {
+                            self.fetch_one(store.clone(), b)
+                        })
                         .await?;
                     wire.fetch_add(w, Ordering::Relaxed);
                     raw.fetch_add(r, Ordering::Relaxed);
@@ -139,7 +156,9 @@ impl<T: Transport> Engine<T> {
             let m = self
                 .config
                 .retry
-                .run("query missing blobs", &*self.config.progress, || t.missing(chunk))
+                .run("query missing blobs", &*self.config.progress, || {
+                    t.missing(chunk)
+                })
                 .await?;
             // Never trust a backend to answer only about what was asked.
             let asked: HashSet<&Digest> = chunk.iter().collect();
@@ -152,7 +171,10 @@ impl<T: Transport> Engine<T> {
 /// Reads an index blob from a local store, bounded.
 fn read_index(store: &dyn BlobStore, d: &Descriptor) -> Result<Vec<u8>> {
     match store.size(&d.digest)? {
-        None => Err(RegistryError::not_found(format!("index blob {} in the local store", d.digest))),
+        None => Err(RegistryError::not_found(format!(
+            "index blob {} in the local store",
+            d.digest
+        ))),
         Some(n) if n > MAX_INDEX_BYTES => Err(RegistryError::invalid(
             format!("index blob {}", d.digest),
             format!("{n} bytes exceeds the limit {MAX_INDEX_BYTES}"),
@@ -217,7 +239,11 @@ impl<T: Transport> Registry for Engine<T> {
             .await?
             .into_iter()
             .collect();
-        let to_upload: Vec<ClosureBlob> = closure.iter().filter(|b| missing.contains(&b.digest)).copied().collect();
+        let to_upload: Vec<ClosureBlob> = closure
+            .iter()
+            .filter(|b| missing.contains(&b.digest))
+            .copied()
+            .collect();
         self.config.progress.on_event(&ProgressEvent::Plan {
             op: "push",
             blobs: to_upload.len() as u64,
@@ -226,13 +252,19 @@ impl<T: Transport> Registry for Engine<T> {
 
         // 3. encode + upload, bounded concurrency (memory = concurrency x buffer).
         let level = self.config.zstd_level;
-        let spool = self.transport.spool_dir().or_else(|| self.config.spool_dir.clone());
+        let spool = self
+            .transport
+            .spool_dir()
+            .or_else(|| self.config.spool_dir.clone());
         let uploaded: Vec<UploadedBlob> = futures::stream::iter(to_upload)
             .map(|b| {
                 let store = store.clone();
                 let spool = spool.clone();
                 async move {
-                    let enc = blocking(move || codec::encode(&*store, &b.digest, level, spool.as_deref())).await?;
+                    let enc = blocking(move || {
+                        codec::encode(&*store, &b.digest, level, spool.as_deref())
+                    })
+                    .await?;
                     let what = format!("upload blob {}", b.digest.short());
                     let t = self.transport.clone();
                     let up = self
@@ -276,17 +308,25 @@ impl<T: Transport> Registry for Engine<T> {
                 })
             })
             .await?;
-        self.config.progress.on_event(&ProgressEvent::Manifest { digest: manifest_digest });
+        self.config.progress.on_event(&ProgressEvent::Manifest {
+            digest: manifest_digest,
+        });
 
         Ok(PushReport {
             manifest_digest,
             resolved,
             blobs_total: closure.len() as u64,
             blobs_uploaded: uploaded.len() as u64,
-            raw_bytes_uploaded: uploaded
-                .iter()
-                .map(|u| closure.iter().find(|b| b.digest == u.digest).and_then(|b| b.size).unwrap_or(0))
-                .sum(),
+            raw_bytes_uploaded: {
+                let sizes: std::collections::HashMap<Digest, u64> = closure
+                    .iter()
+                    .filter_map(|b| b.size.map(|s| (b.digest, s)))
+                    .collect();
+                uploaded
+                    .iter()
+                    .map(|u| sizes.get(&u.digest).copied().unwrap_or(0))
+                    .sum()
+            },
             wire_bytes_uploaded: uploaded.iter().map(|u| u.encoded_size).sum(),
             signed: image.signature.is_some(),
         })

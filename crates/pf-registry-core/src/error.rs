@@ -180,7 +180,9 @@ impl RegistryError {
             | RegistryError::InvalidData { .. }
             | RegistryError::Signature(_) => 4,
             RegistryError::BadReference { .. } | RegistryError::Unsupported { .. } => 1,
-            RegistryError::Transport { .. } | RegistryError::Conflict(_) | RegistryError::Io { .. } => 5,
+            RegistryError::Transport { .. }
+            | RegistryError::Conflict(_)
+            | RegistryError::Io { .. } => 5,
         }
     }
 
@@ -209,7 +211,9 @@ impl RegistryError {
 impl From<CasError> for RegistryError {
     fn from(e: CasError) -> Self {
         match e {
-            CasError::NotFound(d) => RegistryError::not_found(format!("blob {d} in the local store")),
+            CasError::NotFound(d) => {
+                RegistryError::not_found(format!("blob {d} in the local store"))
+            }
             CasError::Integrity { expected, actual } => RegistryError::Integrity {
                 what: format!("blob {expected}"),
                 expected,

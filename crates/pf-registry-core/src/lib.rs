@@ -26,4 +26,6 @@ pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use reference::{ImageRef, Location};
 pub use registry::{Inspection, PullReport, PushReport, Registry, SignedImage};
 pub use retry::RetryPolicy;
-pub use transport::{ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, Transport, UploadedBlob};
+pub use transport::{
+    ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, Transport, UploadedBlob,
+};

@@ -109,7 +109,10 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(RegistryError::invalid(
                 "manifest",
-                format!("{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit", bytes.len()),
+                format!(
+                    "{} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
+                    bytes.len()
+                ),
             ));
         }
         let m: Manifest = serde_json::from_slice(bytes)
@@ -122,26 +125,48 @@ impl Manifest {
     pub fn validate(&self) -> Result<()> {
         let inv = |r: String| Err(RegistryError::invalid("manifest", r));
         if self.schema_version != 1 {
-            return inv(format!("unsupported schema_version {}", self.schema_version));
+            return inv(format!(
+                "unsupported schema_version {}",
+                self.schema_version
+            ));
         }
         if self.media_type != MANIFEST_MEDIA_TYPE {
-            return inv(format!("unexpected media_type {:?}", bounded(&self.media_type)));
+            return inv(format!(
+                "unexpected media_type {:?}",
+                bounded(&self.media_type)
+            ));
         }
         if self.layers.len() > MAX_LAYERS {
-            return inv(format!("{} layers exceeds the limit of {MAX_LAYERS}", self.layers.len()));
+            return inv(format!(
+                "{} layers exceeds the limit of {MAX_LAYERS}",
+                self.layers.len()
+            ));
         }
         if self.parents.len() > 1024 || self.annotations.len() > 4096 {
             return inv("too many parents or annotations".into());
         }
         for l in &self.layers {
-            if l.role.is_empty() || l.role.len() > 128 || l.media_type.is_empty() || l.media_type.len() > 256 {
-                return inv(format!("layer {} has an empty or oversized role/media_type", l.digest));
+            if l.role.is_empty()
+                || l.role.len() > 128
+                || l.media_type.is_empty()
+                || l.media_type.len() > 256
+            {
+                return inv(format!(
+                    "layer {} has an empty or oversized role/media_type",
+                    l.digest
+                ));
             }
             if l.size > MAX_DECLARED_SIZE {
-                return inv(format!("layer {} declares {} bytes (limit {MAX_DECLARED_SIZE})", l.digest, l.size));
+                return inv(format!(
+                    "layer {} declares {} bytes (limit {MAX_DECLARED_SIZE})",
+                    l.digest, l.size
+                ));
             }
             if is_index_media_type(&l.media_type) && l.size > MAX_INDEX_BYTES {
-                return inv(format!("index layer {} declares {} bytes (limit {MAX_INDEX_BYTES})", l.digest, l.size));
+                return inv(format!(
+                    "index layer {} declares {} bytes (limit {MAX_INDEX_BYTES})",
+                    l.digest, l.size
+                ));
             }
         }
         Ok(())
@@ -231,11 +256,17 @@ pub fn validate_relative_path(p: &str) -> std::result::Result<(), String> {
         return Err("empty or over-long path".into());
     }
     if p.starts_with('/') || p.contains('\\') || p.contains('\0') {
-        return Err(format!("path {:?} is absolute or contains '\\' or NUL", bounded(p)));
+        return Err(format!(
+            "path {:?} is absolute or contains '\\' or NUL",
+            bounded(p)
+        ));
     }
     for c in p.split('/') {
         if c.is_empty() || c == "." || c == ".." {
-            return Err(format!("path {:?} has an empty, '.' or '..' component", bounded(p)));
+            return Err(format!(
+                "path {:?} has an empty, '.' or '..' component",
+                bounded(p)
+            ));
         }
     }
     Ok(())
@@ -255,8 +286,8 @@ impl FsTree {
         if bytes.len() as u64 > MAX_INDEX_BYTES {
             return Err(RegistryError::invalid(what, "index blob too large"));
         }
-        let t: FsTree =
-            serde_json::from_slice(bytes).map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
+        let t: FsTree = serde_json::from_slice(bytes)
+            .map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
         t.validate()?;
         Ok(t)
     }
@@ -265,7 +296,10 @@ impl FsTree {
     pub fn validate(&self) -> Result<()> {
         let inv = |r: String| Err(RegistryError::invalid("fs tree", r));
         if self.entries.len() > MAX_FS_ENTRIES {
-            return inv(format!("{} entries exceeds the limit {MAX_FS_ENTRIES}", self.entries.len()));
+            return inv(format!(
+                "{} entries exceeds the limit {MAX_FS_ENTRIES}",
+                self.entries.len()
+            ));
         }
         let mut seen = HashSet::with_capacity(self.entries.len());
         for e in &self.entries {
@@ -276,7 +310,11 @@ impl FsTree {
                 return inv(format!("duplicate path {:?}", bounded(&e.path)));
             }
             if e.mode > 0o7777 {
-                return inv(format!("{:?}: mode {:o} has bits beyond 0o7777", bounded(&e.path), e.mode));
+                return inv(format!(
+                    "{:?}: mode {:o} has bits beyond 0o7777",
+                    bounded(&e.path),
+                    e.mode
+                ));
             }
             match e.kind {
                 EntryKind::File => {
@@ -284,16 +322,26 @@ impl FsTree {
                         return inv(format!("file {:?} has a symlink target", bounded(&e.path)));
                     }
                     if e.size > MAX_DECLARED_SIZE {
-                        return inv(format!("file {:?} declares {} bytes", bounded(&e.path), e.size));
+                        return inv(format!(
+                            "file {:?} declares {} bytes",
+                            bounded(&e.path),
+                            e.size
+                        ));
                     }
                     match (&e.blob, e.chunks.len()) {
                         (Some(_), 0) => {}
                         (None, 0) if e.size == 0 => {}
                         (None, n) if n > 0 => {
                             if n > MAX_CHUNKS_PER_FILE {
-                                return inv(format!("file {:?} has too many chunks", bounded(&e.path)));
+                                return inv(format!(
+                                    "file {:?} has too many chunks",
+                                    bounded(&e.path)
+                                ));
                             }
-                            let sum = e.chunks.iter().try_fold(0u64, |acc, c| acc.checked_add(c.size));
+                            let sum = e
+                                .chunks
+                                .iter()
+                                .try_fold(0u64, |acc, c| acc.checked_add(c.size));
                             if sum != Some(e.size) {
                                 return inv(format!(
                                     "file {:?}: chunk sizes do not add up to {}",
@@ -315,11 +363,17 @@ impl FsTree {
                         return inv(format!("{:?}: only files carry content", bounded(&e.path)));
                     }
                     match (e.kind, &e.target) {
-                        (EntryKind::Symlink, Some(t)) if !t.is_empty() && t.len() <= 4096 && !t.contains('\0') => {}
+                        (EntryKind::Symlink, Some(t))
+                            if !t.is_empty() && t.len() <= 4096 && !t.contains('\0') => {}
                         (EntryKind::Symlink, _) => {
-                            return inv(format!("symlink {:?} needs a non-empty target", bounded(&e.path)))
+                            return inv(format!(
+                                "symlink {:?} needs a non-empty target",
+                                bounded(&e.path)
+                            ))
                         }
-                        (_, Some(_)) => return inv(format!("dir {:?} has a target", bounded(&e.path))),
+                        (_, Some(_)) => {
+                            return inv(format!("dir {:?} has a target", bounded(&e.path)))
+                        }
                         _ => {}
                     }
                 }
@@ -367,8 +421,8 @@ impl KvPages {
         if bytes.len() as u64 > MAX_INDEX_BYTES {
             return Err(RegistryError::invalid(what, "index blob too large"));
         }
-        let p: KvPages =
-            serde_json::from_slice(bytes).map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
+        let p: KvPages = serde_json::from_slice(bytes)
+            .map_err(|e| RegistryError::invalid(what, bounded(&e.to_string())))?;
         if p.pages.len() > MAX_KV_PAGES {
             return Err(RegistryError::invalid(what, "too many pages"));
         }
@@ -394,7 +448,10 @@ pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>
             Ok(t.entries
                 .iter()
                 .flat_map(|e| e.blobs())
-                .map(|(digest, size)| ClosureBlob { digest, size: Some(size) })
+                .map(|(digest, size)| ClosureBlob {
+                    digest,
+                    size: Some(size),
+                })
                 .collect())
         }
         KV_PAGES_MEDIA_TYPE => {
@@ -457,7 +514,11 @@ pub fn closure(
             size: Some(l.size),
         }),
     )?;
-    for l in manifest.layers.iter().filter(|l| is_index_media_type(&l.media_type)) {
+    for l in manifest
+        .layers
+        .iter()
+        .filter(|l| is_index_media_type(&l.media_type))
+    {
         let bytes = read_index(l)?;
         let children = index_children(&l.media_type, &bytes)?;
         merge_unique(&mut out, &mut idx, children)?;
@@ -490,7 +551,8 @@ mod tests {
             size: 4,
         });
         m.parents.push(Digest::of(b"parent"));
-        m.annotations.insert("org.example.note".into(), "hello".into());
+        m.annotations
+            .insert("org.example.note".into(), "hello".into());
         m
     }
 
@@ -522,8 +584,14 @@ mod tests {
                     size: 6,
                     blob: None,
                     chunks: vec![
-                        Chunk { blob: Digest::of(b"abc"), size: 3 },
-                        Chunk { blob: Digest::of(b"def"), size: 3 },
+                        Chunk {
+                            blob: Digest::of(b"abc"),
+                            size: 3,
+                        },
+                        Chunk {
+                            blob: Digest::of(b"def"),
+                            size: 3,
+                        },
                     ],
                     target: None,
                 },
@@ -567,14 +635,20 @@ mod tests {
             good.replace("\"role\": \"model.base\"", "\"role\": \"\""),
             good.replacen("{", "{\"extra\": 1,", 1),
             good.replacen("{", "{\"schema_version\": 1,", 1),
-            good.replace(&Digest::of(b"weights").to_string(), "sha256:../../etc/passwd"),
+            good.replace(
+                &Digest::of(b"weights").to_string(),
+                "sha256:../../etc/passwd",
+            ),
             "[".repeat(10_000),
             "null".into(),
             String::new(),
         ];
         for (i, c) in cases.iter().enumerate() {
             let err = Manifest::from_bytes(c.as_bytes()).expect_err(&format!("case {i} accepted"));
-            assert!(matches!(err, RegistryError::InvalidData { .. }), "case {i}: {err}");
+            assert!(
+                matches!(err, RegistryError::InvalidData { .. }),
+                "case {i}: {err}"
+            );
         }
         let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
         assert!(Manifest::from_bytes(&huge).is_err());
@@ -582,7 +656,16 @@ mod tests {
 
     #[test]
     fn hostile_fs_trees_are_rejected() {
-        let mut bad_paths = vec!["../x", "/etc/passwd", "a/../../b", "a//b", "./a", "a\0b", "a\\..\\b", ""];
+        let mut bad_paths = vec![
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a\0b",
+            "a\\..\\b",
+            "",
+        ];
         bad_paths.push("a/.");
         for p in bad_paths {
             let mut t = sample_tree();
@@ -612,8 +695,18 @@ mod tests {
         m.layers[1].size = tree_bytes.len() as u64;
         let kv = KvPages {
             pages: vec![
-                KvPage { layer: 0, page: 0, k: Digest::of(b"k0"), v: Digest::of(b"v0") },
-                KvPage { layer: 0, page: 1, k: Digest::of(b"k0"), v: Digest::of(b"hello") },
+                KvPage {
+                    layer: 0,
+                    page: 0,
+                    k: Digest::of(b"k0"),
+                    v: Digest::of(b"v0"),
+                },
+                KvPage {
+                    layer: 0,
+                    page: 1,
+                    k: Digest::of(b"k0"),
+                    v: Digest::of(b"hello"),
+                },
             ],
         };
         let kv_bytes = kv.to_bytes();

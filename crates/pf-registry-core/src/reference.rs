@@ -79,8 +79,7 @@ pub fn is_valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -135,7 +134,11 @@ fn is_valid_host(h: &str) -> bool {
         _ => (h, None),
     };
     if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) || p.parse::<u16>().is_err() {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|c| c.is_ascii_digit())
+            || p.parse::<u16>().is_err()
+        {
             return false;
         }
     }
@@ -155,7 +158,8 @@ fn is_valid_host(h: &str) -> bool {
 
 fn is_valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
         && !b.contains("..")
@@ -166,14 +170,16 @@ fn is_valid_key_component(c: &str) -> bool {
         && c != "."
         && c != ".."
         && c.len() <= 255
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn is_valid_hf_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 96
         && n.as_bytes()[0].is_ascii_alphanumeric()
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !n.contains("..")
         && !n.ends_with(".git")
 }
@@ -211,9 +217,12 @@ impl ImageRef {
             }
             None => (input, None),
         };
-        let (scheme, rest) = body
-            .split_once("://")
-            .ok_or_else(|| bad(input, "missing scheme (file://, oci://, s3://, hf://, ipfs://)"))?;
+        let (scheme, rest) = body.split_once("://").ok_or_else(|| {
+            bad(
+                input,
+                "missing scheme (file://, oci://, s3://, hf://, ipfs://)",
+            )
+        })?;
         let location = match scheme {
             "file" => {
                 if rest.is_empty() {
@@ -225,7 +234,9 @@ impl ImageRef {
                         "file paths must be absolute (file:///abs) or start with '.' (file://./rel)",
                     ));
                 }
-                Location::File { path: rest.to_string() }
+                Location::File {
+                    path: rest.to_string(),
+                }
             }
             "oci" => {
                 let (registry, path) = rest
@@ -360,7 +371,11 @@ impl fmt::Display for Location {
                 }
                 Ok(())
             }
-            Location::S3 { bucket, prefix, tag } => {
+            Location::S3 {
+                bucket,
+                prefix,
+                tag,
+            } => {
                 write!(f, "s3://{bucket}")?;
                 if !prefix.is_empty() {
                     write!(f, "/{prefix}")?;
@@ -411,8 +426,18 @@ mod tests {
     #[test]
     fn examples_parse() {
         let d = Digest::of(b"m");
-        assert_eq!(ok("file:///abs/path/repo").location, Location::File { path: "/abs/path/repo".into() });
-        assert_eq!(ok("file://./rel/path").location, Location::File { path: "./rel/path".into() });
+        assert_eq!(
+            ok("file:///abs/path/repo").location,
+            Location::File {
+                path: "/abs/path/repo".into()
+            }
+        );
+        assert_eq!(
+            ok("file://./rel/path").location,
+            Location::File {
+                path: "./rel/path".into()
+            }
+        );
         assert_eq!(
             ok("oci://localhost:5000/team/img:v1").location,
             Location::Oci {
@@ -482,8 +507,10 @@ mod tests {
         let tag = proptest::option::of("[A-Za-z0-9_][A-Za-z0-9._-]{0,20}");
         let digest = proptest::option::of(any::<[u8; 32]>().prop_map(Digest::from_bytes));
         let loc = prop_oneof![
-            proptest::collection::vec("[A-Za-z0-9_. -]{1,8}", 1..4).prop_map(|parts| Location::File {
-                path: format!("/{}", parts.join("/"))
+            proptest::collection::vec("[A-Za-z0-9_. -]{1,8}", 1..4).prop_map(|parts| {
+                Location::File {
+                    path: format!("/{}", parts.join("/")),
+                }
             }),
             (
                 "[a-z0-9]{1,10}(\\.[a-z0-9]{1,6}){0,2}",

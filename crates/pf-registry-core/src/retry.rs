@@ -129,7 +129,9 @@ mod tests {
     #[tokio::test]
     async fn gives_up_and_reports_attempts() {
         let r: Result<()> = fast()
-            .run("x", &NoProgress, || async { Err(RegistryError::transient("t", "503")) })
+            .run("x", &NoProgress, || async {
+                Err(RegistryError::transient("t", "503"))
+            })
             .await;
         match r {
             Err(RegistryError::Transport { attempts, .. }) => assert_eq!(attempts, 4),
@@ -155,7 +157,10 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(p.delay(1, None) <= Duration::from_millis(250));
         assert!(p.delay(30, None) <= p.max_delay);
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
         assert_eq!(p.delay(1, Some(Duration::from_secs(3600))), p.max_delay);
     }
 }

@@ -61,7 +61,13 @@ impl EncodedBlob {
     }
 
     /// An encoded blob spooled in a temp file (deleted when the last clone drops).
-    pub fn spooled(digest: Digest, raw_size: u64, encoded_digest: Digest, encoded_size: u64, path: tempfile::TempPath) -> Self {
+    pub fn spooled(
+        digest: Digest,
+        raw_size: u64,
+        encoded_digest: Digest,
+        encoded_size: u64,
+        path: tempfile::TempPath,
+    ) -> Self {
         EncodedBlob {
             digest,
             raw_size,

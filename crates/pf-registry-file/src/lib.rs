@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
-    Result, Transport, UploadedBlob,
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
 };
 
 const TMP: &str = ".tmp";
@@ -72,7 +72,9 @@ impl FileTransport {
         let root = if p.is_absolute() {
             p
         } else {
-            std::env::current_dir().map_err(io_err("resolving current directory"))?.join(p)
+            std::env::current_dir()
+                .map_err(io_err("resolving current directory"))?
+                .join(p)
         };
         Ok(FileTransport {
             display: format!("file://{path}"),
@@ -95,11 +97,15 @@ impl FileTransport {
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root.join("manifests/sha256").join(format!("{}.json", d.hex()))
+        self.root
+            .join("manifests/sha256")
+            .join(format!("{}.json", d.hex()))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root.join("signatures/sha256").join(format!("{}.sig", d.hex()))
+        self.root
+            .join("signatures/sha256")
+            .join(format!("{}.sig", d.hex()))
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -107,7 +113,8 @@ impl FileTransport {
     }
 
     fn ensure_dirs(&self) -> Result<()> {
-        fs::create_dir_all(self.tmp_dir()).map_err(io_err(format!("creating {}", self.tmp_dir().display())))
+        fs::create_dir_all(self.tmp_dir())
+            .map_err(io_err(format!("creating {}", self.tmp_dir().display())))
     }
 
     /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
@@ -115,9 +122,12 @@ impl FileTransport {
         self.ensure_dirs()?;
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(io_err("creating temp file"))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(io_err("creating temp file"))?;
         tmp.write_all(bytes).map_err(io_err("writing temp file"))?;
-        tmp.as_file().sync_all().map_err(io_err("fsync temp file"))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync temp file"))?;
         tmp.persist(dest)
             .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
         sync_dir(parent)
@@ -128,7 +138,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
     // Directory fsync makes the rename durable; not supported on every platform.
     match File::open(dir).and_then(|d| d.sync_all()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e)
+            if e.kind() == io::ErrorKind::InvalidInput
+                || e.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            Ok(())
+        }
         Err(e) => Err(RegistryError::io(format!("fsync {}", dir.display()), e)),
     }
 }
@@ -188,7 +203,8 @@ impl Transport for FileTransport {
         blocking(move || {
             let dest = this.blob_path(&blob.digest);
             let parent = dest.parent().unwrap_or(&this.root).to_path_buf();
-            fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            fs::create_dir_all(&parent)
+                .map_err(io_err(format!("creating {}", parent.display())))?;
             match blob.spool_path() {
                 Some(spooled) if spooled.parent() == Some(this.tmp_dir().as_path()) => {
                     // Same filesystem: fsync the spool file and hard-link it into place
@@ -209,11 +225,14 @@ impl Transport for FileTransport {
                 }
                 _ => {
                     this.ensure_dirs()?;
-                    let tmp = tempfile::NamedTempFile::new_in(this.tmp_dir()).map_err(io_err("creating temp file"))?;
-                    blob.persist_to(tmp.path()).map_err(io_err("writing blob"))?;
+                    let tmp = tempfile::NamedTempFile::new_in(this.tmp_dir())
+                        .map_err(io_err("creating temp file"))?;
+                    blob.persist_to(tmp.path())
+                        .map_err(io_err("writing blob"))?;
                     tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
-                    tmp.persist(&dest)
-                        .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
+                    tmp.persist(&dest).map_err(|e| {
+                        RegistryError::io(format!("renaming into {}", dest.display()), e.error)
+                    })?;
                     sync_dir(&parent)?;
                 }
             }
@@ -275,7 +294,10 @@ impl Transport for FileTransport {
                 None => read_bounded(&this.root.join("manifest.json"), limit)?,
             };
             let Some(manifest) = manifest else {
-                return Err(RegistryError::not_found(format!("manifest at {}", this.display)));
+                return Err(RegistryError::not_found(format!(
+                    "manifest at {}",
+                    this.display
+                )));
             };
             let digest = Digest::of(&manifest);
             let sig_limit = pf_sign::SignatureEnvelope::MAX_LEN as u64 + 1;
@@ -298,7 +320,10 @@ impl Transport for FileTransport {
         let f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RegistryError::not_found(format!("blob {digest} at {}", self.display)))
+                return Err(RegistryError::not_found(format!(
+                    "blob {digest} at {}",
+                    self.display
+                )))
             }
             Err(e) => return Err(RegistryError::io(format!("opening {}", path.display()), e)),
         };

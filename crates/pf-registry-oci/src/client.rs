@@ -19,7 +19,9 @@ pub fn is_loopback(host: &str) -> bool {
         _ => host,
     };
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Authenticated client for one registry host.
@@ -56,14 +58,16 @@ impl Client {
             .pool_max_idle_per_host(16)
             .user_agent(concat!("pf-registry/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string()))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
+            })?;
             b = b.add_root_certificate(cert);
         }
-        let http = b
-            .build()
-            .map_err(|e| RegistryError::permanent(format!("oci {host}"), format!("building HTTP client: {e}")))?;
+        let http = b.build().map_err(|e| {
+            RegistryError::permanent(format!("oci {host}"), format!("building HTTP client: {e}"))
+        })?;
         Ok(Client {
             http,
             host: host.to_string(),
@@ -125,7 +129,10 @@ impl Client {
             (Some(u), p) if basic => {
                 use base64::Engine as _;
                 let raw = format!("{u}:{}", p.as_deref().unwrap_or(""));
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
             }
             _ => None,
         }
@@ -148,7 +155,10 @@ impl Client {
         };
         let mut answered = false;
         loop {
-            let mut rb: RequestBuilder = self.http.request(method.clone(), &url).headers(headers.clone());
+            let mut rb: RequestBuilder = self
+                .http
+                .request(method.clone(), &url)
+                .headers(headers.clone());
             if let Some(a) = self.auth_header(scope) {
                 rb = rb.header(AUTHORIZATION, a);
             }
@@ -170,8 +180,14 @@ impl Client {
                         }
                         continue;
                     }
-                    Some(Challenge::Bearer { realm, service, scope: asked }) => {
-                        let token = self.fetch_token(&realm, service.as_deref(), scope, asked.as_deref()).await?;
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope: asked,
+                    }) => {
+                        let token = self
+                            .fetch_token(&realm, service.as_deref(), scope, asked.as_deref())
+                            .await?;
                         if let Ok(mut m) = self.tokens.lock() {
                             m.insert(scope.to_string(), token);
                         }
@@ -184,7 +200,13 @@ impl Client {
         }
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str, asked: Option<&str>) -> Result<String> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        asked: Option<&str>,
+    ) -> Result<String> {
         let mut q: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = service {
             q.push(("service", s));
@@ -204,15 +226,19 @@ impl Client {
             return Err(self.unauthorized());
         }
         let resp = self.check(resp).await?;
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::invalid(format!("token response from {}", self.host), e.to_string()))?;
+        let v: serde_json::Value = resp.json().await.map_err(|e| {
+            RegistryError::invalid(format!("token response from {}", self.host), e.to_string())
+        })?;
         v["token"]
             .as_str()
             .or_else(|| v["access_token"].as_str())
             .map(str::to_string)
-            .ok_or_else(|| RegistryError::invalid(format!("token response from {}", self.host), "no token field"))
+            .ok_or_else(|| {
+                RegistryError::invalid(
+                    format!("token response from {}", self.host),
+                    "no token field",
+                )
+            })
     }
 
     fn unauthorized(&self) -> RegistryError {
@@ -247,15 +273,19 @@ impl Client {
             .unwrap_or_default();
         let msg = format!("{} {status} {code}", url);
         Err(match status {
-            StatusCode::NOT_FOUND => RegistryError::not_found(format!("{url} on {} ({code})", self.host)),
+            StatusCode::NOT_FOUND => {
+                RegistryError::not_found(format!("{url} on {} ({code})", self.host))
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => RegistryError::Transport {
-                backend: self.backend(),
-                message: msg,
-                retryable: true,
-                attempts: 0,
-                retry_after,
-            },
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+                RegistryError::Transport {
+                    backend: self.backend(),
+                    message: msg,
+                    retryable: true,
+                    attempts: 0,
+                    retry_after,
+                }
+            }
             s if s.is_server_error() => RegistryError::Transport {
                 backend: self.backend(),
                 message: msg,
@@ -274,10 +304,21 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for h in ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["registry.example.com", "10.0.0.1:5000", "example.com:5000", "127.example.com"] {
+        for h in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "example.com:5000",
+            "127.example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

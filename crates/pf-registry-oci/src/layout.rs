@@ -162,21 +162,25 @@ pub fn plan(
     annotations: BTreeMap<String, String>,
 ) -> Plan {
     let max = max_layers.max(1);
-    let manifest = |config: Descriptor, layers: Vec<Descriptor>, ann: BTreeMap<String, String>| OciDoc {
-        schema_version: 2,
-        media_type: MANIFEST_MT.into(),
-        artifact_type: Some(ARTIFACT_TYPE.into()),
-        config: Some(config),
-        layers,
-        manifests: vec![],
-        annotations: ann,
-    };
+    let manifest =
+        |config: Descriptor, layers: Vec<Descriptor>, ann: BTreeMap<String, String>| OciDoc {
+            schema_version: 2,
+            media_type: MANIFEST_MT.into(),
+            artifact_type: Some(ARTIFACT_TYPE.into()),
+            config: Some(config),
+            layers,
+            manifests: vec![],
+            annotations: ann,
+        };
     let mut head_layers: Vec<Descriptor> = signature.into_iter().collect();
     if blobs.len() <= max {
         head_layers.extend(blobs.iter().map(blob_layer));
         return Plan {
             parts: vec![],
-            top: (manifest(config, head_layers, annotations).to_bytes(), MANIFEST_MT),
+            top: (
+                manifest(config, head_layers, annotations).to_bytes(),
+                MANIFEST_MT,
+            ),
             needs_empty: false,
         };
     }
@@ -184,9 +188,17 @@ pub fn plan(
     let mut parts = Vec::new();
     let mut entries = Vec::new();
     for (i, chunk) in blobs.chunks(max).enumerate() {
-        let mut layers = if i == 0 { std::mem::take(&mut head_layers) } else { vec![] };
+        let mut layers = if i == 0 {
+            std::mem::take(&mut head_layers)
+        } else {
+            vec![]
+        };
         layers.extend(chunk.iter().map(blob_layer));
-        let cfg = if i == 0 { config.clone() } else { empty.clone() };
+        let cfg = if i == 0 {
+            config.clone()
+        } else {
+            empty.clone()
+        };
         let mut ann = BTreeMap::new();
         ann.insert(PART.to_string(), i.to_string());
         let bytes = manifest(cfg, layers, ann.clone()).to_bytes();
@@ -241,7 +253,13 @@ mod tests {
     fn twenty_thousand_blobs_stay_under_the_manifest_limit() {
         let cfg = Descriptor::new(ARTIFACT_TYPE, Digest::of(b"m"), 1);
         let sig = Descriptor::new(SIGNATURE_MT, Digest::of(b"s"), 1);
-        let p = plan(cfg, Some(sig), &blobs(20_000), DEFAULT_MAX_LAYERS, BTreeMap::new());
+        let p = plan(
+            cfg,
+            Some(sig),
+            &blobs(20_000),
+            DEFAULT_MAX_LAYERS,
+            BTreeMap::new(),
+        );
         assert_eq!(p.parts.len(), 20);
         let biggest = p.parts.iter().map(Vec::len).max().unwrap();
         assert!(biggest < 1 << 20, "part manifest of {biggest} bytes");
@@ -249,7 +267,14 @@ mod tests {
         let n: usize = p
             .parts
             .iter()
-            .map(|b| serde_json::from_slice::<OciDoc>(b).unwrap().layers.iter().filter_map(stored_from_layer).count())
+            .map(|b| {
+                serde_json::from_slice::<OciDoc>(b)
+                    .unwrap()
+                    .layers
+                    .iter()
+                    .filter_map(stored_from_layer)
+                    .count()
+            })
             .sum();
         assert_eq!(n, 20_000);
     }

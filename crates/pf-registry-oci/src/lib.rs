@@ -20,14 +20,18 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
-    Result, Transport, UploadedBlob,
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+};
 use reqwest::Method;
 
 use crate::client::Client;
-use crate::layout::{Descriptor, OciDoc, StoredBlob, ARTIFACT_TYPE, INDEX_MT, MANIFEST_MT, SIGNATURE_MT};
+use crate::layout::{
+    Descriptor, OciDoc, StoredBlob, ARTIFACT_TYPE, INDEX_MT, MANIFEST_MT, SIGNATURE_MT,
+};
 
 /// Encoded blobs up to this size are uploaded in one PUT.
 pub const MONOLITHIC_LIMIT: u64 = 16 << 20;
@@ -42,7 +46,11 @@ static SEEN: LazyLock<Mutex<HashMap<(String, Digest), (StoredBlob, String)>>> =
 
 /// Opens the `oci://` reference as a registry on the shared engine.
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<OciTransport>> {
-    Ok(Engine::new(OciTransport::new(reference, config)?, config.clone(), reference.digest))
+    Ok(Engine::new(
+        OciTransport::new(reference, config)?,
+        config.clone(),
+        reference.digest,
+    ))
 }
 
 /// Transport for one repository (and tag) of an OCI registry.
@@ -125,7 +133,10 @@ impl OciTransport {
             k.insert(b.raw, b);
         }
         if let Ok(mut s) = SEEN.lock() {
-            s.insert((self.client.host().to_string(), b.raw), (b, self.repo.clone()));
+            s.insert(
+                (self.client.host().to_string(), b.raw),
+                (b, self.repo.clone()),
+            );
         }
     }
 
@@ -137,7 +148,13 @@ impl OciTransport {
     pub async fn list_tags(&self) -> Result<Vec<String>> {
         let resp = self
             .client
-            .send(Method::GET, &format!("/v2/{}/tags/list", self.repo), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .send(
+                Method::GET,
+                &format!("/v2/{}/tags/list", self.repo),
+                &self.pull_scope(),
+                HeaderMap::new(),
+                NO_BODY,
+            )
             .await?;
         let v: serde_json::Value = resp
             .json()
@@ -145,20 +162,36 @@ impl OciTransport {
             .map_err(|e| RegistryError::invalid("tag list", e.to_string()))?;
         Ok(v["tags"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
-    async fn read_limited(&self, resp: reqwest::Response, limit: usize, what: &str) -> Result<Bytes> {
+    async fn read_limited(
+        &self,
+        resp: reqwest::Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes> {
         if resp.content_length().is_some_and(|l| l > limit as u64) {
-            return Err(RegistryError::invalid(what, format!("larger than {limit} bytes")));
+            return Err(RegistryError::invalid(
+                what,
+                format!("larger than {limit} bytes"),
+            ));
         }
         let mut out = BytesMut::new();
         let mut s = resp.bytes_stream();
         while let Some(chunk) = s.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::transient(self.location(), e.to_string()))?;
+            let chunk =
+                chunk.map_err(|e| RegistryError::transient(self.location(), e.to_string()))?;
             if out.len() + chunk.len() > limit {
-                return Err(RegistryError::invalid(what, format!("larger than {limit} bytes")));
+                return Err(RegistryError::invalid(
+                    what,
+                    format!("larger than {limit} bytes"),
+                ));
             }
             out.extend_from_slice(&chunk);
         }
@@ -170,10 +203,20 @@ impl OciTransport {
         let h = headers(&[(ACCEPT, format!("{MANIFEST_MT}, {INDEX_MT}"))]);
         let resp = self
             .client
-            .send(Method::GET, &format!("/v2/{}/manifests/{reference}", self.repo), &self.pull_scope(), h, NO_BODY)
+            .send(
+                Method::GET,
+                &format!("/v2/{}/manifests/{reference}", self.repo),
+                &self.pull_scope(),
+                h,
+                NO_BODY,
+            )
             .await?;
         let bytes = self
-            .read_limited(resp, pf_registry_core::manifest::MAX_MANIFEST_BYTES, "OCI manifest")
+            .read_limited(
+                resp,
+                pf_registry_core::manifest::MAX_MANIFEST_BYTES,
+                "OCI manifest",
+            )
             .await?;
         if let Ok(d) = Digest::parse(reference) {
             let actual = Digest::of(&bytes);
@@ -193,7 +236,13 @@ impl OciTransport {
     async fn fetch_small_blob(&self, d: &Descriptor, limit: usize, what: &str) -> Result<Bytes> {
         let resp = self
             .client
-            .send(Method::GET, &format!("/v2/{}/blobs/{}", self.repo, d.digest), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .send(
+                Method::GET,
+                &format!("/v2/{}/blobs/{}", self.repo, d.digest),
+                &self.pull_scope(),
+                HeaderMap::new(),
+                NO_BODY,
+            )
             .await?;
         let b = self.read_limited(resp, limit, what).await?;
         let actual = Digest::of(&b);
@@ -223,9 +272,15 @@ impl OciTransport {
                 .await?;
             let head = parts
                 .iter()
-                .find(|p| p.config.as_ref().is_some_and(|c| c.media_type == ARTIFACT_TYPE))
+                .find(|p| {
+                    p.config
+                        .as_ref()
+                        .is_some_and(|c| c.media_type == ARTIFACT_TYPE)
+                })
                 .cloned()
-                .ok_or_else(|| RegistryError::invalid("OCI index", "no part carries the pf manifest"))?;
+                .ok_or_else(|| {
+                    RegistryError::invalid("OCI index", "no part carries the pf manifest")
+                })?;
             let layers = parts.into_iter().flat_map(|p| p.layers).collect();
             Ok((head, layers))
         } else {
@@ -277,7 +332,10 @@ impl OciTransport {
             .client
             .send(
                 Method::POST,
-                &format!("/v2/{}/blobs/uploads/?mount={}&from={from}", self.repo, b.encoded),
+                &format!(
+                    "/v2/{}/blobs/uploads/?mount={}&from={from}",
+                    self.repo, b.encoded
+                ),
                 &scope,
                 headers(&[(CONTENT_LENGTH, "0".into())]),
                 NO_BODY,
@@ -289,7 +347,13 @@ impl OciTransport {
     async fn blob_exists(&self, encoded: &Digest) -> Result<bool> {
         match self
             .client
-            .send(Method::HEAD, &format!("/v2/{}/blobs/{encoded}", self.repo), &self.push_scope(), HeaderMap::new(), NO_BODY)
+            .send(
+                Method::HEAD,
+                &format!("/v2/{}/blobs/{encoded}", self.repo),
+                &self.push_scope(),
+                HeaderMap::new(),
+                NO_BODY,
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -312,11 +376,16 @@ impl OciTransport {
         location(&resp)
     }
 
-    /// Uploads bytes already in memory (small blobs, config, signature).
+    /// Uploads bytes already in memory unless the registry has them.
     async fn put_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         if self.blob_exists(digest).await? {
             return Ok(());
         }
+        self.upload_bytes(digest, bytes).await
+    }
+
+    /// POST + PUT of bytes in memory (the registry deduplicates by digest).
+    async fn upload_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let loc = self.start_upload().await?;
         let url = with_digest(&loc, digest);
         let len = bytes.len();
@@ -326,7 +395,10 @@ impl OciTransport {
                 Method::PUT,
                 &url,
                 &self.push_scope(),
-                headers(&[(CONTENT_TYPE, "application/octet-stream".into()), (CONTENT_LENGTH, len.to_string())]),
+                headers(&[
+                    (CONTENT_TYPE, "application/octet-stream".into()),
+                    (CONTENT_LENGTH, len.to_string()),
+                ]),
                 &body,
             )
             .await?;
@@ -430,7 +502,10 @@ impl Transport for OciTransport {
             if self.lookup(d).is_some() {
                 continue;
             }
-            let seen = SEEN.lock().ok().and_then(|s| s.get(&(host.clone(), *d)).cloned());
+            let seen = SEEN
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&(host.clone(), *d)).cloned());
             if let Some((b, from)) = seen {
                 if from != self.repo && self.try_mount(&b, &from).await.unwrap_or(false) {
                     self.remember(b);
@@ -443,17 +518,17 @@ impl Transport for OciTransport {
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
-        if !self.blob_exists(&blob.encoded_digest).await? {
-            match blob.as_bytes() {
-                Some(b) => self.put_bytes(&blob.encoded_digest, b.clone()).await?,
-                None if blob.encoded_size <= MONOLITHIC_LIMIT => {
-                    let b = blob
-                        .read_all()
-                        .map_err(|e| RegistryError::io("reading spooled blob", e))?;
-                    self.put_bytes(&blob.encoded_digest, b).await?
-                }
-                None => self.put_chunked(blob).await?,
+        match blob.as_bytes() {
+            // Small: two requests; a HEAD would cost as much as the upload.
+            Some(b) => self.upload_bytes(&blob.encoded_digest, b.clone()).await?,
+            None if self.blob_exists(&blob.encoded_digest).await? => {}
+            None if blob.encoded_size <= MONOLITHIC_LIMIT => {
+                let b = blob
+                    .read_all()
+                    .map_err(|e| RegistryError::io("reading spooled blob", e))?;
+                self.upload_bytes(&blob.encoded_digest, b).await?
             }
+            None => self.put_chunked(blob).await?,
         }
         self.remember(StoredBlob {
             raw: blob.digest,
@@ -480,13 +555,18 @@ impl Transport for OciTransport {
                     encoded_size: u.encoded_size,
                 },
                 None => self.lookup(&b.digest).ok_or_else(|| {
-                    RegistryError::not_found(format!("blob {} in {} (not uploaded, not in the current tag)", b.digest, self.location()))
+                    RegistryError::not_found(format!(
+                        "blob {} in {} (not uploaded, not in the current tag)",
+                        b.digest,
+                        self.location()
+                    ))
                 })?,
             };
             stored.push(s);
         }
         let manifest = Bytes::copy_from_slice(req.manifest);
-        self.put_bytes(&req.manifest_digest, manifest.clone()).await?;
+        self.put_bytes(&req.manifest_digest, manifest.clone())
+            .await?;
         let config = Descriptor::new(ARTIFACT_TYPE, req.manifest_digest, manifest.len() as u64);
         let signature = match req.signature {
             Some(s) => {
@@ -497,11 +577,17 @@ impl Transport for OciTransport {
             None => None,
         };
         let mut ann = BTreeMap::new();
-        ann.insert("org.processfork.manifest.digest".to_string(), req.manifest_digest.to_string());
+        ann.insert(
+            "org.processfork.manifest.digest".to_string(),
+            req.manifest_digest.to_string(),
+        );
         let plan = layout::plan(config, signature, &stored, self.max_layers, ann);
         if plan.needs_empty {
-            self.put_bytes(&Digest::of(layout::EMPTY_JSON), Bytes::from_static(layout::EMPTY_JSON))
-                .await?;
+            self.put_bytes(
+                &Digest::of(layout::EMPTY_JSON),
+                Bytes::from_static(layout::EMPTY_JSON),
+            )
+            .await?;
         }
         for p in plan.parts {
             let d = Digest::of(&p);
@@ -511,7 +597,11 @@ impl Transport for OciTransport {
         let top_digest = Digest::of(&top);
         // The commit point: the tag moves last.
         self.put_manifest(&self.tag, top, mt).await?;
-        Ok(format!("oci://{}/{}@{top_digest}", self.client.host(), self.repo))
+        Ok(format!(
+            "oci://{}/{}@{top_digest}",
+            self.client.host(),
+            self.repo
+        ))
     }
 
     async fn get_manifest(&self) -> Result<FetchedManifest> {
@@ -525,9 +615,8 @@ impl Transport for OciTransport {
                     Ok(x) if x.0.config.as_ref().is_some_and(|c| c.digest == pin) => (x, false),
                     by_tag => match self.load_image(&pin.to_string()).await {
                         Ok(x) => (x, true),
-                        Err(e @ RegistryError::Unauthorized { .. }) | Err(e @ RegistryError::Integrity { .. }) => {
-                            return Err(e)
-                        }
+                        Err(e @ RegistryError::Unauthorized { .. })
+                        | Err(e @ RegistryError::Integrity { .. }) => return Err(e),
                         // Not an OCI digest here (registries answer 404 or, when the digest
                         // names a blob, 500): use the tag and let the engine report the mismatch.
                         Err(_) => (by_tag?, false),
@@ -540,12 +629,24 @@ impl Transport for OciTransport {
             .config
             .as_ref()
             .filter(|c| c.media_type == ARTIFACT_TYPE)
-            .ok_or_else(|| RegistryError::invalid(self.location(), "not a ProcessFork artifact (config media type)"))?;
+            .ok_or_else(|| {
+                RegistryError::invalid(
+                    self.location(),
+                    "not a ProcessFork artifact (config media type)",
+                )
+            })?;
         let manifest = self
-            .fetch_small_blob(config, pf_registry_core::manifest::MAX_MANIFEST_BYTES, "pf manifest")
+            .fetch_small_blob(
+                config,
+                pf_registry_core::manifest::MAX_MANIFEST_BYTES,
+                "pf manifest",
+            )
             .await?;
         let signature = match layers.iter().find(|l| l.media_type == SIGNATURE_MT) {
-            Some(s) => Some(self.fetch_small_blob(s, MAX_SIGNATURE, "signature envelope").await?),
+            Some(s) => Some(
+                self.fetch_small_blob(s, MAX_SIGNATURE, "signature envelope")
+                    .await?,
+            ),
             None => None,
         };
         for l in layers.iter().filter_map(layout::stored_from_layer) {
@@ -559,16 +660,24 @@ impl Transport for OciTransport {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
-        let b = self
-            .lookup(digest)
-            .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in {}", self.location())))?;
+        let b = self.lookup(digest).ok_or_else(|| {
+            RegistryError::not_found(format!("blob {digest} in {}", self.location()))
+        })?;
         let resp = self
             .client
-            .send(Method::GET, &format!("/v2/{}/blobs/{}", self.repo, b.encoded), &self.pull_scope(), HeaderMap::new(), NO_BODY)
+            .send(
+                Method::GET,
+                &format!("/v2/{}/blobs/{}", self.repo, b.encoded),
+                &self.pull_scope(),
+                HeaderMap::new(),
+                NO_BODY,
+            )
             .await?;
         let backend = self.location();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| RegistryError::transient(backend.clone(), format!("reading blob body: {e}")))
+            r.map_err(|e| {
+                RegistryError::transient(backend.clone(), format!("reading blob body: {e}"))
+            })
         })))
     }
 
@@ -583,7 +692,13 @@ impl Transport for OciTransport {
         let h = headers(&[(ACCEPT, format!("{MANIFEST_MT}, {INDEX_MT}"))]);
         match self
             .client
-            .send(Method::HEAD, &format!("/v2/{}/manifests/{}", self.repo, self.tag), &self.pull_scope(), h, NO_BODY)
+            .send(
+                Method::HEAD,
+                &format!("/v2/{}/manifests/{}", self.repo, self.tag),
+                &self.pull_scope(),
+                h,
+                NO_BODY,
+            )
             .await
         {
             Ok(_) => Ok(true),

@@ -90,13 +90,21 @@ pub fn transport(reference: &ImageRef, config: &Config) -> Result<Box<dyn Transp
         #[cfg(feature = "file")]
         Location::File { .. } => Ok(Box::new(pf_registry_file::FileTransport::new(reference)?)),
         #[cfg(feature = "oci")]
-        Location::Oci { .. } => Ok(Box::new(pf_registry_oci::OciTransport::new(reference, config)?)),
+        Location::Oci { .. } => Ok(Box::new(pf_registry_oci::OciTransport::new(
+            reference, config,
+        )?)),
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => Ok(Box::new(pf_registry_cloud::s3::S3Transport::new(reference, config)?)),
+        Location::S3 { .. } => Ok(Box::new(pf_registry_cloud::s3::S3Transport::new(
+            reference, config,
+        )?)),
         #[cfg(feature = "hf")]
-        Location::Hf { .. } => Ok(Box::new(pf_registry_cloud::hf::HfTransport::new(reference, config)?)),
+        Location::Hf { .. } => Ok(Box::new(pf_registry_cloud::hf::HfTransport::new(
+            reference, config,
+        )?)),
         #[cfg(feature = "ipfs")]
-        Location::Ipfs { .. } => Ok(Box::new(pf_registry_cloud::ipfs::IpfsTransport::new(reference, config)?)),
+        Location::Ipfs { .. } => Ok(Box::new(pf_registry_cloud::ipfs::IpfsTransport::new(
+            reference, config,
+        )?)),
         #[allow(unreachable_patterns)]
         _ => {
             let _ = config;

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 /// The only signature algorithm.
 pub const ALGORITHM: &str = "ed25519";
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
-const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
 /// Signing and verification failures.
@@ -112,7 +114,10 @@ fn pem_decode(s: &str, label: &str) -> Result<Vec<u8>, SignError> {
     let stop = rest
         .find(&end)
         .ok_or_else(|| SignError::Malformed(format!("no {end} line")))?;
-    let body: String = rest[..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = rest[..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     B64.decode(body.as_bytes())
         .map_err(|_| SignError::Malformed(format!("{label}: invalid base64")))
 }
@@ -130,19 +135,28 @@ fn pem_encode(der: &[u8], label: &str) -> String {
 
 fn read_small(path: &Path) -> Result<String, SignError> {
     let ctx = || format!("reading key file {}", path.display());
-    let md = std::fs::metadata(path).map_err(|e| SignError::Io { context: ctx(), source: e })?;
+    let md = std::fs::metadata(path).map_err(|e| SignError::Io {
+        context: ctx(),
+        source: e,
+    })?;
     if md.len() > MAX_KEY_FILE {
-        return Err(SignError::Malformed(format!("{} is too large for a key file", path.display())));
+        return Err(SignError::Malformed(format!(
+            "{} is too large for a key file",
+            path.display()
+        )));
     }
-    std::fs::read_to_string(path).map_err(|e| SignError::Io { context: ctx(), source: e })
+    std::fs::read_to_string(path).map_err(|e| SignError::Io {
+        context: ctx(),
+        source: e,
+    })
 }
 
 impl PublicKey {
     /// From the raw 32-byte key.
     pub fn from_raw(bytes: &[u8]) -> Result<Self, SignError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| SignError::Malformed(format!("public key must be 32 bytes, got {}", bytes.len())))?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            SignError::Malformed(format!("public key must be 32 bytes, got {}", bytes.len()))
+        })?;
         Ok(PublicKey(arr))
     }
 
@@ -188,7 +202,9 @@ impl PublicKey {
 
     /// Whether `sig` is a valid signature of `msg` by this key.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.0).verify(msg, sig).is_ok()
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(msg, sig)
+            .is_ok()
     }
 }
 
@@ -208,7 +224,8 @@ impl SigningKey {
     /// Generates a fresh key from the system RNG.
     pub fn generate() -> Result<Self, SignError> {
         let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SignError::KeyRejected("rng failure".into()))?;
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| SignError::KeyRejected("rng failure".into()))?;
         Self::from_pkcs8_der(doc.as_ref())
     }
 
@@ -247,10 +264,16 @@ impl SigningKey {
             opts.mode(0o600);
         }
         let ctx = || format!("writing {}", path.display());
-        let mut f = opts.open(path).map_err(|e| SignError::Io { context: ctx(), source: e })?;
+        let mut f = opts.open(path).map_err(|e| SignError::Io {
+            context: ctx(),
+            source: e,
+        })?;
         f.write_all(self.to_pkcs8_pem().as_bytes())
             .and_then(|_| f.sync_all())
-            .map_err(|e| SignError::Io { context: ctx(), source: e })
+            .map_err(|e| SignError::Io {
+                context: ctx(),
+                source: e,
+            })
     }
 
     /// The public half.
@@ -305,9 +328,14 @@ impl SignatureEnvelope {
     /// Strictly parses wire bytes.
     pub fn from_json_bytes(b: &[u8]) -> Result<Self, SignError> {
         if b.len() > Self::MAX_LEN {
-            return Err(SignError::Malformed(format!("signature envelope of {} bytes is too large", b.len())));
+            return Err(SignError::Malformed(format!(
+                "signature envelope of {} bytes is too large",
+                b.len()
+            )));
         }
-        serde_json::from_slice(b).map_err(|e| SignError::Malformed(format!("signature envelope: {}", bounded(&e.to_string()))))
+        serde_json::from_slice(b).map_err(|e| {
+            SignError::Malformed(format!("signature envelope: {}", bounded(&e.to_string())))
+        })
     }
 }
 
@@ -364,7 +392,11 @@ impl TrustPolicy {
     /// Checks `envelope` (raw bytes as fetched) against the exact
     /// `manifest_bytes`. A malformed envelope, or one naming another
     /// manifest, is an error even when no keys are trusted.
-    pub fn verify(&self, manifest_bytes: &[u8], envelope: Option<&[u8]>) -> Result<Verification, SignError> {
+    pub fn verify(
+        &self,
+        manifest_bytes: &[u8],
+        envelope: Option<&[u8]>,
+    ) -> Result<Verification, SignError> {
         let Some(raw) = envelope else {
             return if self.is_empty() {
                 Ok(Verification::Unsigned)
@@ -387,10 +419,15 @@ impl TrustPolicy {
             .decode(env.signature.as_bytes())
             .map_err(|_| SignError::Malformed("signature is not base64".into()))?;
         if sig.len() != 64 {
-            return Err(SignError::Malformed(format!("signature must be 64 bytes, got {}", sig.len())));
+            return Err(SignError::Malformed(format!(
+                "signature must be 64 bytes, got {}",
+                sig.len()
+            )));
         }
         match self.keys.iter().find(|k| k.key_id() == env.key_id) {
-            Some(k) if k.verify(manifest_bytes, &sig) => Ok(Verification::Verified { key_id: env.key_id }),
+            Some(k) if k.verify(manifest_bytes, &sig) => {
+                Ok(Verification::Verified { key_id: env.key_id })
+            }
             Some(_) => Err(SignError::BadSignature { key_id: env.key_id }),
             None if self.is_empty() => Ok(Verification::UnknownKey { key_id: env.key_id }),
             None => Err(SignError::Untrusted { key_id: env.key_id }),
@@ -415,18 +452,30 @@ mod tests {
         let m = b"{\"a\": 1}\n";
         let env = k.sign_manifest(m).to_json_bytes();
         let trust = TrustPolicy::new(vec![k.public_key()]);
-        assert_eq!(trust.verify(m, Some(&env)).unwrap(), Verification::Verified { key_id: k.key_id() });
+        assert_eq!(
+            trust.verify(m, Some(&env)).unwrap(),
+            Verification::Verified { key_id: k.key_id() }
+        );
         // re-serialised manifest with different whitespace
-        assert!(matches!(trust.verify(b"{\"a\":1}\n", Some(&env)), Err(SignError::DigestMismatch { .. })));
+        assert!(matches!(
+            trust.verify(b"{\"a\":1}\n", Some(&env)),
+            Err(SignError::DigestMismatch { .. })
+        ));
         // no trust configured
         let none = TrustPolicy::default();
-        assert_eq!(none.verify(m, Some(&env)).unwrap(), Verification::UnknownKey { key_id: k.key_id() });
+        assert_eq!(
+            none.verify(m, Some(&env)).unwrap(),
+            Verification::UnknownKey { key_id: k.key_id() }
+        );
         assert_eq!(none.verify(m, None).unwrap(), Verification::Unsigned);
         assert!(matches!(trust.verify(m, None), Err(SignError::Unsigned)));
         // untrusted key
         let other = SigningKey::generate().unwrap();
         let t2 = TrustPolicy::new(vec![other.public_key()]);
-        assert!(matches!(t2.verify(m, Some(&env)), Err(SignError::Untrusted { .. })));
+        assert!(matches!(
+            t2.verify(m, Some(&env)),
+            Err(SignError::Untrusted { .. })
+        ));
     }
 
     #[test]
@@ -460,14 +509,20 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&kp).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&kp).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let k2 = SigningKey::load(&kp).unwrap();
         assert_eq!(k2.key_id(), k.key_id());
         assert_eq!(PublicKey::load(&pp).unwrap(), k.public_key());
         assert!(PublicKey::from_pem("garbage").is_err());
         assert!(PublicKey::from_pem(&k.to_pkcs8_pem().replace("PRIVATE", "PUBLIC")).is_err());
-        assert!(SigningKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(SigningKey::from_pkcs8_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+        )
+        .is_err());
     }
 
     #[test]
@@ -484,10 +539,15 @@ mod tests {
     #[test]
     fn envelope_wire_format_snapshot() {
         let env = fixed().sign_manifest(b"{\"schema_version\": 1}\n");
-        insta::assert_snapshot!("signature_envelope_v1", String::from_utf8(env.to_json_bytes()).unwrap());
+        insta::assert_snapshot!(
+            "signature_envelope_v1",
+            String::from_utf8(env.to_json_bytes()).unwrap()
+        );
         let back = SignatureEnvelope::from_json_bytes(&env.to_json_bytes()).unwrap();
         assert_eq!(back, env);
-        let extra = String::from_utf8(env.to_json_bytes()).unwrap().replacen('{', "{\"x\":1,", 1);
+        let extra = String::from_utf8(env.to_json_bytes())
+            .unwrap()
+            .replacen('{', "{\"x\":1,", 1);
         assert!(SignatureEnvelope::from_json_bytes(extra.as_bytes()).is_err());
     }
 

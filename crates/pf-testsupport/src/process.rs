@@ -24,7 +24,13 @@ pub struct ChildServer {
 impl ChildServer {
     /// Spawns `cmd` with output to `log` and waits until `port` accepts TCP
     /// connections. Panics with `install_hint` if the program cannot start.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path, port: u16, install_hint: &str) -> ChildServer {
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        port: u16,
+        install_hint: &str,
+    ) -> ChildServer {
         let out = File::create(log).expect("create server log");
         let err = out.try_clone().expect("clone log handle");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -57,7 +63,11 @@ impl ChildServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{} did not listen on {addr} within {timeout:?}; log {}", self.name, self.log.display());
+        panic!(
+            "{} did not listen on {addr} within {timeout:?}; log {}",
+            self.name,
+            self.log.display()
+        );
     }
 
     /// The server's log file.

@@ -14,7 +14,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use crate::process::{free_port, ChildServer};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-const INSTALL_HINT: &str = "install it with `apt-get install -y docker-registry` (or run `cargo xtask servers install`)";
+const INSTALL_HINT: &str =
+    "install it with `apt-get install -y docker-registry` (or run `cargo xtask servers install`)";
 /// Service name the token flavour announces.
 pub const TOKEN_SERVICE: &str = "pf-test-registry";
 const TOKEN_ISSUER: &str = "pf-test-issuer";
@@ -46,8 +47,15 @@ pub struct OciRegistry {
 }
 
 impl OciRegistry {
-    /// Starts a registry with `auth`; panics (fails the test) if it cannot.
+    /// Starts a registry with `auth` and filesystem storage; panics (fails
+    /// the test) if it cannot.
     pub fn start(auth: OciAuth) -> OciRegistry {
+        Self::start_with(auth, false)
+    }
+
+    /// Like [`start`](Self::start); `in_memory` selects distribution's
+    /// in-memory storage driver (much faster for tests with many blobs).
+    pub fn start_with(auth: OciAuth, in_memory: bool) -> OciRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: {INSTALL_HINT}"
@@ -56,9 +64,13 @@ impl OciRegistry {
         let port = free_port();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("storage dir");
+        let storage_cfg = if in_memory {
+            "  inmemory:\n".to_string()
+        } else {
+            format!("  filesystem:\n    rootdirectory: {}\n", storage.display())
+        };
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-test-secret\n",
-            storage.display()
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n{storage_cfg}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-test-secret\n"
         );
         let (mut username, mut password, mut ca_file, mut tok) = (None, None, None, None);
         match auth {
@@ -70,7 +82,11 @@ impl OciRegistry {
                 let htpasswd = dir.path().join("htpasswd");
                 std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
                 let (ca_pem, cert_pem, key_pem) = tls_material();
-                let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                let (ca, cert, key) = (
+                    dir.path().join("ca.pem"),
+                    dir.path().join("cert.pem"),
+                    dir.path().join("key.pem"),
+                );
                 std::fs::write(&ca, ca_pem).expect("ca");
                 std::fs::write(&cert, cert_pem).expect("cert");
                 std::fs::write(&key, key_pem).expect("key");
@@ -104,7 +120,13 @@ impl OciRegistry {
         std::fs::write(&cfg_path, cfg).expect("config");
         let mut cmd = Command::new(REGISTRY_BIN);
         cmd.arg("serve").arg(&cfg_path);
-        let server = ChildServer::spawn("docker-registry", cmd, &dir.path().join("registry.log"), port, INSTALL_HINT);
+        let server = ChildServer::spawn(
+            "docker-registry",
+            cmd,
+            &dir.path().join("registry.log"),
+            port,
+            INSTALL_HINT,
+        );
         OciRegistry {
             host: format!("127.0.0.1:{port}"),
             username,
@@ -118,7 +140,11 @@ impl OciRegistry {
 
     /// Base URL (`http://` or `https://`).
     pub fn url(&self) -> String {
-        let scheme = if self.ca_file.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.host)
     }
 
@@ -142,11 +168,14 @@ pub fn tls_material() -> (String, String, String) {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "pf-registry test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "pf-registry test CA");
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("server key");
-    let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+    let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
     p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     let cert = p.signed_by(&key, &issuer).expect("server cert");
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
@@ -182,11 +211,17 @@ mod token {
         pub fn start(user: &str, pass: &str) -> TokenServer {
             let kp = KeyPair::generate().expect("token key");
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.distinguished_name.push(DnType::CommonName, "pf-test token signer");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "pf-test token signer");
             let cert = params.self_signed(&kp).expect("token cert");
             let rng = ring::rand::SystemRandom::new();
-            let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &kp.serialize_der(), &rng)
-                .expect("ring key");
+            let key = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &kp.serialize_der(),
+                &rng,
+            )
+            .expect("ring key");
             let issuer = Arc::new(Issuer {
                 user: user.into(),
                 pass: pass.into(),
@@ -204,7 +239,9 @@ mod token {
                     .expect("runtime");
                 rt.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app = axum::Router::new().route("/token", get(token)).with_state(issuer);
+                    let app = axum::Router::new()
+                        .route("/token", get(token))
+                        .with_state(issuer);
                     let _ = axum::serve(l, app)
                         .with_graceful_shutdown(async {
                             let _ = rx.await;
@@ -245,7 +282,11 @@ mod token {
             .and_then(|b| String::from_utf8(b).ok())
             .is_some_and(|up| up == format!("{}:{}", iss.user, iss.pass));
         if !authorized {
-            return (StatusCode::UNAUTHORIZED, "{\"details\":\"invalid credentials\"}").into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                "{\"details\":\"invalid credentials\"}",
+            )
+                .into_response();
         }
         let mut access = Vec::new();
         for (k, v) in &q {
@@ -262,7 +303,10 @@ mod token {
                 }
             }
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [STANDARD.encode(&iss.cert_der)]});
         let claims = serde_json::json!({
             "iss": TOKEN_ISSUER, "sub": iss.user, "aud": TOKEN_SERVICE,
@@ -279,6 +323,7 @@ mod token {
             return (StatusCode::INTERNAL_SERVER_ERROR, "signing failed").into_response();
         };
         let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
-        axum::Json(serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})).into_response()
+        axum::Json(serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300}))
+            .into_response()
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::process::{free_port, ChildServer};
 
-const INSTALL_HINT: &str = "install it with `pip install 'moto[server]'` (or run `cargo xtask servers install`)";
+const INSTALL_HINT: &str =
+    "install it with `pip install 'moto[server]'` (or run `cargo xtask servers install`)";
 
 /// A running moto server with one bucket. Killed on drop.
 pub struct S3Server {
@@ -31,10 +32,17 @@ impl S3Server {
     pub fn start() -> S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let bin = which("moto_server").unwrap_or_else(|| panic!("moto_server not found on PATH: {INSTALL_HINT}"));
+        let bin = which("moto_server")
+            .unwrap_or_else(|| panic!("moto_server not found on PATH: {INSTALL_HINT}"));
         let mut cmd = Command::new(bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let server = ChildServer::spawn("moto_server", cmd, &dir.path().join("moto.log"), port, INSTALL_HINT);
+        let server = ChildServer::spawn(
+            "moto_server",
+            cmd,
+            &dir.path().join("moto.log"),
+            port,
+            INSTALL_HINT,
+        );
         let s = S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             region: "us-east-1".into(),
@@ -51,7 +59,14 @@ impl S3Server {
     /// Creates another bucket (moto accepts an unsigned PUT).
     pub fn create_bucket(&self, name: &str) {
         let status = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "-X", "PUT", &format!("{}/{name}", self.endpoint)])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-X",
+                "PUT",
+                &format!("{}/{name}", self.endpoint),
+            ])
             .status()
             .expect("curl");
         assert!(status.success(), "creating bucket {name} on moto failed");

@@ -14,7 +14,10 @@ fn client(reg: &OciRegistry) -> reqwest::blocking::Client {
 #[test]
 fn anonymous_registry_answers_v2() {
     let reg = OciRegistry::start(OciAuth::Anonymous);
-    let r = client(&reg).get(format!("{}/v2/", reg.url())).send().unwrap();
+    let r = client(&reg)
+        .get(format!("{}/v2/", reg.url()))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -36,14 +39,29 @@ fn basic_tls_registry_requires_credentials() {
 fn token_registry_does_the_bearer_flow() {
     let reg = OciRegistry::start(OciAuth::Token);
     let c = client(&reg);
-    let r = c.get(format!("{}/v2/foo/tags/list", reg.url())).send().unwrap();
+    let r = c
+        .get(format!("{}/v2/foo/tags/list", reg.url()))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(challenge.starts_with("Bearer realm="), "{challenge}");
-    let realm = challenge.split("realm=\"").nth(1).unwrap().split('"').next().unwrap();
+    let realm = challenge
+        .split("realm=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     let tok: serde_json::Value = c
         .get(realm)
-        .query(&[("service", "pf-test-registry"), ("scope", "repository:foo:pull,push")])
+        .query(&[
+            ("service", "pf-test-registry"),
+            ("scope", "repository:foo:pull,push"),
+        ])
         .basic_auth(reg.username.as_ref().unwrap(), reg.password.as_ref())
         .send()
         .unwrap()
@@ -58,7 +76,11 @@ fn token_registry_does_the_bearer_flow() {
         .unwrap();
     assert_eq!(post.status(), 202, "{}", reg.log_text());
     // Bad credentials get no token.
-    let bad = c.get(realm).basic_auth("pfuser", Some("wrong")).send().unwrap();
+    let bad = c
+        .get(realm)
+        .basic_auth("pfuser", Some("wrong"))
+        .send()
+        .unwrap();
     assert_eq!(bad.status(), 401);
 }
 

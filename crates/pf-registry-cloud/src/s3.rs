@@ -1,0 +1,841 @@
+//! The `s3://bucket/prefix[:tag]` backend: a thin [`Transport`] over the
+//! `object_store` crate's [`AmazonS3`] client, driven by the shared engine.
+//!
+//! # Layout under `<prefix>/`
+//!
+//! ```text
+//! manifest.json                    manifest for the untagged reference (written LAST)
+//! manifest.json.sig                its signature envelope (convenience copy)
+//! tags/<tag>/manifest.json         manifest for `:<tag>` (written LAST)
+//! tags/<tag>/manifest.json.sig     its signature envelope (convenience copy)
+//! manifests/sha256/<hex>.json      every committed manifest, by digest (for `@sha256:` pulls)
+//! signatures/sha256/<hex>.sig      every committed signature, by MANIFEST digest
+//! blobs/sha256/<aa>/<hex>.zst      zstd-encoded blobs named by their RAW digest
+//! ```
+//!
+//! # Commit order
+//!
+//! Every blob is durable (its PUT / multipart completion returned) before
+//! `commit` runs. `commit` then reads the tag manifest's ETag, writes the
+//! immutable `manifests/` and `signatures/` copies, the tag's `.sig` (or
+//! deletes a stale one for an unsigned push), and finally the tag manifest.
+//! Readers take the signature from `signatures/sha256/<manifest digest>.sig`
+//! (the tag `.sig` only as a fallback and only when its envelope names the
+//! fetched manifest), so a reader never pairs a new manifest with an old
+//! signature.
+//!
+//! # Concurrent pushers
+//!
+//! The final manifest write is conditional by default: `If-Match: <etag>` on
+//! the ETag read at the start of `commit`, or `If-None-Match: *` when there
+//! was no manifest (object_store `PutMode::Update` / `PutMode::Create`). The
+//! [`Transport`] trait has no push-start hook that could be correlated with
+//! the commit of the same push, so the ETag is taken at the start of commit:
+//! two commits that overlap cannot both land; the loser gets
+//! [`RegistryError::Conflict`] (never retried silently), unless the tag
+//! already holds the very manifest it was writing (then it is `Ok`, which also
+//! makes a retried commit idempotent). Commits that do not overlap are
+//! last-writer-wins, like a registry tag. For servers without conditional
+//! writes set option `s3.conditional_put=false` (plain PUT, no protection).
+//!
+//! # Options (`Config.options`)
+//!
+//! | key | default | meaning |
+//! |-----|---------|---------|
+//! | `s3.endpoint` | `AWS_ENDPOINT_URL` / `AWS_ENDPOINT` | custom endpoint (MinIO, moto, R2 …) |
+//! | `s3.region` | `AWS_REGION` / `AWS_DEFAULT_REGION` / `us-east-1` | region |
+//! | `s3.access_key_id`, `s3.secret_access_key`, `s3.session_token` | env | credentials for embedders; prefer the `AWS_*` env vars |
+//! | `s3.virtual_hosted` | `false` with a custom endpoint, `true` on AWS | virtual-hosted vs path-style requests |
+//! | `s3.conditional_put` | `true` | conditional final manifest write |
+//! | `s3.part_size_mib` | `8` | multipart part size (grown to stay under 10 000 parts) |
+//! | `s3.multipart_threshold_mib` | `16` | encoded size above which multipart is used |
+//! | `s3.upload_parallelism` | `4` | parts in flight per multipart upload |
+//! | `s3.memory_budget_mib` | `128` | cap on upload buffers held by this transport |
+//! | `s3.head_threshold` | `64` | batches up to this size use HEADs, larger ones one LIST |
+//!
+//! Plain `http://` endpoints are allowed only for loopback hosts or with
+//! `Config.insecure`; `Config.ca_file` adds a trusted root certificate.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{
+    Certificate, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
+    UpdateVersion, WriteMultipart,
+};
+use pf_digest::Digest;
+use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
+use pf_registry_core::{
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
+};
+use pf_sign::SignatureEnvelope;
+use tokio::sync::Semaphore;
+
+const MIB: u64 = 1 << 20;
+/// S3's limit on parts per multipart upload (kept below with some margin).
+const MAX_PARTS: u64 = 9_000;
+/// S3's minimum part size (all parts but the last).
+const MIN_PART: u64 = 5 * MIB;
+/// Concurrent HEAD requests when checking a small batch.
+const HEAD_CONCURRENCY: usize = 16;
+/// Chunk size when streaming a spooled blob into a multipart upload.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// Opens an `s3://` reference as a registry on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<S3Transport>> {
+    let t = S3Transport::new(reference, config)?;
+    Ok(Engine::new(t, config.clone(), reference.digest))
+}
+
+/// Tunables read from `Config.options` (see the module docs).
+#[derive(Debug, Clone)]
+struct Settings {
+    conditional_put: bool,
+    part_size: u64,
+    multipart_threshold: u64,
+    upload_parallelism: usize,
+    head_threshold: usize,
+}
+
+/// A transport for one `s3://bucket/prefix[:tag]` reference.
+pub struct S3Transport {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    tag: Option<String>,
+    pin: Option<Digest>,
+    display: String,
+    settings: Settings,
+    /// Upload buffers in KiB units; bounds memory independent of blob size.
+    memory: Arc<Semaphore>,
+    memory_units: u32,
+    /// Blob listing taken by a large `missing` batch; cleared at commit.
+    listing: Mutex<Option<Arc<HashSet<Digest>>>>,
+}
+
+impl std::fmt::Debug for S3Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the client: it holds the credential provider.
+        f.debug_struct("S3Transport")
+            .field("location", &self.display)
+            .field("pin", &self.pin)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+fn opt_u64(config: &Config, key: &str, default: u64) -> Result<u64> {
+    match config.options.get(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| RegistryError::BadReference {
+            input: format!("{key}={v}"),
+            reason: "expected a non-negative integer".into(),
+        }),
+    }
+}
+
+fn env_first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// Whether `endpoint`'s host is a loopback address or `localhost`.
+fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = if let Some(inner) = host_port.strip_prefix('[') {
+        inner.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// `endpoint` without any `user:pass@` part, for messages.
+fn redact_endpoint(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority
+                .rsplit_once('@')
+                .map(|(_, h)| h)
+                .unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => endpoint
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(endpoint)
+            .to_string(),
+    }
+}
+
+impl S3Transport {
+    /// A transport for `reference`, which must be an `s3://` reference.
+    /// Credentials come from the standard AWS env vars (or `s3.*` options).
+    pub fn new(reference: &ImageRef, config: &Config) -> Result<S3Transport> {
+        let Location::S3 {
+            bucket,
+            prefix,
+            tag,
+        } = &reference.location
+        else {
+            return Err(RegistryError::BadReference {
+                input: reference.to_string(),
+                reason: "not an s3:// reference".into(),
+            });
+        };
+        let opt = |k: &str| {
+            config
+                .options
+                .get(k)
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+        };
+
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoint = opt("s3.endpoint")
+            .or_else(|| env_first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]));
+        if let Some(region) =
+            opt("s3.region").or_else(|| env_first(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+        {
+            b = b.with_region(region);
+        }
+        if let Some(v) = opt("s3.access_key_id") {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = opt("s3.secret_access_key") {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = opt("s3.session_token") {
+            b = b.with_token(v);
+        }
+
+        let mut client = ClientOptions::new()
+            .with_timeout(config.timeout)
+            .with_allow_http(false);
+        if let Some(ep) = &endpoint {
+            let plain_http = ep.to_ascii_lowercase().starts_with("http://");
+            if plain_http && !(is_loopback_endpoint(ep) || config.insecure) {
+                return Err(RegistryError::BadReference {
+                    input: redact_endpoint(ep),
+                    reason: "plain http:// S3 endpoints are only allowed for loopback hosts; \
+                             use https:// or set the insecure option"
+                        .into(),
+                });
+            }
+            client = client.with_allow_http(plain_http);
+            b = b.with_endpoint(ep.clone());
+        }
+        let virtual_hosted = config.flag("s3.virtual_hosted", endpoint.is_none());
+        b = b.with_virtual_hosted_style_request(virtual_hosted);
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
+            })?;
+            for c in certs {
+                client = client.with_root_certificate(c);
+            }
+        }
+        let conditional_put = config.flag("s3.conditional_put", true);
+        b = b
+            .with_config(
+                AmazonS3ConfigKey::ConditionalPut,
+                if conditional_put { "etag" } else { "disabled" },
+            )
+            .with_client_options(client)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: config.timeout,
+                ..RetryConfig::default()
+            });
+        let store = b.build().map_err(|e| RegistryError::BadReference {
+            input: reference.to_string(),
+            // Builder errors name configuration problems, never credential values.
+            reason: format!("cannot configure the S3 client: {e}"),
+        })?;
+
+        let budget_mib = opt_u64(config, "s3.memory_budget_mib", 128)?.max(16);
+        let part_size = (opt_u64(config, "s3.part_size_mib", 8)? * MIB).max(MIN_PART);
+        let settings = Settings {
+            conditional_put,
+            part_size,
+            multipart_threshold: (opt_u64(config, "s3.multipart_threshold_mib", 16)? * MIB)
+                .max(MIN_PART),
+            upload_parallelism: (opt_u64(config, "s3.upload_parallelism", 4)? as usize)
+                .clamp(1, 64),
+            head_threshold: opt_u64(config, "s3.head_threshold", 64)? as usize,
+        };
+        let memory_units = u32::try_from(budget_mib * 1024).unwrap_or(u32::MAX >> 1);
+        Ok(S3Transport {
+            store: Arc::new(store),
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            tag: tag.clone(),
+            pin: reference.digest,
+            display: reference.location.to_string(),
+            settings,
+            memory: Arc::new(Semaphore::new(memory_units as usize)),
+            memory_units,
+            listing: Mutex::new(None),
+        })
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Key `rel` under the prefix.
+    fn key(&self, rel: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// Object key of the encoded blob named by `digest`.
+    pub fn blob_key(&self, digest: &Digest) -> String {
+        self.key(&format!(
+            "blobs/sha256/{}/{}.zst",
+            digest.shard(),
+            digest.hex()
+        ))
+        .to_string()
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Path {
+        self.key(&format!(
+            "blobs/sha256/{}/{}.zst",
+            digest.shard(),
+            digest.hex()
+        ))
+    }
+
+    /// Key of the tag's manifest object (the commit point).
+    fn tag_manifest(&self) -> Path {
+        match &self.tag {
+            Some(t) => self.key(&format!("tags/{t}/manifest.json")),
+            None => self.key("manifest.json"),
+        }
+    }
+
+    fn tag_signature(&self) -> Path {
+        match &self.tag {
+            Some(t) => self.key(&format!("tags/{t}/manifest.json.sig")),
+            None => self.key("manifest.json.sig"),
+        }
+    }
+
+    fn manifest_by_digest(&self, d: &Digest) -> Path {
+        self.key(&format!("manifests/sha256/{}.json", d.hex()))
+    }
+
+    fn signature_by_digest(&self, d: &Digest) -> Path {
+        self.key(&format!("signatures/sha256/{}.sig", d.hex()))
+    }
+
+    /// Maps an object_store error by its kind; `what` names the object.
+    fn map_err(&self, what: &str, e: object_store::Error) -> RegistryError {
+        use object_store::Error as E;
+        match e {
+            E::NotFound { .. } => RegistryError::not_found(format!("{what} at {}", self.display)),
+            E::PermissionDenied { .. } => RegistryError::Unauthorized {
+                registry: format!("s3://{}", self.bucket),
+                detail: format!(
+                    "access denied (HTTP 403) to {what}; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / \
+                     AWS_SESSION_TOKEN and the bucket policy"
+                ),
+            },
+            E::Unauthenticated { .. } => RegistryError::Unauthorized {
+                registry: format!("s3://{}", self.bucket),
+                detail: format!(
+                    "not authenticated (HTTP 401) for {what}; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                ),
+            },
+            E::Precondition { .. } | E::AlreadyExists { .. } => {
+                RegistryError::Conflict(format!("{what} at {} was changed by a concurrent writer", self.display))
+            }
+            E::NotImplemented | E::NotSupported { .. } => RegistryError::permanent(
+                self.backend(),
+                format!("{what}: operation not supported by this server ({e})"),
+            ),
+            other => {
+                // Connection-level failures carry an io::Error in their source
+                // chain and may succeed on retry; a non-2xx status that
+                // object_store did not map has already been retried by it.
+                let retryable = has_io_source(&other);
+                let message = format!("{what}: {other}");
+                if retryable {
+                    RegistryError::transient(self.backend(), message)
+                } else {
+                    RegistryError::permanent(self.backend(), message)
+                }
+            }
+        }
+    }
+
+    fn backend(&self) -> String {
+        format!("s3 {}", self.display)
+    }
+
+    /// HEAD `path`: its ETag (`Some(None)` if the server sent none), or `None` if absent.
+    async fn head_etag(&self, what: &str, path: &Path) -> Result<Option<Option<String>>> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(Some(meta.e_tag)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.map_err(what, e)),
+        }
+    }
+
+    /// GET `path` whole, refusing objects larger than `limit`; `None` if absent.
+    async fn get_bounded(&self, what: &str, path: &Path, limit: u64) -> Result<Option<Bytes>> {
+        let res = match self.store.get(path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.map_err(what, e)),
+        };
+        if res.meta.size > limit {
+            return Err(RegistryError::invalid(
+                format!("{what} at {}", self.display),
+                format!("{} bytes exceeds the limit {limit}", res.meta.size),
+            ));
+        }
+        let mut buf = BytesMut::with_capacity(res.meta.size as usize);
+        let mut s = res.into_stream();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| self.map_err(what, e))?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(RegistryError::invalid(
+                    format!("{what} at {}", self.display),
+                    format!("more than {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Some(buf.freeze()))
+    }
+
+    async fn put_small(&self, what: &str, path: &Path, bytes: Bytes, mode: PutMode) -> Result<()> {
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_err(what, e))
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let units = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.memory_units);
+        self.memory
+            .acquire_many(units.max(1))
+            .await
+            .map_err(|_| RegistryError::permanent(self.backend(), "upload memory budget closed"))
+    }
+
+    /// Streams a spooled blob into a multipart upload, `upload_parallelism`
+    /// parts in flight; aborts the upload on failure.
+    async fn put_multipart(&self, what: &str, path: &Path, blob: &EncodedBlob) -> Result<()> {
+        let part = self
+            .settings
+            .part_size
+            .max(blob.encoded_size.div_ceil(MAX_PARTS))
+            .max(MIN_PART);
+        let par = self.settings.upload_parallelism;
+        let _permit = self
+            .reserve(part * (par as u64 + 1) + STREAM_CHUNK as u64)
+            .await?;
+        let upload = self
+            .store
+            .put_multipart(path)
+            .await
+            .map_err(|e| self.map_err(what, e))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, part as usize);
+        let mut stream = blob.stream(STREAM_CHUNK);
+        let fed: Result<()> = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                w.wait_for_capacity(par)
+                    .await
+                    .map_err(|e| self.map_err(what, e))?;
+                w.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match fed {
+            Ok(()) => w
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.map_err(what, e)),
+            Err(e) => {
+                // Best effort: the original error matters more than the abort's.
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// One LIST of `blobs/sha256/` (paginated by object_store), cached until commit.
+    async fn listing(&self) -> Result<Arc<HashSet<Digest>>> {
+        if let Some(l) = self.listing.lock().ok().and_then(|g| g.clone()) {
+            return Ok(l);
+        }
+        let root = self.key("blobs/sha256");
+        let mut set = HashSet::new();
+        let mut s = self.store.list(Some(&root));
+        while let Some(meta) = s
+            .try_next()
+            .await
+            .map_err(|e| self.map_err("blob listing", e))?
+        {
+            // Foreign objects under the prefix are ignored, never trusted.
+            let Some(hex) = meta
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".zst"))
+            else {
+                continue;
+            };
+            if let Ok(d) = Digest::parse(&format!("sha256:{hex}")) {
+                if meta.location == self.blob_path(&d) {
+                    set.insert(d);
+                }
+            }
+        }
+        let set = Arc::new(set);
+        if let Ok(mut g) = self.listing.lock() {
+            *g = Some(set.clone());
+        }
+        Ok(set)
+    }
+
+    /// Reads the tag manifest after a lost conditional write: `Ok` if it is ours.
+    async fn resolve_conflict(&self, ours: &Digest, err: RegistryError) -> Result<()> {
+        let current = self
+            .get_bounded("manifest", &self.tag_manifest(), MAX_MANIFEST_BYTES as u64)
+            .await?;
+        match current {
+            Some(m) if Digest::of(&m) == *ours => Ok(()),
+            _ => Err(err),
+        }
+    }
+}
+
+fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if x.is::<std::io::Error>() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
+#[async_trait]
+impl Transport for S3Transport {
+    fn location(&self) -> String {
+        self.display.clone()
+    }
+
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let cached = self.listing.lock().ok().and_then(|g| g.clone());
+        if cached.is_none() && digests.len() <= self.settings.head_threshold {
+            // Small batch: HEAD each blob, bounded concurrency.
+            let found: Vec<Option<Digest>> = futures::stream::iter(digests.iter().copied())
+                .map(|d| async move {
+                    match self
+                        .head_etag(&format!("blob {d}"), &self.blob_path(&d))
+                        .await?
+                    {
+                        Some(_) => Ok::<_, RegistryError>(None),
+                        None => Ok(Some(d)),
+                    }
+                })
+                .buffered(HEAD_CONCURRENCY)
+                .try_collect()
+                .await?;
+            return Ok(found.into_iter().flatten().collect());
+        }
+        let present = match cached {
+            Some(l) => l,
+            None => self.listing().await?,
+        };
+        Ok(digests
+            .iter()
+            .filter(|d| !present.contains(d))
+            .copied()
+            .collect())
+    }
+
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        let path = self.blob_path(&blob.digest);
+        let what = format!("blob {}", blob.digest);
+        if let Some(bytes) = blob.as_bytes() {
+            // Already in memory (small): one PUT, no extra buffer.
+            self.put_small(&what, &path, bytes.clone(), PutMode::Overwrite)
+                .await?;
+        } else if blob.encoded_size <= self.settings.multipart_threshold {
+            let _permit = self.reserve(blob.encoded_size).await?;
+            let mut buf = BytesMut::with_capacity(blob.encoded_size as usize);
+            let mut s = blob.stream(STREAM_CHUNK);
+            while let Some(chunk) = s.next().await {
+                buf.extend_from_slice(&chunk?);
+            }
+            self.put_small(&what, &path, buf.freeze(), PutMode::Overwrite)
+                .await?;
+        } else {
+            self.put_multipart(&what, &path, blob).await?;
+        }
+        Ok(UploadedBlob {
+            digest: blob.digest,
+            encoded_digest: blob.encoded_digest,
+            encoded_size: blob.encoded_size,
+            handle: None,
+        })
+    }
+
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        // The listing snapshot served this push; the next one lists afresh.
+        if let Ok(mut g) = self.listing.lock() {
+            *g = None;
+        }
+        let digest = req.manifest_digest;
+        let tag_manifest = self.tag_manifest();
+        // 1. The version we are replacing (for the conditional write).
+        let base = if self.settings.conditional_put {
+            self.head_etag("manifest", &tag_manifest).await?
+        } else {
+            None
+        };
+        // 2. Immutable copies by digest.
+        let manifest = Bytes::copy_from_slice(req.manifest);
+        self.put_small(
+            "manifest copy",
+            &self.manifest_by_digest(&digest),
+            manifest.clone(),
+            PutMode::Overwrite,
+        )
+        .await?;
+        let tag_sig = self.tag_signature();
+        match req.signature {
+            Some(sig) => {
+                let sig = Bytes::copy_from_slice(sig);
+                self.put_small(
+                    "signature",
+                    &self.signature_by_digest(&digest),
+                    sig.clone(),
+                    PutMode::Overwrite,
+                )
+                .await?;
+                // 3. The tag's signature (readers prefer the by-digest copy).
+                self.put_small("tag signature", &tag_sig, sig, PutMode::Overwrite)
+                    .await?;
+            }
+            None => match self.store.delete(&tag_sig).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.map_err("stale tag signature", e)),
+            },
+        }
+        // 4. The commit point: the tag manifest, LAST, conditionally.
+        let mode = match (self.settings.conditional_put, base) {
+            (false, _) => PutMode::Overwrite,
+            (true, None) => PutMode::Create,
+            (true, Some(Some(etag))) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag),
+                version: None,
+            }),
+            // The server gave no ETag: nothing to condition on.
+            (true, Some(None)) => PutMode::Overwrite,
+        };
+        match self
+            .put_small("manifest", &tag_manifest, manifest, mode)
+            .await
+        {
+            Ok(()) => {}
+            Err(e @ RegistryError::Conflict(_)) => self.resolve_conflict(&digest, e).await?,
+            Err(e) => return Err(e),
+        }
+        Ok(format!("{}@{digest}", self.display))
+    }
+
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        let limit = MAX_MANIFEST_BYTES as u64;
+        let mut manifest = None;
+        if let Some(pin) = self.pin {
+            manifest = self
+                .get_bounded("manifest", &self.manifest_by_digest(&pin), limit)
+                .await?;
+        }
+        if manifest.is_none() {
+            manifest = self
+                .get_bounded("manifest", &self.tag_manifest(), limit)
+                .await?;
+        }
+        let Some(manifest) = manifest else {
+            return Err(RegistryError::not_found(format!(
+                "manifest at {}",
+                self.display
+            )));
+        };
+        let digest = Digest::of(&manifest);
+        let sig_limit = SignatureEnvelope::MAX_LEN as u64 + 1;
+        let mut signature = self
+            .get_bounded("signature", &self.signature_by_digest(&digest), sig_limit)
+            .await?;
+        if signature.is_none() {
+            // Foreign writers: the tag's copy, only if it names this manifest.
+            signature = self
+                .get_bounded("tag signature", &self.tag_signature(), sig_limit)
+                .await?
+                .filter(|s| {
+                    SignatureEnvelope::from_json_bytes(s)
+                        .is_ok_and(|env| env.manifest_digest == digest)
+                });
+        }
+        Ok(FetchedManifest {
+            manifest,
+            signature,
+            pin_verified: false,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let what = format!("blob {digest}");
+        let res = self
+            .store
+            .get(&self.blob_path(digest))
+            .await
+            .map_err(|e| self.map_err(&what, e))?;
+        let backend = self.backend();
+        let s = res.into_stream().map(move |r| {
+            r.map_err(|e| {
+                let retryable = has_io_source(&e);
+                let message = format!("reading {what}: {e}");
+                if retryable {
+                    RegistryError::transient(backend.clone(), message)
+                } else {
+                    RegistryError::permanent(backend.clone(), message)
+                }
+            })
+        });
+        Ok(Box::pin(s))
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        if let Some(pin) = self.pin {
+            if self
+                .head_etag("manifest", &self.manifest_by_digest(&pin))
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            return match self.get_manifest().await {
+                Ok(m) => Ok(Digest::of(&m.manifest) == pin),
+                Err(RegistryError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        Ok(self
+            .head_etag("manifest", &self.tag_manifest())
+            .await?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_endpoint("http://127.0.0.1:9000"));
+        assert!(is_loopback_endpoint("http://localhost:9000/"));
+        assert!(is_loopback_endpoint("http://[::1]:9000"));
+        assert!(is_loopback_endpoint("http://u:p@127.0.0.2"));
+        assert!(!is_loopback_endpoint("http://example.com:9000"));
+        assert!(!is_loopback_endpoint("http://127.0.0.1.evil.com"));
+        assert!(!is_loopback_endpoint("http://10.0.0.1"));
+    }
+
+    #[test]
+    fn plain_http_needs_loopback_or_insecure() {
+        let r = ImageRef::parse("s3://bucket/p:t").expect("ref");
+        let mut c = Config::default();
+        c.options.insert(
+            "s3.endpoint".into(),
+            "http://user:hunter2@s3.example.com".into(),
+        );
+        c.options.insert("s3.access_key_id".into(), "k".into());
+        c.options.insert("s3.secret_access_key".into(), "s".into());
+        let err = S3Transport::new(&r, &c).expect_err("plain http to a remote host");
+        assert!(matches!(err, RegistryError::BadReference { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        c.insecure = true;
+        S3Transport::new(&r, &c).expect("insecure allows it");
+        c.insecure = false;
+        c.options
+            .insert("s3.endpoint".into(), "http://127.0.0.1:9".into());
+        S3Transport::new(&r, &c).expect("loopback allowed");
+    }
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let mut c = Config::default();
+        c.options
+            .insert("s3.endpoint".into(), "http://127.0.0.1:9".into());
+        let d = Digest::of(b"x");
+        let t = S3Transport::new(&ImageRef::parse("s3://bucket/a/b:v1").expect("ref"), &c)
+            .expect("transport");
+        assert_eq!(t.tag_manifest().to_string(), "a/b/tags/v1/manifest.json");
+        assert_eq!(
+            t.tag_signature().to_string(),
+            "a/b/tags/v1/manifest.json.sig"
+        );
+        assert_eq!(
+            t.blob_key(&d),
+            format!("a/b/blobs/sha256/{}/{}.zst", d.shard(), d.hex())
+        );
+        assert_eq!(
+            t.manifest_by_digest(&d).to_string(),
+            format!("a/b/manifests/sha256/{}.json", d.hex())
+        );
+        let t =
+            S3Transport::new(&ImageRef::parse("s3://bucket").expect("ref"), &c).expect("transport");
+        assert_eq!(t.tag_manifest().to_string(), "manifest.json");
+        assert_eq!(
+            t.signature_by_digest(&d).to_string(),
+            format!("signatures/sha256/{}.sig", d.hex())
+        );
+        assert_eq!(t.location(), "s3://bucket");
+    }
+}

@@ -1,0 +1,274 @@
+//! OCI-specific behaviour against a real docker-registry: request counts on
+//! re-push, chunked uploads, auth failures, 20,000-blob images, interop with
+//! an independent OCI client.
+
+use std::sync::Arc;
+
+use pf_cas::MemoryStore;
+use pf_registry_conformance::ImageSpec;
+use pf_registry_core::{Config, ImageRef, Registry, RegistryError, SignedImage};
+use pf_testsupport::{OciAuth, OciRegistry};
+
+static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn guard() -> std::sync::MutexGuard<'static, ()> {
+    ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn clear_env() {
+    for k in ["PF_OCI_USERNAME", "PF_OCI_PASSWORD", "PF_OCI_TOKEN"] {
+        std::env::remove_var(k);
+    }
+}
+
+fn open(r: &str, cfg: &Config) -> pf_registry_core::Engine<pf_registry_oci::OciTransport> {
+    pf_registry_oci::open(&ImageRef::parse(r).expect("ref"), cfg).expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repush_makes_no_blob_upload_requests() {
+    let _g = guard();
+    clear_env();
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(11, 8).build(&*src, "repush");
+    let signed = SignedImage::new(&img.manifest, None);
+    let r = format!("oci://{}/team/repush:v1", reg.host);
+    let first = open(&r, &Config::default())
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    assert_eq!(first.blobs_uploaded as usize, img.closure.len());
+    let uploads = reg.count_requests("POST", "/blobs/uploads/");
+    let puts = reg.count_requests("PUT", "/blobs/uploads/");
+    assert!(
+        uploads >= img.closure.len(),
+        "{uploads} upload sessions for {} blobs",
+        img.closure.len()
+    );
+    // A fresh handle (no in-process cache of this repo's tag) re-pushes.
+    let again = open(&r, &Config::default())
+        .push(src.clone(), &signed)
+        .await
+        .expect("re-push");
+    assert_eq!(again.blobs_uploaded, 0);
+    // Only the small config/signature checks may happen: no new blob upload sessions.
+    assert_eq!(
+        reg.count_requests("POST", "/blobs/uploads/"),
+        uploads,
+        "re-push started blob uploads"
+    );
+    assert_eq!(
+        reg.count_requests("PUT", "/blobs/uploads/"),
+        puts,
+        "re-push uploaded blobs"
+    );
+
+    // A second repository on the same registry gets blobs by cross-repo mount.
+    let r2 = format!("oci://{}/team/other:v1", reg.host);
+    let mounted = open(&r2, &Config::default())
+        .push(src.clone(), &signed)
+        .await
+        .expect("push other");
+    assert_eq!(
+        mounted.blobs_uploaded, 0,
+        "blobs should be mounted, not uploaded"
+    );
+    assert!(reg.count_requests("POST", "mount=") >= img.closure.len());
+    assert_eq!(
+        reg.count_requests("PUT", "/blobs/uploads/"),
+        puts + 1,
+        "only the (deduplicated) config may be uploaded"
+    );
+    let pulled = open(&r2, &Config::default())
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+        .expect("pull mounted");
+    assert_eq!(pulled.manifest, img.manifest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_blob_uses_chunked_upload() {
+    let _g = guard();
+    clear_env();
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let src = Arc::new(MemoryStore::new());
+    let mut spec = ImageSpec::sample(12, 1);
+    // 40 MiB of incompressible bytes: the encoded blob exceeds the monolithic limit.
+    let mut big = vec![0u8; 40 << 20];
+    let mut x = 0x12345678u64;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    spec.layers.push(big);
+    let img = spec.build(&*src, "big");
+    let r = format!("oci://{}/big/blob:v1", reg.host);
+    open(&r, &Config::default())
+        .push(src.clone(), &SignedImage::new(&img.manifest, None))
+        .await
+        .expect("push");
+    assert!(
+        reg.count_requests("PATCH", "/blobs/uploads/") >= 5,
+        "expected chunked PATCH uploads"
+    );
+    let dst = Arc::new(MemoryStore::new());
+    open(&r, &Config::default())
+        .pull(dst.clone())
+        .await
+        .expect("pull");
+    for d in &img.closure {
+        assert_eq!(
+            pf_cas::BlobStore::get(&*dst, d).unwrap(),
+            pf_cas::BlobStore::get(&*src, d).unwrap()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_unauthorized_and_secret_free() {
+    let _g = guard();
+    let reg = OciRegistry::start(OciAuth::BasicTls);
+    let secret = "correct-horse-battery-staple-wrong";
+    std::env::set_var("PF_OCI_USERNAME", "pfuser");
+    std::env::set_var("PF_OCI_PASSWORD", secret);
+    let cfg = Config {
+        ca_file: reg.ca_file.clone(),
+        ..Config::default()
+    };
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(13, 1).build(&*src, "auth");
+    let r = format!("oci://{}/auth/img:v1", reg.host);
+    let err = open(&r, &cfg)
+        .push(src, &SignedImage::new(&img.manifest, None))
+        .await
+        .expect_err("push with a wrong password");
+    clear_env();
+    match &err {
+        RegistryError::Unauthorized { registry, .. } => assert_eq!(registry, &reg.host),
+        other => panic!("expected Unauthorized, got {other}"),
+    }
+    assert_eq!(err.exit_code(), 3);
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains(&reg.host), "{shown}");
+    assert!(!shown.contains(secret), "secret leaked: {shown}");
+
+    // Without TLS trust configured, HTTPS to the test registry is refused (no silent downgrade).
+    let err = open(&r, &Config::default())
+        .exists()
+        .await
+        .expect_err("untrusted certificate accepted");
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_thousand_blobs_round_trip() {
+    let _g = guard();
+    clear_env();
+    let reg = OciRegistry::start_with(OciAuth::Anonymous, true);
+    let src = Arc::new(MemoryStore::new());
+    let spec = ImageSpec {
+        layers: vec![b"base".to_vec()],
+        files: (0..20_000)
+            .map(|i| {
+                (
+                    format!("d{}/f{i}", i % 100),
+                    format!("file {i}").into_bytes(),
+                )
+            })
+            .collect(),
+        kv: vec![],
+        chunk_size: 1 << 20,
+    };
+    let img = spec.build(&*src, "many");
+    assert!(img.closure.len() > 20_000);
+    let cfg = Config {
+        concurrency: 32,
+        ..Config::default()
+    };
+    let r = format!("oci://{}/many/blobs:v1", reg.host);
+    let t = std::time::Instant::now();
+    let rep = open(&r, &cfg)
+        .push(src.clone(), &SignedImage::new(&img.manifest, None))
+        .await
+        .expect("push 20k");
+    assert_eq!(rep.blobs_uploaded as usize, img.closure.len());
+    eprintln!("20k push: {:?}", t.elapsed());
+    // The tag points at an index of part manifests, each under the 4 MiB limit.
+    let body = reqwest::Client::new()
+        .get(format!("{}/v2/many/blobs/manifests/v1", reg.url()))
+        .header("Accept", "application/vnd.oci.image.index.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let parts = index["manifests"].as_array().unwrap();
+    assert!(parts.len() >= 21, "{} parts", parts.len());
+    for p in parts {
+        assert!(p["size"].as_u64().unwrap() < 4 << 20);
+    }
+    let dst = Arc::new(MemoryStore::new());
+    let t = std::time::Instant::now();
+    let pulled = open(&r, &cfg).pull(dst.clone()).await.expect("pull 20k");
+    eprintln!("20k pull: {:?}", t.elapsed());
+    assert_eq!(pulled.blobs_total as usize, img.closure.len());
+    assert_eq!(
+        pf_cas::BlobStore::list(&*dst).unwrap().len(),
+        img.closure.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_oci_client_can_read_our_artifact() {
+    let _g = guard();
+    clear_env();
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(14, 3).build(&*src, "interop");
+    let signed = SignedImage::new(&img.manifest, None);
+    let r = format!("oci://{}/interop/img:v1", reg.host);
+    open(&r, &Config::default())
+        .push(src, &signed)
+        .await
+        .expect("push");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oras_interop.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &format!("{}/interop/img:v1", reg.host)])
+        .output()
+        .expect("python3 is required for the interop test");
+    assert!(
+        out.status.success(),
+        "oras-py failed (install it with `pip install oras`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from oras script");
+    assert_eq!(
+        v["artifactType"],
+        "application/vnd.processfork.image.v1+json"
+    );
+    assert_eq!(
+        v["configMediaType"],
+        "application/vnd.processfork.image.v1+json"
+    );
+    assert_eq!(
+        v["config_sha256"],
+        signed.digest().to_string(),
+        "config blob must be the exact pf manifest"
+    );
+    assert_eq!(v["layers"].as_u64().unwrap() as usize, img.closure.len());
+    assert_eq!(v["layers_ok"], true);
+    assert!(
+        v["tags"].to_string().contains("\"v1\""),
+        "tags: {}",
+        v["tags"]
+    );
+}
