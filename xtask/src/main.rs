@@ -5,7 +5,10 @@
 //!   minimal-build check. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
 //! - `minimal`: the minimal-build check alone.
+//! - `servers [install|check]`: provision the real servers the tests start.
 #![forbid(unsafe_code)]
+
+mod servers;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -34,8 +37,15 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance(backend_arg(&args)),
         Some("minimal") => minimal_build(),
+        Some("servers") => match args.get(1).map(String::as_str) {
+            Some("install") => servers::install_all(),
+            Some("check") | None => servers::check_all(),
+            Some(other) => Err(format!(
+                "unknown servers command {other:?} (install | check)"
+            )),
+        },
         _ => {
-            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | minimal>");
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | minimal | servers [install|check]>");
             return ExitCode::from(2);
         }
     };
@@ -78,6 +88,9 @@ fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     let t = Instant::now();
+    eprintln!("\n==> provisioning test servers");
+    servers::install_all()?;
+    servers::check_all()?;
     run("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",

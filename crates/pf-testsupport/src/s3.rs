@@ -30,12 +30,26 @@ pub struct S3Server {
 impl S3Server {
     /// Starts moto_server and creates a bucket; panics if it cannot.
     pub fn start() -> S3Server {
+        Self::start_with(false)
+    }
+
+    /// Starts moto_server with IAM authentication enforced from the first
+    /// request (`INITIAL_NO_AUTH_ACTION_COUNT=0`): any unknown access key is
+    /// refused with 403. No bucket is created.
+    pub fn start_enforcing_auth() -> S3Server {
+        Self::start_with(true)
+    }
+
+    fn start_with(enforce_auth: bool) -> S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let bin = which("moto_server")
             .unwrap_or_else(|| panic!("moto_server not found on PATH: {INSTALL_HINT}"));
         let mut cmd = Command::new(bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if enforce_auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
         let server = ChildServer::spawn(
             "moto_server",
             cmd,
@@ -52,7 +66,9 @@ impl S3Server {
             server,
             _dir: dir,
         };
-        s.create_bucket(&s.bucket.clone());
+        if !enforce_auth {
+            s.create_bucket(&s.bucket.clone());
+        }
         s
     }
 
