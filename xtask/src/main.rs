@@ -4,10 +4,12 @@
 //!   conformance suite on every backend against real servers), and the
 //!   minimal-build check. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
+//! - `bench [--size 1GiB] [--runs 3]`: push/pull figures beside baselines.
 //! - `minimal`: the minimal-build check alone.
 //! - `servers [install|check]`: provision the real servers the tests start.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod servers;
 
 use std::process::{Command, ExitCode};
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance(backend_arg(&args)),
         Some("minimal") => minimal_build(),
+        Some("bench") => bench::bench(&args[1..]),
         Some("servers") => match args.get(1).map(String::as_str) {
             Some("install") => servers::install_all(),
             Some("check") | None => servers::check_all(),
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
             )),
         },
         _ => {
-            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | minimal | servers [install|check]>");
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] | minimal | servers [install|check]>");
             return ExitCode::from(2);
         }
     };

@@ -167,13 +167,27 @@ impl BlobStore for MemoryStore {
     }
 }
 
+/// When a [`DirStore`] makes new blobs durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every new blob before renaming it into place (the default).
+    EachBlob,
+    /// Rename without fsync; the caller calls [`DirStore::sync`] once after a
+    /// batch (one `syncfs`). A process crash still never exposes a partial
+    /// blob (renames are atomic); only a power loss before `sync` can, and
+    /// every reader re-verifies digests.
+    Deferred,
+}
+
 /// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, temp files in
-/// `root/tmp`. Writes go to a unique temp file, are fsynced and renamed into
-/// place, so readers never see partial blobs and concurrent writers of the
-/// same blob (threads or processes) are safe.
+/// `root/tmp`. Writes go to a unique temp file, are fsynced (see
+/// [`Durability`]) and renamed into place, so readers never see partial
+/// blobs and concurrent writers of the same blob (threads or processes) are
+/// safe.
 #[derive(Debug, Clone)]
 pub struct DirStore {
     root: PathBuf,
+    durability: Durability,
 }
 
 impl DirStore {
@@ -184,7 +198,25 @@ impl DirStore {
             .map_err(io_err(format!("creating {}", root.display())))?;
         fs::create_dir_all(root.join("tmp"))
             .map_err(io_err(format!("creating {}", root.display())))?;
-        Ok(DirStore { root })
+        Ok(DirStore {
+            root,
+            durability: Durability::EachBlob,
+        })
+    }
+
+    /// The same store with another durability mode.
+    pub fn with_durability(mut self, durability: Durability) -> DirStore {
+        self.durability = durability;
+        self
+    }
+
+    /// Flushes everything written to the store's filesystem (`syncfs`).
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(io_err(format!("opening {}", self.root.display())))?;
+        rustix::fs::syncfs(&dir).map_err(|e| CasError::Io {
+            context: "syncfs".into(),
+            source: e.into(),
+        })
     }
 
     /// The root directory.
@@ -201,19 +233,23 @@ impl DirStore {
     }
 
     fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
-        tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
         let dest = self.blob_path(digest);
-        let shard = dest.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&shard).map_err(io_err(format!("creating {}", shard.display())))?;
         if dest.is_file() {
             return Ok(()); // identical content already there; temp is removed on drop
         }
+        if self.durability == Durability::EachBlob {
+            tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
+        }
+        let shard = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&shard).map_err(io_err(format!("creating {}", shard.display())))?;
         tmp.persist(&dest).map_err(|e| CasError::Io {
             context: format!("renaming blob into {}", dest.display()),
             source: e.error,
         })?;
-        if let Ok(d) = File::open(&shard) {
-            let _ = d.sync_all();
+        if self.durability == Durability::EachBlob {
+            if let Ok(d) = File::open(&shard) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     }

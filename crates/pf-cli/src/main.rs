@@ -228,7 +228,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
 
 fn open_store(cli: &Cli) -> CliResult<Arc<DirStore>> {
     let root = cli.store.clone().unwrap_or_else(default_store);
-    Ok(Arc::new(DirStore::open(root)?))
+    // Deferred durability: one syncfs after each command instead of an fsync
+    // per blob (see pf_cas::Durability).
+    Ok(Arc::new(DirStore::open(root)?.with_durability(pf_cas::Durability::Deferred)))
 }
 
 fn describe(v: &Verification) -> String {
@@ -280,6 +282,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let key = key.as_deref().map(SigningKey::load).transpose()?;
             let store = open_store(&cli)?;
             let image = snapshot_image(&cli, dir, &*store, agent, parent, annotation).await?;
+            store.sync()?;
             let signed = SignedImage::new(&image, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
             let rep = reg.push(store, &signed).await?;
@@ -311,6 +314,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let store = open_store(&cli)?;
             let reg = pf_registry::open(&r, &cfg)?;
             let rep = reg.pull(store.clone()).await?;
+            store.sync()?;
             let mut restored = None;
             if let Some(dest) = into {
                 let mut bytes = 0;

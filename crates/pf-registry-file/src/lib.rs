@@ -11,8 +11,10 @@
 //! .tmp/                              temp files (same filesystem, so renames are atomic)
 //! ```
 //!
-//! Every file is written to `.tmp`, fsynced and renamed; `manifest.json` is
-//! renamed last, so a crash leaves the previous version readable. Readers
+//! Blobs are written to `.tmp` and renamed into place; before the commit one
+//! `syncfs` makes every blob durable, then the manifest copies are written
+//! with fsync + rename and `manifest.json` is renamed last, so a crash (or a
+//! power loss) leaves the previous version readable. Readers
 //! find the signature for a manifest by its digest, so a reader never pairs
 //! a new manifest with an old signature.
 #![forbid(unsafe_code)]
@@ -207,11 +209,9 @@ impl Transport for FileTransport {
                 .map_err(io_err(format!("creating {}", parent.display())))?;
             match blob.spool_path() {
                 Some(spooled) if spooled.parent() == Some(this.tmp_dir().as_path()) => {
-                    // Same filesystem: fsync the spool file and hard-link it into place
-                    // (atomic, never overwrites, leaves the spool file to be cleaned up).
-                    File::open(spooled)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io_err("fsync spooled blob"))?;
+                    // Same filesystem: hard-link the spool file into place (atomic,
+                    // never overwrites, leaves the spool file to be cleaned up).
+                    // Durability comes from the syncfs in `commit`.
                     match fs::hard_link(spooled, &dest) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -221,7 +221,6 @@ impl Transport for FileTransport {
                             this.write_atomic(&dest, &bytes)?;
                         }
                     }
-                    sync_dir(&parent)?;
                 }
                 _ => {
                     this.ensure_dirs()?;
@@ -262,6 +261,9 @@ impl Transport for FileTransport {
                     )));
                 }
             }
+            // Make every blob (written without per-file fsync) durable first.
+            let root = File::open(&this.root).map_err(io_err(format!("opening {}", this.root.display())))?;
+            rustix::fs::syncfs(&root).map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
             let sig_path = this.root.join("manifest.json.sig");
             match &sig {

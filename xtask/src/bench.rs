@@ -1,0 +1,337 @@
+//! `cargo xtask bench`: pf push/pull against baselines on the same data, in
+//! the same run (ratios, medians of `--runs` runs). Prints a table and writes
+//! `target/bench/results.json`. Benchmarks print figures; they never fail on
+//! timing.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+struct Opts {
+    size: u64,
+    runs: usize,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        size: 1 << 30,
+        runs: 3,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--size" => {
+                let v = args.get(i + 1).ok_or("--size needs a value")?;
+                o.size = parse_size(v)?;
+                i += 1;
+            }
+            "--runs" => {
+                o.runs = args.get(i + 1).and_then(|v| v.parse().ok()).ok_or("--runs needs a number")?;
+                i += 1;
+            }
+            "--backend" => {
+                let v = args.get(i + 1).ok_or("--backend needs a value")?;
+                if v != "file" {
+                    return Err(format!("--backend {v}: only `file` is benchmarked so far"));
+                }
+                i += 1;
+            }
+            other => return Err(format!("unknown bench option {other}")),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = if let Some(n) = s.strip_suffix("GiB") {
+        (n, 1u64 << 30)
+    } else if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (e.g. 1GiB, 256MiB)"))
+}
+
+/// Deterministic xorshift bytes; `compressible` mixes in repeated text.
+fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
+    let mut x = seed | 1;
+    for (i, b) in buf.iter_mut().enumerate() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = if compressible && (i / 64) % 4 != 0 { b"token "[i % 6] } else { x as u8 };
+    }
+}
+
+fn write_file(p: &Path, len: u64, seed: u64, compressible: bool) -> Result<(), String> {
+    let mut f = fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = len;
+    let mut s = seed;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        fill(&mut buf[..n], s, compressible);
+        f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    Ok(())
+}
+
+/// Builds the snapshot directory: small compressible files, KV-like pages,
+/// duplicates, and one large file of half the size.
+fn generate(dir: &Path, size: u64) -> Result<(), String> {
+    if dir.join(".complete").exists() && fs::read_to_string(dir.join(".complete")).ok() == Some(size.to_string()) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir.join("trace")).map_err(|e| e.to_string())?;
+    fs::create_dir_all(dir.join("kv")).map_err(|e| e.to_string())?;
+    let small_total = size / 32;
+    let n_small = 2000u64;
+    for i in 0..n_small {
+        write_file(&dir.join(format!("trace/msg{i:05}.json")), small_total / n_small, i, true)?;
+    }
+    let big = size / 2;
+    let kv_total = size - big - small_total - (2 * (4 << 20));
+    let page = (kv_total / 4).max(1 << 20);
+    for i in 0..4 {
+        write_file(&dir.join(format!("kv/page{i}.bin")), page, 1000 + i, false)?;
+    }
+    write_file(&dir.join("dup-a.bin"), 4 << 20, 7, false)?;
+    write_file(&dir.join("dup-b.bin"), 4 << 20, 7, false)?;
+    write_file(&dir.join("model.bin"), big, 99, false)?;
+    fs::write(dir.join(".complete"), size.to_string()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn du(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            n += if md.is_dir() { du(&e.path()) } else { md.len() };
+        }
+    }
+    n
+}
+
+struct Measure {
+    secs: f64,
+    rss_kb: u64,
+    stdout: String,
+}
+
+/// Runs `sh -c cmd` under /usr/bin/time, returning wall time and peak RSS.
+fn timed(cmd: &str) -> Result<Measure, String> {
+    let t = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "RSS_KB=%M", "sh", "-c", cmd])
+        .output()
+        .map_err(|e| format!("/usr/bin/time: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("`{cmd}` failed: {stderr}"));
+    }
+    let rss_kb = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Measure {
+        secs,
+        rss_kb,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+struct Row {
+    name: String,
+    secs: f64,
+    mbps: f64,
+    rss_mb: f64,
+    wire: Option<u64>,
+}
+
+fn json_field(s: &str, key: &str) -> Option<u64> {
+    let i = s.find(&format!("\"{key}\":"))?;
+    s[i + key.len() + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Entry point.
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    let root = PathBuf::from("target/bench");
+    let data = root.join("data");
+    fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    eprintln!("==> building pf (release)");
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-q", "-p", "pf-cli"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("building pf failed".into());
+    }
+    let pf = fs::canonicalize("target/release/pf").map_err(|e| e.to_string())?;
+    eprintln!("==> generating {} MiB snapshot in {}", o.size >> 20, data.display());
+    generate(&data, o.size)?;
+    let raw = du(&data);
+    let mb = raw as f64 / 1e6;
+    let d = fs::canonicalize(&data).map_err(|e| e.to_string())?;
+    let w = fs::canonicalize(&root).map_err(|e| e.to_string())?.join("work");
+    let (dd, ww, pfs) = (d.display().to_string(), w.display().to_string(), pf.display().to_string());
+    let mut rows: Vec<Row> = Vec::new();
+    let run = |name: &str, setup: &str, cmd: &str, rows: &mut Vec<Row>| -> Result<String, String> {
+        let mut times = Vec::new();
+        let mut rss = 0;
+        let mut last = String::new();
+        for _ in 0..o.runs {
+            if !setup.is_empty() {
+                timed(setup)?;
+            }
+            let _ = Command::new("sync").status();
+            let m = timed(cmd)?;
+            times.push(m.secs);
+            rss = rss.max(m.rss_kb);
+            last = m.stdout;
+        }
+        let secs = median(times);
+        let wire = json_field(&last, "wire_bytes_uploaded").or_else(|| json_field(&last, "wire_bytes_fetched"));
+        eprintln!("    {name:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB", mb / secs, rss as f64 / 1024.0);
+        rows.push(Row {
+            name: name.into(),
+            secs,
+            mbps: mb / secs,
+            rss_mb: rss as f64 / 1024.0,
+            wire,
+        });
+        Ok(last)
+    };
+    let fresh = format!("rm -rf {ww} && mkdir -p {ww}");
+    eprintln!("==> baselines and pf on {:.0} MB ({} runs each, median)", mb, o.runs);
+    run("sha256sum (hashing limit)", "", &format!("find {dd} -type f -print0 | xargs -0 cat | sha256sum"), &mut rows)?;
+    run("cp -r", &fresh, &format!("cp -r {dd} {ww}/copy"), &mut rows)?;
+    run("tar | zstd -3 -T0", &fresh, &format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst"), &mut rows)?;
+    run(
+        "zstd -dc | tar -x",
+        &format!("{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && mkdir {ww}/x"),
+        &format!("zstd -dc {ww}/snap.tar.zst | tar -C {ww}/x -xf -"),
+        &mut rows,
+    )?;
+    let push = format!("{pfs} -q --json --store {ww}/store push {dd} file://{ww}/repo");
+    run("pf push (first, file)", &fresh, &push, &mut rows)?;
+    // The state for the following rows: one pushed version.
+    timed(&format!("{fresh} && {push}"))?;
+    run("pf re-push unchanged", "", &push, &mut rows)?;
+    // 1% in-place edits in the large file, and a 1 MiB insertion in its middle.
+    let edited = fs::canonicalize(&root).map_err(|e| e.to_string())?.join("edited");
+    let ed = edited.display().to_string();
+    let prep_edit = format!(
+        "rm -rf {ed} && cp -r {dd} {ed} && python3 -c \"import os\nf=open('{ed}/model.bin','r+b')\nn=os.path.getsize('{ed}/model.bin')\nfor i in range(100):\n  f.seek((i*7919*104729)%n); f.write(b'EDIT'*int(n/100/100/4))\n\""
+    );
+    timed(&prep_edit)?;
+    run(
+        "pf re-push after 1% edits",
+        &format!("{fresh} && {push}"),
+        &format!("{pfs} -q --json --store {ww}/store push {ed} file://{ww}/repo"),
+        &mut rows,
+    )?;
+    let prep_insert = format!(
+        "rm -rf {ed} && cp -r {dd} {ed} && python3 -c \"import os\np='{ed}/model.bin'\nd=open(p,'rb').read()\nm=len(d)//2\nopen(p,'wb').write(d[:m]+os.urandom(1<<20)+d[m:])\""
+    );
+    timed(&prep_insert)?;
+    run(
+        "pf re-push after 1 MiB insertion",
+        &format!("{fresh} && {push}"),
+        &format!("{pfs} -q --json --store {ww}/store push {ed} file://{ww}/repo"),
+        &mut rows,
+    )?;
+    timed(&format!("{fresh} && {push}"))?;
+    run(
+        "pf pull (empty store) + restore",
+        &format!("rm -rf {ww}/store2 {ww}/out"),
+        &format!("{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"),
+        &mut rows,
+    )?;
+    run(
+        "pf pull (store has it) + restore",
+        &format!("rm -rf {ww}/out"),
+        &format!("{pfs} -q --json --store {ww}/store pull file://{ww}/repo --into {ww}/out"),
+        &mut rows,
+    )?;
+
+    let get = |n: &str| rows.iter().find(|r| r.name.starts_with(n));
+    let ratio = |a: &str, b: &str| match (get(a), get(b)) {
+        (Some(x), Some(y)) => y.secs / x.secs,
+        _ => f64::NAN,
+    };
+    let mut summary = vec![
+        ("first push vs tar|zstd (throughput ratio)", ratio("pf push (first", "tar | zstd")),
+        ("pull+restore vs zstd -dc|tar -x (throughput ratio)", ratio("pf pull (empty", "zstd -dc")),
+    ];
+    if let (Some(a), Some(b)) = (get("pf re-push unchanged"), get("pf push (first")) {
+        summary.push(("re-push unchanged / first push (time)", a.secs / b.secs));
+    }
+    for n in ["pf re-push after 1% edits", "pf re-push after 1 MiB insertion"] {
+        if let Some(r) = get(n) {
+            summary.push((n, r.wire.unwrap_or(0) as f64 / raw as f64));
+        }
+    }
+    println!("\n| measurement | median s | MB/s (raw) | peak RSS MiB | bytes sent |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} | {:.1} | {:.1} | {} |",
+            r.name,
+            r.secs,
+            r.mbps,
+            r.rss_mb,
+            r.wire.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("\n| ratio | value |\n|---|---:|");
+    for (k, v) in &summary {
+        println!("| {k} | {v:.3} |");
+    }
+    let mut json = String::from("{\n  \"raw_bytes\": ");
+    json.push_str(&raw.to_string());
+    json.push_str(",\n  \"rows\": [\n");
+    for (i, r) in rows.iter().enumerate() {
+        json.push_str(&format!(
+            "    {{\"name\": {:?}, \"secs\": {:.4}, \"mb_per_s\": {:.2}, \"peak_rss_mib\": {:.1}, \"bytes_sent\": {}}}{}\n",
+            r.name,
+            r.secs,
+            r.mbps,
+            r.rss_mb,
+            r.wire.map(|w| w.to_string()).unwrap_or_else(|| "null".into()),
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    json.push_str("  ],\n  \"ratios\": {\n");
+    for (i, (k, v)) in summary.iter().enumerate() {
+        json.push_str(&format!("    {k:?}: {v:.4}{}\n", if i + 1 < summary.len() { "," } else { "" }));
+    }
+    json.push_str("  }\n}\n");
+    fs::write(root.join("results.json"), json).map_err(|e| e.to_string())?;
+    eprintln!("\nwrote target/bench/results.json");
+    Ok(())
+}
