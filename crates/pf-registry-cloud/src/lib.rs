@@ -3,3 +3,6 @@
 
 #[cfg(feature = "s3")]
 pub mod s3;
+
+#[cfg(feature = "hf")]
+pub mod hf;

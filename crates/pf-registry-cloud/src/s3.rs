@@ -51,12 +51,25 @@
 //! | `s3.multipart_threshold_mib` | `16` | encoded size above which multipart is used |
 //! | `s3.upload_parallelism` | `4` | parts in flight per multipart upload |
 //! | `s3.memory_budget_mib` | `128` | cap on upload buffers held by this transport |
-//! | `s3.head_threshold` | `64` | batches up to this size use HEADs, larger ones one LIST |
+//! | `s3.head_threshold` | `64` | batches up to this size use HEADs, larger ones one paginated LIST of `blobs/` (cached until commit; HEADs again if LIST is denied) |
+//!
+//! # Errors
+//!
+//! Mapped from object_store error kinds, never from message text: `NotFound`
+//! -> `NotFound`; `PermissionDenied` / `Unauthenticated` -> `Unauthorized`
+//! naming `s3://<bucket>` (exit code 3, no credential in the message);
+//! `Precondition` / `AlreadyExists` -> `Conflict`; other errors -> `Transport`,
+//! retryable only when an `io::Error` (connection failure) is in the source
+//! chain (object_store has already retried 5xx itself). object_store reports
+//! LIST failures as `Generic`, so a failed LIST is followed by a HEAD of the
+//! tag manifest whose typed error decides: credentials -> `Unauthorized`,
+//! otherwise the batch is checked with HEADs.
 //!
 //! Plain `http://` endpoints are allowed only for loopback hosts or with
 //! `Config.insecure`; `Config.ca_file` adds a trusted root certificate.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -117,6 +130,8 @@ pub struct S3Transport {
     memory_units: u32,
     /// Blob listing taken by a large `missing` batch; cleared at commit.
     listing: Mutex<Option<Arc<HashSet<Digest>>>>,
+    /// Set when LIST was refused (policy without `s3:ListBucket`): HEAD instead.
+    list_denied: AtomicBool,
 }
 
 impl std::fmt::Debug for S3Transport {
@@ -298,6 +313,7 @@ impl S3Transport {
             memory: Arc::new(Semaphore::new(memory_units as usize)),
             memory_units,
             listing: Mutex::new(None),
+            list_denied: AtomicBool::new(false),
         })
     }
 
@@ -537,6 +553,24 @@ impl S3Transport {
         Ok(set)
     }
 
+    /// HEADs each blob, [`HEAD_CONCURRENCY`] at a time; returns the absent ones.
+    async fn missing_by_head(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let found: Vec<Option<Digest>> = futures::stream::iter(digests.iter().copied())
+            .map(|d| async move {
+                match self
+                    .head_etag(&format!("blob {d}"), &self.blob_path(&d))
+                    .await?
+                {
+                    Some(_) => Ok::<_, RegistryError>(None),
+                    None => Ok(Some(d)),
+                }
+            })
+            .buffered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Reads the tag manifest after a lost conditional write: `Ok` if it is ours.
     async fn resolve_conflict(&self, ours: &Digest, err: RegistryError) -> Result<()> {
         let current = self
@@ -568,26 +602,24 @@ impl Transport for S3Transport {
 
     async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
         let cached = self.listing.lock().ok().and_then(|g| g.clone());
-        if cached.is_none() && digests.len() <= self.settings.head_threshold {
-            // Small batch: HEAD each blob, bounded concurrency.
-            let found: Vec<Option<Digest>> = futures::stream::iter(digests.iter().copied())
-                .map(|d| async move {
-                    match self
-                        .head_etag(&format!("blob {d}"), &self.blob_path(&d))
-                        .await?
-                    {
-                        Some(_) => Ok::<_, RegistryError>(None),
-                        None => Ok(Some(d)),
-                    }
-                })
-                .buffered(HEAD_CONCURRENCY)
-                .try_collect()
-                .await?;
-            return Ok(found.into_iter().flatten().collect());
-        }
+        let head = digests.len() <= self.settings.head_threshold
+            || self.list_denied.load(Ordering::Relaxed);
         let present = match cached {
             Some(l) => l,
-            None => self.listing().await?,
+            None if head => return self.missing_by_head(digests).await,
+            None => match self.listing().await {
+                Ok(l) => l,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(_) => {
+                    // object_store reports LIST failures as `Generic`, without
+                    // the status kind. A HEAD (whose errors are typed) tells a
+                    // credential problem (-> Unauthorized) from a policy that
+                    // only lacks s3:ListBucket (-> HEAD each blob instead).
+                    self.head_etag("manifest", &self.tag_manifest()).await?;
+                    self.list_denied.store(true, Ordering::Relaxed);
+                    return self.missing_by_head(digests).await;
+                }
+            },
         };
         Ok(digests
             .iter()

@@ -64,11 +64,14 @@ fn xml_field(body: &str, tag: &str) -> String {
     body[start..end].to_string()
 }
 
-/// Creates an IAM user with an access key; `allow_s3` attaches `s3:*`.
-fn user(server: &S3Server, name: &str, allow_s3: bool) -> (String, String) {
+const ALLOW_ALL: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+const NO_LIST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:DeleteObject"],"Resource":"*"}]}"#;
+
+/// Creates an IAM user with an access key and, if given, an inline policy.
+fn user(server: &S3Server, name: &str, policy: Option<&str>) -> (String, String) {
     iam(server, &[("Action", "CreateUser"), ("UserName", name)]);
-    if allow_s3 {
-        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+    if let Some(policy) = policy {
         iam(
             server,
             &[
@@ -88,7 +91,18 @@ fn user(server: &S3Server, name: &str, allow_s3: bool) -> (String, String) {
 
 fn enforce_auth(server: &S3Server) {
     let status = Command::new("curl")
-        .args(["-sS", "-f", "-o", "/dev/null", "-X", "POST", "--data", "0"])
+        .args([
+            "-sS",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: text/plain",
+            "--data",
+            "0",
+        ])
         .arg(format!("{}/moto-api/reset-auth", server.endpoint))
         .status()
         .expect("curl");
@@ -115,8 +129,9 @@ fn assert_unauthorized(err: &RegistryError, bucket: &str, secrets: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_and_policy_errors_are_unauthorized_without_secrets() {
     let server = S3Server::start();
-    let (good_key, good_secret) = user(&server, "pusher", true);
-    let (weak_key, weak_secret) = user(&server, "nobody", false);
+    let (good_key, good_secret) = user(&server, "pusher", Some(ALLOW_ALL));
+    let (weak_key, weak_secret) = user(&server, "nobody", None);
+    let (nolist_key, nolist_secret) = user(&server, "nolist", Some(NO_LIST));
     enforce_auth(&server);
 
     let src = Arc::new(MemoryStore::new());
@@ -165,4 +180,32 @@ async fn credential_and_policy_errors_are_unauthorized_without_secrets() {
         .expect_err("no policy");
     assert_unauthorized(&err, &server.bucket, &[&weak_secret]);
     eprintln!("policy denial: {err}");
+
+    // A policy without s3:ListBucket: a large batch falls back from LIST to HEADs.
+    let nolist = common::config_with(&server, &nolist_key, &nolist_secret);
+    let many = ImageSpec::sample(42, 24).build(&*src, "nolist");
+    assert!(many.closure.len() > 64);
+    let many = SignedImage::new(&many.manifest, None);
+    let r2 = common::s3_ref(&server, "auth/many:v1");
+    common::engine(&r2, &nolist)
+        .push(src.clone(), &many)
+        .await
+        .expect("push without ListBucket");
+    let rep = common::engine(&r2, &nolist)
+        .push(src.clone(), &many)
+        .await
+        .expect("re-push without ListBucket");
+    assert_eq!(rep.blobs_uploaded, 0);
+    assert!(
+        server.count_requests("GET", "list-type=2") >= 1,
+        "LIST was tried first"
+    );
+
+    // A large image with a wrong secret: the LIST failure is untyped in
+    // object_store, the HEAD probe makes it Unauthorized.
+    let err = common::engine(&r2, &wrong)
+        .push(src.clone(), &many)
+        .await
+        .expect_err("wrong secret, large image");
+    assert_unauthorized(&err, &server.bucket, &[WRONG_SECRET, &good_secret]);
 }

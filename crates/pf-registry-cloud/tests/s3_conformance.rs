@@ -22,7 +22,7 @@ impl Backend for S3Backend {
     fn fresh_ref(&self, label: &str) -> ImageRef {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         // Alternate untagged and tagged references so both layouts are covered.
-        let path = if n % 2 == 0 {
+        let path = if n & 1 == 0 {
             format!("suite/{label}-{n}")
         } else {
             format!("suite/{label}-{n}:v{n}")

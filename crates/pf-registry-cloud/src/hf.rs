@@ -1,0 +1,529 @@
+//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
+//! as the official `huggingface_hub` client uses it.
+//!
+//! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
+//! type `dataset` unless `hf.repo_type=model|space`), uploads new blobs
+//! through the Git LFS batch API (never base64 in the commit body), then
+//! makes ONE commit listing the manifest, its signature and every new blob
+//! path. Repository layout is the `file://` layout. Blobs already in the
+//! repository's tree are not uploaded again. Pushes return
+//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
+//! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
+//! override them (embedders, tests).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use pf_digest::Digest;
+use pf_registry_core::{
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
+    Result, Transport, UploadedBlob,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+
+const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+const TREE_PAGE_LIMIT: usize = 100_000;
+
+/// Opens an `hf://` reference on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<HfTransport>> {
+    Ok(Engine::new(HfTransport::new(reference, config)?, config.clone(), reference.digest))
+}
+
+/// Transport for one Hub repository and revision.
+pub struct HfTransport {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+    repo_id: String,
+    repo_type: String,
+    revision: String,
+    public: bool,
+    pin: Option<Digest>,
+    /// Blob paths known to be in the tree (from listing or earlier commits).
+    present: Mutex<Option<HashSet<Digest>>>,
+    /// Encoded (LFS) oid and size of blobs uploaded during this push.
+    uploaded: Mutex<std::collections::HashMap<Digest, (Digest, u64)>>,
+}
+
+impl std::fmt::Debug for HfTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfTransport")
+            .field("endpoint", &self.endpoint)
+            .field("repo_id", &self.repo_id)
+            .field("revision", &self.revision)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
+}
+
+impl HfTransport {
+    /// A transport for an `hf://` reference.
+    pub fn new(reference: &ImageRef, config: &Config) -> Result<HfTransport> {
+        let Location::Hf { repo_id, revision } = &reference.location else {
+            return Err(RegistryError::BadReference {
+                input: reference.to_string(),
+                reason: "not an hf:// reference".into(),
+            });
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let endpoint = config
+            .options
+            .get("hf.endpoint")
+            .cloned()
+            .or_else(|| env("HF_ENDPOINT"))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
+            .trim_end_matches('/')
+            .to_string();
+        let token = config.options.get("hf.token").cloned().or_else(|| env("HF_TOKEN"));
+        let repo_type = config.options.get("hf.repo_type").cloned().unwrap_or_else(|| "dataset".into());
+        if !matches!(repo_type.as_str(), "dataset" | "model" | "space") {
+            return Err(RegistryError::invalid("hf.repo_type", "must be dataset, model or space"));
+        }
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(30));
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| RegistryError::io(format!("reading {}", ca.display()), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string()))?;
+            b = b.add_root_certificate(cert);
+        }
+        if endpoint.starts_with("http://") && !config.insecure && !is_loopback(&endpoint) {
+            return Err(RegistryError::invalid(
+                "HF_ENDPOINT",
+                "plain http:// is only allowed for loopback endpoints or with --insecure",
+            ));
+        }
+        Ok(HfTransport {
+            http: b
+                .build()
+                .map_err(|e| RegistryError::permanent("hf", format!("building HTTP client: {e}")))?,
+            endpoint,
+            token,
+            repo_id: repo_id.clone(),
+            repo_type,
+            revision: revision.clone().unwrap_or_else(|| "main".into()),
+            public: config.flag("hf.public", false),
+            pin: reference.digest,
+            present: Mutex::new(None),
+            uploaded: Mutex::new(Default::default()),
+        })
+    }
+
+    fn url_prefix(&self) -> &'static str {
+        match self.repo_type.as_str() {
+            "dataset" => "datasets/",
+            "space" => "spaces/",
+            _ => "",
+        }
+    }
+
+    fn api(&self, rest: &str) -> String {
+        format!("{}/api/{}s/{}{rest}", self.endpoint, self.repo_type, self.repo_id)
+    }
+
+    fn rev_enc(&self) -> String {
+        self.revision.replace('/', "%2F")
+    }
+
+    fn req(&self, m: Method, url: &str) -> RequestBuilder {
+        let r = self.http.request(m, url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    fn backend(&self) -> String {
+        format!("hf {}", self.repo_id)
+    }
+
+    fn need_token(&self) -> Result<()> {
+        if self.token.is_none() {
+            return Err(RegistryError::Unauthorized {
+                registry: format!("hf://{}", self.repo_id),
+                detail: "pushing to the Hugging Face Hub needs a token: set HF_TOKEN (a write token)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| RegistryError::transient(self.backend(), format!("{what}: {}", e.without_url())))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        Err(match status {
+            StatusCode::NOT_FOUND => RegistryError::not_found(format!("{what} in hf://{}@{}", self.repo_id, self.revision)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+                registry: format!("hf://{}", self.repo_id),
+                detail: if self.token.is_none() {
+                    "authentication required: set HF_TOKEN".into()
+                } else {
+                    "the token in HF_TOKEN was rejected or lacks access to this repository".into()
+                },
+            },
+            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
+                RegistryError::Conflict(format!("{what}: {status} {body}"))
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => RegistryError::Transport {
+                backend: self.backend(),
+                message: format!("{what}: {status}"),
+                retryable: true,
+                attempts: 0,
+                retry_after,
+            },
+            _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
+        })
+    }
+
+    async fn ensure_repo(&self) -> Result<()> {
+        self.need_token()?;
+        let (org, name) = self.repo_id.split_once('/').unwrap_or(("", &self.repo_id));
+        let body = json!({"name": name, "organization": org, "type": self.repo_type, "private": !self.public});
+        let resp = self
+            .req(Method::POST, &format!("{}/api/repos/create", self.endpoint))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RegistryError::transient(self.backend(), format!("create repo: {}", e.without_url())))?;
+        if resp.status() == StatusCode::CONFLICT || resp.status().is_success() {
+            return Ok(());
+        }
+        self.send_error(resp, "create repo").await
+    }
+
+    async fn send_error<T>(&self, resp: Response, what: &str) -> Result<T> {
+        // Re-use the status mapping of `send` on an already-sent response.
+        let status = resp.status();
+        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+                registry: format!("hf://{}", self.repo_id),
+                detail: "the token in HF_TOKEN was rejected or lacks write access".into(),
+            },
+            s if s.is_server_error() => RegistryError::transient(self.backend(), format!("{what}: {status}")),
+            _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
+        })
+    }
+
+    /// Lists every blob in the revision's tree (paginated).
+    async fn list_blobs(&self) -> Result<HashSet<Digest>> {
+        let mut out = HashSet::new();
+        let mut url = Some(self.api(&format!("/tree/{}/blobs?recursive=true", self.rev_enc())));
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            pages += 1;
+            if pages > TREE_PAGE_LIMIT {
+                return Err(RegistryError::invalid("hf tree listing", "too many pages"));
+            }
+            let resp = match self.send(self.req(Method::GET, &u), "tree listing").await {
+                Ok(r) => r,
+                Err(RegistryError::NotFound { .. }) => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            url = next_link(resp.headers());
+            let items: Vec<Value> = resp
+                .json()
+                .await
+                .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
+            for it in items {
+                if let Some(p) = it["path"].as_str() {
+                    if let Some(d) = p
+                        .strip_suffix(".zst")
+                        .and_then(|p| p.rsplit('/').next())
+                        .and_then(|h| Digest::parse_hex(h).ok())
+                    {
+                        out.insert(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// LFS upload of an encoded blob; no-op if the Hub already has the object.
+    async fn lfs_upload(&self, blob: &EncodedBlob) -> Result<()> {
+        let oid = blob.encoded_digest.hex();
+        let batch = json!({
+            "operation": "upload",
+            "transfers": ["basic"],
+            "objects": [{"oid": oid, "size": blob.encoded_size}],
+            "hash_algo": "sha256",
+            "ref": {"name": self.revision},
+        });
+        let url = format!("{}/{}{}.git/info/lfs/objects/batch", self.endpoint, self.url_prefix(), self.repo_id);
+        let resp = self
+            .send(
+                self.req(Method::POST, &url)
+                    .header("Accept", "application/vnd.git-lfs+json")
+                    .header("Content-Type", "application/vnd.git-lfs+json")
+                    .body(batch.to_string()),
+                "LFS batch",
+            )
+            .await?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("LFS batch response", e.to_string()))?;
+        let obj = &v["objects"][0];
+        if let Some(err) = obj.get("error") {
+            return Err(RegistryError::permanent(self.backend(), format!("LFS batch: {err}")));
+        }
+        let Some(upload) = obj["actions"].get("upload") else {
+            return Ok(()); // already stored
+        };
+        let href = upload["href"]
+            .as_str()
+            .ok_or_else(|| RegistryError::invalid("LFS batch response", "upload action without href"))?;
+        // The upload URL is pre-signed: never send our token to it.
+        let mut put = self.http.put(href);
+        if let Some(h) = upload["header"].as_object() {
+            for (k, val) in h {
+                if let Some(s) = val.as_str() {
+                    put = put.header(k, s);
+                }
+            }
+        }
+        let body = match blob.as_bytes() {
+            Some(b) => reqwest::Body::from(b.clone()),
+            None => reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io()))),
+        };
+        self.send(put.header("Content-Length", blob.encoded_size).body(body), "LFS upload")
+            .await?;
+        if let Some(verify) = obj["actions"].get("verify") {
+            if let Some(vh) = verify["href"].as_str() {
+                let mut rb = self.req(Method::POST, vh).json(&json!({"oid": oid, "size": blob.encoded_size}));
+                if let Some(h) = verify["header"].as_object() {
+                    for (k, val) in h {
+                        if let Some(s) = val.as_str() {
+                            rb = rb.header(k, s);
+                        }
+                    }
+                }
+                self.send(rb, "LFS verify").await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
+        let rev = self.pin_revision();
+        let url = format!("{}/{}{}/resolve/{rev}/{path}", self.endpoint, self.url_prefix(), self.repo_id);
+        let resp = match self.send(self.req(Method::GET, &url), path).await {
+            Ok(r) => r,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if resp.content_length().is_some_and(|l| l > limit as u64) {
+            return Err(RegistryError::invalid(path, format!("larger than {limit} bytes")));
+        }
+        let b = resp
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::transient(self.backend(), format!("{path}: {}", e.without_url())))?;
+        if b.len() > limit {
+            return Err(RegistryError::invalid(path, format!("larger than {limit} bytes")));
+        }
+        Ok(Some(b))
+    }
+
+    fn pin_revision(&self) -> String {
+        self.rev_enc()
+    }
+}
+
+fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = h.get("link")?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    url::Url::parse(endpoint).ok().is_some_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    })
+}
+
+#[async_trait]
+impl Transport for HfTransport {
+    fn location(&self) -> String {
+        format!("hf://{}@{}", self.repo_id, self.revision)
+    }
+
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        self.ensure_repo().await?;
+        let cached = self.present.lock().ok().and_then(|g| g.clone());
+        let present = match cached {
+            Some(p) => p,
+            None => {
+                let p = self.list_blobs().await?;
+                if let Ok(mut g) = self.present.lock() {
+                    *g = Some(p.clone());
+                }
+                p
+            }
+        };
+        Ok(digests.iter().filter(|d| !present.contains(d)).copied().collect())
+    }
+
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        self.need_token()?;
+        self.lfs_upload(blob).await?;
+        if let Ok(mut u) = self.uploaded.lock() {
+            u.insert(blob.digest, (blob.encoded_digest, blob.encoded_size));
+        }
+        Ok(UploadedBlob {
+            digest: blob.digest,
+            encoded_digest: blob.encoded_digest,
+            encoded_size: blob.encoded_size,
+            handle: None,
+        })
+    }
+
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        self.need_token()?;
+        let d = req.manifest_digest;
+        let file = |path: String, content: &[u8]| {
+            json!({"key": "file", "value": {"path": path, "content": STANDARD.encode(content), "encoding": "base64"}})
+        };
+        let mut lines = vec![json!({"key": "header", "value": {
+            "summary": format!("pf push {d}"),
+            "description": "ProcessFork snapshot pushed by pf-registry",
+        }})];
+        for b in req.blobs {
+            if let Some(u) = &b.uploaded {
+                lines.push(json!({"key": "lfsFile", "value": {
+                    "path": blob_path(&b.digest), "algo": "sha256",
+                    "oid": u.encoded_digest.hex(), "size": u.encoded_size,
+                }}));
+            }
+        }
+        lines.push(file(format!("manifests/sha256/{}.json", d.hex()), req.manifest));
+        if let Some(sig) = req.signature {
+            lines.push(file(format!("signatures/sha256/{}.sig", d.hex()), sig));
+            lines.push(file("manifest.json.sig".into(), sig));
+        } else {
+            lines.push(json!({"key": "deletedFile", "value": {"path": "manifest.json.sig"}}));
+        }
+        lines.push(file("manifest.json".into(), req.manifest));
+        let mut body = String::new();
+        for l in &lines {
+            body.push_str(&l.to_string());
+            body.push('\n');
+        }
+        let resp = self
+            .send(
+                self.req(Method::POST, &self.api(&format!("/commit/{}", self.rev_enc())))
+                    .header("Content-Type", "application/x-ndjson")
+                    .body(body),
+                "commit",
+            )
+            .await;
+        let resp = match resp {
+            // Deleting a signature that does not exist: retry without that line.
+            Err(RegistryError::Transport { retryable: false, .. }) if req.signature.is_none() => {
+                let mut body = String::new();
+                for l in lines.iter().filter(|l| l["key"] != "deletedFile") {
+                    body.push_str(&l.to_string());
+                    body.push('\n');
+                }
+                self.send(
+                    self.req(Method::POST, &self.api(&format!("/commit/{}", self.rev_enc())))
+                        .header("Content-Type", "application/x-ndjson")
+                        .body(body),
+                    "commit",
+                )
+                .await?
+            }
+            other => other?,
+        };
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("commit response", e.to_string()))?;
+        let oid = v["commitOid"]
+            .as_str()
+            .ok_or_else(|| RegistryError::invalid("commit response", "no commitOid"))?;
+        if let Ok(mut g) = self.present.lock() {
+            if let Some(p) = g.as_mut() {
+                p.extend(req.blobs.iter().map(|b| b.digest));
+            }
+        }
+        Ok(format!("hf://{}@{oid}", self.repo_id))
+    }
+
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES;
+        let manifest = match self.pin {
+            Some(pin) => match self.fetch_file(&format!("manifests/sha256/{}.json", pin.hex()), limit).await? {
+                Some(m) => Some(m),
+                None => self.fetch_file("manifest.json", limit).await?,
+            },
+            None => self.fetch_file("manifest.json", limit).await?,
+        };
+        let manifest = manifest.ok_or_else(|| RegistryError::not_found(format!("manifest at {}", self.location())))?;
+        let d = Digest::of(&manifest);
+        let signature = match self.fetch_file(&format!("signatures/sha256/{}.sig", d.hex()), 64 * 1024).await? {
+            Some(s) => Some(s),
+            None => self.fetch_file("manifest.json.sig", 64 * 1024).await?,
+        };
+        Ok(FetchedManifest {
+            manifest,
+            signature,
+            pin_verified: false,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let url = format!(
+            "{}/{}{}/resolve/{}/{}",
+            self.endpoint,
+            self.url_prefix(),
+            self.repo_id,
+            self.rev_enc(),
+            blob_path(digest)
+        );
+        let resp = self
+            .send(self.req(Method::GET, &url), &format!("blob {digest}"))
+            .await?;
+        let backend = self.backend();
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| RegistryError::transient(backend.clone(), format!("reading blob: {}", e.without_url())))
+        })))
+    }
+}
