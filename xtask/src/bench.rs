@@ -28,7 +28,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 i += 1;
             }
             "--runs" => {
-                o.runs = args.get(i + 1).and_then(|v| v.parse().ok()).ok_or("--runs needs a number")?;
+                o.runs = args
+                    .get(i + 1)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--runs needs a number")?;
                 i += 1;
             }
             "--backend" => {
@@ -66,7 +69,11 @@ fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        *b = if compressible && (i / 64) % 4 != 0 { b"token "[i % 6] } else { x as u8 };
+        *b = if compressible && (i / 64) % 4 != 0 {
+            b"token "[i % 6]
+        } else {
+            x as u8
+        };
     }
 }
 
@@ -88,7 +95,9 @@ fn write_file(p: &Path, len: u64, seed: u64, compressible: bool) -> Result<(), S
 /// Builds the snapshot directory: small compressible files, KV-like pages,
 /// duplicates, and one large file of half the size.
 fn generate(dir: &Path, size: u64) -> Result<(), String> {
-    if dir.join(".complete").exists() && fs::read_to_string(dir.join(".complete")).ok() == Some(size.to_string()) {
+    if dir.join(".complete").exists()
+        && fs::read_to_string(dir.join(".complete")).ok() == Some(size.to_string())
+    {
         return Ok(());
     }
     let _ = fs::remove_dir_all(dir);
@@ -97,7 +106,12 @@ fn generate(dir: &Path, size: u64) -> Result<(), String> {
     let small_total = size / 32;
     let n_small = 2000u64;
     for i in 0..n_small {
-        write_file(&dir.join(format!("trace/msg{i:05}.json")), small_total / n_small, i, true)?;
+        write_file(
+            &dir.join(format!("trace/msg{i:05}.json")),
+            small_total / n_small,
+            i,
+            true,
+        )?;
     }
     let big = size / 2;
     let kv_total = size - big - small_total - (2 * (4 << 20));
@@ -192,13 +206,23 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         return Err("building pf failed".into());
     }
     let pf = fs::canonicalize("target/release/pf").map_err(|e| e.to_string())?;
-    eprintln!("==> generating {} MiB snapshot in {}", o.size >> 20, data.display());
+    eprintln!(
+        "==> generating {} MiB snapshot in {}",
+        o.size >> 20,
+        data.display()
+    );
     generate(&data, o.size)?;
     let raw = du(&data);
     let mb = raw as f64 / 1e6;
     let d = fs::canonicalize(&data).map_err(|e| e.to_string())?;
-    let w = fs::canonicalize(&root).map_err(|e| e.to_string())?.join("work");
-    let (dd, ww, pfs) = (d.display().to_string(), w.display().to_string(), pf.display().to_string());
+    let w = fs::canonicalize(&root)
+        .map_err(|e| e.to_string())?
+        .join("work");
+    let (dd, ww, pfs) = (
+        d.display().to_string(),
+        w.display().to_string(),
+        pf.display().to_string(),
+    );
     let mut rows: Vec<Row> = Vec::new();
     let run = |name: &str, setup: &str, cmd: &str, rows: &mut Vec<Row>| -> Result<String, String> {
         let mut times = Vec::new();
@@ -215,8 +239,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             last = m.stdout;
         }
         let secs = median(times);
-        let wire = json_field(&last, "wire_bytes_uploaded").or_else(|| json_field(&last, "wire_bytes_fetched"));
-        eprintln!("    {name:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB", mb / secs, rss as f64 / 1024.0);
+        let wire = json_field(&last, "wire_bytes_uploaded")
+            .or_else(|| json_field(&last, "wire_bytes_fetched"));
+        eprintln!(
+            "    {name:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB",
+            mb / secs,
+            rss as f64 / 1024.0
+        );
         rows.push(Row {
             name: name.into(),
             secs,
@@ -227,13 +256,28 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         Ok(last)
     };
     let fresh = format!("rm -rf {ww} && mkdir -p {ww}");
-    eprintln!("==> baselines and pf on {:.0} MB ({} runs each, median)", mb, o.runs);
-    run("sha256sum (hashing limit)", "", &format!("find {dd} -type f -print0 | xargs -0 cat | sha256sum"), &mut rows)?;
+    eprintln!(
+        "==> baselines and pf on {:.0} MB ({} runs each, median)",
+        mb, o.runs
+    );
+    run(
+        "sha256sum (hashing limit)",
+        "",
+        &format!("find {dd} -type f -print0 | xargs -0 cat | sha256sum"),
+        &mut rows,
+    )?;
     run("cp -r", &fresh, &format!("cp -r {dd} {ww}/copy"), &mut rows)?;
-    run("tar | zstd -3 -T0", &fresh, &format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst"), &mut rows)?;
+    run(
+        "tar | zstd -3 -T0",
+        &fresh,
+        &format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst"),
+        &mut rows,
+    )?;
     run(
         "zstd -dc | tar -x",
-        &format!("{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && mkdir {ww}/x"),
+        &format!(
+            "{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && mkdir {ww}/x"
+        ),
         &format!("zstd -dc {ww}/snap.tar.zst | tar -C {ww}/x -xf -"),
         &mut rows,
     )?;
@@ -243,7 +287,9 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     timed(&format!("{fresh} && {push}"))?;
     run("pf re-push unchanged", "", &push, &mut rows)?;
     // 1% in-place edits in the large file, and a 1 MiB insertion in its middle.
-    let edited = fs::canonicalize(&root).map_err(|e| e.to_string())?.join("edited");
+    let edited = fs::canonicalize(&root)
+        .map_err(|e| e.to_string())?
+        .join("edited");
     let ed = edited.display().to_string();
     let prep_edit = format!(
         "rm -rf {ed} && cp -r {dd} {ed} && python3 -c \"import os\nf=open('{ed}/model.bin','r+b')\nn=os.path.getsize('{ed}/model.bin')\nfor i in range(100):\n  f.seek((i*7919*104729)%n); f.write(b'EDIT'*int(n/100/100/4))\n\""
@@ -285,13 +331,22 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         _ => f64::NAN,
     };
     let mut summary = vec![
-        ("first push vs tar|zstd (throughput ratio)", ratio("pf push (first", "tar | zstd")),
-        ("pull+restore vs zstd -dc|tar -x (throughput ratio)", ratio("pf pull (empty", "zstd -dc")),
+        (
+            "first push vs tar|zstd (throughput ratio)",
+            ratio("pf push (first", "tar | zstd"),
+        ),
+        (
+            "pull+restore vs zstd -dc|tar -x (throughput ratio)",
+            ratio("pf pull (empty", "zstd -dc"),
+        ),
     ];
     if let (Some(a), Some(b)) = (get("pf re-push unchanged"), get("pf push (first")) {
         summary.push(("re-push unchanged / first push (time)", a.secs / b.secs));
     }
-    for n in ["pf re-push after 1% edits", "pf re-push after 1 MiB insertion"] {
+    for n in [
+        "pf re-push after 1% edits",
+        "pf re-push after 1 MiB insertion",
+    ] {
         if let Some(r) = get(n) {
             summary.push((n, r.wire.unwrap_or(0) as f64 / raw as f64));
         }
@@ -328,7 +383,10 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     }
     json.push_str("  ],\n  \"ratios\": {\n");
     for (i, (k, v)) in summary.iter().enumerate() {
-        json.push_str(&format!("    {k:?}: {v:.4}{}\n", if i + 1 < summary.len() { "," } else { "" }));
+        json.push_str(&format!(
+            "    {k:?}: {v:.4}{}\n",
+            if i + 1 < summary.len() { "," } else { "" }
+        ));
     }
     json.push_str("  }\n}\n");
     fs::write(root.join("results.json"), json).map_err(|e| e.to_string())?;

@@ -31,6 +31,8 @@ const CONFORMANCE: &[(&str, &str, &str)] = &[
     // (backend, package, test target)
     ("file", "pf-registry-file", "conformance"),
     ("oci", "pf-registry-oci", "conformance"),
+    ("s3", "pf-registry-cloud", "s3_conformance"),
+    ("ipfs", "pf-registry-cloud", "ipfs_conformance"),
 ];
 
 fn main() -> ExitCode {

@@ -45,6 +45,19 @@ const TOOLS: &[Tool] = &[
         install: &["python3", "-m", "pip", "install", "-q", "moto[server]"],
     },
     Tool {
+        name: "js-ipfs 0.66 (IPFS tests; Kubo RPC API)",
+        present: || Path::new("/opt/pf-jsipfs/node_modules/.bin/jsipfs").exists(),
+        install: &[
+            "npm",
+            "install",
+            "--prefix",
+            "/opt/pf-jsipfs",
+            "--no-audit",
+            "--no-fund",
+            "ipfs@0.66.1",
+        ],
+    },
+    Tool {
         name: "oras-py (OCI interop test)",
         present: || has_py("oras.provider"),
         install: &["python3", "-m", "pip", "install", "-q", "oras"],

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location, RegistryError,
-    Result, Transport, UploadedBlob,
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
@@ -33,7 +33,11 @@ const TREE_PAGE_LIMIT: usize = 100_000;
 
 /// Opens an `hf://` reference on the shared engine.
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<HfTransport>> {
-    Ok(Engine::new(HfTransport::new(reference, config)?, config.clone(), reference.digest))
+    Ok(Engine::new(
+        HfTransport::new(reference, config)?,
+        config.clone(),
+        reference.digest,
+    ))
 }
 
 /// Transport for one Hub repository and revision.
@@ -85,19 +89,32 @@ impl HfTransport {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
             .trim_end_matches('/')
             .to_string();
-        let token = config.options.get("hf.token").cloned().or_else(|| env("HF_TOKEN"));
-        let repo_type = config.options.get("hf.repo_type").cloned().unwrap_or_else(|| "dataset".into());
+        let token = config
+            .options
+            .get("hf.token")
+            .cloned()
+            .or_else(|| env("HF_TOKEN"));
+        let repo_type = config
+            .options
+            .get("hf.repo_type")
+            .cloned()
+            .unwrap_or_else(|| "dataset".into());
         if !matches!(repo_type.as_str(), "dataset" | "model" | "space") {
-            return Err(RegistryError::invalid("hf.repo_type", "must be dataset, model or space"));
+            return Err(RegistryError::invalid(
+                "hf.repo_type",
+                "must be dataset, model or space",
+            ));
         }
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(30));
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| RegistryError::io(format!("reading {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string()))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| RegistryError::io(format!("reading {}", ca.display()), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
+            })?;
             b = b.add_root_certificate(cert);
         }
         if endpoint.starts_with("http://") && !config.insecure && !is_loopback(&endpoint) {
@@ -107,9 +124,9 @@ impl HfTransport {
             ));
         }
         Ok(HfTransport {
-            http: b
-                .build()
-                .map_err(|e| RegistryError::permanent("hf", format!("building HTTP client: {e}")))?,
+            http: b.build().map_err(|e| {
+                RegistryError::permanent("hf", format!("building HTTP client: {e}"))
+            })?,
             endpoint,
             token,
             repo_id: repo_id.clone(),
@@ -131,7 +148,10 @@ impl HfTransport {
     }
 
     fn api(&self, rest: &str) -> String {
-        format!("{}/api/{}s/{}{rest}", self.endpoint, self.repo_type, self.repo_id)
+        format!(
+            "{}/api/{}s/{}{rest}",
+            self.endpoint, self.repo_type, self.repo_id
+        )
     }
 
     fn rev_enc(&self) -> String {
@@ -154,17 +174,18 @@ impl HfTransport {
         if self.token.is_none() {
             return Err(RegistryError::Unauthorized {
                 registry: format!("hf://{}", self.repo_id),
-                detail: "pushing to the Hugging Face Hub needs a token: set HF_TOKEN (a write token)".into(),
+                detail:
+                    "pushing to the Hugging Face Hub needs a token: set HF_TOKEN (a write token)"
+                        .into(),
             });
         }
         Ok(())
     }
 
     async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| RegistryError::transient(self.backend(), format!("{what}: {}", e.without_url())))?;
+        let resp = rb.send().await.map_err(|e| {
+            RegistryError::transient(self.backend(), format!("{what}: {}", e.without_url()))
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -175,9 +196,18 @@ impl HfTransport {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse().ok())
             .map(Duration::from_secs);
-        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         Err(match status {
-            StatusCode::NOT_FOUND => RegistryError::not_found(format!("{what} in hf://{}@{}", self.repo_id, self.revision)),
+            StatusCode::NOT_FOUND => RegistryError::not_found(format!(
+                "{what} in hf://{}@{}",
+                self.repo_id, self.revision
+            )),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
                 registry: format!("hf://{}", self.repo_id),
                 detail: if self.token.is_none() {
@@ -189,13 +219,15 @@ impl HfTransport {
             StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
                 RegistryError::Conflict(format!("{what}: {status} {body}"))
             }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => RegistryError::Transport {
-                backend: self.backend(),
-                message: format!("{what}: {status}"),
-                retryable: true,
-                attempts: 0,
-                retry_after,
-            },
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                RegistryError::Transport {
+                    backend: self.backend(),
+                    message: format!("{what}: {status}"),
+                    retryable: true,
+                    attempts: 0,
+                    retry_after,
+                }
+            }
             _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
         })
     }
@@ -209,7 +241,12 @@ impl HfTransport {
             .json(&body)
             .send()
             .await
-            .map_err(|e| RegistryError::transient(self.backend(), format!("create repo: {}", e.without_url())))?;
+            .map_err(|e| {
+                RegistryError::transient(
+                    self.backend(),
+                    format!("create repo: {}", e.without_url()),
+                )
+            })?;
         if resp.status() == StatusCode::CONFLICT || resp.status().is_success() {
             return Ok(());
         }
@@ -219,13 +256,21 @@ impl HfTransport {
     async fn send_error<T>(&self, resp: Response, what: &str) -> Result<T> {
         // Re-use the status mapping of `send` on an already-sent response.
         let status = resp.status();
-        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
                 registry: format!("hf://{}", self.repo_id),
                 detail: "the token in HF_TOKEN was rejected or lacks write access".into(),
             },
-            s if s.is_server_error() => RegistryError::transient(self.backend(), format!("{what}: {status}")),
+            s if s.is_server_error() => {
+                RegistryError::transient(self.backend(), format!("{what}: {status}"))
+            }
             _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
         })
     }
@@ -275,7 +320,12 @@ impl HfTransport {
             "hash_algo": "sha256",
             "ref": {"name": self.revision},
         });
-        let url = format!("{}/{}{}.git/info/lfs/objects/batch", self.endpoint, self.url_prefix(), self.repo_id);
+        let url = format!(
+            "{}/{}{}.git/info/lfs/objects/batch",
+            self.endpoint,
+            self.url_prefix(),
+            self.repo_id
+        );
         let resp = self
             .send(
                 self.req(Method::POST, &url)
@@ -291,14 +341,17 @@ impl HfTransport {
             .map_err(|e| RegistryError::invalid("LFS batch response", e.to_string()))?;
         let obj = &v["objects"][0];
         if let Some(err) = obj.get("error") {
-            return Err(RegistryError::permanent(self.backend(), format!("LFS batch: {err}")));
+            return Err(RegistryError::permanent(
+                self.backend(),
+                format!("LFS batch: {err}"),
+            ));
         }
         let Some(upload) = obj["actions"].get("upload") else {
             return Ok(()); // already stored
         };
-        let href = upload["href"]
-            .as_str()
-            .ok_or_else(|| RegistryError::invalid("LFS batch response", "upload action without href"))?;
+        let href = upload["href"].as_str().ok_or_else(|| {
+            RegistryError::invalid("LFS batch response", "upload action without href")
+        })?;
         // The upload URL is pre-signed: never send our token to it.
         let mut put = self.http.put(href);
         if let Some(h) = upload["header"].as_object() {
@@ -310,13 +363,20 @@ impl HfTransport {
         }
         let body = match blob.as_bytes() {
             Some(b) => reqwest::Body::from(b.clone()),
-            None => reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io()))),
+            None => {
+                reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io())))
+            }
         };
-        self.send(put.header("Content-Length", blob.encoded_size).body(body), "LFS upload")
-            .await?;
+        self.send(
+            put.header("Content-Length", blob.encoded_size).body(body),
+            "LFS upload",
+        )
+        .await?;
         if let Some(verify) = obj["actions"].get("verify") {
             if let Some(vh) = verify["href"].as_str() {
-                let mut rb = self.req(Method::POST, vh).json(&json!({"oid": oid, "size": blob.encoded_size}));
+                let mut rb = self
+                    .req(Method::POST, vh)
+                    .json(&json!({"oid": oid, "size": blob.encoded_size}));
                 if let Some(h) = verify["header"].as_object() {
                     for (k, val) in h {
                         if let Some(s) = val.as_str() {
@@ -332,21 +392,31 @@ impl HfTransport {
 
     async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
         let rev = self.pin_revision();
-        let url = format!("{}/{}{}/resolve/{rev}/{path}", self.endpoint, self.url_prefix(), self.repo_id);
+        let url = format!(
+            "{}/{}{}/resolve/{rev}/{path}",
+            self.endpoint,
+            self.url_prefix(),
+            self.repo_id
+        );
         let resp = match self.send(self.req(Method::GET, &url), path).await {
             Ok(r) => r,
             Err(RegistryError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         if resp.content_length().is_some_and(|l| l > limit as u64) {
-            return Err(RegistryError::invalid(path, format!("larger than {limit} bytes")));
+            return Err(RegistryError::invalid(
+                path,
+                format!("larger than {limit} bytes"),
+            ));
         }
-        let b = resp
-            .bytes()
-            .await
-            .map_err(|e| RegistryError::transient(self.backend(), format!("{path}: {}", e.without_url())))?;
+        let b = resp.bytes().await.map_err(|e| {
+            RegistryError::transient(self.backend(), format!("{path}: {}", e.without_url()))
+        })?;
         if b.len() > limit {
-            return Err(RegistryError::invalid(path, format!("larger than {limit} bytes")));
+            return Err(RegistryError::invalid(
+                path,
+                format!("larger than {limit} bytes"),
+            ));
         }
         Ok(Some(b))
     }
@@ -360,19 +430,24 @@ fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
     let link = h.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
-        params
-            .contains("rel=\"next\"")
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
     })
 }
 
 fn is_loopback(endpoint: &str) -> bool {
-    url::Url::parse(endpoint).ok().is_some_and(|u| match u.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    })
+    url::Url::parse(endpoint)
+        .ok()
+        .is_some_and(|u| match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        })
 }
 
 #[async_trait]
@@ -394,7 +469,11 @@ impl Transport for HfTransport {
                 p
             }
         };
-        Ok(digests.iter().filter(|d| !present.contains(d)).copied().collect())
+        Ok(digests
+            .iter()
+            .filter(|d| !present.contains(d))
+            .copied()
+            .collect())
     }
 
     fn max_batch(&self) -> usize {
@@ -418,9 +497,7 @@ impl Transport for HfTransport {
     async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
         self.need_token()?;
         let d = req.manifest_digest;
-        let file = |path: String, content: &[u8]| {
-            json!({"key": "file", "value": {"path": path, "content": STANDARD.encode(content), "encoding": "base64"}})
-        };
+        let file = |path: String, content: &[u8]| json!({"key": "file", "value": {"path": path, "content": STANDARD.encode(content), "encoding": "base64"}});
         let mut lines = vec![json!({"key": "header", "value": {
             "summary": format!("pf push {d}"),
             "description": "ProcessFork snapshot pushed by pf-registry",
@@ -433,7 +510,10 @@ impl Transport for HfTransport {
                 }}));
             }
         }
-        lines.push(file(format!("manifests/sha256/{}.json", d.hex()), req.manifest));
+        lines.push(file(
+            format!("manifests/sha256/{}.json", d.hex()),
+            req.manifest,
+        ));
         if let Some(sig) = req.signature {
             lines.push(file(format!("signatures/sha256/{}.sig", d.hex()), sig));
             lines.push(file("manifest.json.sig".into(), sig));
@@ -448,24 +528,32 @@ impl Transport for HfTransport {
         }
         let resp = self
             .send(
-                self.req(Method::POST, &self.api(&format!("/commit/{}", self.rev_enc())))
-                    .header("Content-Type", "application/x-ndjson")
-                    .body(body),
+                self.req(
+                    Method::POST,
+                    &self.api(&format!("/commit/{}", self.rev_enc())),
+                )
+                .header("Content-Type", "application/x-ndjson")
+                .body(body),
                 "commit",
             )
             .await;
         let resp = match resp {
             // Deleting a signature that does not exist: retry without that line.
-            Err(RegistryError::Transport { retryable: false, .. }) if req.signature.is_none() => {
+            Err(RegistryError::Transport {
+                retryable: false, ..
+            }) if req.signature.is_none() => {
                 let mut body = String::new();
                 for l in lines.iter().filter(|l| l["key"] != "deletedFile") {
                     body.push_str(&l.to_string());
                     body.push('\n');
                 }
                 self.send(
-                    self.req(Method::POST, &self.api(&format!("/commit/{}", self.rev_enc())))
-                        .header("Content-Type", "application/x-ndjson")
-                        .body(body),
+                    self.req(
+                        Method::POST,
+                        &self.api(&format!("/commit/{}", self.rev_enc())),
+                    )
+                    .header("Content-Type", "application/x-ndjson")
+                    .body(body),
                     "commit",
                 )
                 .await?
@@ -490,15 +578,22 @@ impl Transport for HfTransport {
     async fn get_manifest(&self) -> Result<FetchedManifest> {
         let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES;
         let manifest = match self.pin {
-            Some(pin) => match self.fetch_file(&format!("manifests/sha256/{}.json", pin.hex()), limit).await? {
+            Some(pin) => match self
+                .fetch_file(&format!("manifests/sha256/{}.json", pin.hex()), limit)
+                .await?
+            {
                 Some(m) => Some(m),
                 None => self.fetch_file("manifest.json", limit).await?,
             },
             None => self.fetch_file("manifest.json", limit).await?,
         };
-        let manifest = manifest.ok_or_else(|| RegistryError::not_found(format!("manifest at {}", self.location())))?;
+        let manifest = manifest
+            .ok_or_else(|| RegistryError::not_found(format!("manifest at {}", self.location())))?;
         let d = Digest::of(&manifest);
-        let signature = match self.fetch_file(&format!("signatures/sha256/{}.sig", d.hex()), 64 * 1024).await? {
+        let signature = match self
+            .fetch_file(&format!("signatures/sha256/{}.sig", d.hex()), 64 * 1024)
+            .await?
+        {
             Some(s) => Some(s),
             None => self.fetch_file("manifest.json.sig", 64 * 1024).await?,
         };
@@ -523,7 +618,12 @@ impl Transport for HfTransport {
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| RegistryError::transient(backend.clone(), format!("reading blob: {}", e.without_url())))
+            r.map_err(|e| {
+                RegistryError::transient(
+                    backend.clone(),
+                    format!("reading blob: {}", e.without_url()),
+                )
+            })
         })))
     }
 }

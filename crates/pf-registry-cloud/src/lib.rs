@@ -6,3 +6,6 @@ pub mod s3;
 
 #[cfg(feature = "hf")]
 pub mod hf;
+
+#[cfg(feature = "ipfs")]
+pub mod ipfs;

@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ipfs;
 pub mod process;
 pub mod registry;
 pub mod s3;
 
+pub use ipfs::IpfsServer;
 pub use process::{free_port, ChildServer};
 pub use registry::{OciAuth, OciRegistry};
 pub use s3::S3Server;

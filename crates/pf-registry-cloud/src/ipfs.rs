@@ -1,0 +1,402 @@
+//! The `ipfs://` backend against a node's Kubo HTTP RPC API (`IPFS_API`,
+//! default `http://127.0.0.1:5001`; option `ipfs.api`).
+//!
+//! Blobs are added as raw-leaf CIDv1 files. A dedup index lives in the
+//! node's MFS at `/pf-registry/blobs/sha256/<aa>/<hex>.zst`, so a blob the
+//! node already has is not added again. A push builds the image directory
+//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
+//! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
+//! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
+//! engine verifies every blob by its sha256 on top of IPFS's own addressing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use pf_digest::Digest;
+use pf_registry_core::{
+    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const DEFAULT_API: &str = "http://127.0.0.1:5001";
+const INDEX: &str = "/pf-registry/blobs/sha256";
+
+/// Opens an `ipfs://` reference on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<IpfsTransport>> {
+    Ok(Engine::new(
+        IpfsTransport::new(reference, config)?,
+        config.clone(),
+        reference.digest,
+    ))
+}
+
+/// Transport for one IPFS node; `cid` is the image root (pulls).
+#[derive(Debug)]
+pub struct IpfsTransport {
+    http: reqwest::Client,
+    api: String,
+    cid: Option<String>,
+}
+
+fn index_path(d: &Digest) -> String {
+    format!("{INDEX}/{}/{}.zst", d.shard(), d.hex())
+}
+
+fn rel_blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
+}
+
+impl IpfsTransport {
+    /// A transport for `ipfs://<cid>` (pull) or `ipfs://` (push).
+    pub fn new(reference: &ImageRef, config: &Config) -> Result<IpfsTransport> {
+        let Location::Ipfs { cid } = &reference.location else {
+            return Err(RegistryError::BadReference {
+                input: reference.to_string(),
+                reason: "not an ipfs:// reference".into(),
+            });
+        };
+        let api = config
+            .options
+            .get("ipfs.api")
+            .cloned()
+            .or_else(|| std::env::var("IPFS_API").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_API.into())
+            .trim_end_matches('/')
+            .to_string();
+        let loopback = url::Url::parse(&api).ok().is_some_and(|u| match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        });
+        if api.starts_with("http://") && !loopback && !config.insecure {
+            return Err(RegistryError::invalid(
+                "IPFS_API",
+                "plain http:// is only allowed for a loopback API or with --insecure",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| RegistryError::permanent("ipfs", format!("building HTTP client: {e}")))?;
+        Ok(IpfsTransport {
+            http,
+            api,
+            cid: cid.clone(),
+        })
+    }
+
+    fn backend(&self) -> String {
+        format!("ipfs {}", self.api)
+    }
+
+    /// POSTs an RPC call; RPC errors (HTTP 500 with a JSON `Message`) map to
+    /// NotFound when the node says a path does not exist.
+    async fn rpc(
+        &self,
+        cmd: &str,
+        args: &[(&str, &str)],
+        body: Option<reqwest::multipart::Form>,
+    ) -> Result<reqwest::Response> {
+        let mut rb = self
+            .http
+            .post(format!("{}/api/v0/{cmd}", self.api))
+            .query(args);
+        if let Some(f) = body {
+            rb = rb.multipart(f);
+        }
+        let resp = rb.send().await.map_err(|e| {
+            RegistryError::transient(self.backend(), format!("{cmd}: {}", e.without_url()))
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["Message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        let lower = msg.to_ascii_lowercase();
+        if status == StatusCode::NOT_FOUND
+            || lower.contains("does not exist")
+            || lower.contains("no link named")
+            || lower.contains("not found")
+        {
+            return Err(RegistryError::not_found(format!(
+                "{cmd} {:?} on {}",
+                args.first().map(|a| a.1),
+                self.backend()
+            )));
+        }
+        if lower.contains("already exists") {
+            return Err(RegistryError::Conflict(format!("{cmd}: {msg}")));
+        }
+        Err(if status.is_server_error() && !lower.contains("invalid") {
+            RegistryError::transient(self.backend(), format!("{cmd}: {status} {msg}"))
+        } else {
+            RegistryError::permanent(self.backend(), format!("{cmd}: {status} {msg}"))
+        })
+    }
+
+    async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
+        let part = reqwest::multipart::Part::stream_with_length(body, len)
+            .file_name(name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|e| RegistryError::permanent(self.backend(), format!("add: {e}")))?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let resp = self
+            .rpc(
+                "add",
+                &[
+                    ("cid-version", "1"),
+                    ("raw-leaves", "true"),
+                    ("pin", "false"),
+                    ("quieter", "true"),
+                ],
+                Some(form),
+            )
+            .await?;
+        let text = resp.text().await.map_err(|e| {
+            RegistryError::transient(self.backend(), format!("add: {}", e.without_url()))
+        })?;
+        // One JSON object per line; the last names the added file.
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["Hash"].as_str().map(str::to_string))
+            .last()
+            .ok_or_else(|| RegistryError::invalid("ipfs add response", "no Hash"))
+    }
+
+    async fn mkdir(&self, path: &str) -> Result<()> {
+        self.rpc(
+            "files/mkdir",
+            &[("arg", path), ("parents", "true"), ("cid-version", "1")],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `files/cp`, treating "already exists" as success (idempotent).
+    async fn cp(&self, from: &str, to: &str) -> Result<()> {
+        if let Some((parent, _)) = to.rsplit_once('/') {
+            if !parent.is_empty() {
+                self.mkdir(parent).await?;
+            }
+        }
+        match self
+            .rpc("files/cp", &[("arg", from), ("arg", to)], None)
+            .await
+        {
+            Ok(_) | Err(RegistryError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stat_hash(&self, path: &str) -> Result<String> {
+        let v: Value = self
+            .rpc("files/stat", &[("arg", path)], None)
+            .await?
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("ipfs files/stat", e.to_string()))?;
+        v["Hash"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::invalid("ipfs files/stat", "no Hash"))
+    }
+
+    fn root(&self) -> Result<&str> {
+        self.cid.as_deref().ok_or_else(|| {
+            RegistryError::not_found(
+                "image: ipfs:// without a CID can only be pushed to (pull ipfs://<cid>)",
+            )
+        })
+    }
+
+    async fn cat(&self, path: &str) -> Result<reqwest::Response> {
+        self.rpc("cat", &[("arg", path)], None).await
+    }
+
+    async fn cat_small(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
+        let resp = match self.cat(path).await {
+            Ok(r) => r,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let mut s = resp.bytes_stream();
+        while let Some(c) = s.next().await {
+            let c = c.map_err(|e| {
+                RegistryError::transient(self.backend(), format!("cat: {}", e.without_url()))
+            })?;
+            if out.len() + c.len() > limit {
+                return Err(RegistryError::invalid(
+                    path,
+                    format!("larger than {limit} bytes"),
+                ));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(Some(Bytes::from(out)))
+    }
+}
+
+#[async_trait]
+impl Transport for IpfsTransport {
+    fn location(&self) -> String {
+        format!("ipfs://{}", self.cid.as_deref().unwrap_or(""))
+    }
+
+    async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let found = futures::stream::iter(digests.iter().copied())
+            .map(|d| async move {
+                match self
+                    .rpc("files/stat", &[("arg", &index_path(&d))], None)
+                    .await
+                {
+                    Ok(_) => Ok(None),
+                    Err(RegistryError::NotFound { .. }) => Ok(Some(d)),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await;
+        found.into_iter().filter_map(|r| r.transpose()).collect()
+    }
+
+    async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        let body = match blob.as_bytes() {
+            Some(b) => reqwest::Body::from(b.clone()),
+            None => {
+                reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io())))
+            }
+        };
+        let cid = self
+            .add(
+                &format!("{}.zst", blob.digest.hex()),
+                body,
+                blob.encoded_size,
+            )
+            .await?;
+        self.cp(&format!("/ipfs/{cid}"), &index_path(&blob.digest))
+            .await?;
+        Ok(UploadedBlob {
+            digest: blob.digest,
+            encoded_digest: blob.encoded_digest,
+            encoded_size: blob.encoded_size,
+            handle: Some(cid),
+        })
+    }
+
+    async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
+        let staging = format!(
+            "/pf-registry/staging/{}-{:016x}",
+            req.manifest_digest.hex(),
+            rand_u64()
+        );
+        self.mkdir(&format!("{staging}/blobs/sha256")).await?;
+        for b in req.blobs {
+            let from = match b.uploaded.as_ref().and_then(|u| u.handle.clone()) {
+                Some(cid) => format!("/ipfs/{cid}"),
+                None => index_path(&b.digest),
+            };
+            self.cp(&from, &format!("{staging}/{}", rel_blob_path(&b.digest)))
+                .await?;
+        }
+        if let Some(sig) = req.signature {
+            let cid = self
+                .add(
+                    "manifest.json.sig",
+                    reqwest::Body::from(sig.to_vec()),
+                    sig.len() as u64,
+                )
+                .await?;
+            self.cp(
+                &format!("/ipfs/{cid}"),
+                &format!("{staging}/manifest.json.sig"),
+            )
+            .await?;
+        }
+        let cid = self
+            .add(
+                "manifest.json",
+                reqwest::Body::from(req.manifest.to_vec()),
+                req.manifest.len() as u64,
+            )
+            .await?;
+        self.cp(&format!("/ipfs/{cid}"), &format!("{staging}/manifest.json"))
+            .await?;
+        let root = self.stat_hash(&staging).await?;
+        self.rpc("pin/add", &[("arg", &format!("/ipfs/{root}"))], None)
+            .await?;
+        // The pinned root keeps the content; the staging directory can go.
+        let _ = self
+            .rpc(
+                "files/rm",
+                &[("arg", &staging), ("recursive", "true")],
+                None,
+            )
+            .await;
+        Ok(format!("ipfs://{root}"))
+    }
+
+    async fn get_manifest(&self) -> Result<FetchedManifest> {
+        let root = self.root()?;
+        let manifest = self
+            .cat_small(
+                &format!("/ipfs/{root}/manifest.json"),
+                pf_registry_core::manifest::MAX_MANIFEST_BYTES,
+            )
+            .await?
+            .ok_or_else(|| RegistryError::not_found(format!("manifest at ipfs://{root}")))?;
+        let signature = self
+            .cat_small(&format!("/ipfs/{root}/manifest.json.sig"), 64 * 1024)
+            .await?;
+        Ok(FetchedManifest {
+            manifest,
+            signature,
+            pin_verified: false,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        let root = self.root()?;
+        let resp = self
+            .cat(&format!("/ipfs/{root}/{}", rel_blob_path(digest)))
+            .await?;
+        let backend = self.backend();
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| {
+                RegistryError::transient(backend.clone(), format!("cat: {}", e.without_url()))
+            })
+        })))
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        if self.cid.is_none() {
+            return Ok(false);
+        }
+        match self.get_manifest().await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (std::process::id() as u64).rotate_left(32)
+}
