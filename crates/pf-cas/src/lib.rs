@@ -212,7 +212,8 @@ impl DirStore {
 
     /// Flushes everything written to the store's filesystem (`syncfs`).
     pub fn sync(&self) -> Result<()> {
-        let dir = File::open(&self.root).map_err(io_err(format!("opening {}", self.root.display())))?;
+        let dir =
+            File::open(&self.root).map_err(io_err(format!("opening {}", self.root.display())))?;
         rustix::fs::syncfs(&dir).map_err(|e| CasError::Io {
             context: "syncfs".into(),
             source: e.into(),

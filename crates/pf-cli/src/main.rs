@@ -230,7 +230,9 @@ fn open_store(cli: &Cli) -> CliResult<Arc<DirStore>> {
     let root = cli.store.clone().unwrap_or_else(default_store);
     // Deferred durability: one syncfs after each command instead of an fsync
     // per blob (see pf_cas::Durability).
-    Ok(Arc::new(DirStore::open(root)?.with_durability(pf_cas::Durability::Deferred)))
+    Ok(Arc::new(
+        DirStore::open(root)?.with_durability(pf_cas::Durability::Deferred),
+    ))
 }
 
 fn describe(v: &Verification) -> String {

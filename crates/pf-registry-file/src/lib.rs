@@ -262,8 +262,10 @@ impl Transport for FileTransport {
                 }
             }
             // Make every blob (written without per-file fsync) durable first.
-            let root = File::open(&this.root).map_err(io_err(format!("opening {}", this.root.display())))?;
-            rustix::fs::syncfs(&root).map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
+            let root = File::open(&this.root)
+                .map_err(io_err(format!("opening {}", this.root.display())))?;
+            rustix::fs::syncfs(&root)
+                .map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
             let sig_path = this.root.join("manifest.json.sig");
             match &sig {
