@@ -283,7 +283,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let cfg = config(&cli, &[])?;
             let key = key.as_deref().map(SigningKey::load).transpose()?;
             let store = open_store(&cli)?;
-            let image = snapshot_image(&cli, dir, &*store, agent, parent, annotation).await?;
+            let image = snapshot_image(&cli, dir, &store, agent, parent, annotation).await?;
             store.sync()?;
             let signed = SignedImage::new(&image, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
@@ -474,7 +474,12 @@ async fn snapshot_image(
         m.annotations.insert(k.into(), v.into());
     }
     let mut warnings = Vec::new();
-    let tree = snapshot::snapshot_dir(dir, store, &mut |w| warnings.push(w))?;
+    let dir_abs = std::fs::canonicalize(dir)
+        .map_err(|e| RegistryError::io(format!("resolving {}", dir.display()), e))?;
+    let cache_path = store.root().join("statcache.json");
+    let mut cache = snapshot::StatCache::load(&cache_path);
+    let tree = snapshot::snapshot_dir(&dir_abs, store, &mut cache, &mut |w| warnings.push(w))?;
+    cache.save(&cache_path)?;
     for w in warnings {
         note(cli, format!("warning: {w}"));
     }

@@ -27,6 +27,7 @@ fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
 pub fn snapshot_dir(
     dir: &Path,
     store: &dyn BlobStore,
+    cache: &mut StatCache,
     warn: &mut dyn FnMut(String),
 ) -> Result<FsTree> {
     let mut tree = FsTree::default();
@@ -37,8 +38,95 @@ pub fn snapshot_dir(
             "not a directory",
         ));
     }
-    walk(dir, dir, store, &mut tree, warn)?;
+    walk(dir, dir, store, cache, &mut tree, warn)?;
     Ok(tree)
+}
+
+/// What a file looked like when its content was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+    blob: Option<pf_digest::Digest>,
+    chunks: Vec<Chunk>,
+}
+
+impl CacheEntry {
+    fn matches(&self, md: &fs::Metadata) -> bool {
+        self.size == md.len()
+            && self.mtime == (md.mtime(), md.mtime_nsec())
+            && self.ctime == (md.ctime(), md.ctime_nsec())
+            && self.ino == md.ino()
+            && self.dev == md.dev()
+    }
+}
+
+/// A stat cache (like restic's or git's index): a file whose size, mtime,
+/// ctime, inode and device are unchanged since it was stored, and whose
+/// blobs are still in the store, is not read or hashed again. Entries for
+/// files modified in the last 2 seconds are never reused (racy-clean rule).
+#[derive(Debug, Default)]
+pub struct StatCache {
+    entries: std::collections::HashMap<String, CacheEntry>,
+    started: i64,
+    /// Files reused from the cache in this run.
+    pub hits: u64,
+}
+
+impl StatCache {
+    /// Loads the cache at `path`; a missing or unreadable cache is empty.
+    pub fn load(path: &Path) -> StatCache {
+        let entries = fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatCache {
+            entries,
+            hits: 0,
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Writes the cache atomically (temp + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(&self.entries).unwrap_or_default();
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
+        fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
+    }
+
+    fn lookup(&self, key: &str, md: &fs::Metadata, store: &dyn BlobStore) -> Option<Stored> {
+        let e = self.entries.get(key)?;
+        if !e.matches(md) || md.mtime() >= self.started - 2 {
+            return None;
+        }
+        let present = match &e.blob {
+            Some(b) => store.has(b).ok()?,
+            None => e.chunks.iter().all(|c| store.has(&c.blob).unwrap_or(false)),
+        };
+        present.then(|| (e.blob, e.chunks.clone(), e.size))
+    }
+
+    fn insert(&mut self, key: String, md: &fs::Metadata, stored: &Stored) {
+        self.entries.insert(
+            key,
+            CacheEntry {
+                size: stored.2,
+                mtime: (md.mtime(), md.mtime_nsec()),
+                ctime: (md.ctime(), md.ctime_nsec()),
+                ino: md.ino(),
+                dev: md.dev(),
+                blob: stored.0,
+                chunks: stored.1.clone(),
+            },
+        );
+    }
 }
 
 fn rel_string(root: &Path, p: &Path) -> Result<String> {
@@ -56,6 +144,7 @@ fn walk(
     root: &Path,
     dir: &Path,
     store: &dyn BlobStore,
+    cache: &mut StatCache,
     tree: &mut FsTree,
     warn: &mut dyn FnMut(String),
 ) -> Result<()> {
@@ -86,7 +175,7 @@ fn walk(
                 chunks: vec![],
                 target: None,
             });
-            walk(root, &path, store, tree, warn)?;
+            walk(root, &path, store, cache, tree, warn)?;
         } else if ft.is_symlink() {
             let target =
                 fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
@@ -107,7 +196,27 @@ fn walk(
                 target: Some(t.to_string()),
             });
         } else if ft.is_file() {
-            let (blob, chunks, size) = store_file(&path, md.len(), store)?;
+            let key = path.to_string_lossy().into_owned();
+            let stored = match cache.lookup(&key, &md, store) {
+                Some(s) => {
+                    cache.hits += 1;
+                    s
+                }
+                None => {
+                    let s = store_file(&path, md.len(), store)?;
+                    // Re-stat: only cache what is known not to have changed meanwhile.
+                    if let Ok(after) = fs::symlink_metadata(&path) {
+                        if after.len() == s.2
+                            && after.mtime() == md.mtime()
+                            && after.mtime_nsec() == md.mtime_nsec()
+                        {
+                            cache.insert(key, &after, &s);
+                        }
+                    }
+                    s
+                }
+            };
+            let (blob, chunks, size) = stored;
             tree.entries.push(FsEntry {
                 path: rel,
                 kind: EntryKind::File,
@@ -274,6 +383,66 @@ fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pf_cas::MemoryStore;
+
+    #[test]
+    fn stat_cache_skips_unchanged_files_and_catches_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..5 {
+            let p = dir.path().join(format!("f{i}"));
+            fs::write(&p, format!("content {i}")).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let store = MemoryStore::new();
+        let cache_file = dir.path().join("cache.json");
+        let root = dir.path().join("..").join(dir.path().file_name().unwrap());
+        let root = fs::canonicalize(root).unwrap();
+        let mut c = StatCache::load(&cache_file);
+        let t1 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
+        assert_eq!(c.hits, 0);
+        c.save(&cache_file).unwrap();
+        let mut c = StatCache::load(&cache_file);
+        let t2 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
+        assert_eq!(c.hits, 5, "unchanged files must come from the cache");
+        assert_eq!(
+            t1.entries
+                .iter()
+                .filter(|e| e.path.starts_with('f'))
+                .count(),
+            5
+        );
+        assert_eq!(
+            t1.entries
+                .iter()
+                .filter(|e| e.path.starts_with('f'))
+                .collect::<Vec<_>>(),
+            t2.entries
+                .iter()
+                .filter(|e| e.path.starts_with('f'))
+                .collect::<Vec<_>>()
+        );
+        c.save(&cache_file).unwrap();
+        // Same size, same mtime, new content: ctime differs, so it is re-read.
+        let p = dir.path().join("f2");
+        fs::write(&p, "CONTENT 2").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let mut c = StatCache::load(&cache_file);
+        let t3 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
+        assert_eq!(c.hits, 4);
+        let f2 = t3.entries.iter().find(|e| e.path == "f2").unwrap();
+        assert_eq!(f2.blob, Some(pf_digest::Digest::of(b"CONTENT 2")));
+    }
 
     #[test]
     fn symlink_containment() {

@@ -168,9 +168,9 @@ impl IpfsTransport {
         })?;
         // One JSON object per line; the last names the added file.
         text.lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|v| v["Hash"].as_str().map(str::to_string))
-            .last()
+            .find_map(|v| v["Hash"].as_str().map(str::to_string))
             .ok_or_else(|| RegistryError::invalid("ipfs add response", "no Hash"))
     }
 

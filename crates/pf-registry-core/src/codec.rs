@@ -176,6 +176,11 @@ pub fn decode_into(
     Ok(n)
 }
 
+/// Encodes `raw` as one zstd frame in memory (small blobs, tests).
+pub fn zstd_encode_bytes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd::bulk::compress(raw, level)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,9 +240,4 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
     }
-}
-
-/// Encodes `raw` as one zstd frame in memory (small blobs, tests).
-pub fn zstd_encode_bytes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    zstd::bulk::compress(raw, level)
 }

@@ -41,8 +41,10 @@ const MAX_SIGNATURE: usize = 64 * 1024;
 
 /// Blobs seen in any repository of a registry during this process, for
 /// cross-repository mounts: (host, raw digest) -> (stored blob, repository).
-static SEEN: LazyLock<Mutex<HashMap<(String, Digest), (StoredBlob, String)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static SEEN: LazyLock<Mutex<SeenBlobs>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// (host, raw digest) -> (stored blob, repository it is in).
+type SeenBlobs = HashMap<(String, Digest), (StoredBlob, String)>;
 
 /// Opens the `oci://` reference as a registry on the shared engine.
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<OciTransport>> {

@@ -9,11 +9,8 @@ use pf_registry_conformance::ImageSpec;
 use pf_registry_core::{Config, ImageRef, Registry, RegistryError, SignedImage};
 use pf_testsupport::{OciAuth, OciRegistry};
 
-static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn guard() -> std::sync::MutexGuard<'static, ()> {
-    ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Serialises tests that set the process-global credential env vars.
+static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn clear_env() {
     for k in ["PF_OCI_USERNAME", "PF_OCI_PASSWORD", "PF_OCI_TOKEN"] {
@@ -27,7 +24,7 @@ fn open(r: &str, cfg: &Config) -> pf_registry_core::Engine<pf_registry_oci::OciT
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repush_makes_no_blob_upload_requests() {
-    let _g = guard();
+    let _g = ENV_LOCK.lock().await;
     clear_env();
     let reg = OciRegistry::start(OciAuth::Anonymous);
     let src = Arc::new(MemoryStore::new());
@@ -89,7 +86,7 @@ async fn repush_makes_no_blob_upload_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_blob_uses_chunked_upload() {
-    let _g = guard();
+    let _g = ENV_LOCK.lock().await;
     clear_env();
     let reg = OciRegistry::start(OciAuth::Anonymous);
     let src = Arc::new(MemoryStore::new());
@@ -129,7 +126,7 @@ async fn large_blob_uses_chunked_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_is_unauthorized_and_secret_free() {
-    let _g = guard();
+    let _g = ENV_LOCK.lock().await;
     let reg = OciRegistry::start(OciAuth::BasicTls);
     let secret = "correct-horse-battery-staple-wrong";
     std::env::set_var("PF_OCI_USERNAME", "pfuser");
@@ -165,7 +162,7 @@ async fn wrong_password_is_unauthorized_and_secret_free() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_thousand_blobs_round_trip() {
-    let _g = guard();
+    let _g = ENV_LOCK.lock().await;
     clear_env();
     let reg = OciRegistry::start_with(OciAuth::Anonymous, true);
     let src = Arc::new(MemoryStore::new());
@@ -229,7 +226,7 @@ async fn twenty_thousand_blobs_round_trip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn independent_oci_client_can_read_our_artifact() {
-    let _g = guard();
+    let _g = ENV_LOCK.lock().await;
     clear_env();
     let reg = OciRegistry::start(OciAuth::Anonymous);
     let src = Arc::new(MemoryStore::new());

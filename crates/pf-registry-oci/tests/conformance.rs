@@ -7,9 +7,6 @@ use pf_registry_core::{Config, ImageRef, Transport};
 use pf_registry_oci::OciTransport;
 use pf_testsupport::{OciAuth, OciRegistry};
 
-/// Serialises tests that set the process-global credential env vars.
-pub static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 struct OciBackend {
     reg: OciRegistry,
     n: AtomicU32,
@@ -36,7 +33,6 @@ impl Backend for OciBackend {
 
 async fn suite(auth: OciAuth) {
     let reg = OciRegistry::start(auth);
-    let _g = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     match (&reg.username, &reg.password) {
         (Some(u), Some(p)) => {
             std::env::set_var("PF_OCI_USERNAME", u);
