@@ -323,3 +323,94 @@ fn kill_9_during_push_never_leaves_a_torn_image() {
     );
     eprintln!("crash iterations: {iterations}, some push completed before its kill: {saw_new}");
 }
+
+/// Every command, run with credentials in the environment and a private key
+/// on disk, never prints a secret or a private key byte.
+#[test]
+fn no_secret_in_any_output() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/a"), b"data").unwrap();
+    let secrets = [
+        "oci-password-5f2b9c",
+        "oci-token-8d1e77",
+        "hf_token_c0ffee1234",
+        "aws-secret-9a8b7c6d",
+        "aws-session-tok-4321",
+    ];
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(args)
+            .env("PF_STORE", env.path("store"))
+            .env("PF_OCI_USERNAME", "someone")
+            .env("PF_OCI_PASSWORD", secrets[0])
+            .env("PF_OCI_TOKEN", secrets[1])
+            .env("HF_TOKEN", secrets[2])
+            .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", secrets[3])
+            .env("AWS_SESSION_TOKEN", secrets[4])
+            .env("PF_LOG", "trace")
+            .output()
+            .expect("run pf")
+    };
+    let key = env.path("k");
+    let mut outputs = vec![run(&["keygen", "--out", key.to_str().unwrap()])];
+    let pem = fs::read_to_string(env.path("k.key")).unwrap();
+    let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let repo = env.repo("repo");
+    let src = env.path("src");
+    let dst = env.path("dst");
+    let keyfile = env.path("k.key");
+    let pubfile = env.path("k.pub");
+    let copy_repo = env.repo("copy");
+    let cmds: Vec<Vec<&str>> = vec![
+        vec![
+            "push",
+            src.to_str().unwrap(),
+            &repo,
+            "--key",
+            keyfile.to_str().unwrap(),
+        ],
+        vec![
+            "--json",
+            "push",
+            src.to_str().unwrap(),
+            &repo,
+            "--key",
+            keyfile.to_str().unwrap(),
+        ],
+        vec![
+            "pull",
+            &repo,
+            "--into",
+            dst.to_str().unwrap(),
+            "--trust",
+            pubfile.to_str().unwrap(),
+        ],
+        vec!["inspect", &repo],
+        vec!["exists", &repo],
+        vec!["copy", &repo, &copy_repo],
+        // Remote backends with credentials set (compiled in or not, reachable or not).
+        vec!["push", src.to_str().unwrap(), "oci://127.0.0.1:1/x/y:z"],
+        vec!["pull", "s3://bucket-x/prefix"],
+        vec!["pull", "hf://owner/repo"],
+        vec!["--json", "pull", "oci://127.0.0.1:1/x/y:z"],
+    ];
+    for c in &cmds {
+        outputs.push(run(c));
+    }
+    for (i, o) in outputs.iter().enumerate() {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for s in &secrets {
+            assert!(!all.contains(s), "command {i} leaked {s:?}:\n{all}");
+        }
+        assert!(
+            !all.contains(&pem_body[..24]),
+            "command {i} leaked private key material:\n{all}"
+        );
+    }
+}

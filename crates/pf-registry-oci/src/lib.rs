@@ -213,6 +213,12 @@ impl OciTransport {
                 NO_BODY,
             )
             .await?;
+        // Registries name the manifest they send; check it (tags are not content-addressed).
+        let announced = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok());
         let bytes = self
             .read_limited(
                 resp,
@@ -220,6 +226,20 @@ impl OciTransport {
                 "OCI manifest",
             )
             .await?;
+        if let Some(d) = announced {
+            let actual = Digest::of(&bytes);
+            if actual != d {
+                return Err(RegistryError::Integrity {
+                    what: format!(
+                        "OCI manifest {}/{}:{reference} (Docker-Content-Digest)",
+                        self.client.host(),
+                        self.repo
+                    ),
+                    expected: d,
+                    actual,
+                });
+            }
+        }
         if let Ok(d) = Digest::parse(reference) {
             let actual = Digest::of(&bytes);
             if actual != d {
@@ -651,8 +671,17 @@ impl Transport for OciTransport {
             ),
             None => None,
         };
-        for l in layers.iter().filter_map(layout::stored_from_layer) {
-            self.remember(l);
+        for l in layers.iter().filter(|l| l.media_type == layout::BLOB_MT) {
+            let b = layout::stored_from_layer(l).ok_or_else(|| {
+                RegistryError::invalid(
+                    self.location(),
+                    format!(
+                        "blob layer {} lacks a valid raw digest annotation",
+                        l.digest
+                    ),
+                )
+            })?;
+            self.remember(b);
         }
         Ok(FetchedManifest {
             manifest,

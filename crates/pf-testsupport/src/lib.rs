@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod faults;
 pub mod ipfs;
 pub mod process;
 pub mod registry;
 pub mod s3;
 
+pub use faults::{Fault, FaultProxy};
 pub use ipfs::IpfsServer;
 pub use process::{free_port, ChildServer};
 pub use registry::{OciAuth, OciRegistry};
