@@ -228,6 +228,26 @@ mod tests {
     }
 
     #[test]
+    fn frame_declaring_a_huge_window_is_refused_without_allocating() {
+        // Frame header: magic, descriptor with a window descriptor asking for a 2^41 window.
+        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8];
+        frame.extend_from_slice(&[0u8; 16]);
+        let out = MemoryStore::new();
+        let err = decode_into(&frame[..], &Digest::of(b"x"), None, 1 << 30, &out).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics_and_never_stores_mismatches(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let out = MemoryStore::new();
+            let d = Digest::of(b"expected");
+            let _ = decode_into(&b[..], &d, None, 1 << 20, &out);
+            proptest::prop_assert!(out.list().unwrap().is_empty());
+        }
+    }
+
+    #[test]
     fn garbage_is_invalid_data() {
         let out = MemoryStore::new();
         let err = decode_into(

@@ -529,6 +529,7 @@ pub fn closure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prop_oneof;
 
     pub(crate) fn sample_manifest() -> Manifest {
         let mut m = Manifest::new(
@@ -730,6 +731,82 @@ mod tests {
         assert_eq!(digests[0], Digest::of(b"weights"));
         let hello = c.iter().find(|b| b.digest == Digest::of(b"hello")).unwrap();
         assert_eq!(hello.size, Some(5));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_on_arbitrary_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = Manifest::from_bytes(&b);
+            let _ = FsTree::from_bytes(&b);
+            let _ = KvPages::from_bytes(&b);
+        }
+
+        #[test]
+        fn structure_aware_manifests_parse_or_fail_cleanly(
+            sizes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..20),
+            roles in proptest::collection::vec("[a-z.]{0,140}", 0..20),
+            version in 0u32..4,
+        ) {
+            let layers: Vec<String> = sizes.iter().zip(roles.iter()).enumerate().map(|(i, (s, r))| format!(
+                "{{\"role\":{r:?},\"media_type\":\"{}\",\"digest\":\"{}\",\"size\":{s}}}",
+                if i % 2 == 0 { FS_TREE_MEDIA_TYPE } else { BLOB_MEDIA_TYPE },
+                Digest::of(&i.to_le_bytes()),
+            )).collect();
+            let json = format!(
+                "{{\"schema_version\":{version},\"media_type\":\"{MANIFEST_MEDIA_TYPE}\",\"agent\":{{\"name\":\"a\"}},\"layers\":[{}],\"created_at\":\"t\"}}",
+                layers.join(",")
+            );
+            match Manifest::from_bytes(json.as_bytes()) {
+                Ok(m) => {
+                    proptest::prop_assert_eq!(m.schema_version, 1);
+                    proptest::prop_assert!(m.layers.iter().all(|l| l.size <= MAX_DECLARED_SIZE && !l.role.is_empty()));
+                    proptest::prop_assert_eq!(Manifest::from_bytes(&m.to_bytes()).ok(), Some(m));
+                }
+                Err(e) => {
+                    let invalid = matches!(e, RegistryError::InvalidData { .. });
+                    proptest::prop_assert!(invalid, "unexpected error {}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn hostile_fs_tree_paths_never_validate(
+            parts in proptest::collection::vec(prop_oneof!["\\.\\.", "\\.", "", "[a-z]{1,4}", "/", "\\\\"], 1..6),
+        ) {
+            let p = parts.join("/");
+            let ok = validate_relative_path(&p).is_ok();
+            let bad = p.is_empty() || p.starts_with('/') || p.contains('\\')
+                || p.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+            proptest::prop_assert_eq!(ok, !bad, "path {:?}", p);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_duplicate_keys_are_rejected() {
+        let deep = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(Manifest::from_bytes(deep.as_bytes()).is_err());
+        let good = String::from_utf8(sample_manifest().to_bytes()).unwrap();
+        let dup = good.replacen("\"created_at\"", "\"created_at\": \"x\", \"created_at\"", 1);
+        assert!(
+            Manifest::from_bytes(dup.as_bytes()).is_err(),
+            "duplicate keys must be rejected"
+        );
+        let many: Vec<String> = (0..MAX_LAYERS + 1)
+            .map(|i| {
+                format!(
+                    "{{\"role\":\"r\",\"media_type\":\"m\",\"digest\":\"{}\",\"size\":1}}",
+                    Digest::of(&i.to_le_bytes())
+                )
+            })
+            .collect();
+        let huge = good.replace(
+            "\"layers\": [",
+            &format!("\"layers\": [{},", many.join(",")),
+        );
+        assert!(
+            Manifest::from_bytes(huge.as_bytes()).is_err(),
+            "too many layers accepted"
+        );
     }
 
     #[test]
