@@ -32,6 +32,7 @@ const CONFORMANCE: &[(&str, &str, &str)] = &[
     ("file", "pf-registry-file", "conformance"),
     ("oci", "pf-registry-oci", "conformance"),
     ("s3", "pf-registry-cloud", "s3_conformance"),
+    ("hf", "pf-registry-cloud", "hf_conformance"),
     ("ipfs", "pf-registry-cloud", "ipfs_conformance"),
 ];
 

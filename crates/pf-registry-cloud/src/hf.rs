@@ -54,6 +54,8 @@ pub struct HfTransport {
     present: Mutex<Option<HashSet<Digest>>>,
     /// Encoded (LFS) oid and size of blobs uploaded during this push.
     uploaded: Mutex<std::collections::HashMap<Digest, (Digest, u64)>>,
+    /// Set once the repository is known to exist (created if needed).
+    repo_ready: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for HfTransport {
@@ -136,6 +138,7 @@ impl HfTransport {
             pin: reference.digest,
             present: Mutex::new(None),
             uploaded: Mutex::new(Default::default()),
+            repo_ready: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -234,8 +237,16 @@ impl HfTransport {
 
     async fn ensure_repo(&self) -> Result<()> {
         self.need_token()?;
+        self.repo_ready
+            .get_or_try_init(|| self.create_repo())
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_repo(&self) -> Result<()> {
         let (org, name) = self.repo_id.split_once('/').unwrap_or(("", &self.repo_id));
-        let body = json!({"name": name, "organization": org, "type": self.repo_type, "private": !self.public});
+        let body = json!({"name": name, "organization": org, "type": self.repo_type, "private": !self.public,
+            "visibility": if self.public { "public" } else { "private" }});
         let resp = self
             .req(Method::POST, &format!("{}/api/repos/create", self.endpoint))
             .json(&body)
@@ -391,7 +402,7 @@ impl HfTransport {
     }
 
     async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
-        let rev = self.pin_revision();
+        let rev = self.rev_enc();
         let url = format!(
             "{}/{}{}/resolve/{rev}/{path}",
             self.endpoint,
@@ -419,10 +430,6 @@ impl HfTransport {
             ));
         }
         Ok(Some(b))
-    }
-
-    fn pin_revision(&self) -> String {
-        self.rev_enc()
     }
 }
 
@@ -481,7 +488,7 @@ impl Transport for HfTransport {
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
-        self.need_token()?;
+        self.ensure_repo().await?;
         self.lfs_upload(blob).await?;
         if let Ok(mut u) = self.uploaded.lock() {
             u.insert(blob.digest, (blob.encoded_digest, blob.encoded_size));
@@ -495,7 +502,7 @@ impl Transport for HfTransport {
     }
 
     async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
-        self.need_token()?;
+        self.ensure_repo().await?;
         let d = req.manifest_digest;
         let file = |path: String, content: &[u8]| json!({"key": "file", "value": {"path": path, "content": STANDARD.encode(content), "encoding": "base64"}});
         let mut lines = vec![json!({"key": "header", "value": {
@@ -517,9 +524,9 @@ impl Transport for HfTransport {
         if let Some(sig) = req.signature {
             lines.push(file(format!("signatures/sha256/{}.sig", d.hex()), sig));
             lines.push(file("manifest.json.sig".into(), sig));
-        } else {
-            lines.push(json!({"key": "deletedFile", "value": {"path": "manifest.json.sig"}}));
         }
+        // An older manifest.json.sig may stay after an unsigned push; readers
+        // use it only when its envelope names the manifest they fetched.
         lines.push(file("manifest.json".into(), req.manifest));
         let mut body = String::new();
         for l in &lines {
@@ -536,30 +543,7 @@ impl Transport for HfTransport {
                 .body(body),
                 "commit",
             )
-            .await;
-        let resp = match resp {
-            // Deleting a signature that does not exist: retry without that line.
-            Err(RegistryError::Transport {
-                retryable: false, ..
-            }) if req.signature.is_none() => {
-                let mut body = String::new();
-                for l in lines.iter().filter(|l| l["key"] != "deletedFile") {
-                    body.push_str(&l.to_string());
-                    body.push('\n');
-                }
-                self.send(
-                    self.req(
-                        Method::POST,
-                        &self.api(&format!("/commit/{}", self.rev_enc())),
-                    )
-                    .header("Content-Type", "application/x-ndjson")
-                    .body(body),
-                    "commit",
-                )
-                .await?
-            }
-            other => other?,
-        };
+            .await?;
         let v: Value = resp
             .json()
             .await
@@ -595,7 +579,14 @@ impl Transport for HfTransport {
             .await?
         {
             Some(s) => Some(s),
-            None => self.fetch_file("manifest.json.sig", 64 * 1024).await?,
+            // The fixed-name copy counts only if it was made for this manifest.
+            None => self
+                .fetch_file("manifest.json.sig", 64 * 1024)
+                .await?
+                .filter(|s| {
+                    pf_sign::SignatureEnvelope::from_json_bytes(s)
+                        .is_ok_and(|e| e.manifest_digest == d)
+                }),
         };
         Ok(FetchedManifest {
             manifest,
