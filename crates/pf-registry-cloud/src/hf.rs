@@ -119,7 +119,10 @@ impl HfTransport {
             })?;
             b = b.add_root_certificate(cert);
         }
-        if endpoint.starts_with("http://") && !config.insecure && !is_loopback(&endpoint) {
+        if endpoint.starts_with("http://")
+            && !config.insecure
+            && !pf_registry_core::net::is_loopback_url(&endpoint)
+        {
             return Err(RegistryError::invalid(
                 "HF_ENDPOINT",
                 "plain http:// is only allowed for loopback endpoints or with --insecure",
@@ -247,43 +250,14 @@ impl HfTransport {
         let (org, name) = self.repo_id.split_once('/').unwrap_or(("", &self.repo_id));
         let body = json!({"name": name, "organization": org, "type": self.repo_type, "private": !self.public,
             "visibility": if self.public { "public" } else { "private" }});
-        let resp = self
+        let create = self
             .req(Method::POST, &format!("{}/api/repos/create", self.endpoint))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                RegistryError::transient(
-                    self.backend(),
-                    format!("create repo: {}", e.without_url()),
-                )
-            })?;
-        if resp.status() == StatusCode::CONFLICT || resp.status().is_success() {
-            return Ok(());
+            .json(&body);
+        match self.send(create, "create repo").await {
+            // 409: the repository exists already.
+            Ok(_) | Err(RegistryError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
         }
-        self.send_error(resp, "create repo").await
-    }
-
-    async fn send_error<T>(&self, resp: Response, what: &str) -> Result<T> {
-        // Re-use the status mapping of `send` on an already-sent response.
-        let status = resp.status();
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                registry: format!("hf://{}", self.repo_id),
-                detail: "the token in HF_TOKEN was rejected or lacks write access".into(),
-            },
-            s if s.is_server_error() => {
-                RegistryError::transient(self.backend(), format!("{what}: {status}"))
-            }
-            _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
-        })
     }
 
     /// Lists every blob in the revision's tree (paginated).
@@ -444,17 +418,6 @@ fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
                 .to_string()
         })
     })
-}
-
-fn is_loopback(endpoint: &str) -> bool {
-    url::Url::parse(endpoint)
-        .ok()
-        .is_some_and(|u| match u.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        })
 }
 
 #[async_trait]

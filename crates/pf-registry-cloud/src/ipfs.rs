@@ -67,12 +67,7 @@ impl IpfsTransport {
             .unwrap_or_else(|| DEFAULT_API.into())
             .trim_end_matches('/')
             .to_string();
-        let loopback = url::Url::parse(&api).ok().is_some_and(|u| match u.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        });
+        let loopback = pf_registry_core::net::is_loopback_url(&api);
         if api.starts_with("http://") && !loopback && !config.insecure {
             return Err(RegistryError::invalid(
                 "IPFS_API",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod manifest;
+pub mod net;
 pub mod progress;
 pub mod reference;
 pub mod registry;

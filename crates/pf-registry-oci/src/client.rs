@@ -12,17 +12,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::auth::{parse_challenge, Challenge, Credentials};
 
-/// Whether `host` (with optional port) is a loopback address.
-pub fn is_loopback(host: &str) -> bool {
-    let h = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+pub use pf_registry_core::net::is_loopback_host as is_loopback;
 
 /// Authenticated client for one registry host.
 pub struct Client {
@@ -295,31 +285,5 @@ impl Client {
             },
             _ => RegistryError::permanent(self.backend(), msg),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_detection() {
-        for h in [
-            "127.0.0.1:5000",
-            "localhost",
-            "localhost:80",
-            "[::1]:5000",
-            "127.1.2.3",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in [
-            "registry.example.com",
-            "10.0.0.1:5000",
-            "example.com:5000",
-            "127.example.com",
-        ] {
-            assert!(!is_loopback(h), "{h}");
-        }
     }
 }
