@@ -140,6 +140,36 @@ fn conformance(only: Option<String>) -> Result<(), String> {
     Ok(())
 }
 
+/// Crates banned in every build (deny.toml `[bans]`): TLS is rustls only.
+const BANNED: &[&str] = &["openssl", "openssl-sys", "native-tls", "hyper-tls"];
+
+/// The `[bans]` of deny.toml, checked with `cargo tree` so CI needs no extra tool.
+fn banned_crates() -> Result<(), String> {
+    eprintln!("\n==> bans: no OpenSSL / native-tls anywhere (all features)");
+    let out = cargo()
+        .args([
+            "tree",
+            "--workspace",
+            "--all-features",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let bad: Vec<&str> = tree
+        .lines()
+        .filter(|l| BANNED.iter().any(|b| l.split(' ').next() == Some(*b)))
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!("banned crates in the dependency graph: {bad:?}"));
+    }
+    eprintln!("<== bans: ok");
+    Ok(())
+}
+
 fn minimal_build() -> Result<(), String> {
     run(
         "minimal build (file only)",

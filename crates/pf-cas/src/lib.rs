@@ -86,8 +86,10 @@ fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
     }
 }
 
-/// Copies `r` into `w` while hashing; returns digest and length.
-fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<(Digest, u64)> {
+/// Copies `r` into `w` while hashing; returns digest and length. Errors say
+/// whether the source (`reading blob stream`) or the store (`writing blob`)
+/// failed.
+fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> Result<(Digest, u64)> {
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -95,13 +97,27 @@ fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<(Digest, u64)
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(io_err("reading blob stream")(e)),
         };
         h.update(&buf[..n]);
-        w.write_all(&buf[..n])?;
+        w.write_all(&buf[..n]).map_err(io_err("writing blob"))?;
     }
     let n = h.len();
     Ok((h.finish(), n))
+}
+
+/// fsyncs a directory so a rename or new entry in it is durable (no-op where
+/// directories cannot be opened, i.e. not on unix).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(format!("fsync {}", dir.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// An in-memory store (tests, small tools).
@@ -151,7 +167,7 @@ impl BlobStore for MemoryStore {
         reader: &mut dyn Read,
     ) -> Result<(Digest, u64)> {
         let mut v = Vec::new();
-        let (d, n) = copy_hashing(reader, &mut v).map_err(io_err("reading blob stream"))?;
+        let (d, n) = copy_hashing(reader, &mut v)?;
         check(expected, d)?;
         self.blobs
             .write()
@@ -242,15 +258,20 @@ impl DirStore {
             tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
         }
         let shard = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let new_shard = !shard.is_dir();
+        // create_dir_all tolerates a concurrent creator.
         fs::create_dir_all(&shard).map_err(io_err(format!("creating {}", shard.display())))?;
+        // rename(2) is atomic and replaces: a concurrent writer of the same
+        // digest renames identical bytes over ours, never a partial file.
         tmp.persist(&dest).map_err(|e| CasError::Io {
             context: format!("renaming blob into {}", dest.display()),
             source: e.error,
         })?;
         if self.durability == Durability::EachBlob {
-            if let Ok(d) = File::open(&shard) {
-                let _ = d.sync_all();
+            if new_shard {
+                sync_dir(&self.root.join("sha256"))?;
             }
+            sync_dir(&shard)?;
         }
         Ok(())
     }
@@ -303,7 +324,7 @@ impl BlobStore for DirStore {
         let mut tmp = self.temp()?;
         let (d, n) = {
             let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-            let r = copy_hashing(reader, &mut w).map_err(io_err("reading blob stream"))?;
+            let r = copy_hashing(reader, &mut w)?;
             w.flush().map_err(io_err("writing blob"))?;
             r
         };
@@ -319,12 +340,21 @@ impl BlobStore for DirStore {
             if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
+            let shard_name = shard.file_name();
             for f in fs::read_dir(shard.path()).map_err(io_err("listing store shard"))? {
                 let f = f.map_err(io_err("listing store shard"))?;
-                if let Some(name) = f.file_name().to_str() {
-                    if let Ok(d) = Digest::parse_hex(name) {
-                        out.push(d);
-                    }
+                // Only well-named files in their own shard count as blobs.
+                let Some(d) = f
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::parse_hex(n).ok())
+                else {
+                    continue;
+                };
+                if shard_name.to_str() == Some(d.shard().as_str())
+                    && f.file_type().map(|t| t.is_file()).unwrap_or(false)
+                {
+                    out.push(d);
                 }
             }
         }
@@ -433,6 +463,9 @@ mod tests {
                 let d = s.put_stream(None, &mut &data[..]).unwrap().0;
                 prop_assert_eq!(d, Digest::of(&data));
                 prop_assert_eq!(s.get(&d).unwrap(), data.clone());
+                prop_assert_eq!(s.put(&data).unwrap(), d);
+                prop_assert_eq!(s.size(&d).unwrap(), Some(data.len() as u64));
+                prop_assert_eq!(s.list().unwrap(), vec![d]);
             }
         }
     }

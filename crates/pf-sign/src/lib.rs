@@ -71,20 +71,76 @@ pub enum SignError {
     KeyRejected(String),
 }
 
+/// At most 160 characters of `s`, with control characters escaped, so
+/// attacker-controlled text cannot flood or drive a terminal.
 fn bounded(s: &str) -> String {
-    s.chars().take(160).collect()
+    let mut out = String::new();
+    for c in s.chars().take(160) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Identifier of a public key: `ed25519:` + the first 16 bytes of
 /// SHA-256(raw public key) in lowercase hex.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+///
+/// Always well formed: parsing (including serde `Deserialize`) rejects
+/// anything else, so a key id taken from an envelope is safe to display.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
 #[serde(transparent)]
 pub struct KeyId(String);
 
 impl KeyId {
+    /// Strictly parses `ed25519:<32 lowercase hex>`.
+    pub fn parse(s: &str) -> Result<KeyId, SignError> {
+        let ok = s.strip_prefix("ed25519:").is_some_and(|h| {
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok {
+            Ok(KeyId(s.to_owned()))
+        } else {
+            Err(SignError::Malformed(format!(
+                "invalid key id \"{}\": expected \"ed25519:\" and 32 lowercase hex characters",
+                bounded(&s.chars().take(48).collect::<String>())
+            )))
+        }
+    }
+
     /// The string form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = SignError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyId::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KeyId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key id \"ed25519:<32 lowercase hex>\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyId, E> {
+                KeyId::parse(v).map_err(|e| match e {
+                    SignError::Malformed(m) => E::custom(m),
+                    other => E::custom(other),
+                })
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -549,6 +605,99 @@ mod tests {
             .unwrap()
             .replacen('{', "{\"x\":1,", 1);
         assert!(SignatureEnvelope::from_json_bytes(extra.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn tampered_manifest_byte_is_a_digest_mismatch_even_without_trust() {
+        let k = fixed();
+        let m = b"{\"schema_version\": 1}\n".to_vec();
+        let env = k.sign_manifest(&m).to_json_bytes();
+        let mut bad = m.clone();
+        bad[3] ^= 1;
+        for policy in [
+            TrustPolicy::new(vec![k.public_key()]),
+            TrustPolicy::default(),
+        ] {
+            match policy.verify(&bad, Some(&env)) {
+                Err(SignError::DigestMismatch { envelope, actual }) => {
+                    assert_eq!(envelope, Digest::of(&m));
+                    assert_eq!(actual, Digest::of(&bad));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_envelopes_are_errors_even_without_trust() {
+        let k = fixed();
+        let m = b"m";
+        let good = k.sign_manifest(m);
+        let none = TrustPolicy::default();
+        let mut short = good.clone();
+        short.signature = B64.encode([0u8; 63]);
+        let mut not_b64 = good.clone();
+        not_b64.signature = "***".into();
+        for env in [short, not_b64] {
+            assert!(matches!(
+                none.verify(m, Some(&env.to_json_bytes())),
+                Err(SignError::Malformed(_))
+            ));
+        }
+        for raw in [
+            &b""[..],
+            b"{}",
+            b"null",
+            b"[1]",
+            b"{\"algorithm\":\"ed25519\"}",
+        ] {
+            assert!(matches!(
+                none.verify(m, Some(raw)),
+                Err(SignError::Malformed(_))
+            ));
+        }
+        let huge = vec![b' '; SignatureEnvelope::MAX_LEN + 1];
+        assert!(matches!(
+            SignatureEnvelope::from_json_bytes(&huge),
+            Err(SignError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_key_id_is_rejected_with_a_bounded_clean_message() {
+        let good = String::from_utf8(fixed().sign_manifest(b"m").to_json_bytes()).unwrap();
+        let id = fixed().key_id().to_string();
+        for evil in [
+            format!("{id}\\u001b[31m{}", "x".repeat(10_000)),
+            id.to_uppercase(),
+            format!("{id}0"),
+            "ed25519:".into(),
+        ] {
+            let raw = good.replace(&id, &evil);
+            let err = TrustPolicy::default()
+                .verify(b"m", Some(raw.as_bytes()))
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, SignError::Malformed(_)), "{msg}");
+            assert!(msg.len() < 400, "{}", msg.len());
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        }
+        assert_eq!(KeyId::parse(&id).unwrap(), fixed().key_id());
+        assert!(KeyId::parse("ed25519:00").is_err());
+    }
+
+    #[test]
+    fn key_id_format() {
+        let id = fixed().key_id();
+        let hex = id.as_str().strip_prefix("ed25519:").unwrap();
+        assert_eq!(hex.len(), 32);
+        assert_eq!(
+            hex,
+            &Digest::of(fixed().public_key().as_bytes()).hex()[..32]
+        );
+        let pem = fixed().public_key().to_pem();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"));
+        assert_eq!(PublicKey::from_pem(&pem).unwrap(), fixed().public_key());
     }
 
     proptest! {
