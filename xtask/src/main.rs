@@ -115,6 +115,7 @@ fn ci() -> Result<(), String> {
         cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]),
     )?;
     minimal_build()?;
+    banned_crates()?;
     eprintln!(
         "\nxtask ci: all steps passed in {:.0}s",
         t.elapsed().as_secs_f64()
