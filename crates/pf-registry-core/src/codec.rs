@@ -2,6 +2,7 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use pf_cas::BlobStore;
@@ -48,14 +49,16 @@ pub fn encode(
         let out = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
         let mut enc = zstd::stream::write::Encoder::new(out, level)
             .map_err(|e| RegistryError::io("zstd init", e))?;
-        if size > MULTITHREAD_THRESHOLD {
-            let workers = std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1);
-            if workers > 1 {
-                enc.multithread(workers)
-                    .map_err(|e| RegistryError::io("zstd multithread", e))?;
-            }
+        // Held until this function returns: at most one multi-threaded
+        // encoder per process (see `MultithreadSlot`).
+        let slot = if size > MULTITHREAD_THRESHOLD {
+            MultithreadSlot::try_take()
+        } else {
+            None
+        };
+        if let Some(slot) = &slot {
+            enc.multithread(slot.workers)
+                .map_err(|e| RegistryError::io("zstd multithread", e))?;
         }
         enc.include_checksum(false)
             .map_err(|e| RegistryError::io("zstd init", e))?;
@@ -74,6 +77,40 @@ pub fn encode(
         EncodedBlob::spooled(*digest, raw_len, enc_digest, enc_len, path)
     };
     Ok(blob)
+}
+
+/// Encoders currently running multi-threaded in this process.
+static MULTITHREAD_ENCODERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The right to run one multi-threaded zstd encoder. A multi-threaded
+/// encoder buffers several jobs per worker (about 100 MiB at level 3), so
+/// with the engine encoding `concurrency` blobs at once only one of them
+/// gets it; the others run single-threaded, which already keeps the cores
+/// busy. This bounds peak memory whatever the concurrency.
+struct MultithreadSlot {
+    workers: u32,
+}
+
+impl MultithreadSlot {
+    /// Takes the slot if it is free and the machine has more than one core.
+    fn try_take() -> Option<MultithreadSlot> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        if workers < 2 {
+            return None;
+        }
+        MULTITHREAD_ENCODERS
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| MultithreadSlot { workers })
+    }
+}
+
+impl Drop for MultithreadSlot {
+    fn drop(&mut self) {
+        MULTITHREAD_ENCODERS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn check(expected: &Digest, actual: Digest) -> Result<()> {

@@ -43,8 +43,10 @@ impl Client {
     pub fn new(host: &str, config: &Config) -> Result<Client> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30))
+            // An idle timeout per read, not a total one: a multi-GiB blob
+            // download must not be cut off while bytes keep flowing.
+            .read_timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(30).min(config.timeout))
             .pool_max_idle_per_host(16)
             .user_agent(concat!("pf-registry/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
@@ -201,10 +203,13 @@ impl Client {
         if let Some(s) = service {
             q.push(("service", s));
         }
-        q.push(("scope", scope));
-        if let Some(a) = asked {
-            if a != scope {
-                q.push(("scope", a));
+        // One `scope` parameter per scope (a mount needs push here and pull there).
+        for s in scope
+            .split_whitespace()
+            .chain(asked.unwrap_or("").split_whitespace())
+        {
+            if !q.contains(&("scope", s)) {
+                q.push(("scope", s));
             }
         }
         let mut rb = self.http.get(realm).query(&q);
@@ -262,11 +267,15 @@ impl Client {
             .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
             .unwrap_or_default();
         let msg = format!("{} {status} {code}", url);
+        let unknown = matches!(
+            code.as_str(),
+            "BLOB_UNKNOWN" | "MANIFEST_UNKNOWN" | "NAME_UNKNOWN"
+        );
         Err(match status {
-            StatusCode::NOT_FOUND => {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(),
+            s if s == StatusCode::NOT_FOUND || unknown => {
                 RegistryError::not_found(format!("{url} on {} ({code})", self.host))
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(),
             StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
                 RegistryError::Transport {
                     backend: self.backend(),

@@ -38,6 +38,8 @@ pub const MONOLITHIC_LIMIT: u64 = 16 << 20;
 /// Chunk size for PATCH uploads of larger blobs.
 pub const CHUNK_SIZE: usize = 8 << 20;
 const MAX_SIGNATURE: usize = 64 * 1024;
+/// Read size when streaming a spooled blob into a PUT body.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// Blobs seen in any repository of a registry during this process, for
 /// cross-repository mounts: (host, raw digest) -> (stored blob, repository).
@@ -63,6 +65,7 @@ pub struct OciTransport {
     pin: Option<Digest>,
     max_layers: usize,
     mount_from: Option<String>,
+    concurrency: usize,
     known: Mutex<HashMap<Digest, StoredBlob>>,
     loaded: tokio::sync::OnceCell<()>,
 }
@@ -117,6 +120,7 @@ impl OciTransport {
             pin: reference.digest,
             max_layers,
             mount_from: config.options.get("oci.mount_from").cloned(),
+            concurrency: config.concurrency.clamp(1, 64),
             known: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
         })
@@ -146,30 +150,36 @@ impl OciTransport {
         self.known.lock().ok().and_then(|k| k.get(raw).copied())
     }
 
-    /// Tags of the repository.
+    /// Tags of the repository (follows `Link: <...>; rel="next"` pagination).
     pub async fn list_tags(&self) -> Result<Vec<String>> {
-        let resp = self
-            .client
-            .send(
-                Method::GET,
-                &format!("/v2/{}/tags/list", self.repo),
-                &self.pull_scope(),
-                HeaderMap::new(),
-                NO_BODY,
-            )
-            .await?;
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::invalid("tag list", e.to_string()))?;
-        Ok(v["tags"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let mut tags = Vec::new();
+        let mut next = Some(format!("/v2/{}/tags/list", self.repo));
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(RegistryError::invalid("tag list", "too many pages"));
+            }
+            let resp = self
+                .client
+                .send(
+                    Method::GET,
+                    &path,
+                    &self.pull_scope(),
+                    HeaderMap::new(),
+                    NO_BODY,
+                )
+                .await?;
+            next = next_link(&resp)?;
+            let v: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| RegistryError::invalid("tag list", e.to_string()))?;
+            if let Some(a) = v["tags"].as_array() {
+                tags.extend(a.iter().filter_map(|t| t.as_str().map(str::to_string)));
+            }
+        }
+        Ok(tags)
     }
 
     async fn read_limited(
@@ -331,6 +341,7 @@ impl OciTransport {
                         pin: None,
                         max_layers: self.max_layers,
                         mount_from: None,
+                        concurrency: 1,
                         known: Mutex::new(HashMap::new()),
                         loaded: tokio::sync::OnceCell::new(),
                     };
@@ -345,6 +356,35 @@ impl OciTransport {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Whether raw blob `d` is in this repository (HEAD on its known encoded
+    /// digest, so blobs lost to GC or deletion are re-uploaded) or could be
+    /// mounted from another repository of the registry. Unknown raw digests
+    /// are missing: the registry only knows encoded digests.
+    async fn present_or_mounted(&self, d: Digest) -> Result<bool> {
+        if let Some(b) = self.lookup(&d) {
+            if self.blob_exists(&b.encoded).await? {
+                return Ok(true);
+            }
+        }
+        let seen = SEEN
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&(self.client.host().to_string(), d)).cloned());
+        let Some((b, from)) = seen else {
+            return Ok(false);
+        };
+        let here = if from == self.repo {
+            // Pushed to this repository earlier in this process (another tag).
+            self.lookup(&d).is_none() && self.blob_exists(&b.encoded).await?
+        } else {
+            self.try_mount(&b, &from).await.unwrap_or(false)
+        };
+        if here {
+            self.remember(b);
+        }
+        Ok(here)
     }
 
     /// Tries a cross-repository mount of `b` from `from`; true on success.
@@ -408,10 +448,20 @@ impl OciTransport {
 
     /// POST + PUT of bytes in memory (the registry deduplicates by digest).
     async fn upload_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let len = bytes.len() as u64;
+        let body = move || Some(reqwest::Body::from(bytes.clone()));
+        self.upload_monolithic(digest, len, &body).await
+    }
+
+    /// POST + one PUT whose body is streamed from `body` (`len` bytes).
+    async fn upload_monolithic(
+        &self,
+        digest: &Digest,
+        len: u64,
+        body: client::BodyFn<'_>,
+    ) -> Result<()> {
         let loc = self.start_upload().await?;
         let url = with_digest(&loc, digest);
-        let len = bytes.len();
-        let body = move || Some(reqwest::Body::from(bytes.clone()));
         self.client
             .send(
                 Method::PUT,
@@ -421,48 +471,45 @@ impl OciTransport {
                     (CONTENT_TYPE, "application/octet-stream".into()),
                     (CONTENT_LENGTH, len.to_string()),
                 ]),
-                &body,
+                body,
             )
             .await?;
         Ok(())
     }
 
     /// Chunked upload: PATCH `CHUNK_SIZE` pieces, then PUT with the digest.
+    /// Each PATCH body is streamed from the spool file (memory per upload is
+    /// one small read buffer, not a chunk).
     async fn put_chunked(&self, blob: &EncodedBlob) -> Result<()> {
+        let Some(path) = blob.spool_path() else {
+            // In-memory blobs are small; one PUT.
+            let b = blob
+                .read_all()
+                .map_err(|e| RegistryError::io("reading blob", e))?;
+            return self.upload_bytes(&blob.encoded_digest, b).await;
+        };
         let mut loc = self.start_upload().await?;
-        let mut stream = blob.stream(CHUNK_SIZE);
-        let mut buf = BytesMut::with_capacity(CHUNK_SIZE);
         let mut offset = 0u64;
-        loop {
-            let next = stream.next().await.transpose()?;
-            if let Some(b) = &next {
-                buf.extend_from_slice(b);
-            }
-            if buf.len() >= CHUNK_SIZE || (next.is_none() && !buf.is_empty()) {
-                let chunk = buf.split().freeze();
-                let end = offset + chunk.len() as u64 - 1;
-                let len = chunk.len();
-                let body = move || Some(reqwest::Body::from(chunk.clone()));
-                let resp = self
-                    .client
-                    .send(
-                        Method::PATCH,
-                        &loc,
-                        &self.push_scope(),
-                        headers(&[
-                            (CONTENT_TYPE, "application/octet-stream".into()),
-                            (CONTENT_RANGE, format!("{offset}-{end}")),
-                            (CONTENT_LENGTH, len.to_string()),
-                        ]),
-                        &body,
-                    )
-                    .await?;
-                loc = location(&resp)?;
-                offset = end + 1;
-            }
-            if next.is_none() {
-                break;
-            }
+        while offset < blob.encoded_size {
+            let len = (CHUNK_SIZE as u64).min(blob.encoded_size - offset);
+            let end = offset + len - 1;
+            let body = || Some(file_range_body(path.to_path_buf(), offset, len));
+            let resp = self
+                .client
+                .send(
+                    Method::PATCH,
+                    &loc,
+                    &self.push_scope(),
+                    headers(&[
+                        (CONTENT_TYPE, "application/octet-stream".into()),
+                        (CONTENT_RANGE, format!("{offset}-{end}")),
+                        (CONTENT_LENGTH, len.to_string()),
+                    ]),
+                    &body,
+                )
+                .await?;
+            loc = location(&resp)?;
+            offset = end + 1;
         }
         self.client
             .send(
@@ -505,6 +552,40 @@ fn location(resp: &reqwest::Response) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// A request body streaming `len` bytes of `path` from `offset`.
+fn file_range_body(path: std::path::PathBuf, offset: u64, len: u64) -> reqwest::Body {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let open = async move {
+        let mut f = tokio::fs::File::open(&path).await?;
+        f.seek(std::io::SeekFrom::Start(offset)).await?;
+        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+            f.take(len),
+            STREAM_CHUNK,
+        ))
+    };
+    reqwest::Body::wrap_stream(futures::TryFutureExt::try_flatten_stream(open))
+}
+
+/// The `rel="next"` target of a `Link` header, if any.
+fn next_link(resp: &reqwest::Response) -> Result<Option<String>> {
+    let Some(link) = resp.headers().get("link").and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    for part in link.split(',') {
+        let (target, params) = part.split_once(';').unwrap_or((part, ""));
+        if !params.replace(' ', "").contains("rel=\"next\"") {
+            continue;
+        }
+        let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+        let url = resp
+            .url()
+            .join(target)
+            .map_err(|e| RegistryError::invalid("tag list Link header", e.to_string()))?;
+        return Ok(Some(url.to_string()));
+    }
+    Ok(None)
+}
+
 fn with_digest(loc: &str, d: &Digest) -> String {
     let sep = if loc.contains('?') { '&' } else { '?' };
     format!("{loc}{sep}digest={d}")
@@ -518,25 +599,16 @@ impl Transport for OciTransport {
 
     async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
         self.ensure_loaded().await?;
-        let host = self.client.host().to_string();
-        let mut out = Vec::new();
-        for d in digests {
-            if self.lookup(d).is_some() {
-                continue;
-            }
-            let seen = SEEN
-                .lock()
-                .ok()
-                .and_then(|s| s.get(&(host.clone(), *d)).cloned());
-            if let Some((b, from)) = seen {
-                if from != self.repo && self.try_mount(&b, &from).await.unwrap_or(false) {
-                    self.remember(b);
-                    continue;
-                }
-            }
-            out.push(*d);
-        }
-        Ok(out)
+        let answers: Vec<Option<Digest>> = futures::stream::iter(digests.iter().copied())
+            .map(|d| async move {
+                self.present_or_mounted(d)
+                    .await
+                    .map(|ok| (!ok).then_some(d))
+            })
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
@@ -544,11 +616,11 @@ impl Transport for OciTransport {
             // Small: two requests; a HEAD would cost as much as the upload.
             Some(b) => self.upload_bytes(&blob.encoded_digest, b.clone()).await?,
             None if self.blob_exists(&blob.encoded_digest).await? => {}
+            // Spooled but not huge: one PUT streamed from the spool file.
             None if blob.encoded_size <= MONOLITHIC_LIMIT => {
-                let b = blob
-                    .read_all()
-                    .map_err(|e| RegistryError::io("reading spooled blob", e))?;
-                self.upload_bytes(&blob.encoded_digest, b).await?
+                let body = || Some(reqwest::Body::wrap_stream(blob.stream(STREAM_CHUNK)));
+                self.upload_monolithic(&blob.encoded_digest, blob.encoded_size, &body)
+                    .await?
             }
             None => self.put_chunked(blob).await?,
         }
