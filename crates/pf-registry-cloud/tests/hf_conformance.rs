@@ -7,12 +7,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use pf_cas::MemoryStore;
-use pf_hub_testserver::HubServer;
+use pf_hub_testserver::{HubConfig, HubServer};
 use pf_registry_cloud::hf::HfTransport;
 use pf_registry_conformance::{run_all, Backend, ImageSpec};
 use pf_registry_core::{Config, ImageRef, Registry, RegistryError, SignedImage, Transport};
 
 const TOKEN: &str = "hf_conformance_token_abc";
+
+async fn start_hub(page_size: usize) -> HubServer {
+    HubServer::start(HubConfig::with_token(TOKEN).page_size(page_size))
+        .await
+        .expect("start the Hub test server")
+}
 
 struct HfBackend {
     hub: HubServer,
@@ -46,7 +52,7 @@ impl Backend for HfBackend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hf_backend_conformance() {
     let b = HfBackend {
-        hub: HubServer::start(TOKEN, 25),
+        hub: start_hub(25).await,
         n: AtomicU32::new(0),
     };
     run_all(&b, pf_registry_conformance::cases(4)).await;
@@ -54,7 +60,7 @@ async fn hf_backend_conformance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_commit_per_push_and_no_reupload() {
-    let hub = HubServer::start(TOKEN, 10);
+    let hub = start_hub(10).await;
     let cfg = config_for(&hub);
     let src = Arc::new(MemoryStore::new());
     let img = ImageSpec::sample(71, 12).build(&*src, "hf");
@@ -70,15 +76,11 @@ async fn one_commit_per_push_and_no_reupload() {
         "{}",
         rep.resolved
     );
+    assert_eq!(hub.stats().commits, 1, "one commit per push");
+    let uploads = hub.stats().lfs_uploads;
     assert_eq!(
-        hub.stats().commits.load(Ordering::SeqCst),
-        1,
-        "one commit per push"
-    );
-    let uploads = hub.stats().lfs_uploads.load(Ordering::SeqCst);
-    assert_eq!(
-        uploads as usize,
-        img.closure.len(),
+        uploads,
+        img.closure.len() as u64,
         "every blob went through LFS"
     );
     let again = pf_registry_cloud::hf::open(&r, &cfg)
@@ -88,14 +90,11 @@ async fn one_commit_per_push_and_no_reupload() {
         .expect("re-push");
     assert_eq!(again.blobs_uploaded, 0);
     assert_eq!(
-        hub.stats().lfs_uploads.load(Ordering::SeqCst),
+        hub.stats().lfs_uploads,
         uploads,
         "re-push uploaded LFS objects"
     );
-    assert!(
-        hub.stats().tree_pages.load(Ordering::SeqCst) >= 2,
-        "tree listing must paginate"
-    );
+    assert!(hub.stats().tree_pages >= 2, "tree listing must paginate");
     // Pull by the commit id the push returned.
     let pinned = ImageRef::parse(&rep.resolved).unwrap();
     let pulled = pf_registry_cloud::hf::open(&pinned, &cfg)
@@ -108,7 +107,7 @@ async fn one_commit_per_push_and_no_reupload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_without_token_fails_fast_naming_hf_token() {
-    let hub = HubServer::start(TOKEN, 10);
+    let hub = start_hub(10).await;
     let mut cfg = Config::default();
     cfg.options
         .insert("hf.endpoint".into(), hub.url().to_string());
@@ -124,9 +123,5 @@ async fn push_without_token_fails_fast_naming_hf_token() {
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert_eq!(err.exit_code(), 3);
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
-    assert_eq!(
-        hub.stats().requests.load(Ordering::SeqCst),
-        0,
-        "must fail before any request"
-    );
+    assert_eq!(hub.stats().requests, 0, "must fail before any request");
 }
