@@ -113,6 +113,12 @@ impl IpfsTransport {
             return Ok(resp);
         }
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<Value>(&text)
             .ok()
@@ -133,7 +139,17 @@ impl IpfsTransport {
         if lower.contains("already exists") {
             return Err(RegistryError::Conflict(format!("{cmd}: {msg}")));
         }
-        Err(if status.is_server_error() && !lower.contains("invalid") {
+        // 429 (rate limited, e.g. by a gateway in front of the node) and 5xx
+        // other than a rejected argument are worth another attempt.
+        Err(if status == StatusCode::TOO_MANY_REQUESTS {
+            RegistryError::Transport {
+                backend: self.backend(),
+                message: format!("{cmd}: {status} {msg}"),
+                retryable: true,
+                attempts: 0,
+                retry_after,
+            }
+        } else if status.is_server_error() && !lower.contains("invalid") {
             RegistryError::transient(self.backend(), format!("{cmd}: {status} {msg}"))
         } else {
             RegistryError::permanent(self.backend(), format!("{cmd}: {status} {msg}"))

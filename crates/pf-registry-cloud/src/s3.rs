@@ -60,10 +60,11 @@
 //! naming `s3://<bucket>` (exit code 3, no credential in the message);
 //! `Precondition` / `AlreadyExists` -> `Conflict`; other errors -> `Transport`,
 //! retryable only when an `io::Error` (connection failure) is in the source
-//! chain (object_store has already retried 5xx itself). object_store reports
-//! LIST failures as `Generic`, so a failed LIST is followed by a HEAD of the
-//! tag manifest whose typed error decides: credentials -> `Unauthorized`,
-//! otherwise the batch is checked with HEADs.
+//! chain (object_store has already retried 5xx, 429 and dropped connections
+//! itself, as often and with the backoff `Config.retry` asks for).
+//! object_store reports LIST failures as `Generic`, so a failed LIST is
+//! followed by a HEAD of the tag manifest whose typed error decides:
+//! credentials -> `Unauthorized`, otherwise the batch is checked with HEADs.
 //!
 //! Plain `http://` endpoints are allowed only for loopback hosts or with
 //! `Config.insecure`; `Config.ca_file` adds a trusted root certificate.
@@ -78,8 +79,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::{
-    Certificate, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
-    UpdateVersion, WriteMultipart,
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion, WriteMultipart,
 };
 use pf_digest::Digest;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
@@ -258,10 +259,17 @@ impl S3Transport {
                 if conditional_put { "etag" } else { "disabled" },
             )
             .with_client_options(client)
+            // object_store retries 5xx, 429, dropped connections and body
+            // reads itself; it does so with the caller's retry policy (its
+            // final 5xx is not retried again by the engine).
             .with_retry(RetryConfig {
-                max_retries: 3,
+                max_retries: config.retry.max_attempts.saturating_sub(1) as usize,
                 retry_timeout: config.timeout,
-                ..RetryConfig::default()
+                backoff: BackoffConfig {
+                    init_backoff: config.retry.initial_delay,
+                    max_backoff: config.retry.max_delay,
+                    base: 2.0,
+                },
             });
         let store = b.build().map_err(|e| RegistryError::BadReference {
             input: reference.to_string(),

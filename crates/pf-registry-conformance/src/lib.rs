@@ -500,6 +500,62 @@ pub async fn failed_push_keeps_previous(backend: &dyn Backend) {
     );
 }
 
+/// Rollback: after v2 is pushed, an attacker re-publishes the older, validly
+/// signed v1 under the same reference. A pull pinned to v2's digest never
+/// yields v1 (it gets v2 by digest, or fails with Integrity / NotFound); an
+/// unpinned pull sees v1 with a valid signature, which is why pins exist.
+pub async fn rollback_under_pin(backend: &dyn Backend) {
+    if !backend.mutable_refs() {
+        return;
+    }
+    let key = SigningKey::generate().expect("keygen");
+    let src = Arc::new(MemoryStore::new());
+    let v1 = ImageSpec::sample(9, 2).build(&*src, "rollback-v1");
+    let v2 = ImageSpec::sample(10, 2).build(&*src, "rollback-v2");
+    let (s1, s2) = (
+        SignedImage::new(&v1.manifest, Some(&key)),
+        SignedImage::new(&v2.manifest, Some(&key)),
+    );
+    let r = backend.fresh_ref("rollback");
+    let trust = trusting(&backend.config(), &key);
+    for s in [&s1, &s2] {
+        engine(backend, &r, &trust)
+            .push(src.clone(), s)
+            .await
+            .expect("push signed version");
+    }
+    // The attacker replays v1's exact bytes and signature under the tag.
+    let sig1 = s1.signature.clone().expect("signed");
+    push_raw(
+        backend,
+        &r,
+        &*src,
+        &v1.closure,
+        &v1.manifest.to_bytes(),
+        Some(&sig1),
+        None,
+    )
+    .await;
+    let pinned = r.with_digest(s2.digest());
+    match engine(backend, &pinned, &trust)
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+    {
+        Ok(rep) => assert_eq!(
+            rep.manifest_digest,
+            s2.digest(),
+            "a pull pinned to v2 returned another manifest (rollback accepted)"
+        ),
+        Err(RegistryError::Integrity { .. }) | Err(RegistryError::NotFound { .. }) => {}
+        Err(e) => panic!("pinned pull after rollback: unexpected error {e}"),
+    }
+    let unpinned = engine(backend, &r, &trust)
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+        .expect("unpinned pull of the replayed v1");
+    assert_eq!(unpinned.manifest_digest, s1.digest());
+}
+
 /// Runs the whole suite; `cases` controls how many generated images round-trip.
 pub async fn run_all(backend: &dyn Backend, cases: u32) {
     roundtrip_and_idempotent(backend, cases).await;
@@ -510,6 +566,7 @@ pub async fn run_all(backend: &dyn Backend, cases: u32) {
     pinned_digest(backend).await;
     concurrent_pushes(backend).await;
     failed_push_keeps_previous(backend).await;
+    rollback_under_pin(backend).await;
 }
 
 /// Number of generated images per run: `PF_CONFORMANCE_CASES` or `default`.
