@@ -38,8 +38,57 @@ pub fn snapshot_dir(
             "not a directory",
         ));
     }
-    walk(dir, dir, store, cache, &mut tree, warn)?;
+    let mut todo = Vec::new();
+    walk(dir, dir, &mut todo, &mut tree, warn)?;
+    // Unchanged files come from the stat cache; the rest are read, chunked
+    // and hashed in parallel, largest first so the big files overlap.
+    let mut misses = Vec::new();
+    for t in todo {
+        match cache.lookup(&t.key, &t.md, store) {
+            Some(s) => {
+                cache.hits += 1;
+                fill(&mut tree.entries[t.index], s);
+            }
+            None => misses.push(t),
+        }
+    }
+    misses.sort_by_key(|t| std::cmp::Reverse(t.md.len()));
+    let stored: Vec<Result<Stored>> = {
+        use rayon::prelude::*;
+        misses
+            .par_iter()
+            .map(|t| store_file(&t.path, t.md.len(), store))
+            .collect()
+    };
+    for (t, s) in misses.into_iter().zip(stored) {
+        let s = s?;
+        // Re-stat: only cache what is known not to have changed meanwhile.
+        if let Ok(after) = fs::symlink_metadata(&t.path) {
+            if after.len() == s.2
+                && after.mtime() == t.md.mtime()
+                && after.mtime_nsec() == t.md.mtime_nsec()
+            {
+                cache.insert(t.key, &after, &s);
+            }
+        }
+        fill(&mut tree.entries[t.index], s);
+    }
     Ok(tree)
+}
+
+/// A regular file found by the walk whose content is still to be stored.
+struct PendingFile {
+    /// Index of its entry in the tree.
+    index: usize,
+    path: PathBuf,
+    key: String,
+    md: fs::Metadata,
+}
+
+fn fill(e: &mut FsEntry, (blob, chunks, size): Stored) {
+    e.blob = blob;
+    e.chunks = chunks;
+    e.size = size;
 }
 
 /// What a file looked like when its content was stored.
@@ -140,11 +189,12 @@ fn rel_string(root: &Path, p: &Path) -> Result<String> {
     Ok(s.to_string())
 }
 
+/// Lists `dir` into `tree` (sorted, depth first); regular files get an
+/// entry with no content yet and a [`PendingFile`] in `todo`.
 fn walk(
     root: &Path,
     dir: &Path,
-    store: &dyn BlobStore,
-    cache: &mut StatCache,
+    todo: &mut Vec<PendingFile>,
     tree: &mut FsTree,
     warn: &mut dyn FnMut(String),
 ) -> Result<()> {
@@ -175,7 +225,7 @@ fn walk(
                 chunks: vec![],
                 target: None,
             });
-            walk(root, &path, store, cache, tree, warn)?;
+            walk(root, &path, todo, tree, warn)?;
         } else if ft.is_symlink() {
             let target =
                 fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
@@ -196,34 +246,19 @@ fn walk(
                 target: Some(t.to_string()),
             });
         } else if ft.is_file() {
-            let key = path.to_string_lossy().into_owned();
-            let stored = match cache.lookup(&key, &md, store) {
-                Some(s) => {
-                    cache.hits += 1;
-                    s
-                }
-                None => {
-                    let s = store_file(&path, md.len(), store)?;
-                    // Re-stat: only cache what is known not to have changed meanwhile.
-                    if let Ok(after) = fs::symlink_metadata(&path) {
-                        if after.len() == s.2
-                            && after.mtime() == md.mtime()
-                            && after.mtime_nsec() == md.mtime_nsec()
-                        {
-                            cache.insert(key, &after, &s);
-                        }
-                    }
-                    s
-                }
-            };
-            let (blob, chunks, size) = stored;
+            todo.push(PendingFile {
+                index: tree.entries.len(),
+                key: path.to_string_lossy().into_owned(),
+                path,
+                md,
+            });
             tree.entries.push(FsEntry {
                 path: rel,
                 kind: EntryKind::File,
                 mode,
-                size,
-                blob,
-                chunks,
+                size: 0,
+                blob: None,
+                chunks: vec![],
                 target: None,
             });
         } else {
@@ -324,26 +359,21 @@ pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64>
         let p = safe_join(dest, &d.path)?;
         fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
     }
-    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
-        let p = safe_join(dest, &e.path)?;
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
-            safe_join(dest, &e.path)?; // re-check nothing on the way is a symlink
-        }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-            .map_err(io_ctx(format!("creating {}", p.display())))?;
-        for (d, _) in e.blobs() {
-            let mut r = store.open(&d)?;
-            bytes +=
-                io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
-        }
-        f.flush()
-            .map_err(io_ctx(format!("writing {}", p.display())))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
-            .map_err(io_ctx(format!("chmod {}", p.display())))?;
+    // Files in parallel (each written whole by one thread).
+    let files: Vec<&FsEntry> = tree
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    let written: Vec<Result<u64>> = {
+        use rayon::prelude::*;
+        files
+            .par_iter()
+            .map(|e| restore_file(e, store, dest))
+            .collect()
+    };
+    for w in written {
+        bytes += w?;
     }
     for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let p = safe_join(dest, &e.path)?;
@@ -358,6 +388,30 @@ pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64>
         fs::set_permissions(&p, fs::Permissions::from_mode((d.mode & 0o777) | 0o700))
             .map_err(io_ctx(format!("chmod {}", p.display())))?;
     }
+    Ok(bytes)
+}
+
+/// Writes one regular file of the tree under `dest` (which must not exist yet).
+fn restore_file(e: &FsEntry, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
+    let p = safe_join(dest, &e.path)?;
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
+        safe_join(dest, &e.path)?; // re-check nothing on the way is a symlink
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .map_err(io_ctx(format!("creating {}", p.display())))?;
+    let mut bytes = 0u64;
+    for (d, _) in e.blobs() {
+        let mut r = store.open(&d)?;
+        bytes += io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
+    }
+    f.flush()
+        .map_err(io_ctx(format!("writing {}", p.display())))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
+        .map_err(io_ctx(format!("chmod {}", p.display())))?;
     Ok(bytes)
 }
 

@@ -228,11 +228,12 @@ impl Transport for FileTransport {
                         .map_err(io_err("creating temp file"))?;
                     blob.persist_to(tmp.path())
                         .map_err(io_err("writing blob"))?;
-                    tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
+                    // No fsync here: the one `syncfs` in `commit` makes every
+                    // blob and its directory entry durable before the
+                    // manifest names it.
                     tmp.persist(&dest).map_err(|e| {
                         RegistryError::io(format!("renaming into {}", dest.display()), e.error)
                     })?;
-                    sync_dir(&parent)?;
                 }
             }
             Ok(UploadedBlob {
