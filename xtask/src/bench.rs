@@ -12,12 +12,15 @@ use std::time::Instant;
 struct Opts {
     size: u64,
     runs: usize,
+    /// Also benchmark the OCI backend against a local docker-registry.
+    oci: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         size: 1 << 30,
         runs: 3,
+        oci: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -36,8 +39,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--backend" => {
                 let v = args.get(i + 1).ok_or("--backend needs a value")?;
-                if v != "file" {
-                    return Err(format!("--backend {v}: only `file` is benchmarked so far"));
+                // The file backend always runs: it is the reference row.
+                match v.as_str() {
+                    "file" => {}
+                    "oci" => o.oci = true,
+                    _ => return Err(format!("--backend {v}: one of file, oci")),
                 }
                 i += 1;
             }
@@ -137,6 +143,58 @@ fn du(p: &Path) -> u64 {
     n
 }
 
+/// A docker-registry (CNCF distribution) on 127.0.0.1, killed on drop.
+struct Registry {
+    child: std::process::Child,
+    host: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Result<Registry, String> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir.join("storage")).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let cfg = dir.join("config.yml");
+        fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-bench\n",
+                dir.join("storage").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = fs::File::create(dir.join("registry.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("docker-registry: {e} (run `cargo xtask servers install`)"))?;
+        let reg = Registry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&reg.host).is_ok() {
+                return Ok(reg);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(format!("docker-registry did not listen on {}", reg.host))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 struct Measure {
     secs: f64,
     rss_kb: u64,
@@ -200,6 +258,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     eprintln!("==> building pf (release)");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-q", "-p", "pf-cli"])
+        .args(if o.oci {
+            &["--features", "oci"][..]
+        } else {
+            &[]
+        })
         .status()
         .map_err(|e| e.to_string())?;
     if !st.success() {
@@ -324,6 +387,34 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         &format!("{pfs} -q --json --store {ww}/store pull file://{ww}/repo --into {ww}/out"),
         &mut rows,
     )?;
+    let _registry = if o.oci {
+        let reg = Registry::start(&root.join("registry"))?;
+        let h = reg.host.clone();
+        // A new repository per run (the shell expands the name), so every
+        // run uploads everything; the store is fresh too, as for the file row.
+        run(
+            "pf push (first, oci)",
+            &fresh,
+            &format!(
+                "{pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/r$(date +%s%N):v1"
+            ),
+            &mut rows,
+        )?;
+        timed(&format!(
+            "{fresh} && {pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/pull:v1"
+        ))?;
+        run(
+            "pf pull (empty store) + restore, oci",
+            &format!("rm -rf {ww}/store2 {ww}/out"),
+            &format!(
+                "{pfs} -q --json --store {ww}/store2 pull oci://{h}/bench/pull:v1 --into {ww}/out"
+            ),
+            &mut rows,
+        )?;
+        Some(reg)
+    } else {
+        None
+    };
 
     let get = |n: &str| rows.iter().find(|r| r.name.starts_with(n));
     let ratio = |a: &str, b: &str| match (get(a), get(b)) {
@@ -340,6 +431,12 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             ratio("pf pull (empty", "zstd -dc"),
         ),
     ];
+    if o.oci {
+        summary.push((
+            "OCI push vs file push (throughput ratio)",
+            ratio("pf push (first, oci)", "pf push (first, file)"),
+        ));
+    }
     if let (Some(a), Some(b)) = (get("pf re-push unchanged"), get("pf push (first")) {
         summary.push(("re-push unchanged / first push (time)", a.secs / b.secs));
     }

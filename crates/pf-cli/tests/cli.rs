@@ -245,6 +245,50 @@ fn restore_refuses_escaping_symlinks_and_nonempty_dirs() {
     assert_eq!(fs::read(env.path("full/precious")).unwrap(), b"keep me");
 }
 
+/// Special files (fifo, socket) and names that are not UTF-8 are skipped with
+/// a warning naming them; everything else round-trips, and the restore never
+/// creates them.
+#[test]
+fn special_files_and_non_utf8_names_are_skipped_with_a_warning() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let fifo = src.join("pipe");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success(), "mkfifo failed");
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).expect("bind socket");
+    let bad_name = src.join(OsStr::from_bytes(b"bad-\xff-name"));
+    fs::write(&bad_name, b"unnameable").expect("write non-UTF-8 name");
+    let repo = env.repo("repo");
+    let out = env.pf(&["push", src.to_str().expect("utf-8 path"), &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for what in ["pipe", "sock", "bad-"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("warning") && l.contains(what)),
+            "no warning naming {what}: {}",
+            text(&out)
+        );
+    }
+    let dst = env.path("dst");
+    let out = env.pf(&["pull", &repo, "--into", dst.to_str().expect("utf-8 path")]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_same_tree(&src, &dst);
+    for name in [
+        OsStr::new("pipe"),
+        OsStr::new("sock"),
+        OsStr::from_bytes(b"bad-\xff-name"),
+    ] {
+        assert!(
+            fs::symlink_metadata(dst.join(name)).is_err(),
+            "{name:?} was restored"
+        );
+    }
+}
+
 /// kill -9 at seeded random points of a push: the target is always absent or
 /// a complete, verifiable version, and a fresh push then succeeds.
 #[test]

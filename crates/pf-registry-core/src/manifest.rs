@@ -685,6 +685,25 @@ mod tests {
         let mut mode = sample_tree();
         mode.entries[0].mode = 0o170000;
         assert!(FsTree::from_bytes(&mode.to_bytes()).is_err());
+        // Device files, fifos and sockets have no kind: a tree naming one
+        // (or a setuid/device mode smuggled into a file) is refused.
+        for kind in ["char_device", "block_device", "fifo", "socket", "hardlink"] {
+            let json = String::from_utf8(sample_tree().to_bytes())
+                .expect("utf-8")
+                .replacen("\"kind\":\"file\"", &format!("\"kind\":\"{kind}\""), 1);
+            assert!(
+                FsTree::from_bytes(json.as_bytes()).is_err(),
+                "{kind} accepted"
+            );
+        }
+        // Invalid UTF-8 in a name can not even be represented: the bytes are refused.
+        let mut raw = sample_tree().to_bytes();
+        let at = raw
+            .windows(b"config".len())
+            .position(|w| w == b"config")
+            .expect("a name to corrupt");
+        raw[at] = 0xff;
+        assert!(FsTree::from_bytes(&raw).is_err(), "invalid UTF-8 accepted");
     }
 
     #[test]
