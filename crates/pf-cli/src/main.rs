@@ -283,11 +283,15 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let cfg = config(&cli, &[])?;
             let key = key.as_deref().map(SigningKey::load).transpose()?;
             let store = open_store(&cli)?;
+            let t0 = std::time::Instant::now();
             let image = snapshot_image(&cli, dir, &store, agent, parent, annotation).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot stored");
             store.sync()?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "store synced");
             let signed = SignedImage::new(&image, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
             let rep = reg.push(store, &signed).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {

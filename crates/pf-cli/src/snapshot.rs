@@ -17,6 +17,8 @@ pub const CDC_MIN: u32 = 256 << 10;
 pub const CDC_AVG: u32 = 1 << 20;
 /// Maximum chunk size.
 pub const CDC_MAX: u32 = 4 << 20;
+/// Chunks cut ahead while the previous batch is hashed and stored.
+const CDC_BATCH: usize = 8;
 
 fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
     move |e| RegistryError::io(ctx, e)
@@ -278,21 +280,42 @@ fn store_file(path: &Path, len: u64, store: &dyn BlobStore) -> Result<Stored> {
             .map_err(RegistryError::from)?;
         return Ok((Some(d), vec![], n));
     }
+    // Cut points are found on this thread; each batch of chunks is hashed
+    // and stored in parallel while the next batch is read and cut. Memory:
+    // two batches of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
+    let mut cdc = fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX);
+    let mut next_batch = || -> Result<Vec<Vec<u8>>> {
+        let mut batch = Vec::with_capacity(CDC_BATCH);
+        for c in cdc.by_ref().take(CDC_BATCH) {
+            let c = c.map_err(|e| {
+                RegistryError::io(
+                    format!("chunking {}", path.display()),
+                    io::Error::other(e.to_string()),
+                )
+            })?;
+            batch.push(c.data);
+        }
+        Ok(batch)
+    };
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    for c in fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX) {
-        let c = c.map_err(|e| {
-            RegistryError::io(
-                format!("chunking {}", path.display()),
-                io::Error::other(e.to_string()),
-            )
-        })?;
-        let d = store.put(&c.data)?;
-        total += c.length as u64;
-        chunks.push(Chunk {
-            blob: d,
-            size: c.length as u64,
-        });
+    let mut batch = next_batch()?;
+    while !batch.is_empty() {
+        let (stored, next) = rayon::join(
+            || {
+                use rayon::prelude::*;
+                batch
+                    .par_iter()
+                    .map(|data| store.put(data).map(|d| (d, data.len() as u64)))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            },
+            &mut next_batch,
+        );
+        for (d, len) in stored? {
+            total += len;
+            chunks.push(Chunk { blob: d, size: len });
+        }
+        batch = next?;
     }
     if chunks.len() == 1 {
         let only = chunks.remove(0);
