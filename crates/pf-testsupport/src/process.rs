@@ -6,12 +6,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (racy by nature, but fine for tests).
+/// Ports handed out by [`free_port`] come from here: below Linux's default
+/// ephemeral range (32768-60999), so no outgoing connection can take one
+/// between the check and the server's bind.
+const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a server to bind. Never the same port
+/// twice in one process (tests run in parallel threads and each starts its
+/// own server: two servers sharing a port would let one test talk to the
+/// other's server), and outside the ephemeral range; each process starts
+/// at its own offset so consecutive test binaries do not reuse ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind an ephemeral loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % span));
+    for _ in 0..span {
+        let port = PORT_RANGE.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("port range fits in u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORT_RANGE:?}")
 }
 
 /// A server process that is killed when dropped. Its stdout+stderr go to `log`.
@@ -85,5 +103,20 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        let unique: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        assert!(ports
+            .iter()
+            .all(|p| PORT_RANGE.contains(&u32::from(*p)) && *p < 32768));
     }
 }
