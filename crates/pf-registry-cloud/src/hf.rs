@@ -200,8 +200,7 @@ impl HfTransport {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse().ok())
-            .map(Duration::from_secs);
+            .and_then(pf_registry_core::retry::parse_retry_after);
         let body: String = resp
             .text()
             .await
@@ -226,13 +225,11 @@ impl HfTransport {
                 RegistryError::Conflict(format!("{what}: {status} {body}"))
             }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                RegistryError::Transport {
-                    backend: self.backend(),
-                    message: format!("{what}: {status}"),
-                    retryable: true,
-                    attempts: 0,
+                RegistryError::transient_after(
+                    self.backend(),
+                    format!("{what}: {status}"),
                     retry_after,
-                }
+                )
             }
             _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
         })

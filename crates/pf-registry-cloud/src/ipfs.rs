@@ -117,8 +117,7 @@ impl IpfsTransport {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse().ok())
-            .map(Duration::from_secs);
+            .and_then(pf_registry_core::retry::parse_retry_after);
         let text = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<Value>(&text)
             .ok()
@@ -142,13 +141,11 @@ impl IpfsTransport {
         // 429 (rate limited, e.g. by a gateway in front of the node) and 5xx
         // other than a rejected argument are worth another attempt.
         Err(if status == StatusCode::TOO_MANY_REQUESTS {
-            RegistryError::Transport {
-                backend: self.backend(),
-                message: format!("{cmd}: {status} {msg}"),
-                retryable: true,
-                attempts: 0,
+            RegistryError::transient_after(
+                self.backend(),
+                format!("{cmd}: {status} {msg}"),
                 retry_after,
-            }
+            )
         } else if status.is_server_error() && !lower.contains("invalid") {
             RegistryError::transient(self.backend(), format!("{cmd}: {status} {msg}"))
         } else {

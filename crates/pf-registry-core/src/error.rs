@@ -104,12 +104,22 @@ fn attempts_note(attempts: u32) -> String {
 impl RegistryError {
     /// A retryable transport error.
     pub fn transient(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        RegistryError::transient_after(backend, message, None)
+    }
+
+    /// A retryable transport error after which the server asked to wait
+    /// `retry_after` (its `Retry-After`), if it said.
+    pub fn transient_after(
+        backend: impl Into<String>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
         RegistryError::Transport {
             backend: backend.into(),
             message: message.into(),
             retryable: true,
             attempts: 0,
-            retry_after: None,
+            retry_after,
         }
     }
 

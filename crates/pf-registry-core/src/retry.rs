@@ -8,6 +8,12 @@ use rand::Rng;
 use crate::error::{RegistryError, Result};
 use crate::progress::{Progress, ProgressEvent};
 
+/// The delay a `Retry-After` header value asks for, in its delay-seconds
+/// form (`"120"`); `None` for anything else.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse().ok().map(Duration::from_secs)
+}
+
 /// How transient failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

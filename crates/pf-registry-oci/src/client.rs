@@ -258,8 +258,7 @@ impl Client {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(pf_registry_core::retry::parse_retry_after);
         let url = resp.url().path().to_string();
         let body = resp.text().await.unwrap_or_default();
         let code = serde_json::from_str::<serde_json::Value>(&body)
@@ -276,22 +275,12 @@ impl Client {
             s if s == StatusCode::NOT_FOUND || unknown => {
                 RegistryError::not_found(format!("{url} on {} ({code})", self.host))
             }
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-                RegistryError::Transport {
-                    backend: self.backend(),
-                    message: msg,
-                    retryable: true,
-                    attempts: 0,
-                    retry_after,
-                }
+            s if s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT
+                || s.is_server_error() =>
+            {
+                RegistryError::transient_after(self.backend(), msg, retry_after)
             }
-            s if s.is_server_error() => RegistryError::Transport {
-                backend: self.backend(),
-                message: msg,
-                retryable: true,
-                attempts: 0,
-                retry_after,
-            },
             _ => RegistryError::permanent(self.backend(), msg),
         })
     }
