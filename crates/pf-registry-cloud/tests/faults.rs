@@ -629,18 +629,11 @@ mod hf {
 
     fn relay(client: TcpStream, upstream: &str, rules: &[(Vec<u8>, Vec<u8>)]) {
         let _ = client.set_nonblocking(false);
-        let Ok(server) = TcpStream::connect(upstream) else {
-            let _ = client.shutdown(Shutdown::Both);
+        let Some((mut s_read, mut c_write)) =
+            pf_testsupport::faults::forward_requests(client, upstream)
+        else {
             return;
         };
-        let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
-            return;
-        };
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut c_read, &mut s_write);
-            let _ = s_write.shutdown(Shutdown::Write);
-        });
-        let (mut s_read, mut c_write) = (server, client);
         // A short read timeout flushes a held-back partial match when the server pauses.
         let _ = s_read.set_read_timeout(Some(Duration::from_millis(20)));
         let mut pending: Vec<u8> = Vec::new();

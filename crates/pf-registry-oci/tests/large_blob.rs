@@ -7,47 +7,13 @@
 //! `PF_OCI_BIG_MIB=256 PF_OCI_BIG_COUNT=4` (the budget asserted is the
 //! issue's 300 MiB of growth).
 
-use std::io::Read;
 use std::sync::Arc;
 
 use pf_cas::{BlobStore, DirStore};
 use pf_registry_core::manifest::{AgentInfo, BLOB_MEDIA_TYPE};
 use pf_registry_core::{Config, Descriptor, ImageRef, Manifest, Registry, SignedImage};
+use pf_testsupport::memory::{reset_peak, status_kib, Noise};
 use pf_testsupport::{OciAuth, OciRegistry};
-
-/// Incompressible pseudo-random bytes (xorshift), `left` of them.
-struct Noise {
-    state: u64,
-    left: u64,
-}
-
-impl Read for Noise {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize;
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
-}
-
-/// Resets the peak-RSS counter (Linux: write 5 to clear_refs).
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM via /proc/self/clear_refs");
-}
 
 fn env_u64(k: &str, default: u64) -> u64 {
     std::env::var(k)
@@ -74,13 +40,7 @@ async fn large_blobs_chunked_with_bounded_memory() {
     let mut digests = Vec::new();
     for i in 0..count {
         let (digest, n) = store
-            .put_stream(
-                None,
-                &mut Noise {
-                    state: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
-                    left: size,
-                },
-            )
+            .put_stream(None, &mut Noise::new(0x9e37_79b9_7f4a_7c15 ^ (i + 1), size))
             .expect("write big blob");
         assert_eq!(n, size);
         m.layers.push(Descriptor {

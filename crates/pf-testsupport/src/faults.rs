@@ -130,6 +130,25 @@ fn respond(mut c: TcpStream, status: u16, extra: &str) {
     let _ = c.shutdown(Shutdown::Both);
 }
 
+/// Connects to `upstream` and copies everything `client` sends to it,
+/// untouched, on a thread of its own. Returns `(upstream, client)` for the
+/// caller to relay the response direction; `None` (the client is shut
+/// down) when the upstream cannot be reached.
+pub fn forward_requests(client: TcpStream, upstream: &str) -> Option<(TcpStream, TcpStream)> {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return None;
+    };
+    let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
+        return None;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Write);
+    });
+    Some((server, client))
+}
+
 fn handle(client: TcpStream, upstream: &str, fault: Fault) {
     match fault {
         Fault::Status(s) => return respond(client, s, ""),
@@ -143,20 +162,10 @@ fn handle(client: TcpStream, upstream: &str, fault: Fault) {
         }
         _ => {}
     }
-    let Ok(server) = TcpStream::connect(upstream) else {
-        let _ = client.shutdown(Shutdown::Both);
+    let Some((mut s_read, mut c_write)) = forward_requests(client, upstream) else {
         return;
     };
-    let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
-        return;
-    };
-    // client -> server untouched
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
-        let _ = s_write.shutdown(Shutdown::Write);
-    });
     // server -> client with the fault
-    let (mut s_read, mut c_write) = (server, client);
     let mut sent = 0usize;
     let mut buf = [0u8; 16 * 1024];
     loop {

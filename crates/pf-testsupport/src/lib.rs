@@ -7,6 +7,7 @@
 
 pub mod faults;
 pub mod ipfs;
+pub mod memory;
 pub mod process;
 pub mod registry;
 pub mod s3;
