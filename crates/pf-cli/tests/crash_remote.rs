@@ -15,10 +15,15 @@
 //! `PF_CRASH_ITERATIONS` raises the number of kills per backend (default 6).
 #![cfg(any(feature = "oci", feature = "s3", feature = "hf", feature = "ipfs"))]
 
+mod common;
+
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::text;
 
 /// How `pf` reaches one backend.
 struct Remote {
@@ -46,26 +51,13 @@ struct Work<'a> {
     tmp: tempfile::TempDir,
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// Deterministic incompressible bytes.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut v = Vec::with_capacity(len);
+    pf_testsupport::memory::Noise::new(seed | 1, len as u64)
+        .read_to_end(&mut v)
+        .expect("generating test bytes");
+    v
 }
 
 fn write_tree(dir: &Path, seed: u64, files: usize, size: usize) {
