@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod progress;
+mod restore;
 mod snapshot;
+mod source;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use clap::{Parser, Subcommand};
 use pf_cas::{BlobStore, DirStore};
 use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
 use pf_registry::{
-    Config, Descriptor, Digest, FsTree, ImageRef, Manifest, PublicKey, RegistryError, SignedImage,
+    Config, Descriptor, Digest, ImageRef, Manifest, PublicKey, RegistryError, SignedImage,
     SigningKey, TrustPolicy, Verification,
 };
 use serde_json::json;
@@ -226,13 +228,13 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     Ok(c)
 }
 
-fn open_store(cli: &Cli) -> CliResult<Arc<DirStore>> {
+/// Opens the local store. Commands that write many blobs use deferred
+/// durability (one `syncfs` at the end instead of an fsync per blob, see
+/// pf_cas::Durability); a restoring pull stores only index blobs and fsyncs
+/// each, so it never has to flush the restored files with the store.
+fn open_store(cli: &Cli, durability: pf_cas::Durability) -> CliResult<Arc<DirStore>> {
     let root = cli.store.clone().unwrap_or_else(default_store);
-    // Deferred durability: one syncfs after each command instead of an fsync
-    // per blob (see pf_cas::Durability).
-    Ok(Arc::new(
-        DirStore::open(root)?.with_durability(pf_cas::Durability::Deferred),
-    ))
+    Ok(Arc::new(DirStore::open(root)?.with_durability(durability)))
 }
 
 fn describe(v: &Verification) -> String {
@@ -282,15 +284,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
             let key = key.as_deref().map(SigningKey::load).transpose()?;
-            let store = open_store(&cli)?;
+            // The snapshot only writes its fs tree blob to the store (fsynced);
+            // file contents are read from `dir` itself while pushing.
+            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
+            let source = Arc::new(source::SourceStore::new(store.clone()));
             let t0 = std::time::Instant::now();
-            let image = snapshot_image(&cli, dir, &store, agent, parent, annotation).await?;
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot stored");
-            store.sync()?;
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "store synced");
+            let image = snapshot_image(&cli, dir, &store, &source, agent, parent, annotation)?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
             let signed = SignedImage::new(&image, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
-            let rep = reg.push(store, &signed).await?;
+            let rep = reg.push(source, &signed).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
@@ -317,28 +320,42 @@ async fn run(cli: Cli) -> CliResult<u8> {
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, trust)?;
-            let store = open_store(&cli)?;
+            let store = open_store(
+                &cli,
+                if into.is_some() {
+                    pf_cas::Durability::EachBlob
+                } else {
+                    pf_cas::Durability::Deferred
+                },
+            )?;
             let reg = pf_registry::open(&r, &cfg)?;
-            let rep = reg.pull(store.clone()).await?;
-            store.sync()?;
-            let mut restored = None;
-            if let Some(dest) = into {
-                let mut bytes = 0;
-                for l in rep
-                    .manifest
-                    .layers
-                    .iter()
-                    .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
-                {
-                    let tree = FsTree::from_bytes(&store.get(&l.digest)?)?;
-                    let s2 = store.clone();
-                    let d2 = dest.clone();
-                    bytes +=
-                        tokio::task::spawn_blocking(move || snapshot::restore(&tree, &*s2, &d2))
-                            .await
-                            .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))??;
+            let (rep, restored) = match into {
+                None => (reg.pull(store.clone()).await?, None),
+                Some(dest) => {
+                    // File contents go straight into `dest` as they arrive.
+                    let target = restore::RestoreTarget::new(dest);
+                    let st: Arc<dyn BlobStore> = store.clone();
+                    let pulled = reg.pull_into(st.clone(), &target).await;
+                    let finished = match (&pulled, target.layout()) {
+                        (Ok(_), Some(layout)) => {
+                            let l2 = layout.clone();
+                            tokio::task::spawn_blocking(move || l2.finish(&*st))
+                                .await
+                                .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))
+                                .and_then(|r| r.map_err(CliError::from))
+                        }
+                        _ => Ok(0),
+                    };
+                    if pulled.is_err() || finished.is_err() {
+                        if let Some(layout) = target.layout() {
+                            layout.abandon();
+                        }
+                    }
+                    (pulled?, Some(finished?))
                 }
-                restored = Some(bytes);
+            };
+            if into.is_none() {
+                store.sync()?;
             }
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
@@ -426,7 +443,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Copy { src, dst, trust } => {
             let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
             let cfg = config(&cli, trust)?;
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, pf_cas::Durability::Deferred)?;
             let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
             note(
                 &cli,
@@ -452,10 +469,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
     }
 }
 
-async fn snapshot_image(
+fn snapshot_image(
     cli: &Cli,
     dir: &Path,
     store: &DirStore,
+    source: &source::SourceStore,
     agent: &str,
     parents: &[String],
     annotations: &[String],
@@ -482,7 +500,7 @@ async fn snapshot_image(
         .map_err(|e| RegistryError::io(format!("resolving {}", dir.display()), e))?;
     let cache_path = store.root().join("statcache.json");
     let mut cache = snapshot::StatCache::load(&cache_path);
-    let tree = snapshot::snapshot_dir(&dir_abs, store, &mut cache, &mut |w| warnings.push(w))?;
+    let tree = snapshot::snapshot_dir(&dir_abs, source, &mut cache, &mut |w| warnings.push(w))?;
     cache.save(&cache_path)?;
     for w in warnings {
         note(cli, format!("warning: {w}"));

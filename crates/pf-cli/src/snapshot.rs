@@ -1,13 +1,23 @@
-//! Turning a directory into blobs plus an fs tree, and back.
+//! Turning a directory into an fs tree whose blobs are ranges of its files.
+//!
+//! Nothing is copied: each blob is hashed and recorded in a [`SourceStore`]
+//! as the file ranges it is made of. Large files are split with FastCDC;
+//! small files are packed together (restic-style) so a snapshot of many
+//! small files is a few blobs, not one per file; pack boundaries depend on
+//! paths and sizes only, so a change re-packs one pack, not every later one.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use pf_cas::BlobStore;
+use pf_digest::{Digest, Hasher};
 use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
 use pf_registry::{RegistryError, Result};
+
+use crate::source::{Segment, SourceStore};
 
 /// Files at least this large are split with content-defined chunking.
 pub const CDC_THRESHOLD: u64 = 4 << 20;
@@ -17,18 +27,27 @@ pub const CDC_MIN: u32 = 256 << 10;
 pub const CDC_AVG: u32 = 1 << 20;
 /// Maximum chunk size.
 pub const CDC_MAX: u32 = 4 << 20;
-/// Chunks cut ahead while the previous batch is hashed and stored.
+/// Chunks cut ahead while the previous batch is hashed.
 const CDC_BATCH: usize = 8;
+/// Non-empty files smaller than this are packed with their neighbours.
+pub const PACK_FILE_MAX: u64 = 1 << 20;
+/// A pack may end after a boundary path once it holds this many bytes...
+pub const PACK_MIN: u64 = 4 << 20;
+/// ...and always ends before it would exceed this.
+pub const PACK_MAX: u64 = 16 << 20;
+/// One path in this many is a boundary (FNV-1a of the path).
+const PACK_BOUNDARY_EVERY: u64 = 16;
 
 fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
     move |e| RegistryError::io(ctx, e)
 }
 
-/// Walks `dir` and stores every file's content in `store`, returning the fs
-/// tree. Special files (devices, sockets, fifos) are skipped with a warning.
+/// Walks `dir` and hashes every file's content, recording each blob's file
+/// ranges in `source`, and returns the fs tree. Special files (devices,
+/// sockets, fifos) are skipped with a warning.
 pub fn snapshot_dir(
     dir: &Path,
-    store: &dyn BlobStore,
+    source: &SourceStore,
     cache: &mut StatCache,
     warn: &mut dyn FnMut(String),
 ) -> Result<FsTree> {
@@ -42,100 +61,259 @@ pub fn snapshot_dir(
     }
     let mut todo = Vec::new();
     walk(dir, dir, &mut todo, &mut tree, warn)?;
-    // Unchanged files come from the stat cache; the rest are read, chunked
+    let jobs = plan_jobs(todo);
+    // Unchanged files and packs come from the stat cache; the rest are read
     // and hashed in parallel, largest first so the big files overlap.
+    let mut done: Vec<(Job, Hashed)> = Vec::new();
     let mut misses = Vec::new();
-    for t in todo {
-        match cache.lookup(&t.key, &t.md, store) {
-            Some(s) => {
-                cache.hits += 1;
-                fill(&mut tree.entries[t.index], s);
+    for job in jobs {
+        match cache.lookup(&job) {
+            Some(h) => {
+                cache.hits += job.files().len() as u64;
+                done.push((job, h));
             }
-            None => misses.push(t),
+            None => misses.push(job),
         }
     }
-    misses.sort_by_key(|t| std::cmp::Reverse(t.md.len()));
-    let stored: Vec<Result<Stored>> = {
+    misses.sort_by_key(|j| std::cmp::Reverse(j.bytes()));
+    let hashed: Vec<Result<Hashed>> = {
         use rayon::prelude::*;
-        misses
-            .par_iter()
-            .map(|t| store_file(&t.path, t.md.len(), store))
-            .collect()
+        misses.par_iter().map(hash_job).collect()
     };
-    for (t, s) in misses.into_iter().zip(stored) {
-        let s = s?;
+    for (job, h) in misses.into_iter().zip(hashed) {
+        let h = h?;
         // Re-stat: only cache what is known not to have changed meanwhile.
-        if let Ok(after) = fs::symlink_metadata(&t.path) {
-            if after.len() == s.2
-                && after.mtime() == t.md.mtime()
-                && after.mtime_nsec() == t.md.mtime_nsec()
-            {
-                cache.insert(t.key, &after, &s);
-            }
+        let unchanged = job.files().iter().all(|f| {
+            fs::symlink_metadata(&*f.path)
+                .is_ok_and(|after| Stat::of(&after) == Stat::of(&f.md) && after.len() == f.md.len())
+        });
+        if unchanged {
+            cache.insert(&job, &h);
         }
-        fill(&mut tree.entries[t.index], s);
+        done.push((job, h));
     }
+    for (job, h) in done {
+        record(&job, &h, source, &mut tree);
+    }
+    tree.packs.sort_by_key(|p| p.blob);
+    tree.packs.dedup();
     Ok(tree)
 }
 
-/// A regular file found by the walk whose content is still to be stored.
+/// A regular file found by the walk whose content is still to be hashed.
 struct PendingFile {
     /// Index of its entry in the tree.
     index: usize,
-    path: PathBuf,
+    path: Arc<PathBuf>,
+    /// Its path in the tree.
+    rel: String,
     key: String,
     md: fs::Metadata,
 }
 
-fn fill(e: &mut FsEntry, (blob, chunks, size): Stored) {
-    e.blob = blob;
-    e.chunks = chunks;
-    e.size = size;
+/// What to hash: one file, or several small files as one pack.
+enum Job {
+    File(Box<PendingFile>),
+    Pack(Vec<PendingFile>),
 }
 
-/// What a file looked like when its content was stored.
+impl Job {
+    fn files(&self) -> &[PendingFile] {
+        match self {
+            Job::File(f) => std::slice::from_ref(f),
+            Job::Pack(v) => v,
+        }
+    }
+    fn bytes(&self) -> u64 {
+        self.files().iter().map(|f| f.md.len()).sum()
+    }
+}
+
+/// The content of a job: for a file its blob or chunk list; for a pack its
+/// digest and each member's length, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct CacheEntry {
+enum Hashed {
+    File {
+        blob: Option<Digest>,
+        chunks: Vec<Chunk>,
+        size: u64,
+    },
+    Pack {
+        blob: Digest,
+        sizes: Vec<u64>,
+    },
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Groups small files into packs (walk order; boundaries from paths and
+/// sizes only), the rest into single-file jobs.
+fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut pack: Vec<PendingFile> = Vec::new();
+    let mut pack_bytes = 0u64;
+    for f in todo {
+        let len = f.md.len();
+        if len == 0 || len >= PACK_FILE_MAX {
+            jobs.push(Job::File(Box::new(f)));
+            continue;
+        }
+        if pack_bytes + len > PACK_MAX && !pack.is_empty() {
+            jobs.push(Job::Pack(std::mem::take(&mut pack)));
+            pack_bytes = 0;
+        }
+        // The relative path, so the same tree packs alike wherever it lives.
+        let boundary = fnv1a(&f.rel).is_multiple_of(PACK_BOUNDARY_EVERY);
+        pack_bytes += len;
+        pack.push(f);
+        if pack_bytes >= PACK_MIN && boundary {
+            jobs.push(Job::Pack(std::mem::take(&mut pack)));
+            pack_bytes = 0;
+        }
+    }
+    if !pack.is_empty() {
+        jobs.push(Job::Pack(pack));
+    }
+    jobs
+}
+
+fn hash_job(job: &Job) -> Result<Hashed> {
+    match job {
+        Job::File(f) => hash_file(&f.path, f.md.len()),
+        Job::Pack(files) => {
+            let mut h = Hasher::new();
+            let mut sizes = Vec::with_capacity(files.len());
+            let mut buf = Vec::new();
+            for f in files {
+                buf.clear();
+                File::open(&*f.path)
+                    .and_then(|mut r| r.read_to_end(&mut buf))
+                    .map_err(io_ctx(format!("reading {}", f.path.display())))?;
+                h.update(&buf);
+                sizes.push(buf.len() as u64);
+            }
+            Ok(Hashed::Pack {
+                blob: h.finish(),
+                sizes,
+            })
+        }
+    }
+}
+
+/// Fills the tree entries of `job` and records its blobs' ranges.
+fn record(job: &Job, h: &Hashed, source: &SourceStore, tree: &mut FsTree) {
+    match (job, h) {
+        (Job::File(f), Hashed::File { blob, chunks, size }) => {
+            let e = &mut tree.entries[f.index];
+            e.size = *size;
+            e.blob = *blob;
+            e.chunks = chunks.clone();
+            let seg = |offset, len| Segment {
+                path: f.path.clone(),
+                offset,
+                len,
+            };
+            if let Some(b) = blob {
+                source.add(*b, vec![seg(0, *size)]);
+            }
+            let mut off = 0;
+            for c in chunks {
+                source.add(c.blob, vec![seg(off, c.size)]);
+                off += c.size;
+            }
+        }
+        (Job::Pack(files), Hashed::Pack { blob, sizes }) => {
+            let mut off = 0;
+            let mut segments = Vec::with_capacity(files.len());
+            for (f, &len) in files.iter().zip(sizes) {
+                let e = &mut tree.entries[f.index];
+                e.size = len;
+                e.blob = Some(*blob);
+                e.offset = Some(off);
+                segments.push(Segment {
+                    path: f.path.clone(),
+                    offset: 0,
+                    len,
+                });
+                off += len;
+            }
+            tree.packs.push(Chunk {
+                blob: *blob,
+                size: off,
+            });
+            source.add(*blob, segments);
+        }
+        // A cache entry of the other shape never matches (see lookup).
+        _ => {}
+    }
+}
+
+/// The stat fields that say a file is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stat {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
     ino: u64,
     dev: u64,
-    blob: Option<pf_digest::Digest>,
-    chunks: Vec<Chunk>,
 }
 
-impl CacheEntry {
-    fn matches(&self, md: &fs::Metadata) -> bool {
-        self.size == md.len()
-            && self.mtime == (md.mtime(), md.mtime_nsec())
-            && self.ctime == (md.ctime(), md.ctime_nsec())
-            && self.ino == md.ino()
-            && self.dev == md.dev()
+impl Stat {
+    fn of(md: &fs::Metadata) -> Stat {
+        Stat {
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+            dev: md.dev(),
+        }
     }
 }
 
-/// A stat cache (like restic's or git's index): a file whose size, mtime,
-/// ctime, inode and device are unchanged since it was stored, and whose
-/// blobs are still in the store, is not read or hashed again. Entries for
-/// files modified in the last 2 seconds are never reused (racy-clean rule).
+/// A cached job: its files' paths and stats when hashed, and the result.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    files: Vec<(String, Stat)>,
+    hashed: Hashed,
+}
+
+/// On-disk form of the stat cache.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    version: u32,
+    /// Keyed by the job's first file path.
+    entries: HashMap<String, CacheEntry>,
+}
+
+const CACHE_VERSION: u32 = 2;
+
+/// A stat cache (like restic's or git's index): a file, or a pack of small
+/// files, whose size, mtime, ctime, inode and device are all unchanged since
+/// it was hashed is not read again. Files modified in the last 2 seconds are
+/// never reused (racy-clean rule). A stale hit cannot push wrong bytes: the
+/// push re-hashes what it reads.
 #[derive(Debug, Default)]
 pub struct StatCache {
-    entries: std::collections::HashMap<String, CacheEntry>,
+    file: CacheFile,
     started: i64,
     /// Files reused from the cache in this run.
     pub hits: u64,
 }
 
 impl StatCache {
-    /// Loads the cache at `path`; a missing or unreadable cache is empty.
+    /// Loads the cache at `path`; a missing, unreadable or older cache is empty.
     pub fn load(path: &Path) -> StatCache {
-        let entries = fs::read(path)
+        let file = fs::read(path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .filter(|c| c.version == CACHE_VERSION)
             .unwrap_or_default();
         StatCache {
-            entries,
+            file,
             hits: 0,
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -145,36 +323,43 @@ impl StatCache {
     }
 
     /// Writes the cache atomically (temp + rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.entries).unwrap_or_default();
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.file.version = CACHE_VERSION;
+        let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
         fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
     }
 
-    fn lookup(&self, key: &str, md: &fs::Metadata, store: &dyn BlobStore) -> Option<Stored> {
-        let e = self.entries.get(key)?;
-        if !e.matches(md) || md.mtime() >= self.started - 2 {
+    fn lookup(&self, job: &Job) -> Option<Hashed> {
+        let files = job.files();
+        let e = self.file.entries.get(&files.first()?.key)?;
+        if e.files.len() != files.len() {
             return None;
         }
-        let present = match &e.blob {
-            Some(b) => store.has(b).ok()?,
-            None => e.chunks.iter().all(|c| store.has(&c.blob).unwrap_or(false)),
-        };
-        present.then(|| (e.blob, e.chunks.clone(), e.size))
+        for (f, (key, st)) in files.iter().zip(&e.files) {
+            if *key != f.key || *st != Stat::of(&f.md) || f.md.mtime() >= self.started - 2 {
+                return None;
+            }
+        }
+        let shape_ok = matches!(
+            (job, &e.hashed),
+            (Job::File(_), Hashed::File { .. }) | (Job::Pack(_), Hashed::Pack { .. })
+        );
+        shape_ok.then(|| e.hashed.clone())
     }
 
-    fn insert(&mut self, key: String, md: &fs::Metadata, stored: &Stored) {
-        self.entries.insert(
-            key,
+    fn insert(&mut self, job: &Job, h: &Hashed) {
+        let files = job.files();
+        let Some(first) = files.first() else { return };
+        self.file.entries.insert(
+            first.key.clone(),
             CacheEntry {
-                size: stored.2,
-                mtime: (md.mtime(), md.mtime_nsec()),
-                ctime: (md.ctime(), md.ctime_nsec()),
-                ino: md.ino(),
-                dev: md.dev(),
-                blob: stored.0,
-                chunks: stored.1.clone(),
+                files: files
+                    .iter()
+                    .map(|f| (f.key.clone(), Stat::of(&f.md)))
+                    .collect(),
+                hashed: h.clone(),
             },
         );
     }
@@ -226,6 +411,7 @@ fn walk(
                 blob: None,
                 chunks: vec![],
                 target: None,
+                offset: None,
             });
             walk(root, &path, todo, tree, warn)?;
         } else if ft.is_symlink() {
@@ -246,12 +432,14 @@ fn walk(
                 blob: None,
                 chunks: vec![],
                 target: Some(t.to_string()),
+                offset: None,
             });
         } else if ft.is_file() {
             todo.push(PendingFile {
                 index: tree.entries.len(),
                 key: path.to_string_lossy().into_owned(),
-                path,
+                rel: rel.clone(),
+                path: Arc::new(path),
                 md,
             });
             tree.entries.push(FsEntry {
@@ -262,6 +450,7 @@ fn walk(
                 blob: None,
                 chunks: vec![],
                 target: None,
+                offset: None,
             });
         } else {
             warn(format!("skipping special file {}", path.display()));
@@ -270,19 +459,19 @@ fn walk(
     Ok(())
 }
 
-type Stored = (Option<pf_digest::Digest>, Vec<Chunk>, u64);
-
-fn store_file(path: &Path, len: u64, store: &dyn BlobStore) -> Result<Stored> {
-    let mut f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
+fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
+    let f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
     if len < CDC_THRESHOLD {
-        let (d, n) = store
-            .put_stream(None, &mut f)
-            .map_err(RegistryError::from)?;
-        return Ok((Some(d), vec![], n));
+        let (d, n) = Digest::of_reader(f).map_err(io_ctx(format!("reading {}", path.display())))?;
+        return Ok(Hashed::File {
+            blob: (n > 0).then_some(d),
+            chunks: vec![],
+            size: n,
+        });
     }
     // Cut points are found on this thread; each batch of chunks is hashed
-    // and stored in parallel while the next batch is read and cut. Memory:
-    // two batches of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
+    // in parallel while the next batch is read and cut. Memory: two batches
+    // of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
     let mut cdc = fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX);
     let mut next_batch = || -> Result<Vec<Vec<u8>>> {
         let mut batch = Vec::with_capacity(CDC_BATCH);
@@ -301,233 +490,150 @@ fn store_file(path: &Path, len: u64, store: &dyn BlobStore) -> Result<Stored> {
     let mut total = 0u64;
     let mut batch = next_batch()?;
     while !batch.is_empty() {
-        let (stored, next) = rayon::join(
+        let (hashed, next) = rayon::join(
             || {
                 use rayon::prelude::*;
                 batch
                     .par_iter()
-                    .map(|data| store.put(data).map(|d| (d, data.len() as u64)))
-                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map(|data| (Digest::of(data), data.len() as u64))
+                    .collect::<Vec<_>>()
             },
             &mut next_batch,
         );
-        for (d, len) in stored? {
+        for (d, len) in hashed {
             total += len;
             chunks.push(Chunk { blob: d, size: len });
         }
         batch = next?;
     }
-    if chunks.len() == 1 {
-        let only = chunks.remove(0);
-        return Ok((Some(only.blob), vec![], total));
+    if chunks.len() <= 1 {
+        return Ok(Hashed::File {
+            blob: chunks.pop().map(|c| c.blob),
+            chunks: vec![],
+            size: total,
+        });
     }
-    Ok((None, chunks, total))
-}
-
-/// Checks a symlink at `link_path` (relative) pointing to `target` stays inside the root.
-pub fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
-    let t = Path::new(target);
-    if t.is_absolute() {
-        return false;
-    }
-    // Depth of the directory containing the link.
-    let mut depth: i64 = link_path.split('/').count() as i64 - 1;
-    for c in t.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
-/// Restores `tree` from `store` into `dest`, which must not exist or be empty.
-/// Refuses symlinks that point outside `dest` and never writes through a symlink.
-pub fn restore(tree: &FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
-    tree.validate()?;
-    if dest.exists() {
-        let mut it = fs::read_dir(dest).map_err(io_ctx(format!("listing {}", dest.display())))?;
-        if it.next().is_some() {
-            return Err(RegistryError::invalid(
-                dest.display().to_string(),
-                "restore directory is not empty",
-            ));
-        }
-    }
-    fs::create_dir_all(dest).map_err(io_ctx(format!("creating {}", dest.display())))?;
-    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
-        let t = e.target.as_deref().unwrap_or("");
-        if !symlink_stays_inside(&e.path, t) {
-            return Err(RegistryError::invalid(
-                format!("symlink {}", e.path),
-                format!("target {t:?} points outside the restore directory"),
-            ));
-        }
-    }
-    let mut bytes = 0u64;
-    let mut dirs: Vec<&FsEntry> = tree
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Dir)
-        .collect();
-    dirs.sort_by_key(|e| e.path.matches('/').count());
-    for d in &dirs {
-        let p = safe_join(dest, &d.path)?;
-        fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
-    }
-    // Files in parallel (each written whole by one thread).
-    let files: Vec<&FsEntry> = tree
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::File)
-        .collect();
-    let written: Vec<Result<u64>> = {
-        use rayon::prelude::*;
-        files
-            .par_iter()
-            .map(|e| restore_file(e, store, dest))
-            .collect()
-    };
-    for w in written {
-        bytes += w?;
-    }
-    for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
-        let p = safe_join(dest, &e.path)?;
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
-        }
-        std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &p)
-            .map_err(io_ctx(format!("symlink {}", p.display())))?;
-    }
-    for d in dirs.iter().rev() {
-        let p = safe_join(dest, &d.path)?;
-        fs::set_permissions(&p, fs::Permissions::from_mode((d.mode & 0o777) | 0o700))
-            .map_err(io_ctx(format!("chmod {}", p.display())))?;
-    }
-    Ok(bytes)
-}
-
-/// Writes one regular file of the tree under `dest` (which must not exist yet).
-fn restore_file(e: &FsEntry, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
-    let p = safe_join(dest, &e.path)?;
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).map_err(io_ctx(format!("creating {}", parent.display())))?;
-        safe_join(dest, &e.path)?; // re-check nothing on the way is a symlink
-    }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&p)
-        .map_err(io_ctx(format!("creating {}", p.display())))?;
-    let mut bytes = 0u64;
-    for (d, _) in e.blobs() {
-        let mut r = store.open(&d)?;
-        bytes += io::copy(&mut r, &mut f).map_err(io_ctx(format!("writing {}", p.display())))?;
-    }
-    f.flush()
-        .map_err(io_ctx(format!("writing {}", p.display())))?;
-    fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o777))
-        .map_err(io_ctx(format!("chmod {}", p.display())))?;
-    Ok(bytes)
-}
-
-/// Joins a validated relative path under `root`, refusing if any existing
-/// component on the way is a symlink.
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
-    validate_relative_path(rel).map_err(|r| RegistryError::invalid("fs tree", r))?;
-    let mut p = root.to_path_buf();
-    for c in rel.split('/') {
-        p.push(c);
-        if let Ok(md) = fs::symlink_metadata(&p) {
-            if md.file_type().is_symlink() {
-                return Err(RegistryError::invalid(
-                    format!("path {rel}"),
-                    "would be written through a symlink",
-                ));
-            }
-        }
-    }
-    Ok(p)
+    Ok(Hashed::File {
+        blob: None,
+        chunks,
+        size: total,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pf_cas::MemoryStore;
+    use pf_cas::{BlobStore, MemoryStore};
+
+    fn age(p: &Path) {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    fn source() -> SourceStore {
+        SourceStore::new(Arc::new(MemoryStore::new()))
+    }
 
     #[test]
     fn stat_cache_skips_unchanged_files_and_catches_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        // Two packs of small files and one file on its own.
         for i in 0..5 {
-            let p = dir.path().join(format!("f{i}"));
+            let p = root.join(format!("f{i}"));
             fs::write(&p, format!("content {i}")).unwrap();
-            fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
+            age(&p);
         }
-        let store = MemoryStore::new();
+        let big = root.join("big");
+        fs::write(&big, vec![7u8; PACK_FILE_MAX as usize]).unwrap();
+        age(&big);
         let cache_file = dir.path().join("cache.json");
-        let root = dir.path().join("..").join(dir.path().file_name().unwrap());
-        let root = fs::canonicalize(root).unwrap();
         let mut c = StatCache::load(&cache_file);
-        let t1 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
+        let t1 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
         assert_eq!(c.hits, 0);
         c.save(&cache_file).unwrap();
         let mut c = StatCache::load(&cache_file);
-        let t2 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
-        assert_eq!(c.hits, 5, "unchanged files must come from the cache");
-        assert_eq!(
-            t1.entries
-                .iter()
-                .filter(|e| e.path.starts_with('f'))
-                .count(),
-            5
-        );
-        assert_eq!(
-            t1.entries
-                .iter()
-                .filter(|e| e.path.starts_with('f'))
-                .collect::<Vec<_>>(),
-            t2.entries
-                .iter()
-                .filter(|e| e.path.starts_with('f'))
-                .collect::<Vec<_>>()
-        );
+        let t2 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        assert_eq!(c.hits, 6, "unchanged files must come from the cache");
+        assert_eq!(t1, t2);
         c.save(&cache_file).unwrap();
-        // Same size, same mtime, new content: ctime differs, so it is re-read.
-        let p = dir.path().join("f2");
+        // Same size, same mtime, new content: ctime differs, so its pack is
+        // read again; the big file still comes from the cache.
+        let p = root.join("f2");
         fs::write(&p, "CONTENT 2").unwrap();
-        fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        age(&p);
         let mut c = StatCache::load(&cache_file);
-        let t3 = snapshot_dir(&root, &store, &mut c, &mut |_| {}).unwrap();
-        assert_eq!(c.hits, 4);
+        let src = source();
+        let t3 = snapshot_dir(&root, &src, &mut c, &mut |_| {}).unwrap();
+        assert_eq!(c.hits, 1);
         let f2 = t3.entries.iter().find(|e| e.path == "f2").unwrap();
-        assert_eq!(f2.blob, Some(pf_digest::Digest::of(b"CONTENT 2")));
+        let pack = src.get(&f2.blob.unwrap()).unwrap();
+        let off = f2.offset.unwrap() as usize;
+        assert_eq!(&pack[off..off + f2.size as usize], b"CONTENT 2");
     }
 
     #[test]
-    fn symlink_containment() {
-        assert!(symlink_stays_inside("a/link", "../b"));
-        assert!(symlink_stays_inside("link", "b/c"));
-        assert!(!symlink_stays_inside("link", "../x"));
-        assert!(!symlink_stays_inside("a/link", "../../x"));
-        assert!(!symlink_stays_inside("link", "/etc/passwd"));
-        assert!(!symlink_stays_inside("a/link", "b/../../../x"));
+    fn small_files_are_packed_and_served_from_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut want = Vec::new();
+        for i in 0..300 {
+            let p = format!("d{}/f{i:03}", i % 7);
+            fs::create_dir_all(root.join(format!("d{}", i % 7))).unwrap();
+            let body = format!("{i}:").repeat(20 + i * 40);
+            fs::write(root.join(&p), &body).unwrap();
+            want.push((p, body));
+        }
+        fs::write(root.join("empty"), b"").unwrap();
+        let src = source();
+        let mut c = StatCache::default();
+        let tree = snapshot_dir(root, &src, &mut c, &mut |_| {}).unwrap();
+        tree.validate().unwrap();
+        // ~7 MB of small files: a few packs, none over PACK_MAX.
+        assert!((1..=4).contains(&tree.packs.len()), "{:?}", tree.packs);
+        assert!(tree.packs.iter().all(|p| p.size <= PACK_MAX));
+        for (p, body) in want {
+            let e = tree.entries.iter().find(|e| e.path == p).unwrap();
+            let pack = src.get(&e.blob.unwrap()).unwrap();
+            let off = e.offset.unwrap() as usize;
+            assert_eq!(&pack[off..off + e.size as usize], body.as_bytes(), "{p}");
+        }
+        let empty = tree.entries.iter().find(|e| e.path == "empty").unwrap();
+        assert_eq!((empty.size, empty.blob), (0, None));
+        // The same content snapshotted again packs identically.
+        let again = snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        assert_eq!(tree, again);
+    }
+
+    #[test]
+    fn a_new_small_file_repacks_only_its_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..400 {
+            fs::write(root.join(format!("f{i:04}")), vec![(i % 251) as u8; 40_000]).unwrap();
+        }
+        let snap =
+            || snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        let before = snap();
+        fs::write(root.join("f0200x"), b"new file in the middle").unwrap();
+        let after = snap();
+        let old: std::collections::HashSet<_> = before.packs.iter().map(|p| p.blob).collect();
+        let changed = after
+            .packs
+            .iter()
+            .filter(|p| !old.contains(&p.blob))
+            .count();
+        assert!(before.packs.len() >= 3, "{}", before.packs.len());
+        assert!(
+            changed <= 2,
+            "{changed} of {} packs changed",
+            after.packs.len()
+        );
     }
 }

@@ -159,6 +159,86 @@ fn push_pull_restore_signed_roundtrip() {
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
 
+/// Many small files (packed), a chunked file and an empty one.
+fn make_packed_tree(root: &Path) {
+    make_tree(root);
+    for i in 0..200 {
+        let d = root.join(format!("notes/{}", i % 5));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join(format!("n{i}.json")),
+            format!("{{\"n\": {i}}}").repeat(i + 1),
+        )
+        .unwrap();
+    }
+}
+
+fn blob_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(shards) = fs::read_dir(dir) {
+        for shard in shards {
+            for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// A push reads file contents from the directory (cached stats included: a
+/// second push of the unchanged tree to a new repository re-reads them), and
+/// a restoring pull writes them straight into place: the local store keeps
+/// only index blobs. A corrupt blob fails the pull and leaves no partial
+/// restore behind.
+#[test]
+fn push_reads_the_source_and_pull_into_writes_files_in_place() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_packed_tree(&src);
+    let (a, b) = (env.repo("a"), env.repo("b"));
+    for repo in [&a, &b] {
+        let out = env.pf(&["--json", "push", src.to_str().unwrap(), repo]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        // 200 small files and the small config are a pack or two, not 201 blobs.
+        let total = v["blobs_total"].as_u64().unwrap();
+        assert!(total < 20, "{v}");
+        assert_eq!(v["blobs_uploaded"], v["blobs_total"], "{v}");
+    }
+    // The push store holds the fs tree only, not copies of the files.
+    assert_eq!(blob_files(&env.path("store/sha256")).len(), 1);
+
+    let out = env.pf_store(
+        "s2",
+        &["pull", &b, "--into", env.path("dst").to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_same_tree(&src, &env.path("dst"));
+    assert_eq!(blob_files(&env.path("s2/sha256")).len(), 1);
+
+    // Corrupt every blob of repository a but its fs tree: exit 4, nothing left.
+    let tree_blob = blob_files(&env.path("store/sha256"))[0].clone();
+    let tree_name = tree_blob.file_name().unwrap().to_str().unwrap().to_string();
+    for p in blob_files(&env.path("a/blobs/sha256")) {
+        if !p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&tree_name)
+        {
+            fs::write(&p, zstd_frame(b"evil")).unwrap();
+        }
+    }
+    let dst2 = env.path("dst2");
+    let out = env.pf_store("s3", &["pull", &a, "--into", dst2.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        !dst2.exists(),
+        "a failed restore must not leave files behind"
+    );
+}
+
 #[test]
 fn exit_codes_for_bad_input() {
     let env = Env::new();

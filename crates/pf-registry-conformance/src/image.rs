@@ -1,5 +1,5 @@
 //! Test images: deterministic and proptest-generated snapshots with layers,
-//! an fs tree (some files chunked) and a KV page manifest.
+//! an fs tree (some files chunked, small ones packed) and a KV page manifest.
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
@@ -11,6 +11,10 @@ use pf_registry_core::{Descriptor, Manifest};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use rand::{Rng, SeedableRng};
+
+/// Non-empty files up to this size (and the chunk size) are packed into one
+/// shared pack blob, as `pf` packs small files.
+pub const PACKED_MAX: usize = 1000;
 
 /// The content of a test image.
 #[derive(Debug, Clone)]
@@ -76,6 +80,7 @@ impl ImageSpec {
             });
         }
         let mut tree = FsTree::default();
+        let (mut pack, mut packed) = (Vec::new(), Vec::new());
         let mut dirs = std::collections::BTreeSet::new();
         for (path, data) in &self.files {
             let mut p = path.as_str();
@@ -91,8 +96,14 @@ impl ImageSpec {
                 blob: None,
                 chunks: vec![],
                 target: None,
+                offset: None,
             };
-            if data.len() > self.chunk_size {
+            if !data.is_empty() && data.len() <= PACKED_MAX && data.len() <= self.chunk_size {
+                // Packed: a range of the shared pack blob (filled in below).
+                e.offset = Some(pack.len() as u64);
+                pack.extend_from_slice(data);
+                packed.push(tree.entries.len());
+            } else if data.len() > self.chunk_size {
                 e.chunks = data
                     .chunks(self.chunk_size)
                     .map(|c| Chunk {
@@ -105,6 +116,16 @@ impl ImageSpec {
             }
             tree.entries.push(e);
         }
+        if !packed.is_empty() {
+            let d = put(&pack);
+            for &i in &packed {
+                tree.entries[i].blob = Some(d);
+            }
+            tree.packs.push(Chunk {
+                blob: d,
+                size: pack.len() as u64,
+            });
+        }
         for d in dirs {
             tree.entries.push(FsEntry {
                 path: d,
@@ -114,6 +135,7 @@ impl ImageSpec {
                 blob: None,
                 chunks: vec![],
                 target: None,
+                offset: None,
             });
         }
         let tree_bytes = tree.to_bytes();

@@ -17,7 +17,7 @@ use crate::manifest::{
     self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::progress::ProgressEvent;
-use crate::registry::{Inspection, PullReport, PushReport, Registry, SignedImage};
+use crate::registry::{Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage};
 use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
 
 /// Implements [`Registry`] for any [`Transport`]: closure walk, dedup,
@@ -332,7 +332,11 @@ impl<T: Transport> Registry for Engine<T> {
         })
     }
 
-    async fn pull(&self, store: Arc<dyn BlobStore>) -> Result<PullReport> {
+    async fn pull_into(
+        &self,
+        store: Arc<dyn BlobStore>,
+        target: &dyn PullTarget,
+    ) -> Result<PullReport> {
         let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
         let manifest_digest = Digest::of(&fetched.manifest);
 
@@ -369,15 +373,18 @@ impl<T: Transport> Registry for Engine<T> {
         let mut fetched_count = need1.len() as u64;
         let (mut wire, mut raw) = self.fetch_blobs(&store, need1).await?;
 
-        // Phase 2: expand index blobs (now local) and fetch their children.
+        // Phase 2: expand index blobs (now local) and fetch their children
+        // into the store the target picks.
+        let data = target.data_store(&manifest, &store)?;
         let st = store.clone();
+        let dt = data.clone();
         let m2 = manifest.clone();
         let (closure, need2) = blocking(move || {
             let closure = manifest::closure(&m2, |d| read_index(&*st, d))?;
             let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
             let mut need = Vec::new();
             for b in closure.iter().filter(|b| !top.contains(&b.digest)) {
-                if !st.has(&b.digest)? {
+                if !dt.has(&b.digest)? {
                     need.push(*b);
                 }
             }
@@ -389,7 +396,7 @@ impl<T: Transport> Registry for Engine<T> {
             bytes: need2.iter().filter_map(|b| b.size).sum(),
         });
         fetched_count += need2.len() as u64;
-        let (w2, r2) = self.fetch_blobs(&store, need2).await?;
+        let (w2, r2) = self.fetch_blobs(&data, need2).await?;
         wire += w2;
         raw += r2;
 

@@ -25,7 +25,9 @@ pub use pf_digest::Digest;
 pub use pf_sign::{KeyId, PublicKey, SignatureEnvelope, SigningKey, TrustPolicy, Verification};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use reference::{ImageRef, Location};
-pub use registry::{Inspection, PullReport, PushReport, Registry, SignedImage};
+pub use registry::{
+    Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
+};
 pub use retry::RetryPolicy;
 pub use transport::{
     ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, Transport, UploadedBlob,

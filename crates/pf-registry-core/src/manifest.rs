@@ -229,16 +229,53 @@ pub struct FsEntry {
     /// Symlink target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// With `blob`: the file is `size` bytes of that blob starting here. The
+    /// blob must then be one of the tree's `packs` (small files packed
+    /// together). Absent: the file is the whole blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// A byte range of one blob that makes up part of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// The blob holding the bytes.
+    pub blob: Digest,
+    /// Where the range starts in the blob.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
 }
 
 impl FsEntry {
-    /// The blobs this entry's content is made of, in order.
-    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+    /// The byte ranges this entry's content is made of, in file order.
+    pub fn pieces(&self) -> Vec<Piece> {
         match (&self.blob, self.chunks.is_empty()) {
-            (Some(b), _) => vec![(*b, self.size)],
-            (None, false) => self.chunks.iter().map(|c| (c.blob, c.size)).collect(),
+            (Some(b), _) => vec![Piece {
+                blob: *b,
+                offset: self.offset.unwrap_or(0),
+                len: self.size,
+            }],
+            (None, false) => self
+                .chunks
+                .iter()
+                .map(|c| Piece {
+                    blob: c.blob,
+                    offset: 0,
+                    len: c.size,
+                })
+                .collect(),
             (None, true) => Vec::new(),
         }
+    }
+
+    /// Whole blobs this entry references with their sizes (packed ranges
+    /// excluded: their blob's size is in [`FsTree::packs`]).
+    fn whole_blobs(&self) -> Vec<(Digest, u64)> {
+        if self.offset.is_some() {
+            return Vec::new();
+        }
+        self.pieces().iter().map(|p| (p.blob, p.len)).collect()
     }
 }
 
@@ -248,6 +285,10 @@ impl FsEntry {
 pub struct FsTree {
     /// Entries; parents before children is conventional but not required.
     pub entries: Vec<FsEntry>,
+    /// Pack blobs: small files concatenated, referenced by entries with an
+    /// `offset`. Each pack's full size is declared here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<Chunk>,
 }
 
 /// Checks a relative path from an fs tree is safe to join under a directory.
@@ -301,8 +342,34 @@ impl FsTree {
                 self.entries.len()
             ));
         }
+        if self.packs.len() > MAX_FS_ENTRIES {
+            return inv(format!("{} packs exceeds the limit", self.packs.len()));
+        }
+        let mut packs = std::collections::HashMap::with_capacity(self.packs.len());
+        for p in &self.packs {
+            if p.size > MAX_DECLARED_SIZE {
+                return inv(format!("pack {} declares {} bytes", p.blob, p.size));
+            }
+            if packs.insert(p.blob, p.size).is_some() {
+                return inv(format!("pack {} listed twice", p.blob));
+            }
+        }
         let mut seen = HashSet::with_capacity(self.entries.len());
         for e in &self.entries {
+            if let Some(off) = e.offset {
+                let fits = match (e.kind, &e.blob, e.chunks.is_empty()) {
+                    (EntryKind::File, Some(b), true) => packs
+                        .get(b)
+                        .is_some_and(|n| off.checked_add(e.size).is_some_and(|end| end <= *n)),
+                    _ => false,
+                };
+                if !fits {
+                    return inv(format!(
+                        "{:?}: an offset needs a file whose blob is a listed pack holding the range",
+                        bounded(&e.path)
+                    ));
+                }
+            }
             if let Err(r) = validate_relative_path(&e.path) {
                 return inv(r);
             }
@@ -447,7 +514,8 @@ pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>
             let t = FsTree::from_bytes(bytes)?;
             Ok(t.entries
                 .iter()
-                .flat_map(|e| e.blobs())
+                .flat_map(|e| e.whole_blobs())
+                .chain(t.packs.iter().map(|p| (p.blob, p.size)))
                 .map(|(digest, size)| ClosureBlob {
                     digest,
                     size: Some(size),
@@ -568,6 +636,7 @@ mod tests {
                     blob: None,
                     chunks: vec![],
                     target: None,
+                    offset: None,
                 },
                 FsEntry {
                     path: "etc/config.json".into(),
@@ -577,6 +646,7 @@ mod tests {
                     blob: Some(Digest::of(b"hello")),
                     chunks: vec![],
                     target: None,
+                    offset: None,
                 },
                 FsEntry {
                     path: "big.bin".into(),
@@ -595,6 +665,7 @@ mod tests {
                         },
                     ],
                     target: None,
+                    offset: None,
                 },
                 FsEntry {
                     path: "link".into(),
@@ -604,9 +675,85 @@ mod tests {
                     blob: None,
                     chunks: vec![],
                     target: Some("etc/config.json".into()),
+                    offset: None,
                 },
             ],
+            packs: vec![],
         }
+    }
+
+    /// Two small files packed into one blob.
+    fn packed_tree() -> FsTree {
+        let pack = Digest::of(b"helloworld!");
+        let file = |path: &str, offset, size| FsEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size,
+            blob: Some(pack),
+            chunks: vec![],
+            target: None,
+            offset: Some(offset),
+        };
+        FsTree {
+            entries: vec![file("a.txt", 0, 5), file("b.txt", 5, 6)],
+            packs: vec![Chunk {
+                blob: pack,
+                size: 11,
+            }],
+        }
+    }
+
+    #[test]
+    fn packed_tree_wire_format_and_closure() {
+        let t = packed_tree();
+        let bytes = t.to_bytes();
+        insta::assert_snapshot!("fs_tree_packed", String::from_utf8_lossy(&bytes));
+        assert_eq!(FsTree::from_bytes(&bytes).unwrap(), t);
+        let kids = index_children(FS_TREE_MEDIA_TYPE, &bytes).unwrap();
+        // The pack once (entries' ranges merge into it), with its full size.
+        let mut out = Vec::new();
+        merge_unique(&mut out, &mut std::collections::HashMap::new(), kids).unwrap();
+        assert_eq!(
+            out,
+            vec![ClosureBlob {
+                digest: Digest::of(b"helloworld!"),
+                size: Some(11)
+            }]
+        );
+        assert_eq!(
+            t.entries[1].pieces(),
+            vec![Piece {
+                blob: Digest::of(b"helloworld!"),
+                offset: 5,
+                len: 6
+            }]
+        );
+    }
+
+    #[test]
+    fn packed_ranges_are_checked() {
+        let mut t = packed_tree();
+        t.entries[1].offset = Some(6); // 6 + 6 > 11
+        assert!(t.validate().is_err());
+        let mut t = packed_tree();
+        t.packs.clear(); // offset into an unlisted blob
+        assert!(t.validate().is_err());
+        let mut t = packed_tree();
+        t.entries[0].offset = Some(u64::MAX); // overflow
+        assert!(t.validate().is_err());
+        let mut t = packed_tree();
+        t.packs.push(t.packs[0].clone());
+        assert!(t.validate().is_err(), "a pack listed twice");
+        let mut t = packed_tree();
+        t.entries[0].blob = None;
+        t.entries[0].chunks = vec![Chunk {
+            blob: t.packs[0].blob,
+            size: 5,
+        }];
+        assert!(t.validate().is_err(), "offset on a chunked file");
+        // An old reader's view: a v1 tree without packs parses unchanged.
+        assert!(FsTree::from_bytes(&sample_tree().to_bytes()).is_ok());
     }
 
     #[test]

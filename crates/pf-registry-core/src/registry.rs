@@ -114,6 +114,33 @@ pub struct Inspection {
     pub manifest_size: u64,
 }
 
+/// Where a pull writes the blobs that are not index blobs.
+pub trait PullTarget: Send + Sync {
+    /// Called once per pull, after the manifest is verified and its index
+    /// blobs (fs trees, KV page lists) are in `store`. Returns the store the
+    /// remaining closure blobs are checked against and decoded into; every
+    /// blob it is given has been digest-verified by the engine's codec.
+    fn data_store(
+        &self,
+        manifest: &Manifest,
+        store: &Arc<dyn BlobStore>,
+    ) -> Result<Arc<dyn BlobStore>>;
+}
+
+/// The default [`PullTarget`]: every blob goes into the caller's store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepInStore;
+
+impl PullTarget for KeepInStore {
+    fn data_store(
+        &self,
+        _manifest: &Manifest,
+        store: &Arc<dyn BlobStore>,
+    ) -> Result<Arc<dyn BlobStore>> {
+        Ok(store.clone())
+    }
+}
+
 /// A place images can be pushed to and pulled from. Implemented once, by the
 /// engine, for every backend.
 #[async_trait]
@@ -127,7 +154,19 @@ pub trait Registry: Send + Sync {
 
     /// Fetches and verifies the manifest, then fetches the closure blobs
     /// `store` lacks, verifying each.
-    async fn pull(&self, store: Arc<dyn BlobStore>) -> Result<PullReport>;
+    async fn pull(&self, store: Arc<dyn BlobStore>) -> Result<PullReport> {
+        self.pull_into(store, &KeepInStore).await
+    }
+
+    /// Like [`Registry::pull`], but once the manifest is verified and its
+    /// index blobs are in `store`, `target` picks the store the other blobs
+    /// are checked against and written into (e.g. one that writes file
+    /// contents straight into a restore directory).
+    async fn pull_into(
+        &self,
+        store: Arc<dyn BlobStore>,
+        target: &dyn PullTarget,
+    ) -> Result<PullReport>;
 
     /// Fetches and verifies the manifest only.
     async fn inspect(&self) -> Result<Inspection>;

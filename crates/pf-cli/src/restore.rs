@@ -1,0 +1,516 @@
+//! Writing an fs tree's files into a directory, reading each blob once.
+//!
+//! A [`Layout`] creates the directories and empty files up front and knows,
+//! for every blob, which byte ranges of which files it fills. Blobs then
+//! arrive in any order (from the local store, or straight from a pull
+//! through [`RestoreTarget`]) and are streamed into place with positional
+//! writes, hashed on the way and refused if they do not match their digest.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pf_cas::{BlobStore, CasError};
+use pf_digest::{Digest, Hasher};
+use pf_registry::manifest::{validate_relative_path, EntryKind, FsTree, FS_TREE_MEDIA_TYPE};
+use pf_registry::{Manifest, PullTarget, RegistryError, Result};
+
+fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
+    move |e| RegistryError::io(ctx, e)
+}
+
+/// One byte range of a blob that lands in one file.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: usize,
+    file_off: u64,
+    blob_off: u64,
+    len: u64,
+}
+
+/// A restore in progress: directories and empty files created, blobs mapped
+/// to the file ranges they fill.
+#[derive(Debug)]
+pub struct Layout {
+    dest: PathBuf,
+    created_dest: bool,
+    tree: FsTree,
+    /// Absolute path of each file, by index.
+    files: Vec<(PathBuf, u32)>,
+    places: HashMap<Digest, Vec<Place>>,
+    written: Mutex<HashSet<Digest>>,
+}
+
+impl Layout {
+    /// Validates `tree` and prepares `dest` (which must not exist or be
+    /// empty): refuses symlinks that point outside it, creates directories
+    /// and empty files. Nothing is ever written through a symlink.
+    pub fn create(tree: FsTree, dest: &Path) -> Result<Layout> {
+        tree.validate()?;
+        let created_dest = !dest.exists();
+        if !created_dest {
+            let mut it =
+                fs::read_dir(dest).map_err(io_ctx(format!("listing {}", dest.display())))?;
+            if it.next().is_some() {
+                return Err(RegistryError::invalid(
+                    dest.display().to_string(),
+                    "restore directory is not empty",
+                ));
+            }
+        }
+        for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+            let t = e.target.as_deref().unwrap_or("");
+            if !symlink_stays_inside(&e.path, t) {
+                return Err(RegistryError::invalid(
+                    format!("symlink {}", e.path),
+                    format!("target {t:?} points outside the restore directory"),
+                ));
+            }
+        }
+        fs::create_dir_all(dest).map_err(io_ctx(format!("creating {}", dest.display())))?;
+        let mut layout = Layout {
+            dest: dest.to_path_buf(),
+            created_dest,
+            tree: FsTree::default(),
+            files: Vec::new(),
+            places: HashMap::new(),
+            written: Mutex::new(HashSet::new()),
+        };
+        let mut dirs: Vec<&str> = tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .map(|e| e.path.as_str())
+            .collect();
+        dirs.sort_by_key(|p| p.matches('/').count());
+        for d in dirs {
+            let p = safe_join(dest, d)?;
+            fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
+        }
+        for e in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
+            let p = safe_join(dest, &e.path)?;
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(io_ctx(format!("creating {}", parent.display())))?;
+                safe_join(dest, &e.path)?; // nothing on the way is a symlink
+            }
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .map_err(io_ctx(format!("creating {}", p.display())))?;
+            let file = layout.files.len();
+            let mut file_off = 0;
+            for piece in e.pieces() {
+                layout.places.entry(piece.blob).or_default().push(Place {
+                    file,
+                    file_off,
+                    blob_off: piece.offset,
+                    len: piece.len,
+                });
+                file_off += piece.len;
+            }
+            layout.files.push((p, e.mode));
+        }
+        layout.tree = tree;
+        Ok(layout)
+    }
+
+    /// Whether `digest` fills some file range.
+    pub fn wants(&self, digest: &Digest) -> bool {
+        self.places.contains_key(digest)
+    }
+
+    /// Streams blob `digest` from `reader` into every range it fills,
+    /// hashing as it goes. Errors like [`BlobStore::put_stream`]: reader
+    /// failures say `reading blob stream`, and a content mismatch is
+    /// [`CasError::Integrity`] (the ranges then hold bad bytes until the
+    /// blob is written again, and the restore is not finished).
+    pub fn write_blob(
+        &self,
+        digest: &Digest,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        let places = self.places.get(digest).map(Vec::as_slice).unwrap_or(&[]);
+        let mut open: HashMap<usize, File> = HashMap::new();
+        for p in places {
+            if let std::collections::hash_map::Entry::Vacant(v) = open.entry(p.file) {
+                let path = &self.files[p.file].0;
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|source| CasError::Io {
+                        context: format!("opening {}", path.display()),
+                        source,
+                    })?;
+                v.insert(f);
+            }
+        }
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut pos = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(CasError::Io {
+                        context: "reading blob stream".into(),
+                        source,
+                    })
+                }
+            };
+            h.update(&buf[..n]);
+            let end = pos + n as u64;
+            for p in places {
+                let (s, e) = (pos.max(p.blob_off), end.min(p.blob_off + p.len));
+                if s < e {
+                    let slice = &buf[(s - pos) as usize..(e - pos) as usize];
+                    let f = &open[&p.file];
+                    f.write_all_at(slice, p.file_off + (s - p.blob_off))
+                        .map_err(|source| CasError::Io {
+                            context: format!(
+                                "writing blob into {}",
+                                self.files[p.file].0.display()
+                            ),
+                            source,
+                        })?;
+                }
+            }
+            pos = end;
+        }
+        let actual = h.finish();
+        if actual != *digest {
+            return Err(CasError::Integrity {
+                expected: *digest,
+                actual,
+            });
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(*digest);
+        }
+        Ok((actual, pos))
+    }
+
+    /// Writes every blob not yet written from `store` (in parallel), then
+    /// sets file modes, creates symlinks and sets directory modes. Returns
+    /// the bytes of file content restored.
+    pub fn finish(&self, store: &dyn BlobStore) -> Result<u64> {
+        let pending: Vec<Digest> = {
+            let w = self
+                .written
+                .lock()
+                .map_err(|_| RegistryError::io("restore", io::Error::other("lock poisoned")))?;
+            let mut v: Vec<Digest> = self
+                .places
+                .keys()
+                .filter(|d| !w.contains(d))
+                .copied()
+                .collect();
+            v.sort();
+            v
+        };
+        {
+            use rayon::prelude::*;
+            pending.par_iter().try_for_each(|d| -> Result<()> {
+                let mut r = store.open(d)?;
+                self.write_blob(d, &mut r)?;
+                Ok(())
+            })?;
+        }
+        let mut bytes = 0;
+        for (path, mode) in &self.files {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
+                .map_err(io_ctx(format!("chmod {}", path.display())))?;
+        }
+        for e in &self.tree.entries {
+            match e.kind {
+                EntryKind::File => bytes += e.size,
+                EntryKind::Symlink => {
+                    let p = safe_join(&self.dest, &e.path)?;
+                    if let Some(parent) = p.parent() {
+                        fs::create_dir_all(parent)
+                            .map_err(io_ctx(format!("creating {}", parent.display())))?;
+                    }
+                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &p)
+                        .map_err(io_ctx(format!("symlink {}", p.display())))?;
+                }
+                EntryKind::Dir => {}
+            }
+        }
+        let mut dirs: Vec<_> = self
+            .tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .collect();
+        dirs.sort_by_key(|e| std::cmp::Reverse(e.path.matches('/').count()));
+        for d in dirs {
+            let p = safe_join(&self.dest, &d.path)?;
+            fs::set_permissions(&p, fs::Permissions::from_mode((d.mode & 0o777) | 0o700))
+                .map_err(io_ctx(format!("chmod {}", p.display())))?;
+        }
+        Ok(bytes)
+    }
+
+    /// Removes what this restore created (after a failed pull), leaving
+    /// `dest` as it was: absent, or empty.
+    pub fn abandon(&self) {
+        if self.created_dest {
+            let _ = fs::remove_dir_all(&self.dest);
+        } else if let Ok(rd) = fs::read_dir(&self.dest) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let _ = match e.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                    _ => fs::remove_file(&p),
+                };
+            }
+        }
+    }
+}
+
+/// Restores `tree` from `store` into `dest` (which must not exist or be empty).
+#[cfg(test)]
+fn restore(tree: FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
+    let layout = Layout::create(tree, dest)?;
+    layout.finish(store)
+}
+
+/// The fs tree layers of `manifest`, read from `store` and merged into one
+/// tree (their paths must not collide).
+pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTree> {
+    let mut tree = FsTree::default();
+    for l in manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
+    {
+        let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
+        tree.entries.extend(t.entries);
+        for p in t.packs {
+            if !tree.packs.contains(&p) {
+                tree.packs.push(p);
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// A [`PullTarget`] that restores the pulled fs tree into a directory:
+/// file contents are written straight into place as they are fetched (each
+/// byte written once), other blobs go to the caller's store.
+#[derive(Debug)]
+pub struct RestoreTarget {
+    dest: PathBuf,
+    layout: OnceLock<Arc<Layout>>,
+}
+
+impl RestoreTarget {
+    /// A target restoring into `dest` (must not exist or be empty).
+    pub fn new(dest: &Path) -> RestoreTarget {
+        RestoreTarget {
+            dest: dest.to_path_buf(),
+            layout: OnceLock::new(),
+        }
+    }
+
+    /// The layout, once the pull has reached its data phase.
+    pub fn layout(&self) -> Option<Arc<Layout>> {
+        self.layout.get().cloned()
+    }
+}
+
+impl PullTarget for RestoreTarget {
+    fn data_store(
+        &self,
+        manifest: &Manifest,
+        store: &Arc<dyn BlobStore>,
+    ) -> Result<Arc<dyn BlobStore>> {
+        let tree = manifest_tree(manifest, &**store)?;
+        let layout = Arc::new(Layout::create(tree, &self.dest)?);
+        let _ = self.layout.set(layout.clone());
+        Ok(Arc::new(RestoreSink {
+            layout,
+            inner: store.clone(),
+        }))
+    }
+}
+
+/// A store that writes file-content blobs into a [`Layout`] and everything
+/// else into `inner`. Presence is `inner`'s, so blobs already local are not
+/// fetched again ([`Layout::finish`] copies them).
+struct RestoreSink {
+    layout: Arc<Layout>,
+    inner: Arc<dyn BlobStore>,
+}
+
+impl BlobStore for RestoreSink {
+    fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
+        self.inner.has(digest)
+    }
+    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
+        self.inner.size(digest)
+    }
+    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
+        self.inner.open(digest)
+    }
+    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.layout.wants(&d) {
+            self.layout.write_blob(&d, &mut &bytes[..])?;
+            return Ok(d);
+        }
+        self.inner.put(bytes)
+    }
+    fn put_stream(
+        &self,
+        expected: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        match expected {
+            Some(d) if self.layout.wants(d) => self.layout.write_blob(d, reader),
+            _ => self.inner.put_stream(expected, reader),
+        }
+    }
+    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+        self.inner.list()
+    }
+}
+
+/// Checks a symlink at `link_path` (relative) pointing to `target` stays inside the root.
+pub fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
+    let t = Path::new(target);
+    if t.is_absolute() {
+        return false;
+    }
+    // Depth of the directory containing the link.
+    let mut depth: i64 = link_path.split('/').count() as i64 - 1;
+    for c in t.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Joins a validated relative path under `root`, refusing if any existing
+/// component on the way is a symlink.
+fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
+    validate_relative_path(rel).map_err(|r| RegistryError::invalid("fs tree", r))?;
+    let mut p = root.to_path_buf();
+    for c in rel.split('/') {
+        p.push(c);
+        if let Ok(md) = fs::symlink_metadata(&p) {
+            if md.file_type().is_symlink() {
+                return Err(RegistryError::invalid(
+                    format!("path {rel}"),
+                    "would be written through a symlink",
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pf_cas::MemoryStore;
+    use pf_registry::manifest::{Chunk, FsEntry};
+
+    fn file(path: &str, size: u64, blob: Digest, offset: Option<u64>) -> FsEntry {
+        FsEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o640,
+            size,
+            blob: Some(blob),
+            chunks: vec![],
+            target: None,
+            offset,
+        }
+    }
+
+    #[test]
+    fn packed_chunked_and_duplicate_files_restore_byte_for_byte() {
+        let store = MemoryStore::new();
+        let pack = store.put(b"alphabetagamma").unwrap();
+        let whole = store.put(b"same bytes").unwrap();
+        let c1 = store.put(b"first half/").unwrap();
+        let c2 = store.put(b"second half").unwrap();
+        let mut big = file("d/big", 22, c1, None);
+        big.blob = None;
+        big.chunks = vec![Chunk { blob: c1, size: 11 }, Chunk { blob: c2, size: 11 }];
+        let tree = FsTree {
+            entries: vec![
+                file("a", 5, pack, Some(0)),
+                file("b", 4, pack, Some(5)),
+                file("c", 5, pack, Some(9)),
+                file("dup1", 10, whole, None),
+                file("dup2", 10, whole, None),
+                big,
+            ],
+            packs: vec![Chunk {
+                blob: pack,
+                size: 14,
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let n = restore(tree, &store, &dest).unwrap();
+        assert_eq!(n, 5 + 4 + 5 + 10 + 10 + 22);
+        let read = |p: &str| fs::read(dest.join(p)).unwrap();
+        assert_eq!(read("a"), b"alpha");
+        assert_eq!(read("b"), b"beta");
+        assert_eq!(read("c"), b"gamma");
+        assert_eq!(read("dup1"), b"same bytes");
+        assert_eq!(read("dup2"), b"same bytes");
+        assert_eq!(read("d/big"), b"first half/second half");
+        let mode = fs::metadata(dest.join("a")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused_and_abandon_cleans_up() {
+        let store = MemoryStore::new();
+        let good = Digest::of(b"expected content");
+        let tree = FsTree {
+            entries: vec![file("x/y", 16, good, None)],
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let layout = Layout::create(tree, &dest).unwrap();
+        let err = layout
+            .write_blob(&good, &mut &b"tampered content"[..])
+            .unwrap_err();
+        assert!(matches!(err, CasError::Integrity { .. }), "{err}");
+        // Not marked written: finish looks for it in the store and fails.
+        assert!(layout.finish(&store).is_err());
+        layout.abandon();
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn symlink_containment() {
+        assert!(symlink_stays_inside("a/link", "../b"));
+        assert!(symlink_stays_inside("link", "b/c"));
+        assert!(!symlink_stays_inside("link", "../x"));
+        assert!(!symlink_stays_inside("a/link", "../../x"));
+        assert!(!symlink_stays_inside("link", "/etc/passwd"));
+        assert!(!symlink_stays_inside("a/link", "b/../../../x"));
+    }
+}

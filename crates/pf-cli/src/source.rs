@@ -1,0 +1,193 @@
+//! A blob store that serves a snapshot's content from the files themselves.
+//!
+//! Snapshotting a directory only hashes it: each blob is recorded as the
+//! file ranges it is made of, and a push reads those ranges again while it
+//! encodes. Nothing is copied into the local store, so a first push writes
+//! every byte once (into the destination). The engine re-hashes every blob
+//! it reads, so a file that changed after it was hashed fails the push with
+//! an integrity error instead of uploading the wrong bytes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+
+/// A byte range of a source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The file.
+    pub path: Arc<PathBuf>,
+    /// Where the range starts.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Blobs backed by source-file ranges, over an inner store for the rest
+/// (index blobs written by the snapshot, blobs already local).
+pub struct SourceStore {
+    inner: Arc<dyn BlobStore>,
+    blobs: RwLock<HashMap<Digest, Arc<[Segment]>>>,
+}
+
+impl SourceStore {
+    /// An empty source map over `inner`.
+    pub fn new(inner: Arc<dyn BlobStore>) -> SourceStore {
+        SourceStore {
+            inner,
+            blobs: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Records that blob `digest` is the concatenation of `segments`. The
+    /// first record for a digest wins (identical content elsewhere).
+    pub fn add(&self, digest: Digest, segments: Vec<Segment>) {
+        if let Ok(mut m) = self.blobs.write() {
+            m.entry(digest).or_insert_with(|| segments.into());
+        }
+    }
+
+    fn segments(&self, digest: &Digest) -> Option<Arc<[Segment]>> {
+        self.blobs.read().ok()?.get(digest).cloned()
+    }
+}
+
+impl BlobStore for SourceStore {
+    fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
+        if self.segments(digest).is_some() {
+            return Ok(true);
+        }
+        self.inner.has(digest)
+    }
+
+    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
+        match self.segments(digest) {
+            Some(s) => Ok(Some(s.iter().map(|s| s.len).sum())),
+            None => self.inner.size(digest),
+        }
+    }
+
+    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
+        match self.segments(digest) {
+            Some(segments) => Ok(Box::new(SegmentReader {
+                segments,
+                next: 0,
+                current: None,
+            })),
+            None => self.inner.open(digest),
+        }
+    }
+
+    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
+        self.inner.put(bytes)
+    }
+
+    fn put_stream(
+        &self,
+        expected: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        self.inner.put_stream(expected, reader)
+    }
+
+    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+        let mut all = self.inner.list()?;
+        if let Ok(m) = self.blobs.read() {
+            all.extend(m.keys().copied());
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+}
+
+/// Reads segments one after the other; a file that has become shorter than
+/// its recorded range is an error naming it.
+struct SegmentReader {
+    segments: Arc<[Segment]>,
+    next: usize,
+    current: Option<(io::Take<File>, usize)>,
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((r, idx)) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                if r.limit() > 0 {
+                    let s = &self.segments[*idx];
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} shrank while being pushed (changed since it was snapshotted)",
+                            s.path.display()
+                        ),
+                    ));
+                }
+                self.current = None;
+            }
+            let Some(s) = self.segments.get(self.next) else {
+                return Ok(0);
+            };
+            let idx = self.next;
+            self.next += 1;
+            let mut f = File::open(&*s.path).map_err(|e| {
+                io::Error::new(e.kind(), format!("opening {}: {e}", s.path.display()))
+            })?;
+            if s.offset > 0 {
+                f.seek(SeekFrom::Start(s.offset))?;
+            }
+            self.current = Some((f.take(s.len), idx));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pf_cas::MemoryStore;
+
+    #[test]
+    fn serves_concatenated_ranges_and_falls_back_to_inner() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(dir.path().join("a"));
+        let b = Arc::new(dir.path().join("b"));
+        std::fs::write(&*a, b"0123456789").unwrap();
+        std::fs::write(&*b, b"abcdef").unwrap();
+        let inner = Arc::new(MemoryStore::new());
+        let kept = inner.put(b"index").unwrap();
+        let s = SourceStore::new(inner);
+        let d = Digest::of(b"3456cde");
+        s.add(
+            d,
+            vec![
+                Segment {
+                    path: a.clone(),
+                    offset: 3,
+                    len: 4,
+                },
+                Segment {
+                    path: b.clone(),
+                    offset: 2,
+                    len: 3,
+                },
+            ],
+        );
+        assert_eq!(s.get(&d).unwrap(), b"3456cde");
+        assert_eq!(s.size(&d).unwrap(), Some(7));
+        assert!(s.has(&kept).unwrap());
+        assert_eq!(s.get(&kept).unwrap(), b"index");
+        assert_eq!(s.list().unwrap().len(), 2);
+        // A source file that shrank is an error naming it, not short data.
+        std::fs::write(&*b, b"ab").unwrap();
+        let err = s.get(&d).unwrap_err().to_string();
+        assert!(err.contains("shrank"), "{err}");
+    }
+}
