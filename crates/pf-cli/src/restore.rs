@@ -332,11 +332,27 @@ impl PullTarget for RestoreTarget {
         store: &Arc<dyn BlobStore>,
     ) -> Result<Arc<dyn BlobStore>> {
         let tree = manifest_tree(manifest, &**store)?;
+        // Blobs other index blobs (KV page lists) also reference must land
+        // in the store too, even if some file holds the same bytes.
+        let mut keep = HashSet::new();
+        for l in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
+        {
+            if pf_registry::manifest::is_index_media_type(&l.media_type) {
+                let bytes = store.get(&l.digest)?;
+                for c in pf_registry::manifest::index_children(&l.media_type, &bytes)? {
+                    keep.insert(c.digest);
+                }
+            }
+        }
         let layout = Arc::new(Layout::create(tree, &self.dest)?);
         let _ = self.layout.set(layout.clone());
         Ok(Arc::new(RestoreSink {
             layout,
             inner: store.clone(),
+            keep,
         }))
     }
 }
@@ -347,6 +363,8 @@ impl PullTarget for RestoreTarget {
 struct RestoreSink {
     layout: Arc<Layout>,
     inner: Arc<dyn BlobStore>,
+    /// Digests that go to `inner` as well (then copied into the layout).
+    keep: HashSet<Digest>,
 }
 
 impl BlobStore for RestoreSink {
@@ -361,7 +379,7 @@ impl BlobStore for RestoreSink {
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
-        if self.layout.wants(&d) {
+        if self.layout.wants(&d) && !self.keep.contains(&d) {
             self.layout.write_blob(&d, &mut &bytes[..])?;
             return Ok(d);
         }
@@ -373,7 +391,9 @@ impl BlobStore for RestoreSink {
         reader: &mut dyn Read,
     ) -> pf_cas::Result<(Digest, u64)> {
         match expected {
-            Some(d) if self.layout.wants(d) => self.layout.write_blob(d, reader),
+            Some(d) if self.layout.wants(d) && !self.keep.contains(d) => {
+                self.layout.write_blob(d, reader)
+            }
             _ => self.inner.put_stream(expected, reader),
         }
     }

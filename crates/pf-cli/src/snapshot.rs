@@ -17,18 +17,18 @@ use pf_digest::{Digest, Hasher};
 use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
 use pf_registry::{RegistryError, Result};
 
-use crate::source::{Segment, SourceStore};
+use crate::source::{Segment, SourceStore, Stamp};
 
 /// Files at least this large are split with content-defined chunking.
 pub const CDC_THRESHOLD: u64 = 4 << 20;
 /// FastCDC minimum / average / maximum chunk sizes.
-pub const CDC_MIN: u32 = 256 << 10;
+pub const CDC_MIN: u32 = 1 << 20;
 /// Average chunk size.
-pub const CDC_AVG: u32 = 1 << 20;
+pub const CDC_AVG: u32 = 4 << 20;
 /// Maximum chunk size.
-pub const CDC_MAX: u32 = 4 << 20;
+pub const CDC_MAX: u32 = 16 << 20;
 /// Chunks cut ahead while the previous batch is hashed.
-const CDC_BATCH: usize = 8;
+const CDC_BATCH: usize = 4;
 /// Non-empty files smaller than this are packed with their neighbours.
 pub const PACK_FILE_MAX: u64 = 1 << 20;
 /// A pack may end after a boundary path once it holds this many bytes...
@@ -80,20 +80,23 @@ pub fn snapshot_dir(
         use rayon::prelude::*;
         misses.par_iter().map(hash_job).collect()
     };
+    let mut trusted = vec![true; done.len()];
     for (job, h) in misses.into_iter().zip(hashed) {
         let h = h?;
-        // Re-stat: only cache what is known not to have changed meanwhile.
+        // Re-stat: only cache, and only let the push trust the stat for,
+        // what is known not to have changed meanwhile and is not racy.
         let unchanged = job.files().iter().all(|f| {
-            fs::symlink_metadata(&*f.path)
-                .is_ok_and(|after| Stat::of(&after) == Stat::of(&f.md) && after.len() == f.md.len())
+            fs::symlink_metadata(&*f.path).is_ok_and(|after| Stamp::of(&after) == Stamp::of(&f.md))
         });
+        let racy = job.files().iter().any(|f| cache.is_racy(&f.md));
         if unchanged {
             cache.insert(&job, &h);
         }
+        trusted.push(unchanged && !racy);
         done.push((job, h));
     }
-    for (job, h) in done {
-        record(&job, &h, source, &mut tree);
+    for ((job, h), trust) in done.into_iter().zip(trusted) {
+        record(&job, &h, trust, source, &mut tree);
     }
     tree.packs.sort_by_key(|p| p.blob);
     tree.packs.dedup();
@@ -204,8 +207,10 @@ fn hash_job(job: &Job) -> Result<Hashed> {
     }
 }
 
-/// Fills the tree entries of `job` and records its blobs' ranges.
-fn record(job: &Job, h: &Hashed, source: &SourceStore, tree: &mut FsTree) {
+/// Fills the tree entries of `job` and records its blobs' ranges, stamped
+/// (so the push checks stats instead of re-hashing) when `trusted`.
+fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut FsTree) {
+    let stamp = |f: &PendingFile| trusted.then(|| Stamp::of(&f.md));
     match (job, h) {
         (Job::File(f), Hashed::File { blob, chunks, size }) => {
             let e = &mut tree.entries[f.index];
@@ -216,6 +221,7 @@ fn record(job: &Job, h: &Hashed, source: &SourceStore, tree: &mut FsTree) {
                 path: f.path.clone(),
                 offset,
                 len,
+                stamp: stamp(f),
             };
             if let Some(b) = blob {
                 source.add(*b, vec![seg(0, *size)]);
@@ -238,6 +244,7 @@ fn record(job: &Job, h: &Hashed, source: &SourceStore, tree: &mut FsTree) {
                     path: f.path.clone(),
                     offset: 0,
                     len,
+                    stamp: stamp(f),
                 });
                 off += len;
             }
@@ -252,32 +259,10 @@ fn record(job: &Job, h: &Hashed, source: &SourceStore, tree: &mut FsTree) {
     }
 }
 
-/// The stat fields that say a file is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Stat {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    dev: u64,
-}
-
-impl Stat {
-    fn of(md: &fs::Metadata) -> Stat {
-        Stat {
-            size: md.len(),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            ctime: (md.ctime(), md.ctime_nsec()),
-            ino: md.ino(),
-            dev: md.dev(),
-        }
-    }
-}
-
 /// A cached job: its files' paths and stats when hashed, and the result.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct CacheEntry {
-    files: Vec<(String, Stat)>,
+    files: Vec<(String, Stamp)>,
     hashed: Hashed,
 }
 
@@ -331,6 +316,12 @@ impl StatCache {
         fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
     }
 
+    /// Whether a file was modified too recently (2 s before this run
+    /// started, or later) for its stat to prove it unchanged.
+    fn is_racy(&self, md: &fs::Metadata) -> bool {
+        md.mtime() >= self.started - 2
+    }
+
     fn lookup(&self, job: &Job) -> Option<Hashed> {
         let files = job.files();
         let e = self.file.entries.get(&files.first()?.key)?;
@@ -338,7 +329,7 @@ impl StatCache {
             return None;
         }
         for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != Stat::of(&f.md) || f.md.mtime() >= self.started - 2 {
+            if *key != f.key || *st != Stamp::of(&f.md) || self.is_racy(&f.md) {
                 return None;
             }
         }
@@ -357,7 +348,7 @@ impl StatCache {
             CacheEntry {
                 files: files
                     .iter()
-                    .map(|f| (f.key.clone(), Stat::of(&f.md)))
+                    .map(|f| (f.key.clone(), Stamp::of(&f.md)))
                     .collect(),
                 hashed: h.clone(),
             },

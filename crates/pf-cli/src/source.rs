@@ -3,18 +3,48 @@
 //! Snapshotting a directory only hashes it: each blob is recorded as the
 //! file ranges it is made of, and a push reads those ranges again while it
 //! encodes. Nothing is copied into the local store, so a first push writes
-//! every byte once (into the destination). The engine re-hashes every blob
-//! it reads, so a file that changed after it was hashed fails the push with
-//! an integrity error instead of uploading the wrong bytes.
+//! every byte once (into the destination).
+//!
+//! A file that changes after it was hashed must never be uploaded under the
+//! old digest. Ranges recorded with a [`Stamp`] (the file's size, mtime,
+//! ctime, inode and device when hashed, and not modified in the 2 seconds
+//! before the snapshot) are checked against `fstat` when opened and again
+//! when fully read, the rule the stat cache and git's index rely on; the
+//! store then vouches for the bytes and the engine skips its re-hash. Ranges
+//! without a stamp are re-hashed by the engine as it reads them.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
+
+/// The stat fields that say a file is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    /// The stamp of `md`.
+    pub fn of(md: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+            dev: md.dev(),
+        }
+    }
+}
 
 /// A byte range of a source file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +55,8 @@ pub struct Segment {
     pub offset: u64,
     /// Its length.
     pub len: u64,
+    /// The file's stamp when the range was hashed, if it can be trusted.
+    pub stamp: Option<Stamp>,
 }
 
 /// Blobs backed by source-file ranges, over an inner store for the rest
@@ -72,13 +104,21 @@ impl BlobStore for SourceStore {
     }
 
     fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
+        Ok(self.open_vouched(digest)?.0)
+    }
+
+    fn open_vouched(&self, digest: &Digest) -> pf_cas::Result<(Box<dyn Read + Send>, bool)> {
         match self.segments(digest) {
-            Some(segments) => Ok(Box::new(SegmentReader {
-                segments,
-                next: 0,
-                current: None,
-            })),
-            None => self.inner.open(digest),
+            Some(segments) => {
+                let vouched = segments.iter().all(|s| s.stamp.is_some());
+                let r = SegmentReader {
+                    segments,
+                    next: 0,
+                    current: None,
+                };
+                Ok((Box::new(r), vouched))
+            }
+            None => self.inner.open_vouched(digest),
         }
     }
 
@@ -121,16 +161,11 @@ impl Read for SegmentReader {
                 if n > 0 || buf.is_empty() {
                     return Ok(n);
                 }
+                let s = &self.segments[*idx];
                 if r.limit() > 0 {
-                    let s = &self.segments[*idx];
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "{} shrank while being pushed (changed since it was snapshotted)",
-                            s.path.display()
-                        ),
-                    ));
+                    return Err(changed(s, "shrank"));
                 }
+                check_stamp(r.get_ref(), s)?;
                 self.current = None;
             }
             let Some(s) = self.segments.get(self.next) else {
@@ -141,11 +176,30 @@ impl Read for SegmentReader {
             let mut f = File::open(&*s.path).map_err(|e| {
                 io::Error::new(e.kind(), format!("opening {}: {e}", s.path.display()))
             })?;
+            check_stamp(&f, s)?;
             if s.offset > 0 {
                 f.seek(SeekFrom::Start(s.offset))?;
             }
             self.current = Some((f.take(s.len), idx));
         }
+    }
+}
+
+fn changed(s: &Segment, how: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} {how} while being pushed (changed since it was snapshotted); push again",
+            s.path.display()
+        ),
+    )
+}
+
+/// Fails if the open file `f` no longer matches the segment's stamp.
+fn check_stamp(f: &File, s: &Segment) -> io::Result<()> {
+    match &s.stamp {
+        Some(st) if Stamp::of(&f.metadata()?) != *st => Err(changed(s, "was modified")),
+        _ => Ok(()),
     }
 }
 
@@ -172,11 +226,13 @@ mod tests {
                     path: a.clone(),
                     offset: 3,
                     len: 4,
+                    stamp: None,
                 },
                 Segment {
                     path: b.clone(),
                     offset: 2,
                     len: 3,
+                    stamp: None,
                 },
             ],
         );
@@ -185,9 +241,42 @@ mod tests {
         assert!(s.has(&kept).unwrap());
         assert_eq!(s.get(&kept).unwrap(), b"index");
         assert_eq!(s.list().unwrap().len(), 2);
+        assert!(
+            !s.open_vouched(&d).unwrap().1,
+            "no stamps: the engine re-hashes"
+        );
         // A source file that shrank is an error naming it, not short data.
         std::fs::write(&*b, b"ab").unwrap();
         let err = s.get(&d).unwrap_err().to_string();
         assert!(err.contains("shrank"), "{err}");
+    }
+
+    #[test]
+    fn stamped_ranges_are_vouched_for_and_refused_once_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(dir.path().join("a"));
+        std::fs::write(&*a, b"0123456789").unwrap();
+        let stamp = Stamp::of(&std::fs::metadata(&*a).unwrap());
+        let s = SourceStore::new(Arc::new(MemoryStore::new()));
+        let d = Digest::of(b"0123456789");
+        s.add(
+            d,
+            vec![Segment {
+                path: a.clone(),
+                offset: 0,
+                len: 10,
+                stamp: Some(stamp),
+            }],
+        );
+        let (mut r, vouched) = s.open_vouched(&d).unwrap();
+        assert!(vouched);
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, b"0123456789");
+        // Same size, new content: the stamp (ctime at least) differs.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&*a, b"9876543210").unwrap();
+        let err = s.get(&d).unwrap_err().to_string();
+        assert!(err.contains("was modified"), "{err}");
     }
 }
