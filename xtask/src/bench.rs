@@ -188,6 +188,19 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// User + system CPU seconds the registry process has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -198,6 +211,8 @@ impl Drop for Registry {
 struct Measure {
     secs: f64,
     rss_kb: u64,
+    /// User + system CPU seconds of the command and its children.
+    cpu_secs: f64,
     stdout: String,
 }
 
@@ -205,7 +220,7 @@ struct Measure {
 fn timed(cmd: &str) -> Result<Measure, String> {
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
-        .args(["-f", "RSS_KB=%M", "sh", "-c", cmd])
+        .args(["-f", "RSS_KB=%M\nCPU_S=%U %S", "sh", "-c", cmd])
         .output()
         .map_err(|e| format!("/usr/bin/time: {e}"))?;
     let secs = t.elapsed().as_secs_f64();
@@ -219,9 +234,20 @@ fn timed(cmd: &str) -> Result<Measure, String> {
         .find_map(|l| l.strip_prefix("RSS_KB="))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let cpu_secs = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("CPU_S="))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
     Ok(Measure {
         secs,
         rss_kb,
+        cpu_secs,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     })
 }
@@ -403,9 +429,19 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             ),
             &mut rows,
         )?;
-        timed(&format!(
+        // One more push, for the pull rows below; it also shows where the
+        // CPU goes: pf's own time and the registry's (from /proc).
+        let reg_before = reg.cpu_secs();
+        let m = timed(&format!(
             "{fresh} && {pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/pull:v1"
         ))?;
+        eprintln!(
+            "    oci push CPU: pf {:.2} s, registry {:.2} s, wall {:.2} s (2 cores: {:.2} s of CPU available)",
+            m.cpu_secs,
+            reg.cpu_secs() - reg_before,
+            m.secs,
+            2.0 * m.secs
+        );
         run(
             "pf pull (empty store) + restore, oci",
             &format!("rm -rf {ww}/store2 {ww}/out"),
