@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use rand::{Rng, SeedableRng};
 
-/// Non-empty files up to this size (and the chunk size) are packed into one
-/// shared pack blob, as `pf` packs small files.
+/// The default [`ImageSpec::pack_max`]: small files are packed into one
+/// shared pack blob, as `pf` packs them.
 pub const PACKED_MAX: usize = 1000;
 
 /// The content of a test image.
@@ -27,6 +27,9 @@ pub struct ImageSpec {
     pub kv: Vec<(Vec<u8>, Vec<u8>)>,
     /// Files longer than this are split into chunks of this size.
     pub chunk_size: usize,
+    /// Non-empty files up to this size (and `chunk_size`) share one pack
+    /// blob; 0 gives every file its own blob.
+    pub pack_max: usize,
 }
 
 /// A built image: its manifest and every closure digest.
@@ -54,6 +57,7 @@ impl ImageSpec {
                 .map(|i| (bytes(512 + i), bytes(256 + i)))
                 .collect(),
             chunk_size: 1024,
+            pack_max: PACKED_MAX,
         }
     }
 
@@ -98,7 +102,7 @@ impl ImageSpec {
                 target: None,
                 offset: None,
             };
-            if !data.is_empty() && data.len() <= PACKED_MAX && data.len() <= self.chunk_size {
+            if !data.is_empty() && data.len() <= self.pack_max && data.len() <= self.chunk_size {
                 // Packed: a range of the shared pack blob (filled in below).
                 e.offset = Some(pack.len() as u64);
                 pack.extend_from_slice(data);
@@ -196,6 +200,7 @@ fn arb_spec() -> impl Strategy<Value = ImageSpec> {
                 files,
                 kv,
                 chunk_size,
+                pack_max: PACKED_MAX,
             }
         })
 }

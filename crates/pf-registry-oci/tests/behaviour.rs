@@ -154,6 +154,7 @@ async fn twenty_thousand_blobs_round_trip() {
             .collect(),
         kv: vec![],
         chunk_size: 1 << 20,
+        pack_max: 0, // one blob per file: this test is about blob count
     };
     let img = spec.build(&*src, "many");
     assert!(img.closure.len() > 20_000);
