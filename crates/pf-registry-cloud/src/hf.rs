@@ -293,8 +293,8 @@ impl HfTransport {
     }
 
     /// LFS upload of an encoded blob; no-op if the Hub already has the object.
-    async fn lfs_upload(&self, blob: &EncodedBlob) -> Result<()> {
-        let oid = blob.encoded_digest.hex();
+    async fn lfs_upload(&self, blob: &EncodedBlob, oid: Digest) -> Result<()> {
+        let oid = oid.hex();
         let batch = json!({
             "operation": "upload",
             "transfers": ["basic"],
@@ -449,13 +449,16 @@ impl Transport for HfTransport {
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         self.ensure_repo().await?;
-        self.lfs_upload(blob).await?;
+        let oid = blob
+            .encoded_digest()
+            .map_err(|e| RegistryError::io("hashing encoded blob", e))?;
+        self.lfs_upload(blob, oid).await?;
         if let Ok(mut u) = self.uploaded.lock() {
-            u.insert(blob.digest, (blob.encoded_digest, blob.encoded_size));
+            u.insert(blob.digest, (oid, blob.encoded_size));
         }
         Ok(UploadedBlob {
             digest: blob.digest,
-            encoded_digest: blob.encoded_digest,
+            encoded_digest: Some(oid),
             encoded_size: blob.encoded_size,
             handle: None,
         })
@@ -471,9 +474,15 @@ impl Transport for HfTransport {
         }})];
         for b in req.blobs {
             if let Some(u) = &b.uploaded {
+                let oid = u.encoded_digest.ok_or_else(|| {
+                    RegistryError::invalid(
+                        format!("blob {}", b.digest),
+                        "uploaded without an LFS oid",
+                    )
+                })?;
                 lines.push(json!({"key": "lfsFile", "value": {
                     "path": blob_path(&b.digest), "algo": "sha256",
-                    "oid": u.encoded_digest.hex(), "size": u.encoded_size,
+                    "oid": oid.hex(), "size": u.encoded_size,
                 }}));
             }
         }

@@ -259,6 +259,11 @@ impl IpfsTransport {
 
 #[async_trait]
 impl Transport for IpfsTransport {
+    /// Blobs are named by their raw digest; no need to hash the encoding.
+    fn wants_encoded_digest(&self) -> bool {
+        false
+    }
+
     fn location(&self) -> String {
         format!("ipfs://{}", self.cid.as_deref().unwrap_or(""))
     }
@@ -299,7 +304,7 @@ impl Transport for IpfsTransport {
             .await?;
         Ok(UploadedBlob {
             digest: blob.digest,
-            encoded_digest: blob.encoded_digest,
+            encoded_digest: None,
             encoded_size: blob.encoded_size,
             handle: Some(cid),
         })

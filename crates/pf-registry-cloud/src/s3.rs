@@ -583,6 +583,11 @@ fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
 
 #[async_trait]
 impl Transport for S3Transport {
+    /// Blobs are named by their raw digest; no need to hash the encoding.
+    fn wants_encoded_digest(&self) -> bool {
+        false
+    }
+
     fn location(&self) -> String {
         self.display.clone()
     }
@@ -636,7 +641,7 @@ impl Transport for S3Transport {
         }
         Ok(UploadedBlob {
             digest: blob.digest,
-            encoded_digest: blob.encoded_digest,
+            encoded_digest: None,
             encoded_size: blob.encoded_size,
             handle: None,
         })

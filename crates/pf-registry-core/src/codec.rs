@@ -24,6 +24,7 @@ pub fn encode(
     digest: &Digest,
     level: i32,
     spool_dir: Option<&Path>,
+    hash_encoded: bool,
 ) -> Result<EncodedBlob> {
     let size = store
         .size(digest)?
@@ -46,7 +47,7 @@ pub fn encode(
         }
         .map_err(|e| RegistryError::io("creating spool file", e))?;
         let (file, path) = tmp.into_parts();
-        let out = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        let out = MaybeHashingWriter::new(BufWriter::with_capacity(256 * 1024, file), hash_encoded);
         let mut enc = zstd::stream::write::Encoder::new(out, level)
             .map_err(|e| RegistryError::io("zstd init", e))?;
         // Held until this function returns: at most one multi-threaded
@@ -107,6 +108,52 @@ impl<R: Read> Read for MaybeHashing<R> {
         match self {
             MaybeHashing::Hashing(h) => h.read(buf),
             MaybeHashing::Plain(r) => r.read(buf),
+        }
+    }
+}
+
+/// A writer that hashes what passes through, or only counts it.
+enum MaybeHashingWriter<W> {
+    Hashing(Box<HashingWriter<W>>),
+    Counting(W, u64),
+}
+
+impl<W: Write> MaybeHashingWriter<W> {
+    fn new(inner: W, hash: bool) -> Self {
+        if hash {
+            MaybeHashingWriter::Hashing(Box::new(HashingWriter::new(inner)))
+        } else {
+            MaybeHashingWriter::Counting(inner, 0)
+        }
+    }
+
+    /// The inner writer, the digest (if hashing) and the byte count.
+    fn finish(self) -> (W, Option<Digest>, u64) {
+        match self {
+            MaybeHashingWriter::Hashing(h) => {
+                let (w, d, n) = h.finish();
+                (w, Some(d), n)
+            }
+            MaybeHashingWriter::Counting(w, n) => (w, None, n),
+        }
+    }
+}
+
+impl<W: Write> Write for MaybeHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MaybeHashingWriter::Hashing(h) => h.write(buf),
+            MaybeHashingWriter::Counting(w, n) => {
+                let k = w.write(buf)?;
+                *n += k as u64;
+                Ok(k)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MaybeHashingWriter::Hashing(h) => h.flush(),
+            MaybeHashingWriter::Counting(w, _) => w.flush(),
         }
     }
 }
@@ -261,9 +308,13 @@ mod tests {
         for size in [0usize, 10, (IN_MEMORY_LIMIT as usize) + 12345] {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
             let d = store.put(&data).unwrap();
-            let enc = encode(&store, &d, 3, None).unwrap();
+            // With and without hashing while encoding: the same digest.
+            let lazy = encode(&store, &d, 3, None, false).unwrap();
+            let enc = encode(&store, &d, 3, None, true).unwrap();
             assert_eq!(enc.raw_size, size as u64);
-            assert_eq!(enc.encoded_digest, Digest::of(&enc.read_all().unwrap()));
+            let want = Digest::of(&enc.read_all().unwrap());
+            assert_eq!(enc.encoded_digest().unwrap(), want);
+            assert_eq!(lazy.encoded_digest().unwrap(), want);
             let out = MemoryStore::new();
             let n =
                 decode_into(enc.open().unwrap(), &d, Some(size as u64), u64::MAX, &out).unwrap();

@@ -256,13 +256,14 @@ impl<T: Transport> Registry for Engine<T> {
             .transport
             .spool_dir()
             .or_else(|| self.config.spool_dir.clone());
+        let hash_encoded = self.transport.wants_encoded_digest();
         let uploaded: Vec<UploadedBlob> = futures::stream::iter(to_upload)
             .map(|b| {
                 let store = store.clone();
                 let spool = spool.clone();
                 async move {
                     let enc = blocking(move || {
-                        codec::encode(&*store, &b.digest, level, spool.as_deref())
+                        codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
                     })
                     .await?;
                     let what = format!("upload blob {}", b.digest.short());

@@ -31,8 +31,10 @@ pub struct EncodedBlob {
     pub digest: Digest,
     /// Raw size.
     pub raw_size: u64,
-    /// Digest of the encoded bytes (OCI blob digest, LFS oid).
-    pub encoded_digest: Digest,
+    /// Digest of the encoded bytes when computed while encoding (see
+    /// [`Transport::wants_encoded_digest`]); [`EncodedBlob::encoded_digest`]
+    /// computes it otherwise.
+    encoded_digest: Option<Digest>,
     /// Encoded size.
     pub encoded_size: u64,
     body: Body,
@@ -54,7 +56,7 @@ impl EncodedBlob {
         EncodedBlob {
             digest,
             raw_size,
-            encoded_digest: Digest::of(&encoded),
+            encoded_digest: None,
             encoded_size: encoded.len() as u64,
             body: Body::Memory(encoded),
         }
@@ -64,7 +66,7 @@ impl EncodedBlob {
     pub fn spooled(
         digest: Digest,
         raw_size: u64,
-        encoded_digest: Digest,
+        encoded_digest: Option<Digest>,
         encoded_size: u64,
         path: tempfile::TempPath,
     ) -> Self {
@@ -74,6 +76,17 @@ impl EncodedBlob {
             encoded_digest,
             encoded_size,
             body: Body::File(Arc::new(path)),
+        }
+    }
+
+    /// Digest of the encoded bytes (OCI blob digest, LFS oid): the one
+    /// computed while encoding, or else one read of the body (in memory or
+    /// the spool file).
+    pub fn encoded_digest(&self) -> io::Result<Digest> {
+        match (&self.encoded_digest, &self.body) {
+            (Some(d), _) => Ok(*d),
+            (None, Body::Memory(b)) => Ok(Digest::of(b)),
+            (None, Body::File(_)) => Ok(Digest::of_reader(self.open()?)?.0),
         }
     }
 
@@ -156,8 +169,8 @@ impl EncodedBlob {
 pub struct UploadedBlob {
     /// Raw digest.
     pub digest: Digest,
-    /// Digest of the stored encoded bytes.
-    pub encoded_digest: Digest,
+    /// Digest of the stored encoded bytes, when the backend needed it.
+    pub encoded_digest: Option<Digest>,
     /// Encoded size.
     pub encoded_size: u64,
     /// Backend-specific location handle (e.g. an IPFS CID).
@@ -224,6 +237,15 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`put_blob`](Self::put_blob) needs
+    /// [`EncodedBlob::encoded_digest`] (OCI and LFS address blobs by it).
+    /// When true the engine hashes the encoded bytes as it writes them;
+    /// backends that name blobs by their raw digest say false and save a
+    /// SHA-256 pass over every uploaded byte.
+    fn wants_encoded_digest(&self) -> bool {
+        true
+    }
+
     /// Stores one encoded blob. Must be idempotent.
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob>;
 
@@ -261,6 +283,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
         (**self).spool_dir()
+    }
+    fn wants_encoded_digest(&self) -> bool {
+        (**self).wants_encoded_digest()
     }
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         (**self).put_blob(blob).await

@@ -172,6 +172,11 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
 
 #[async_trait]
 impl Transport for FileTransport {
+    /// Blobs are named by their raw digest; no need to hash the encoding.
+    fn wants_encoded_digest(&self) -> bool {
+        false
+    }
+
     fn location(&self) -> String {
         self.display.clone()
     }
@@ -239,7 +244,7 @@ impl Transport for FileTransport {
             start_writeback(&dest);
             Ok(UploadedBlob {
                 digest: blob.digest,
-                encoded_digest: blob.encoded_digest,
+                encoded_digest: None,
                 encoded_size: blob.encoded_size,
                 handle: None,
             })

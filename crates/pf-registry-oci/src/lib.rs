@@ -480,13 +480,13 @@ impl OciTransport {
     /// Chunked upload: PATCH `CHUNK_SIZE` pieces, then PUT with the digest.
     /// Each PATCH body is streamed from the spool file (memory per upload is
     /// one small read buffer, not a chunk).
-    async fn put_chunked(&self, blob: &EncodedBlob) -> Result<()> {
+    async fn put_chunked(&self, blob: &EncodedBlob, encoded: &Digest) -> Result<()> {
         let Some(path) = blob.spool_path() else {
             // In-memory blobs are small; one PUT.
             let b = blob
                 .read_all()
                 .map_err(|e| RegistryError::io("reading blob", e))?;
-            return self.upload_bytes(&blob.encoded_digest, b).await;
+            return self.upload_bytes(encoded, b).await;
         };
         let mut loc = self.start_upload().await?;
         let mut offset = 0u64;
@@ -514,7 +514,7 @@ impl OciTransport {
         self.client
             .send(
                 Method::PUT,
-                &with_digest(&loc, &blob.encoded_digest),
+                &with_digest(&loc, encoded),
                 &self.push_scope(),
                 headers(&[(CONTENT_LENGTH, "0".into())]),
                 NO_BODY,
@@ -612,27 +612,30 @@ impl Transport for OciTransport {
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
+        let encoded = blob
+            .encoded_digest()
+            .map_err(|e| RegistryError::io("hashing encoded blob", e))?;
         match blob.as_bytes() {
             // Small: two requests; a HEAD would cost as much as the upload.
-            Some(b) => self.upload_bytes(&blob.encoded_digest, b.clone()).await?,
-            None if self.blob_exists(&blob.encoded_digest).await? => {}
+            Some(b) => self.upload_bytes(&encoded, b.clone()).await?,
+            None if self.blob_exists(&encoded).await? => {}
             // Spooled but not huge: one PUT streamed from the spool file.
             None if blob.encoded_size <= MONOLITHIC_LIMIT => {
                 let body = || Some(reqwest::Body::wrap_stream(blob.stream(STREAM_CHUNK)));
-                self.upload_monolithic(&blob.encoded_digest, blob.encoded_size, &body)
+                self.upload_monolithic(&encoded, blob.encoded_size, &body)
                     .await?
             }
-            None => self.put_chunked(blob).await?,
+            None => self.put_chunked(blob, &encoded).await?,
         }
         self.remember(StoredBlob {
             raw: blob.digest,
             raw_size: Some(blob.raw_size),
-            encoded: blob.encoded_digest,
+            encoded,
             encoded_size: blob.encoded_size,
         });
         Ok(UploadedBlob {
             digest: blob.digest,
-            encoded_digest: blob.encoded_digest,
+            encoded_digest: Some(encoded),
             encoded_size: blob.encoded_size,
             handle: None,
         })
@@ -645,7 +648,12 @@ impl Transport for OciTransport {
                 Some(u) => StoredBlob {
                     raw: b.digest,
                     raw_size: b.raw_size,
-                    encoded: u.encoded_digest,
+                    encoded: u.encoded_digest.ok_or_else(|| {
+                        RegistryError::invalid(
+                            format!("blob {}", b.digest),
+                            "uploaded without an encoded digest",
+                        )
+                    })?,
                     encoded_size: u.encoded_size,
                 },
                 None => self.lookup(&b.digest).ok_or_else(|| {
