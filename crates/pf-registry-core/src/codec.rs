@@ -48,27 +48,42 @@ pub fn encode(
         .map_err(|e| RegistryError::io("creating spool file", e))?;
         let (file, path) = tmp.into_parts();
         let out = MaybeHashingWriter::new(BufWriter::with_capacity(256 * 1024, file), hash_encoded);
-        let mut enc = zstd::stream::write::Encoder::new(out, level)
-            .map_err(|e| RegistryError::io("zstd init", e))?;
-        // Held until this function returns: at most one multi-threaded
-        // encoder per process (see `MultithreadSlot`).
-        let slot = if size > MULTITHREAD_THRESHOLD {
-            MultithreadSlot::try_take()
+        let mut sample = Vec::with_capacity(SAMPLE_SIZE);
+        (&mut hashing)
+            .take(SAMPLE_SIZE as u64)
+            .read_to_end(&mut sample)
+            .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+        let (out, raw_len) = if looks_incompressible(&sample, level) {
+            let mut src = io::Cursor::new(&sample).chain(&mut hashing);
+            let out = write_raw_frame(out, size, &mut src)
+                .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
+            hashing.check(digest)?;
+            (out, size)
         } else {
-            None
+            let mut enc = zstd::stream::write::Encoder::new(out, level)
+                .map_err(|e| RegistryError::io("zstd init", e))?;
+            // Held until this function returns: at most one multi-threaded
+            // encoder per process (see `MultithreadSlot`).
+            let slot = if size > MULTITHREAD_THRESHOLD {
+                MultithreadSlot::try_take()
+            } else {
+                None
+            };
+            if let Some(slot) = &slot {
+                enc.multithread(slot.workers)
+                    .map_err(|e| RegistryError::io("zstd multithread", e))?;
+            }
+            enc.include_checksum(false)
+                .map_err(|e| RegistryError::io("zstd init", e))?;
+            let mut src = io::Cursor::new(&sample).chain(&mut hashing);
+            let raw_len = copy(&mut src, &mut enc)
+                .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
+            hashing.check(digest)?;
+            let out = enc
+                .finish()
+                .map_err(|e| RegistryError::io("zstd finish", e))?;
+            (out, raw_len)
         };
-        if let Some(slot) = &slot {
-            enc.multithread(slot.workers)
-                .map_err(|e| RegistryError::io("zstd multithread", e))?;
-        }
-        enc.include_checksum(false)
-            .map_err(|e| RegistryError::io("zstd init", e))?;
-        let raw_len = copy(&mut hashing, &mut enc)
-            .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
-        hashing.check(digest)?;
-        let out = enc
-            .finish()
-            .map_err(|e| RegistryError::io("zstd finish", e))?;
         let (buf, enc_digest, enc_len) = out.finish();
         let file = buf
             .into_inner()
@@ -77,6 +92,59 @@ pub fn encode(
         EncodedBlob::spooled(*digest, raw_len, enc_digest, enc_len, path)
     };
     Ok(blob)
+}
+
+/// Bytes from the start of a spooled blob test-compressed to decide how to
+/// encode it.
+const SAMPLE_SIZE: usize = 128 << 10;
+/// Raw blocks are at most this large (zstd's block size limit).
+const RAW_BLOCK: usize = 128 << 10;
+
+/// Whether `sample` saves less than 2% at `level` (random, encrypted or
+/// already compressed data). Like borg's `auto` compression: such blobs are
+/// stored as a zstd frame of raw blocks, which costs a copy instead of zstd's
+/// match search. Short samples are never judged.
+fn looks_incompressible(sample: &[u8], level: i32) -> bool {
+    if sample.len() < SAMPLE_SIZE {
+        return false;
+    }
+    zstd::bulk::compress(sample, level)
+        .map(|c| c.len() as u64 * 100 >= sample.len() as u64 * 98)
+        .unwrap_or(false)
+}
+
+/// Writes `size` bytes of `src` as one standard zstd frame made of raw
+/// (stored) blocks: magic, a frame header with a 128 KiB window and the
+/// 8-byte content size, then blocks of at most 128 KiB, the last one
+/// flagged. Any zstd decoder reads it; decoding needs a 128 KiB window.
+/// Fails if `src` holds fewer or more than `size` bytes.
+fn write_raw_frame<W: Write>(mut out: W, size: u64, src: &mut impl Read) -> io::Result<W> {
+    out.write_all(&0xFD2F_B528u32.to_le_bytes())?;
+    // Frame header descriptor: 8-byte content size, not single-segment, no
+    // checksum, no dictionary; window descriptor: 2^17 bytes.
+    out.write_all(&[0xC0, (17 - 10) << 3])?;
+    out.write_all(&size.to_le_bytes())?;
+    let mut buf = vec![0u8; RAW_BLOCK];
+    let mut left = size;
+    loop {
+        let n = left.min(RAW_BLOCK as u64) as usize;
+        src.read_exact(&mut buf[..n])?;
+        left -= n as u64;
+        let header = u32::from(left == 0) | ((n as u32) << 3); // block type 0: raw
+        out.write_all(&header.to_le_bytes()[..3])?;
+        out.write_all(&buf[..n])?;
+        if left == 0 {
+            break;
+        }
+    }
+    let mut extra = [0u8; 1];
+    if src.read(&mut extra)? != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "blob is longer than its declared size",
+        ));
+    }
+    Ok(out)
 }
 
 /// A reader that hashes what passes through unless told not to.
@@ -321,6 +389,56 @@ mod tests {
             assert_eq!(n, size as u64);
             assert_eq!(out.get(&d).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn incompressible_blobs_become_raw_block_frames_any_decoder_reads() {
+        let store = MemoryStore::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        // Spooled sizes (in-memory blobs always use zstd proper).
+        let min = IN_MEMORY_LIMIT as usize;
+        for size in [
+            min + 1,
+            min + 3 * RAW_BLOCK,
+            min + 3 * RAW_BLOCK + 17,
+            5 << 20,
+        ] {
+            let data: Vec<u8> = (0..size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let d = store.put(&data).unwrap();
+            let enc = encode(&store, &d, 3, None, true).unwrap();
+            let bytes = enc.read_all().unwrap();
+            // Raw: header (14 bytes) plus 3 bytes per block, nothing saved.
+            let blocks = size.div_ceil(RAW_BLOCK);
+            assert_eq!(bytes.len(), 14 + 3 * blocks + size, "size {size}");
+            assert_eq!(zstd::stream::decode_all(&bytes[..]).unwrap(), data);
+            let out = MemoryStore::new();
+            let n = decode_into(&bytes[..], &d, Some(size as u64), u64::MAX, &out).unwrap();
+            assert_eq!(n, size as u64);
+            assert_eq!(out.get(&d).unwrap(), data);
+        }
+        // Compressible data of the same size is still compressed.
+        let text: Vec<u8> = b"token ".iter().copied().cycle().take(5 << 20).collect();
+        let d = store.put(&text).unwrap();
+        let enc = encode(&store, &d, 3, None, false).unwrap();
+        assert!(enc.encoded_size < (text.len() / 10) as u64);
+    }
+
+    #[test]
+    fn raw_frame_refuses_a_source_of_the_wrong_length() {
+        let data = vec![7u8; 1000];
+        assert!(write_raw_frame(Vec::new(), 1001, &mut &data[..]).is_err());
+        assert!(write_raw_frame(Vec::new(), 999, &mut &data[..]).is_err());
+        let ok = write_raw_frame(Vec::new(), 1000, &mut &data[..]).unwrap();
+        assert_eq!(zstd::stream::decode_all(&ok[..]).unwrap(), data);
+        let empty = write_raw_frame(Vec::new(), 0, &mut &[][..]).unwrap();
+        assert!(zstd::stream::decode_all(&empty[..]).unwrap().is_empty());
     }
 
     #[test]
