@@ -416,6 +416,16 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         &format!("{pfs} -q --json --store {ww}/store3 pull file://{ww}/repo --into {ww}/out"),
         &mut rows,
     )?;
+    run(
+        "pf pull (store has previous version) + restore",
+        // The store holds the original version; the repository then gets
+        // the version with the 1 MiB insertion, which is pulled and restored.
+        &format!(
+            "{fresh} && {push} && {pfs} -q --store {ww}/store4 pull file://{ww}/repo && {pfs} -q --store {ww}/store push {ed} file://{ww}/repo"
+        ),
+        &format!("{pfs} -q --json --store {ww}/store4 pull file://{ww}/repo --into {ww}/out"),
+        &mut rows,
+    )?;
     let _registry = if o.oci {
         let reg = Registry::start(&root.join("registry"))?;
         let h = reg.host.clone();

@@ -79,6 +79,23 @@ impl Layout {
             places: HashMap::new(),
             written: Mutex::new(HashSet::new()),
         };
+        match layout.populate(&tree) {
+            Ok(()) => {
+                layout.tree = tree;
+                Ok(layout)
+            }
+            Err(e) => {
+                // Leave `dest` as it was found.
+                layout.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the directories and empty files of `tree` and maps its blobs.
+    fn populate(&mut self, tree: &FsTree) -> Result<()> {
+        let dest = self.dest.clone();
+        let dest = dest.as_path();
         let mut dirs: Vec<&str> = tree
             .entries
             .iter()
@@ -102,10 +119,10 @@ impl Layout {
                 .create_new(true)
                 .open(&p)
                 .map_err(io_ctx(format!("creating {}", p.display())))?;
-            let file = layout.files.len();
+            let file = self.files.len();
             let mut file_off = 0;
             for piece in e.pieces() {
-                layout.places.entry(piece.blob).or_default().push(Place {
+                self.places.entry(piece.blob).or_default().push(Place {
                     file,
                     file_off,
                     blob_off: piece.offset,
@@ -113,10 +130,9 @@ impl Layout {
                 });
                 file_off += piece.len;
             }
-            layout.files.push((p, e.mode));
+            self.files.push((p, e.mode));
         }
-        layout.tree = tree;
-        Ok(layout)
+        Ok(())
     }
 
     /// Whether `digest` fills some file range.
@@ -522,6 +538,33 @@ mod tests {
         assert!(layout.finish(&store).is_err());
         layout.abandon();
         assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_layout_that_cannot_be_created_leaves_dest_as_found() {
+        let empty = |path: &str| FsEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: 0,
+            blob: None,
+            chunks: vec![],
+            target: None,
+            offset: None,
+        };
+        // "c" is a file, so "c/d" cannot be created under it.
+        let tree = FsTree {
+            entries: vec![empty("a"), empty("c"), empty("c/d")],
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("new");
+        assert!(Layout::create(tree.clone(), &dest).is_err());
+        assert!(!dest.exists());
+        let existing = dir.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        assert!(Layout::create(tree, &existing).is_err());
+        assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
     }
 
     #[test]
