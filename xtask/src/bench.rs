@@ -460,6 +460,19 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             ),
             &mut rows,
         )?;
+        // The registry's floor: the whole snapshot as one tar.zst blob sent
+        // with a single streamed PUT by curl (digest computed in the setup),
+        // i.e. the leanest possible client in front of the same registry.
+        run(
+            "curl PUT of the tar.zst (one blob)",
+            &format!(
+                "{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && sha256sum {ww}/snap.tar.zst | cut -d' ' -f1 > {ww}/snap.sha"
+            ),
+            &format!(
+                "loc=$(curl -sf -o /dev/null -D - -X POST http://{h}/v2/bench/curl$(date +%s%N)/blobs/uploads/ | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T {ww}/snap.tar.zst \"$loc&digest=sha256:$(cat {ww}/snap.sha)\""
+            ),
+            &mut rows,
+        )?;
         Some(reg)
     } else {
         None
@@ -484,6 +497,16 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         summary.push((
             "OCI push vs file push (throughput ratio)",
             ratio("pf push (first, oci)", "pf push (first, file)"),
+        ));
+    }
+    if let (Some(p), Some(t), Some(c)) = (
+        get("pf push (first, oci)"),
+        get("tar | zstd"),
+        get("curl PUT of the tar.zst"),
+    ) {
+        summary.push((
+            "OCI push vs tar|zstd + one-blob curl PUT (throughput ratio)",
+            (t.secs + c.secs) / p.secs,
         ));
     }
     if let (Some(a), Some(b)) = (get("pf re-push unchanged"), get("pf push (first")) {
