@@ -61,12 +61,24 @@ impl Layout {
                 ));
             }
         }
+        let links: HashSet<&str> = tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .map(|e| e.path.as_str())
+            .collect();
         for e in tree.entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
             let t = e.target.as_deref().unwrap_or("");
             if !symlink_stays_inside(&e.path, t) {
                 return Err(RegistryError::invalid(
                     format!("symlink {}", e.path),
                     format!("target {t:?} points outside the restore directory"),
+                ));
+            }
+            if climbs_out_of_a_link(&e.path, t, &links) {
+                return Err(RegistryError::invalid(
+                    format!("symlink {}", e.path),
+                    format!("target {t:?} uses '..' after another symlink of the tree"),
                 ));
             }
         }
@@ -151,20 +163,10 @@ impl Layout {
         reader: &mut dyn Read,
     ) -> pf_cas::Result<(Digest, u64)> {
         let places = self.places.get(digest).map(Vec::as_slice).unwrap_or(&[]);
-        let mut open: HashMap<usize, File> = HashMap::new();
-        for p in places {
-            if let std::collections::hash_map::Entry::Vacant(v) = open.entry(p.file) {
-                let path = &self.files[p.file].0;
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|source| CasError::Io {
-                        context: format!("opening {}", path.display()),
-                        source,
-                    })?;
-                v.insert(f);
-            }
-        }
+        // One file open at a time (a pack can fill thousands of files, more
+        // than the descriptor limit); consecutive writes to the same file
+        // reuse it.
+        let mut current: Option<(usize, File)> = None;
         let mut h = Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut pos = 0u64;
@@ -184,18 +186,26 @@ impl Layout {
             let end = pos + n as u64;
             for p in places {
                 let (s, e) = (pos.max(p.blob_off), end.min(p.blob_off + p.len));
-                if s < e {
-                    let slice = &buf[(s - pos) as usize..(e - pos) as usize];
-                    let f = &open[&p.file];
-                    f.write_all_at(slice, p.file_off + (s - p.blob_off))
-                        .map_err(|source| CasError::Io {
-                            context: format!(
-                                "writing blob into {}",
-                                self.files[p.file].0.display()
-                            ),
+                if s >= e {
+                    continue;
+                }
+                let path = &self.files[p.file].0;
+                let f = match &current {
+                    Some((i, f)) if *i == p.file => f,
+                    _ => {
+                        let f = open_for_restore(path).map_err(|source| CasError::Io {
+                            context: format!("opening {}", path.display()),
                             source,
                         })?;
-                }
+                        &current.insert((p.file, f)).1
+                    }
+                };
+                let slice = &buf[(s - pos) as usize..(e - pos) as usize];
+                f.write_all_at(slice, p.file_off + (s - p.blob_off))
+                    .map_err(|source| CasError::Io {
+                        context: format!("writing blob into {}", path.display()),
+                        source,
+                    })?;
             }
             pos = end;
         }
@@ -205,6 +215,19 @@ impl Layout {
                 expected: *digest,
                 actual,
             });
+        }
+        // The right blob, but shorter than the ranges the tree says it
+        // fills (an inconsistent tree): refuse rather than leave holes.
+        if let Some(need) = places.iter().map(|p| p.blob_off + p.len).max() {
+            if pos < need {
+                return Err(CasError::Io {
+                    context: format!("blob {digest}"),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{pos} bytes, but the fs tree reads up to byte {need}"),
+                    ),
+                });
+            }
         }
         if let Ok(mut w) = self.written.lock() {
             w.insert(*digest);
@@ -288,6 +311,16 @@ impl Layout {
             }
         }
     }
+}
+
+/// Opens a file this restore created for writing, refusing a symlink put
+/// in its place since.
+fn open_for_restore(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
 }
 
 /// Restores `tree` from `store` into `dest` (which must not exist or be empty).
@@ -442,6 +475,30 @@ pub fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
     true
 }
 
+/// Whether `target` (of the link at `link_path`) goes through another
+/// symlink of the tree and then uses `..`: the kernel resolves that `..`
+/// from wherever the other link points, so the text-only containment check
+/// cannot vouch for it (`u -> .` then `x -> u/..` escapes).
+fn climbs_out_of_a_link(link_path: &str, target: &str, links: &HashSet<&str>) -> bool {
+    let mut at: Vec<&str> = link_path.split('/').collect();
+    at.pop();
+    let mut through_link = false;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if through_link => return true,
+            ".." => {
+                at.pop();
+            }
+            name => {
+                at.push(name);
+                through_link |= links.contains(at.join("/").as_str());
+            }
+        }
+    }
+    false
+}
+
 /// Joins a validated relative path under `root`, refusing if any existing
 /// component on the way is a symlink.
 fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
@@ -565,6 +622,37 @@ mod tests {
         fs::create_dir(&existing).unwrap();
         assert!(Layout::create(tree, &existing).is_err());
         assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dotdot_after_another_link_is_refused() {
+        let links: HashSet<&str> = ["u", "x", "d/l"].into_iter().collect();
+        assert!(climbs_out_of_a_link("x", "u/..", &links));
+        assert!(climbs_out_of_a_link("a/b", "../u/../c", &links));
+        assert!(climbs_out_of_a_link("y", "d/l/../z", &links));
+        // Chains without '..' after a link, and '..' before one, are fine.
+        assert!(!climbs_out_of_a_link("lib.so", "u", &links));
+        assert!(!climbs_out_of_a_link("d/k", "../u/file", &links));
+        assert!(!climbs_out_of_a_link("d/k", "../d/l", &links));
+        // End to end: the pair from the review is refused before writing.
+        let link = |path: &str, target: &str| FsEntry {
+            path: path.into(),
+            kind: EntryKind::Symlink,
+            mode: 0o777,
+            size: 0,
+            blob: None,
+            chunks: vec![],
+            target: Some(target.into()),
+            offset: None,
+        };
+        let tree = FsTree {
+            entries: vec![link("u", "."), link("x", "u/..")],
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = Layout::create(tree, &dir.path().join("out")).unwrap_err();
+        assert!(err.to_string().contains("after another symlink"), "{err}");
+        assert!(!dir.path().join("out").exists());
     }
 
     #[test]

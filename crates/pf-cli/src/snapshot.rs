@@ -89,13 +89,24 @@ pub fn snapshot_dir(
             fs::symlink_metadata(&*f.path).is_ok_and(|after| Stamp::of(&after) == Stamp::of(&f.md))
         });
         let racy = job.files().iter().any(|f| cache.is_racy(&f.md));
-        if unchanged {
+        // A racy stamp may have been taken in the same timestamp tick as a
+        // write it does not reflect: never cache it (git's racy-clean rule).
+        if unchanged && !racy {
             cache.insert(&job, &h);
         }
         trusted.push(unchanged && !racy);
         done.push((job, h));
     }
+    // Stamps stand in for a re-hash only on filesystems that keep them
+    // exact (checked once per device met).
+    let mut stampable: HashMap<u64, bool> = HashMap::new();
     for ((job, h), trust) in done.into_iter().zip(trusted) {
+        let trust = trust
+            && job.files().iter().all(|f| {
+                *stampable
+                    .entry(f.md.dev())
+                    .or_insert_with(|| crate::source::stamps_trustworthy(&f.path))
+            });
         record(&job, &h, trust, source, &mut tree);
     }
     tree.packs.sort_by_key(|p| p.blob);
@@ -193,8 +204,10 @@ fn hash_job(job: &Job) -> Result<Hashed> {
             let mut buf = Vec::new();
             for f in files {
                 buf.clear();
+                // Bounded: a member that grew meanwhile is not read whole
+                // (its stamp no longer matches, so the push re-hashes it).
                 File::open(&*f.path)
-                    .and_then(|mut r| r.read_to_end(&mut buf))
+                    .and_then(|r| r.take(PACK_MAX).read_to_end(&mut buf))
                     .map_err(io_ctx(format!("reading {}", f.path.display())))?;
                 h.update(&buf);
                 sizes.push(buf.len() as u64);
@@ -278,13 +291,16 @@ const CACHE_VERSION: u32 = 2;
 
 /// A stat cache (like restic's or git's index): a file, or a pack of small
 /// files, whose size, mtime, ctime, inode and device are all unchanged since
-/// it was hashed is not read again. Files modified in the last 2 seconds are
-/// never reused (racy-clean rule). A stale hit cannot push wrong bytes: the
-/// push re-hashes what it reads.
+/// it was hashed is not read again. Files whose mtime or ctime is within 2
+/// seconds of the run are never cached nor reused (racy-clean rule), since
+/// their stamp may predate a write in the same timestamp tick. A hit is
+/// trusted like a fresh hash: the push then checks stats, not content.
 #[derive(Debug, Default)]
 pub struct StatCache {
     file: CacheFile,
     started: i64,
+    /// Keys looked up or inserted in this run; `save` keeps only these.
+    used: std::collections::HashSet<String>,
     /// Files reused from the cache in this run.
     pub hits: u64,
 }
@@ -299,6 +315,7 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             file,
+            used: Default::default(),
             hits: 0,
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -307,24 +324,30 @@ impl StatCache {
         }
     }
 
-    /// Writes the cache atomically (temp + rename).
+    /// Writes the cache atomically (temp + rename), keeping only the
+    /// entries this run used, so it tracks the directory and never grows
+    /// without bound.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.file.version = CACHE_VERSION;
+        let used = &self.used;
+        self.file.entries.retain(|k, _| used.contains(k));
         let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
         fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
     }
 
-    /// Whether a file was modified too recently (2 s before this run
-    /// started, or later) for its stat to prove it unchanged.
+    /// Whether a file was modified or changed too recently (2 s before
+    /// this run started, or later) for its stat to prove it unchanged.
     fn is_racy(&self, md: &fs::Metadata) -> bool {
-        md.mtime() >= self.started - 2
+        md.mtime().max(md.ctime()) >= self.started - 2
     }
 
-    fn lookup(&self, job: &Job) -> Option<Hashed> {
+    fn lookup(&mut self, job: &Job) -> Option<Hashed> {
         let files = job.files();
-        let e = self.file.entries.get(&files.first()?.key)?;
+        let first = &files.first()?.key;
+        self.used.insert(first.clone());
+        let e = self.file.entries.get(first)?;
         if e.files.len() != files.len() {
             return None;
         }
@@ -333,16 +356,30 @@ impl StatCache {
                 return None;
             }
         }
-        let shape_ok = matches!(
-            (job, &e.hashed),
-            (Job::File(_), Hashed::File { .. }) | (Job::Pack(_), Hashed::Pack { .. })
-        );
-        shape_ok.then(|| e.hashed.clone())
+        // The cached shape and sizes must agree with the files' stats (a
+        // damaged cache file is a miss, never a wrong entry).
+        let consistent = match (job, &e.hashed) {
+            (Job::File(f), Hashed::File { blob, chunks, size }) => {
+                *size == f.md.len()
+                    && match (blob, chunks.is_empty()) {
+                        (Some(_), true) => true,
+                        (None, true) => *size == 0,
+                        (None, false) => chunks.iter().map(|c| c.size).sum::<u64>() == *size,
+                        (Some(_), false) => false,
+                    }
+            }
+            (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
+                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.md.len() == *n)
+            }
+            _ => false,
+        };
+        consistent.then(|| e.hashed.clone())
     }
 
     fn insert(&mut self, job: &Job, h: &Hashed) {
         let files = job.files();
         let Some(first) = files.first() else { return };
+        self.used.insert(first.key.clone());
         self.file.entries.insert(
             first.key.clone(),
             CacheEntry {
@@ -526,6 +563,13 @@ mod tests {
             .unwrap();
     }
 
+    /// The cache as a run 10 s from now sees it: files written by the test
+    /// (whose ctime is now) are then old enough to be trusted.
+    fn later(mut c: StatCache, secs: i64) -> StatCache {
+        c.started += secs;
+        c
+    }
+
     fn source() -> SourceStore {
         SourceStore::new(Arc::new(MemoryStore::new()))
     }
@@ -544,25 +588,37 @@ mod tests {
         let big = root.join("big");
         fs::write(&big, vec![7u8; PACK_FILE_MAX as usize]).unwrap();
         age(&big);
+        // Modified "now" as the runs see it: racy, so never cached.
+        let fresh = root.join("fresh");
+        fs::write(&fresh, vec![1u8; PACK_FILE_MAX as usize]).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&fresh)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+            .unwrap();
         let cache_file = dir.path().join("cache.json");
-        let mut c = StatCache::load(&cache_file);
+        let mut c = later(StatCache::load(&cache_file), 10);
         let t1 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
         assert_eq!(c.hits, 0);
         c.save(&cache_file).unwrap();
-        let mut c = StatCache::load(&cache_file);
+        let mut c = later(StatCache::load(&cache_file), 1000);
         let t2 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        // Not "fresh": it was racy when hashed, so it was never cached, even
+        // though a run this much later would no longer find it racy.
         assert_eq!(c.hits, 6, "unchanged files must come from the cache");
         assert_eq!(t1, t2);
         c.save(&cache_file).unwrap();
         // Same size, same mtime, new content: ctime differs, so its pack is
-        // read again; the big file still comes from the cache.
+        // read again; the big file still comes from the cache, and so does
+        // "fresh", cached by the second run once it was no longer racy.
         let p = root.join("f2");
         fs::write(&p, "CONTENT 2").unwrap();
         age(&p);
-        let mut c = StatCache::load(&cache_file);
+        let mut c = later(StatCache::load(&cache_file), 1000);
         let src = source();
         let t3 = snapshot_dir(&root, &src, &mut c, &mut |_| {}).unwrap();
-        assert_eq!(c.hits, 1);
+        assert_eq!(c.hits, 2);
         let f2 = t3.entries.iter().find(|e| e.path == "f2").unwrap();
         let pack = src.get(&f2.blob.unwrap()).unwrap();
         let off = f2.offset.unwrap() as usize;

@@ -46,6 +46,27 @@ impl Stamp {
     }
 }
 
+/// Local filesystems known to keep mtime and ctime exact on every write
+/// (statfs magic numbers): ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS,
+/// overlayfs, bcachefs. On others (NFS with attribute caching, FUSE, SMB,
+/// 9p…) a stat may miss a change, so their files are always re-hashed.
+const STAMPABLE_FS: [u64; 8] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0xF2F5_2010,
+    0x2FC1_2FC1,
+    0x794C_7630,
+    0xCA45_1A4E,
+];
+
+/// Whether stamps of files at `path` can stand in for a re-hash.
+pub fn stamps_trustworthy(path: &std::path::Path) -> bool {
+    rustix::fs::statfs(path)
+        .is_ok_and(|st| STAMPABLE_FS.contains(&(st.f_type as u64 & 0xFFFF_FFFF)))
+}
+
 /// A byte range of a source file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {

@@ -239,6 +239,42 @@ fn push_reads_the_source_and_pull_into_writes_files_in_place() {
     );
 }
 
+/// A pack fills thousands of files; restoring it must not hold them all
+/// open at once (run under a 64-descriptor limit).
+#[test]
+fn restoring_a_pack_of_thousands_of_files_fits_a_low_descriptor_limit() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        fs::write(src.join(format!("f{i:04}")), format!("small file {i}")).unwrap();
+    }
+    let repo = env.repo("repo");
+    let out = env.pf(&["push", src.to_str().unwrap(), &repo]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let dst = env.path("dst");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec \"$0\" --store \"$1\" pull \"$2\" --into \"$3\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_pf"))
+        .arg(env.path("s2"))
+        .arg(&repo)
+        .arg(&dst)
+        .output()
+        .expect("run pf");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for i in 0..3000 {
+        let name = format!("f{i:04}");
+        assert_eq!(
+            fs::read(dst.join(&name)).unwrap(),
+            format!("small file {i}").into_bytes(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn exit_codes_for_bad_input() {
     let env = Env::new();
