@@ -255,9 +255,7 @@ fn restoring_a_pack_of_thousands_of_files_fits_a_low_descriptor_limit() {
     let dst = env.path("dst");
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec \"$0\" --store \"$1\" pull \"$2\" --into \"$3\""
-        ))
+        .arg("ulimit -n 64 && exec \"$0\" --store \"$1\" pull \"$2\" --into \"$3\"")
         .arg(env!("CARGO_BIN_EXE_pf"))
         .arg(env.path("s2"))
         .arg(&repo)
