@@ -14,6 +14,8 @@ struct Opts {
     runs: usize,
     /// Also benchmark the OCI backend against a local docker-registry.
     oci: bool,
+    /// Also benchmark the S3 backend against a local moto server.
+    s3: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -21,6 +23,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         size: 1 << 30,
         runs: 3,
         oci: false,
+        s3: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -40,10 +43,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--backend" => {
                 let v = args.get(i + 1).ok_or("--backend needs a value")?;
                 // The file backend always runs: it is the reference row.
-                match v.as_str() {
-                    "file" => {}
-                    "oci" => o.oci = true,
-                    _ => return Err(format!("--backend {v}: one of file, oci")),
+                // Repeatable, or comma-separated.
+                for b in v.split(',') {
+                    match b {
+                        "file" => {}
+                        "oci" => o.oci = true,
+                        "s3" => o.s3 = true,
+                        _ => return Err(format!("--backend {b}: one of file, oci, s3")),
+                    }
                 }
                 i += 1;
             }
@@ -161,7 +168,7 @@ impl Registry {
         fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-bench\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-bench\n",
                 dir.join("storage").display()
             ),
         )
@@ -202,6 +209,59 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A moto S3 server on 127.0.0.1 with a `bench` bucket, killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(dir: &Path) -> Result<Moto, String> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let log = fs::File::create(dir.join("moto.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("moto_server: {e} (run `cargo xtask servers install`)"))?;
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                let ok = Command::new("curl")
+                    .args(["-sf", "-o", "/dev/null", "-X", "PUT"])
+                    .arg(format!("{}/bench", moto.endpoint))
+                    .status()
+                    .map_err(|e| format!("curl: {e}"))?
+                    .success();
+                return if ok {
+                    Ok(moto)
+                } else {
+                    Err("creating the bench bucket on moto failed".into())
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(format!("moto_server did not listen on {addr}"))
+    }
+}
+
+impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -263,6 +323,15 @@ struct Row {
     mbps: f64,
     rss_mb: f64,
     wire: Option<u64>,
+    /// HTTP requests the server logged per run (remote backends).
+    requests: Option<f64>,
+}
+
+/// Requests logged so far in a server log with one line per request.
+fn logged_requests(log: &Path) -> u64 {
+    fs::read_to_string(log)
+        .map(|t| t.lines().filter(|l| l.contains(" HTTP/1.1\"")).count() as u64)
+        .unwrap_or(0)
 }
 
 fn json_field(s: &str, key: &str) -> Option<u64> {
@@ -284,10 +353,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     eprintln!("==> building pf (release)");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-q", "-p", "pf-cli"])
-        .args(if o.oci {
-            &["--features", "oci"][..]
-        } else {
-            &[]
+        .args(match (o.oci, o.s3) {
+            (true, true) => &["--features", "oci,s3"][..],
+            (true, false) => &["--features", "oci"][..],
+            (false, true) => &["--features", "s3"][..],
+            (false, false) => &[],
         })
         .status()
         .map_err(|e| e.to_string())?;
@@ -313,16 +383,29 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         pf.display().to_string(),
     );
     let mut rows: Vec<Row> = Vec::new();
-    let run = |name: &str, setup: &str, cmd: &str, rows: &mut Vec<Row>| -> Result<String, String> {
+    // `log`: a server log with one line per request, to count requests.
+    let run = |name: &str,
+               setup: &str,
+               cmd: &str,
+               log: Option<&Path>,
+               rows: &mut Vec<Row>|
+     -> Result<String, String> {
         let mut times = Vec::new();
         let mut rss = 0;
         let mut last = String::new();
+        let mut requests = 0;
         for _ in 0..o.runs {
             if !setup.is_empty() {
                 timed(setup)?;
             }
             let _ = Command::new("sync").status();
+            let before = log.map(logged_requests).unwrap_or(0);
             let m = timed(cmd)?;
+            // The server may log a request just after answering it.
+            if log.is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            requests += log.map(logged_requests).unwrap_or(0) - before;
             times.push(m.secs);
             rss = rss.max(m.rss_kb);
             last = m.stdout;
@@ -341,6 +424,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             mbps: mb / secs,
             rss_mb: rss as f64 / 1024.0,
             wire,
+            requests: log.map(|_| requests as f64 / o.runs as f64),
         });
         Ok(last)
     };
@@ -353,13 +437,21 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "sha256sum (hashing limit)",
         "",
         &format!("find {dd} -type f -print0 | xargs -0 cat | sha256sum"),
+        None,
         &mut rows,
     )?;
-    run("cp -r", &fresh, &format!("cp -r {dd} {ww}/copy"), &mut rows)?;
+    run(
+        "cp -r",
+        &fresh,
+        &format!("cp -r {dd} {ww}/copy"),
+        None,
+        &mut rows,
+    )?;
     run(
         "tar | zstd -3 -T0",
         &fresh,
         &format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst"),
+        None,
         &mut rows,
     )?;
     run(
@@ -368,13 +460,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && mkdir {ww}/x"
         ),
         &format!("zstd -dc {ww}/snap.tar.zst | tar -C {ww}/x -xf -"),
+        None,
         &mut rows,
     )?;
     let push = format!("{pfs} -q --json --store {ww}/store push {dd} file://{ww}/repo");
-    run("pf push (first, file)", &fresh, &push, &mut rows)?;
+    run("pf push (first, file)", &fresh, &push, None, &mut rows)?;
     // The state for the following rows: one pushed version.
     timed(&format!("{fresh} && {push}"))?;
-    run("pf re-push unchanged", "", &push, &mut rows)?;
+    run("pf re-push unchanged", "", &push, None, &mut rows)?;
     // 1% in-place edits in the large file, and a 1 MiB insertion in its middle.
     let edited = fs::canonicalize(&root)
         .map_err(|e| e.to_string())?
@@ -388,6 +481,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "pf re-push after 1% edits",
         &format!("{fresh} && {push}"),
         &format!("{pfs} -q --json --store {ww}/store push {ed} file://{ww}/repo"),
+        None,
         &mut rows,
     )?;
     let prep_insert = format!(
@@ -398,6 +492,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "pf re-push after 1 MiB insertion",
         &format!("{fresh} && {push}"),
         &format!("{pfs} -q --json --store {ww}/store push {ed} file://{ww}/repo"),
+        None,
         &mut rows,
     )?;
     timed(&format!("{fresh} && {push}"))?;
@@ -405,6 +500,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "pf pull (empty store) + restore",
         &format!("rm -rf {ww}/store2 {ww}/out"),
         &format!("{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"),
+        None,
         &mut rows,
     )?;
     run(
@@ -414,6 +510,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "rm -rf {ww}/out && ([ -d {ww}/store3 ] || {pfs} -q --store {ww}/store3 pull file://{ww}/repo)"
         ),
         &format!("{pfs} -q --json --store {ww}/store3 pull file://{ww}/repo --into {ww}/out"),
+        None,
         &mut rows,
     )?;
     run(
@@ -424,11 +521,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "{fresh} && {push} && {pfs} -q --store {ww}/store4 pull file://{ww}/repo && {pfs} -q --store {ww}/store push {ed} file://{ww}/repo"
         ),
         &format!("{pfs} -q --json --store {ww}/store4 pull file://{ww}/repo --into {ww}/out"),
+        None,
         &mut rows,
     )?;
     let _registry = if o.oci {
         let reg = Registry::start(&root.join("registry"))?;
         let h = reg.host.clone();
+        let reg_log = root.join("registry").join("registry.log");
+        let reg_log = Some(reg_log.as_path());
         // A new repository per run (the shell expands the name), so every
         // run uploads everything; the store is fresh too, as for the file row.
         run(
@@ -437,6 +537,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             &format!(
                 "{pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/r$(date +%s%N):v1"
             ),
+            reg_log,
             &mut rows,
         )?;
         // One more push, for the pull rows below; it also shows where the
@@ -458,6 +559,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             &format!(
                 "{pfs} -q --json --store {ww}/store2 pull oci://{h}/bench/pull:v1 --into {ww}/out"
             ),
+            reg_log,
             &mut rows,
         )?;
         // The registry's floor: the whole snapshot as one tar.zst blob sent
@@ -471,9 +573,43 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             &format!(
                 "loc=$(curl -sf -o /dev/null -D - -X POST http://{h}/v2/bench/curl$(date +%s%N)/blobs/uploads/ | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T {ww}/snap.tar.zst \"$loc&digest=sha256:$(cat {ww}/snap.sha)\""
             ),
+            reg_log,
             &mut rows,
         )?;
         Some(reg)
+    } else {
+        None
+    };
+    let _moto = if o.s3 {
+        let moto = Moto::start(&root.join("moto"))?;
+        let env = format!(
+            "env AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_ENDPOINT_URL={}",
+            moto.endpoint
+        );
+        let log = root.join("moto").join("moto.log");
+        let log = Some(log.as_path());
+        run(
+            "pf push (first, s3)",
+            &fresh,
+            &format!(
+                "{env} {pfs} -q --json --store {ww}/store push {dd} s3://bench/r$(date +%s%N):v1"
+            ),
+            log,
+            &mut rows,
+        )?;
+        timed(&format!(
+            "{fresh} && {env} {pfs} -q --json --store {ww}/store push {dd} s3://bench/pull:v1"
+        ))?;
+        run(
+            "pf pull (empty store) + restore, s3",
+            &format!("rm -rf {ww}/store2 {ww}/out"),
+            &format!(
+                "{env} {pfs} -q --json --store {ww}/store2 pull s3://bench/pull:v1 --into {ww}/out"
+            ),
+            log,
+            &mut rows,
+        )?;
+        Some(moto)
     } else {
         None
     };
@@ -499,6 +635,12 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             ratio("pf push (first, oci)", "pf push (first, file)"),
         ));
     }
+    if o.s3 {
+        summary.push((
+            "S3 push vs file push (throughput ratio)",
+            ratio("pf push (first, s3)", "pf push (first, file)"),
+        ));
+    }
     if let (Some(p), Some(t), Some(c)) = (
         get("pf push (first, oci)"),
         get("tar | zstd"),
@@ -520,16 +662,19 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             summary.push((n, r.wire.unwrap_or(0) as f64 / raw as f64));
         }
     }
-    println!("\n| measurement | median s | MB/s (raw) | peak RSS MiB | bytes sent |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("\n| measurement | median s | MB/s (raw) | peak RSS MiB | bytes sent | requests |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.2} | {:.1} | {:.1} | {} |",
+            "| {} | {:.2} | {:.1} | {:.1} | {} | {} |",
             r.name,
             r.secs,
             r.mbps,
             r.rss_mb,
-            r.wire.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
+            r.wire.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+            r.requests
+                .map(|n| format!("{n:.0}"))
+                .unwrap_or_else(|| "-".into())
         );
     }
     println!("\n| ratio | value |\n|---|---:|");
@@ -541,12 +686,15 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     json.push_str(",\n  \"rows\": [\n");
     for (i, r) in rows.iter().enumerate() {
         json.push_str(&format!(
-            "    {{\"name\": {:?}, \"secs\": {:.4}, \"mb_per_s\": {:.2}, \"peak_rss_mib\": {:.1}, \"bytes_sent\": {}}}{}\n",
+            "    {{\"name\": {:?}, \"secs\": {:.4}, \"mb_per_s\": {:.2}, \"peak_rss_mib\": {:.1}, \"bytes_sent\": {}, \"requests\": {}}}{}\n",
             r.name,
             r.secs,
             r.mbps,
             r.rss_mb,
             r.wire.map(|w| w.to_string()).unwrap_or_else(|| "null".into()),
+            r.requests
+                .map(|n| format!("{n:.1}"))
+                .unwrap_or_else(|| "null".into()),
             if i + 1 < rows.len() { "," } else { "" }
         ));
     }
