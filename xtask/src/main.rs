@@ -4,7 +4,7 @@
 //!   conformance suite on every backend against real servers), and the
 //!   minimal-build check. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
-//! - `bench [--size 1GiB] [--runs 3]`: push/pull figures beside baselines.
+//! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3]`: push/pull figures beside baselines.
 //! - `minimal`: the minimal-build check alone.
 //! - `servers [install|check]`: provision the real servers the tests start.
 #![forbid(unsafe_code)]
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             )),
         },
         _ => {
-            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] | minimal | servers [install|check]>");
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] [--runs N] [--backend oci,s3] | minimal | servers [install|check]>");
             return ExitCode::from(2);
         }
     };
