@@ -376,7 +376,13 @@ impl<T: Transport> Registry for Engine<T> {
 
         // Phase 2: expand index blobs (now local) and fetch their children
         // into the store the target picks.
-        let data = target.data_store(&manifest, &store)?;
+        // The target may do blocking work (a restore creates its files):
+        // tell a multi-threaded runtime so other tasks move off this worker.
+        let pick = || target.data_store(&manifest, &store);
+        let data = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(pick)?,
+            _ => pick()?,
+        };
         let st = store.clone();
         let dt = data.clone();
         let m2 = manifest.clone();
