@@ -150,53 +150,41 @@ fn du(p: &Path) -> u64 {
     n
 }
 
-/// A docker-registry (CNCF distribution) on 127.0.0.1, killed on drop.
-struct Registry {
+/// A server process on 127.0.0.1, logging to a file, killed on drop.
+struct Server {
     child: std::process::Child,
-    host: String,
+    port: u16,
 }
 
-impl Registry {
-    fn start(dir: &Path) -> Result<Registry, String> {
-        let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir.join("storage")).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+impl Server {
+    /// A port free right now on 127.0.0.1.
+    fn free_port() -> Result<u16, String> {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let cfg = dir.join("config.yml");
-        fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-bench\n",
-                dir.join("storage").display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        let log = fs::File::create(dir.join("registry.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Spawns `cmd` (which must listen on `port`) with stdout and stderr in
+    /// `log`, and waits until it accepts connections.
+    fn spawn(name: &str, mut cmd: Command, port: u16, log: &Path) -> Result<Server, String> {
+        let log = fs::File::create(log).map_err(|e| e.to_string())?;
+        let child = cmd
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("docker-registry: {e} (run `cargo xtask servers install`)"))?;
-        let reg = Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-        };
+            .map_err(|e| format!("{name}: {e} (run `cargo xtask servers install`)"))?;
+        let server = Server { child, port };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(&reg.host).is_ok() {
-                return Ok(reg);
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Err(format!("docker-registry did not listen on {}", reg.host))
+        Err(format!("{name} did not listen on 127.0.0.1:{port}"))
     }
-}
 
-impl Registry {
-    /// User + system CPU seconds the registry process has used so far.
+    /// User + system CPU seconds the process has used so far.
     fn cpu_secs(&self) -> f64 {
         let stat =
             fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
@@ -208,16 +196,51 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// A moto S3 server on 127.0.0.1 with a `bench` bucket, killed on drop.
+/// A docker-registry (CNCF distribution) on 127.0.0.1.
+struct Registry {
+    server: Server,
+    host: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Result<Registry, String> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir.join("storage")).map_err(|e| e.to_string())?;
+        let port = Server::free_port()?;
+        let cfg = dir.join("config.yml");
+        fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-bench\n",
+                dir.join("storage").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&cfg);
+        let server = Server::spawn("docker-registry", cmd, port, &dir.join("registry.log"))?;
+        Ok(Registry {
+            host: format!("127.0.0.1:{}", server.port),
+            server,
+        })
+    }
+
+    /// User + system CPU seconds the registry process has used so far.
+    fn cpu_secs(&self) -> f64 {
+        self.server.cpu_secs()
+    }
+}
+
+/// A moto S3 server on 127.0.0.1 with a `bench` bucket.
 struct Moto {
-    child: std::process::Child,
+    _server: Server,
     endpoint: String,
 }
 
@@ -225,46 +248,24 @@ impl Moto {
     fn start(dir: &Path) -> Result<Moto, String> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let log = fs::File::create(dir.join("moto.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("moto_server: {e} (run `cargo xtask servers install`)"))?;
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let addr = format!("127.0.0.1:{port}");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                let ok = Command::new("curl")
-                    .args(["-sf", "-o", "/dev/null", "-X", "PUT"])
-                    .arg(format!("{}/bench", moto.endpoint))
-                    .status()
-                    .map_err(|e| format!("curl: {e}"))?
-                    .success();
-                return if ok {
-                    Ok(moto)
-                } else {
-                    Err("creating the bench bucket on moto failed".into())
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let port = Server::free_port()?;
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let server = Server::spawn("moto_server", cmd, port, &dir.join("moto.log"))?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-X", "PUT"])
+            .arg(format!("{endpoint}/bench"))
+            .status()
+            .map_err(|e| format!("curl: {e}"))?
+            .success();
+        if !ok {
+            return Err("creating the bench bucket on moto failed".into());
         }
-        Err(format!("moto_server did not listen on {addr}"))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Ok(Moto {
+            _server: server,
+            endpoint,
+        })
     }
 }
 

@@ -416,6 +416,14 @@ struct RestoreSink {
     keep: HashSet<Digest>,
 }
 
+impl RestoreSink {
+    /// Whether blob `digest` goes straight into the layout (and not to the
+    /// inner store).
+    fn takes(&self, digest: &Digest) -> bool {
+        self.layout.wants(digest) && !self.keep.contains(digest)
+    }
+}
+
 impl BlobStore for RestoreSink {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
         self.inner.has(digest)
@@ -428,7 +436,7 @@ impl BlobStore for RestoreSink {
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
-        if self.layout.wants(&d) && !self.keep.contains(&d) {
+        if self.takes(&d) {
             self.layout.write_blob(&d, &mut &bytes[..])?;
             return Ok(d);
         }
@@ -440,9 +448,7 @@ impl BlobStore for RestoreSink {
         reader: &mut dyn Read,
     ) -> pf_cas::Result<(Digest, u64)> {
         match expected {
-            Some(d) if self.layout.wants(d) && !self.keep.contains(d) => {
-                self.layout.write_blob(d, reader)
-            }
+            Some(d) if self.takes(d) => self.layout.write_blob(d, reader),
             _ => self.inner.put_stream(expected, reader),
         }
     }

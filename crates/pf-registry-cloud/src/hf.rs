@@ -449,9 +449,7 @@ impl Transport for HfTransport {
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         self.ensure_repo().await?;
-        let oid = blob
-            .encoded_digest()
-            .map_err(|e| RegistryError::io("hashing encoded blob", e))?;
+        let oid = blob.encoded_digest()?;
         self.lfs_upload(blob, oid).await?;
         if let Ok(mut u) = self.uploaded.lock() {
             u.insert(blob.digest, (oid, blob.encoded_size));

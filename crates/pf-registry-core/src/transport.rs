@@ -82,11 +82,15 @@ impl EncodedBlob {
     /// Digest of the encoded bytes (OCI blob digest, LFS oid): the one
     /// computed while encoding, or else one read of the body (in memory or
     /// the spool file).
-    pub fn encoded_digest(&self) -> io::Result<Digest> {
+    pub fn encoded_digest(&self) -> Result<Digest> {
         match (&self.encoded_digest, &self.body) {
             (Some(d), _) => Ok(*d),
             (None, Body::Memory(b)) => Ok(Digest::of(b)),
-            (None, Body::File(_)) => Ok(Digest::of_reader(self.open()?)?.0),
+            (None, Body::File(_)) => self
+                .open()
+                .and_then(Digest::of_reader)
+                .map(|(d, _)| d)
+                .map_err(|e| RegistryError::io("hashing encoded blob", e)),
         }
     }
 

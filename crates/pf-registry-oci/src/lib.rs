@@ -612,9 +612,7 @@ impl Transport for OciTransport {
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
-        let encoded = blob
-            .encoded_digest()
-            .map_err(|e| RegistryError::io("hashing encoded blob", e))?;
+        let encoded = blob.encoded_digest()?;
         match blob.as_bytes() {
             // Small: two requests; a HEAD would cost as much as the upload.
             Some(b) => self.upload_bytes(&encoded, b.clone()).await?,
