@@ -16,6 +16,9 @@ struct Opts {
     oci: bool,
     /// Also benchmark the S3 backend against a local moto server.
     s3: bool,
+    /// zstd levels to compare on a first push (whole snapshot and its
+    /// compressible part); empty: no level rows.
+    levels: Vec<i32>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -24,6 +27,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         runs: 3,
         oci: false,
         s3: false,
+        levels: vec![1, 3, 6, 9],
     };
     let mut i = 0;
     while i < args.len() {
@@ -52,6 +56,20 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                         _ => return Err(format!("--backend {b}: one of file, oci, s3")),
                     }
                 }
+                i += 1;
+            }
+            "--levels" => {
+                let v = args.get(i + 1).ok_or("--levels needs a value")?;
+                o.levels = if v == "none" {
+                    vec![]
+                } else {
+                    v.split(',')
+                        .map(|l| match l.parse::<i32>() {
+                            Ok(n) if (1..=22).contains(&n) => Ok(n),
+                            _ => Err(format!("--levels {l}: a zstd level 1..=22")),
+                        })
+                        .collect::<Result<_, _>>()?
+                };
                 i += 1;
             }
             other => return Err(format!("unknown bench option {other}")),
@@ -137,6 +155,61 @@ fn generate(dir: &Path, size: u64) -> Result<(), String> {
     write_file(&dir.join("model.bin"), big, 99, false)?;
     fs::write(dir.join(".complete"), size.to_string()).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Builds `size` bytes of chat-log-like JSON lines in 32 KiB files: words
+/// drawn log-uniformly from a fixed made-up vocabulary, so (unlike the
+/// snapshot's repeated filler) higher zstd levels find more to save.
+fn generate_text(dir: &Path, size: u64) -> Result<(), String> {
+    if fs::read_to_string(dir.join(".complete")).ok() == Some(size.to_string()) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ren", "tu", "sha", "vo", "qui", "ne", "dar", "po", "li", "xe", "mon",
+        "fa", "ti",
+    ];
+    let vocab: Vec<String> = (0..4096)
+        .map(|_| {
+            let n = 1 + next() % 4;
+            (0..n).map(|_| SYLLABLES[(next() % 16) as usize]).collect()
+        })
+        .collect();
+    const FILE: u64 = 32 << 10;
+    let (mut written, mut line_no) = (0u64, 0u64);
+    let mut file_no = 0u64;
+    while written < size {
+        let mut text = String::with_capacity(FILE as usize + 512);
+        while (text.len() as u64) < FILE {
+            let role = ["user", "assistant", "tool"][(next() % 3) as usize];
+            text.push_str(&format!(
+                "{{\"id\": {line_no}, \"role\": \"{role}\", \"text\": \""
+            ));
+            for w in 0..8 + next() % 40 {
+                if w > 0 {
+                    text.push(' ');
+                }
+                // Log-uniform rank: a few words are very common.
+                let u = (next() % 1_000_000) as f64 / 1e6;
+                let rank = (4096f64.powf(u) as usize).saturating_sub(1).min(4095);
+                text.push_str(&vocab[rank]);
+            }
+            text.push_str("\"}\n");
+            line_no += 1;
+        }
+        fs::write(dir.join(format!("log{file_no:05}.jsonl")), &text).map_err(|e| e.to_string())?;
+        written += text.len() as u64;
+        file_no += 1;
+    }
+    fs::write(dir.join(".complete"), size.to_string()).map_err(|e| e.to_string())
 }
 
 fn du(p: &Path) -> u64 {
@@ -384,12 +457,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         pf.display().to_string(),
     );
     let mut rows: Vec<Row> = Vec::new();
-    // `log`: a server log with one line per request, to count requests.
-    let run = |name: &str,
-               setup: &str,
-               cmd: &str,
-               log: Option<&Path>,
-               rows: &mut Vec<Row>|
+    // `log`: a server log with one line per request, to count requests;
+    // `mb`: the raw megabytes the command moves (for MB/s).
+    let run_on = |name: &str,
+                  mb: f64,
+                  setup: &str,
+                  cmd: &str,
+                  log: Option<&Path>,
+                  rows: &mut Vec<Row>|
      -> Result<String, String> {
         let mut times = Vec::new();
         let mut rss = 0;
@@ -428,6 +503,9 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             requests: log.map(|_| requests as f64 / o.runs as f64),
         });
         Ok(last)
+    };
+    let run = |name: &str, setup: &str, cmd: &str, log: Option<&Path>, rows: &mut Vec<Row>| {
+        run_on(name, mb, setup, cmd, log, rows)
     };
     let fresh = format!("rm -rf {ww} && mkdir -p {ww}");
     eprintln!(
@@ -525,6 +603,41 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         None,
         &mut rows,
     )?;
+    // The zstd level: only compressible bytes feel it (incompressible blobs
+    // are stored as raw blocks), so each level also pushes a text-only
+    // directory of chat-log-like JSON lines (1/16 of --size).
+    for l in &o.levels {
+        run(
+            &format!("pf push (first, file), zstd -{l}"),
+            &fresh,
+            &format!(
+                "{pfs} -q --json --zstd-level {l} --store {ww}/store push {dd} file://{ww}/repo"
+            ),
+            None,
+            &mut rows,
+        )?;
+    }
+    let text = root.join("text");
+    if !o.levels.is_empty() {
+        generate_text(&text, o.size / 16)?;
+    }
+    let text_raw = du(&text);
+    let text_mb = text_raw as f64 / 1e6;
+    let tt = fs::canonicalize(&text)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    for l in &o.levels {
+        run_on(
+            &format!("pf push text logs, zstd -{l}"),
+            text_mb,
+            &fresh,
+            &format!(
+                "{pfs} -q --json --zstd-level {l} --store {ww}/store push {tt} file://{ww}/repo"
+            ),
+            None,
+            &mut rows,
+        )?;
+    }
     let _registry = if o.oci {
         let reg = Registry::start(&root.join("registry"))?;
         let h = reg.host.clone();
@@ -663,6 +776,22 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             summary.push((n, r.wire.unwrap_or(0) as f64 / raw as f64));
         }
     }
+    let level_rows: Vec<(String, f64)> = o
+        .levels
+        .iter()
+        .filter_map(|l| {
+            let r = get(&format!("pf push text logs, zstd -{l}"))?;
+            Some((
+                format!("text logs at zstd -{l}: bytes sent / raw bytes"),
+                r.wire.unwrap_or(0) as f64 / text_raw as f64,
+            ))
+        })
+        .collect();
+    let mut summary: Vec<(String, f64)> = summary
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    summary.extend(level_rows);
     println!("\n| measurement | median s | MB/s (raw) | peak RSS MiB | bytes sent | requests |");
     println!("|---|---:|---:|---:|---:|---:|");
     for r in &rows {

@@ -4,7 +4,8 @@
 //!   conformance suite on every backend against real servers), and the
 //!   minimal-build check. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
-//! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3]`: push/pull figures beside baselines.
+//! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]`: push/pull
+//!   figures beside baselines, and what each zstd level costs and saves.
 //! - `minimal`: the minimal-build check alone.
 //! - `servers [install|check]`: provision the real servers the tests start.
 #![forbid(unsafe_code)]

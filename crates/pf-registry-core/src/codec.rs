@@ -3,6 +3,7 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use bytes::Bytes;
 use pf_cas::BlobStore;
@@ -37,6 +38,7 @@ pub fn encode(
             .read_to_end(&mut raw)
             .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
         hashing.check(digest)?;
+        let _slot = CompressSlot::take();
         let enc =
             zstd::bulk::compress(&raw, level).map_err(|e| RegistryError::io("zstd encode", e))?;
         EncodedBlob::in_memory(*digest, raw.len() as u64, Bytes::from(enc))
@@ -60,6 +62,7 @@ pub fn encode(
             hashing.check(digest)?;
             (out, size)
         } else {
+            let _slot = CompressSlot::take();
             let mut enc = zstd::stream::write::Encoder::new(out, level)
                 .map_err(|e| RegistryError::io("zstd init", e))?;
             // Held until this function returns: at most one multi-threaded
@@ -226,6 +229,43 @@ impl<W: Write> Write for MaybeHashingWriter<W> {
     }
 }
 
+/// Encoders running zstd's match search in this process, and the signal
+/// that one of them finished.
+static COMPRESSING: Mutex<usize> = Mutex::new(0);
+static COMPRESS_DONE: Condvar = Condvar::new();
+
+/// The right to run zstd's match search. That work is CPU-bound, so more
+/// encoders than cores gain nothing, and each holds its level's state
+/// (about 90 MiB at level 19): at most one per core runs at once, which
+/// bounds memory at high levels. Raw-block copies, hashing and uploads
+/// keep the engine's full concurrency.
+struct CompressSlot;
+
+impl CompressSlot {
+    /// Waits until fewer encoders than cores are compressing.
+    fn take() -> CompressSlot {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut running = COMPRESSING.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running >= cores {
+            running = COMPRESS_DONE
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *running += 1;
+        CompressSlot
+    }
+}
+
+impl Drop for CompressSlot {
+    fn drop(&mut self) {
+        let mut running = COMPRESSING.lock().unwrap_or_else(PoisonError::into_inner);
+        *running -= 1;
+        COMPRESS_DONE.notify_one();
+    }
+}
+
 /// Encoders currently running multi-threaded in this process.
 static MULTITHREAD_ENCODERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -369,6 +409,32 @@ pub fn zstd_encode_bytes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use pf_cas::MemoryStore;
+
+    #[test]
+    fn at_most_one_compressing_encoder_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let now = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..cores * 3 + 2 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        let _slot = CompressSlot::take();
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let most = most.into_inner();
+        assert!(
+            most <= cores,
+            "{most} encoders compressed at once on {cores} cores"
+        );
+        assert!(most >= 1);
+    }
 
     #[test]
     fn roundtrip_small_and_large() {
