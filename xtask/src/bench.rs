@@ -391,6 +391,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One timed command of the bench.
+struct Job<'a> {
+    name: String,
+    /// Raw megabytes the command moves (for MB/s).
+    mb: f64,
+    /// Run (untimed) before each timed run; empty: none.
+    setup: String,
+    cmd: String,
+    /// A server log with one line per request, to count requests.
+    log: Option<&'a Path>,
+}
+
+/// Median of the per-run ratios `base[i] / pf[i]` (throughput of pf
+/// relative to the baseline, from runs made back to back).
+fn paired_ratio(base: &[f64], pf: &[f64]) -> f64 {
+    let r: Vec<f64> = base.iter().zip(pf).map(|(b, p)| b / p).collect();
+    if r.is_empty() {
+        f64::NAN
+    } else {
+        median(r)
+    }
+}
+
 struct Row {
     name: String,
     secs: f64,
@@ -459,6 +482,53 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let mut rows: Vec<Row> = Vec::new();
     // `log`: a server log with one line per request, to count requests;
     // `mb`: the raw megabytes the command moves (for MB/s).
+    // Runs `jobs` `o.runs` times, interleaved (a, b, a, b, ...), so jobs
+    // compared with each other see the same machine; adds a row per job and
+    // returns each job's times and last stdout.
+    let run_jobs = |jobs: &[Job], rows: &mut Vec<Row>| -> Result<Vec<(Vec<f64>, String)>, String> {
+        let mut times = vec![Vec::new(); jobs.len()];
+        let mut rss = vec![0; jobs.len()];
+        let mut last = vec![String::new(); jobs.len()];
+        let mut requests = vec![0; jobs.len()];
+        for _ in 0..o.runs {
+            for (j, job) in jobs.iter().enumerate() {
+                if !job.setup.is_empty() {
+                    timed(&job.setup)?;
+                }
+                let _ = Command::new("sync").status();
+                let before = job.log.map(logged_requests).unwrap_or(0);
+                let m = timed(&job.cmd)?;
+                // The server may log a request just after answering it.
+                if job.log.is_some() {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                requests[j] += job.log.map(logged_requests).unwrap_or(0) - before;
+                times[j].push(m.secs);
+                rss[j] = rss[j].max(m.rss_kb);
+                last[j] = m.stdout;
+            }
+        }
+        for (j, job) in jobs.iter().enumerate() {
+            let secs = median(times[j].clone());
+            let wire = json_field(&last[j], "wire_bytes_uploaded")
+                .or_else(|| json_field(&last[j], "wire_bytes_fetched"));
+            eprintln!(
+                "    {:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB",
+                job.name,
+                job.mb / secs,
+                rss[j] as f64 / 1024.0
+            );
+            rows.push(Row {
+                name: job.name.clone(),
+                secs,
+                mbps: job.mb / secs,
+                rss_mb: rss[j] as f64 / 1024.0,
+                wire,
+                requests: job.log.map(|_| requests[j] as f64 / o.runs as f64),
+            });
+        }
+        Ok(times.into_iter().zip(last).collect())
+    };
     let run_on = |name: &str,
                   mb: f64,
                   setup: &str,
@@ -466,43 +536,15 @@ pub fn bench(args: &[String]) -> Result<(), String> {
                   log: Option<&Path>,
                   rows: &mut Vec<Row>|
      -> Result<String, String> {
-        let mut times = Vec::new();
-        let mut rss = 0;
-        let mut last = String::new();
-        let mut requests = 0;
-        for _ in 0..o.runs {
-            if !setup.is_empty() {
-                timed(setup)?;
-            }
-            let _ = Command::new("sync").status();
-            let before = log.map(logged_requests).unwrap_or(0);
-            let m = timed(cmd)?;
-            // The server may log a request just after answering it.
-            if log.is_some() {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
-            requests += log.map(logged_requests).unwrap_or(0) - before;
-            times.push(m.secs);
-            rss = rss.max(m.rss_kb);
-            last = m.stdout;
-        }
-        let secs = median(times);
-        let wire = json_field(&last, "wire_bytes_uploaded")
-            .or_else(|| json_field(&last, "wire_bytes_fetched"));
-        eprintln!(
-            "    {name:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB",
-            mb / secs,
-            rss as f64 / 1024.0
-        );
-        rows.push(Row {
+        let job = Job {
             name: name.into(),
-            secs,
-            mbps: mb / secs,
-            rss_mb: rss as f64 / 1024.0,
-            wire,
-            requests: log.map(|_| requests as f64 / o.runs as f64),
-        });
-        Ok(last)
+            mb,
+            setup: setup.into(),
+            cmd: cmd.into(),
+            log,
+        };
+        let mut out = run_jobs(&[job], rows)?;
+        Ok(out.pop().map(|(_, stdout)| stdout).unwrap_or_default())
     };
     let run = |name: &str, setup: &str, cmd: &str, log: Option<&Path>, rows: &mut Vec<Row>| {
         run_on(name, mb, setup, cmd, log, rows)
@@ -526,24 +568,31 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         None,
         &mut rows,
     )?;
-    run(
-        "tar | zstd -3 -T0",
-        &fresh,
-        &format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst"),
-        None,
-        &mut rows,
-    )?;
-    run(
-        "zstd -dc | tar -x",
-        &format!(
-            "{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && mkdir {ww}/x"
-        ),
-        &format!("zstd -dc {ww}/snap.tar.zst | tar -C {ww}/x -xf -"),
-        None,
-        &mut rows,
-    )?;
+    // The baselines work in their own directory, so they can run between
+    // pf's runs without touching pf's repository.
+    let bw = format!("{ww}-baseline");
+    let bfresh = format!("rm -rf {bw} && mkdir -p {bw}");
     let push = format!("{pfs} -q --json --store {ww}/store push {dd} file://{ww}/repo");
-    run("pf push (first, file)", &fresh, &push, None, &mut rows)?;
+    let first_push = run_jobs(
+        &[
+            Job {
+                name: "tar | zstd -3 -T0".into(),
+                mb,
+                setup: bfresh.clone(),
+                cmd: format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst"),
+                log: None,
+            },
+            Job {
+                name: "pf push (first, file)".into(),
+                mb,
+                setup: fresh.clone(),
+                cmd: push.clone(),
+                log: None,
+            },
+        ],
+        &mut rows,
+    )?;
+    let push_ratio = paired_ratio(&first_push[0].0, &first_push[1].0);
     // The state for the following rows: one pushed version.
     timed(&format!("{fresh} && {push}"))?;
     run("pf re-push unchanged", "", &push, None, &mut rows)?;
@@ -575,13 +624,35 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         &mut rows,
     )?;
     timed(&format!("{fresh} && {push}"))?;
-    run(
-        "pf pull (empty store) + restore",
-        &format!("rm -rf {ww}/store2 {ww}/out"),
-        &format!("{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"),
-        None,
+    let pull = run_jobs(
+        &[
+            Job {
+                name: "zstd -dc | tar -x".into(),
+                mb,
+                setup: format!(
+                    "{bfresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && mkdir {bw}/x"
+                ),
+                cmd: format!("zstd -dc {bw}/snap.tar.zst | tar -C {bw}/x -xf -"),
+                log: None,
+            },
+            Job {
+                name: "pf pull (empty store) + restore".into(),
+                mb,
+                // Reads the repository once, as the baseline's setup has just
+                // written its tar.zst: both then read warm input (the file
+                // backend's push drops what it wrote from the page cache).
+                setup: format!(
+                    "rm -rf {ww}/store2 {ww}/out && find {ww}/repo -type f -exec cat {{}} + > /dev/null"
+                ),
+                cmd: format!(
+                    "{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"
+                ),
+                log: None,
+            },
+        ],
         &mut rows,
     )?;
+    let pull_ratio = paired_ratio(&pull[0].0, &pull[1].0);
     run(
         "pf pull (store has it) + restore",
         // A plain pull (no --into) keeps every blob in the store.
@@ -735,12 +806,12 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     };
     let mut summary = vec![
         (
-            "first push vs tar|zstd (throughput ratio)",
-            ratio("pf push (first", "tar | zstd"),
+            "first push vs tar|zstd (throughput ratio, median of paired runs)",
+            push_ratio,
         ),
         (
-            "pull+restore vs zstd -dc|tar -x (throughput ratio)",
-            ratio("pf pull (empty", "zstd -dc"),
+            "pull+restore vs zstd -dc|tar -x (throughput ratio, median of paired runs)",
+            pull_ratio,
         ),
     ];
     if o.oci {
