@@ -3,7 +3,7 @@
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use pf_cas::BlobStore;
@@ -229,6 +229,12 @@ impl<W: Write> Write for MaybeHashingWriter<W> {
     }
 }
 
+/// CPUs this process may use (read once: it is a few system calls).
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Encoders running zstd's match search in this process, and the signal
 /// that one of them finished.
 static COMPRESSING: Mutex<usize> = Mutex::new(0);
@@ -244,9 +250,7 @@ struct CompressSlot;
 impl CompressSlot {
     /// Waits until fewer encoders than cores are compressing.
     fn take() -> CompressSlot {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = cores();
         let mut running = COMPRESSING.lock().unwrap_or_else(PoisonError::into_inner);
         while *running >= cores {
             running = COMPRESS_DONE
@@ -281,9 +285,7 @@ struct MultithreadSlot {
 impl MultithreadSlot {
     /// Takes the slot if it is free and the machine has more than one core.
     fn try_take() -> Option<MultithreadSlot> {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
+        let workers = cores() as u32;
         if workers < 2 {
             return None;
         }
@@ -412,7 +414,7 @@ mod tests {
 
     #[test]
     fn at_most_one_compressing_encoder_per_core() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         let now = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
         std::thread::scope(|s| {
