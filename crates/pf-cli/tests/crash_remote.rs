@@ -7,7 +7,9 @@
 //! its kill is visible. Finally an uninterrupted push of v2 succeeds and pulls
 //! as v2. IPFS references are immutable: there v1's CID must keep pulling as
 //! v1, a completed push's CID as v2, and the next push must cope with
-//! whatever the killed pushes left in the node's dedup index.
+//! whatever the killed pushes left in the node's dedup index. After each
+//! kill the loop first waits for the server to finish the requests the dead
+//! client had fully sent (see `settle`): those may still move the reference.
 //!
 //! Kill points are spread over the duration of a full push measured on the
 //! same server (a calibration push of different content to another
