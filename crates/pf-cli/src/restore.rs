@@ -341,12 +341,12 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
     {
         let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
         tree.entries.extend(t.entries);
-        for p in t.packs {
-            if !tree.packs.contains(&p) {
-                tree.packs.push(p);
-            }
-        }
+        tree.packs.extend(t.packs);
     }
+    // A pack listed by several layers once (as the snapshot lists them);
+    // sorting keeps this linear-logarithmic in the number of packs.
+    tree.packs.sort_by_key(|p| p.blob);
+    tree.packs.dedup();
     Ok(tree)
 }
 
@@ -541,6 +541,46 @@ mod tests {
             target: None,
             offset,
         }
+    }
+
+    #[test]
+    fn manifest_tree_merges_layers_and_lists_a_shared_pack_once() {
+        use pf_registry::manifest::{AgentInfo, Descriptor};
+        let store = MemoryStore::new();
+        let shared = store.put(b"sharedpack").unwrap();
+        let own = store.put(b"ownpack").unwrap();
+        let pack = |blob, size| Chunk { blob, size };
+        let layer = |entries: Vec<FsEntry>, packs: Vec<Chunk>| {
+            let bytes = FsTree { entries, packs }.to_bytes();
+            Descriptor {
+                role: "world.fs".into(),
+                media_type: FS_TREE_MEDIA_TYPE.into(),
+                digest: store.put(&bytes).unwrap(),
+                size: bytes.len() as u64,
+            }
+        };
+        let mut m = Manifest::new(
+            AgentInfo {
+                name: "t".into(),
+                version: String::new(),
+            },
+            "2026-01-01T00:00:00Z",
+        );
+        m.layers.push(layer(
+            vec![file("a", 6, shared, Some(0))],
+            vec![pack(shared, 10)],
+        ));
+        m.layers.push(layer(
+            vec![file("b", 4, shared, Some(6)), file("c", 7, own, Some(0))],
+            vec![pack(own, 7), pack(shared, 10)],
+        ));
+        let tree = manifest_tree(&m, &store).unwrap();
+        let paths: Vec<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "c"]);
+        let mut want = vec![pack(shared, 10), pack(own, 7)];
+        want.sort_by_key(|p| p.blob);
+        assert_eq!(tree.packs, want);
+        tree.validate().unwrap();
     }
 
     #[test]
