@@ -496,8 +496,8 @@ fn snapshot_image(
         m.annotations.insert(k.into(), v.into());
     }
     let mut warnings = Vec::new();
-    let dir_abs = std::fs::canonicalize(dir)
-        .map_err(|e| RegistryError::io(format!("resolving {}", dir.display()), e))?;
+    let dir_abs =
+        std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
     let cache_path = store.root().join("statcache.json");
     let mut cache = snapshot::StatCache::load(&cache_path);
     let tree = snapshot::snapshot_dir(&dir_abs, source, &mut cache, &mut |w| warnings.push(w))?;
@@ -514,6 +514,11 @@ fn snapshot_image(
         size: bytes.len() as u64,
     });
     Ok(m)
+}
+
+/// Maps an I/O error to a [`RegistryError`] saying what was being done.
+pub(crate) fn io_ctx(ctx: String) -> impl FnOnce(std::io::Error) -> RegistryError {
+    move |e| RegistryError::io(ctx, e)
 }
 
 /// Current UTC time as RFC 3339 (seconds), without a date crate.

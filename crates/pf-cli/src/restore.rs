@@ -18,9 +18,7 @@ use pf_digest::{Digest, Hasher};
 use pf_registry::manifest::{validate_relative_path, EntryKind, FsTree, FS_TREE_MEDIA_TYPE};
 use pf_registry::{Manifest, PullTarget, RegistryError, Result};
 
-fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
-    move |e| RegistryError::io(ctx, e)
-}
+use crate::io_ctx;
 
 /// One byte range of a blob that lands in one file.
 #[derive(Debug, Clone, Copy)]

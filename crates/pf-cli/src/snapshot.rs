@@ -17,6 +17,7 @@ use pf_digest::{Digest, Hasher};
 use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
 use pf_registry::{RegistryError, Result};
 
+use crate::io_ctx;
 use crate::source::{Segment, SourceStore, Stamp};
 
 /// Files at least this large are split with content-defined chunking.
@@ -37,10 +38,6 @@ pub const PACK_MIN: u64 = 4 << 20;
 pub const PACK_MAX: u64 = 16 << 20;
 /// One path in this many is a boundary (FNV-1a of the path).
 const PACK_BOUNDARY_EVERY: u64 = 16;
-
-fn io_ctx(ctx: String) -> impl FnOnce(io::Error) -> RegistryError {
-    move |e| RegistryError::io(ctx, e)
-}
 
 /// Walks `dir` and hashes every file's content, recording each blob's file
 /// ranges in `source`, and returns the fs tree. Special files (devices,
