@@ -472,12 +472,7 @@ impl Transport for HfTransport {
         }})];
         for b in req.blobs {
             if let Some(u) = &b.uploaded {
-                let oid = u.encoded_digest.ok_or_else(|| {
-                    RegistryError::invalid(
-                        format!("blob {}", b.digest),
-                        "uploaded without an LFS oid",
-                    )
-                })?;
+                let oid = u.require_encoded_digest()?;
                 lines.push(json!({"key": "lfsFile", "value": {
                     "path": blob_path(&b.digest), "algo": "sha256",
                     "oid": oid.hex(), "size": u.encoded_size,

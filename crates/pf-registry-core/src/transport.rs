@@ -181,6 +181,20 @@ pub struct UploadedBlob {
     pub handle: Option<String>,
 }
 
+impl UploadedBlob {
+    /// The encoded digest a backend that asked for it (see
+    /// [`Transport::wants_encoded_digest`]) needs at commit; an error if
+    /// the upload did not record one.
+    pub fn require_encoded_digest(&self) -> Result<Digest> {
+        self.encoded_digest.ok_or_else(|| {
+            RegistryError::invalid(
+                format!("blob {}", self.digest),
+                "uploaded without an encoded digest",
+            )
+        })
+    }
+}
+
 /// One blob of the image being committed.
 #[derive(Debug, Clone)]
 pub struct CommitBlob {

@@ -646,12 +646,7 @@ impl Transport for OciTransport {
                 Some(u) => StoredBlob {
                     raw: b.digest,
                     raw_size: b.raw_size,
-                    encoded: u.encoded_digest.ok_or_else(|| {
-                        RegistryError::invalid(
-                            format!("blob {}", b.digest),
-                            "uploaded without an encoded digest",
-                        )
-                    })?,
+                    encoded: u.require_encoded_digest()?,
                     encoded_size: u.encoded_size,
                 },
                 None => self.lookup(&b.digest).ok_or_else(|| {
