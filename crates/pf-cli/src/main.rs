@@ -330,7 +330,12 @@ async fn run(cli: Cli) -> CliResult<u8> {
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
             let (rep, restored) = match into {
-                None => (reg.pull(store.clone()).await?, None),
+                None => {
+                    let rep = reg.pull(store.clone()).await?;
+                    // Deferred durability: one syncfs for the whole pull.
+                    store.sync()?;
+                    (rep, None)
+                }
                 Some(dest) => {
                     // File contents go straight into `dest` as they arrive.
                     let target = restore::RestoreTarget::new(dest);
@@ -354,9 +359,6 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     (pulled?, Some(finished?))
                 }
             };
-            if into.is_none() {
-                store.sync()?;
-            }
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
