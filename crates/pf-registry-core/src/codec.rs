@@ -55,11 +55,12 @@ pub fn encode(
             .take(SAMPLE_SIZE as u64)
             .read_to_end(&mut sample)
             .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
-        let (out, raw_len) = if looks_incompressible(&sample, level) {
-            let mut src = io::Cursor::new(&sample).chain(&mut hashing);
+        let incompressible = looks_incompressible(&sample, level);
+        // The whole blob again: the sample, then the rest of the reader.
+        let mut src = io::Cursor::new(&sample).chain(&mut hashing);
+        let (out, raw_len) = if incompressible {
             let out = write_raw_frame(out, size, &mut src)
                 .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
-            hashing.check(digest)?;
             (out, size)
         } else {
             let _slot = CompressSlot::take();
@@ -78,15 +79,14 @@ pub fn encode(
             }
             enc.include_checksum(false)
                 .map_err(|e| RegistryError::io("zstd init", e))?;
-            let mut src = io::Cursor::new(&sample).chain(&mut hashing);
             let raw_len = copy(&mut src, &mut enc)
                 .map_err(|e| RegistryError::io(format!("encoding blob {digest}"), e))?;
-            hashing.check(digest)?;
             let out = enc
                 .finish()
                 .map_err(|e| RegistryError::io("zstd finish", e))?;
             (out, raw_len)
         };
+        hashing.check(digest)?;
         let (buf, enc_digest, enc_len) = out.finish();
         let file = buf
             .into_inner()
