@@ -731,12 +731,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         let m = timed(&format!(
             "{fresh} && {pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/pull:v1"
         ))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         eprintln!(
-            "    oci push CPU: pf {:.2} s, registry {:.2} s, wall {:.2} s (2 cores: {:.2} s of CPU available)",
+            "    oci push CPU: pf {:.2} s, registry {:.2} s, wall {:.2} s ({cores} cores: {:.2} s of CPU available)",
             m.cpu_secs,
             reg.cpu_secs() - reg_before,
             m.secs,
-            2.0 * m.secs
+            cores as f64 * m.secs
         );
         run(
             "pf pull (empty store) + restore, oci",
