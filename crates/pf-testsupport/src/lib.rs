@@ -10,6 +10,7 @@ pub mod ipfs;
 pub mod memory;
 pub mod process;
 pub mod registry;
+pub mod rewrite;
 pub mod s3;
 
 pub use faults::{Fault, FaultProxy};

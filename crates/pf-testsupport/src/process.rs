@@ -97,6 +97,16 @@ impl ChildServer {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Log lines (access-log style, `"METHOD path ..."`) for `method`
+    /// requests whose line contains `needle`.
+    pub fn count_requests(&self, method: &str, needle: &str) -> usize {
+        let m = format!("\"{method} ");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&m) && l.contains(needle))
+            .count()
+    }
 }
 
 impl Drop for ChildServer {
