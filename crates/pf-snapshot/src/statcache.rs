@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use pf_registry_core::Result;
@@ -91,8 +90,8 @@ impl StatCache {
 
     /// Whether a file was modified or changed too recently (2 s before
     /// this run started, or later) for its stat to prove it unchanged.
-    pub(crate) fn is_racy(&self, md: &fs::Metadata) -> bool {
-        md.mtime().max(md.ctime()) >= self.started - 2
+    pub(crate) fn is_racy(&self, st: &Stamp) -> bool {
+        st.mtime.0.max(st.ctime.0) >= self.started - 2
     }
 
     pub(crate) fn lookup(&mut self, job: &Job) -> Option<Hashed> {
@@ -104,7 +103,7 @@ impl StatCache {
             return None;
         }
         for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != Stamp::of(&f.md) || self.is_racy(&f.md) {
+            if *key != f.key || *st != f.st || self.is_racy(&f.st) {
                 return None;
             }
         }
@@ -112,7 +111,7 @@ impl StatCache {
         // damaged cache file is a miss, never a wrong entry).
         let consistent = match (job, &e.hashed) {
             (Job::File(f), Hashed::File { blob, chunks, size }) => {
-                *size == f.md.len()
+                *size == f.st.size
                     && match (blob, chunks.is_empty()) {
                         (Some(_), true) => true,
                         (None, true) => *size == 0,
@@ -121,7 +120,7 @@ impl StatCache {
                     }
             }
             (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
-                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.md.len() == *n)
+                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.st.size == *n)
             }
             _ => false,
         };
@@ -137,7 +136,7 @@ impl StatCache {
             CacheEntry {
                 files: files
                     .iter()
-                    .map(|f| (f.key.clone(), Stamp::of(&f.md)))
+                    .map(|f| (f.key.clone(), f.st.clone()))
                     .collect(),
                 hashed: h.clone(),
             },
