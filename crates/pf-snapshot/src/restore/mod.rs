@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pf_cas::BlobStore;
+use pf_digest::Digest;
 use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
 use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
 
@@ -85,6 +86,22 @@ pub fn restore_from_store(
     layout.finish(store).inspect_err(|_| layout.abandon())
 }
 
+/// Reads index blob `digest` from `store` and checks it hashes to its
+/// digest: the local store may sit on a shared disk, and an index blob
+/// decides what is restored (DESIGN.md, "Threat model").
+pub(crate) fn get_verified(store: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
+    let bytes = store.get(digest)?;
+    let actual = Digest::of(&bytes);
+    if actual != *digest {
+        return Err(RegistryError::Integrity {
+            what: format!("index blob {digest} in the local store"),
+            expected: *digest,
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
 /// The fs tree layers of `manifest`, read from `store` and merged into one
 /// tree (their paths must not collide).
 pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTree> {
@@ -94,7 +111,7 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
         .iter()
         .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
     {
-        let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
+        let t = FsTree::from_bytes(&get_verified(store, &l.digest)?)?;
         tree.entries.extend(t.entries);
         tree.packs.extend(t.packs);
     }
@@ -109,7 +126,6 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
 mod tests {
     use super::*;
     use pf_cas::MemoryStore;
-    use pf_digest::Digest;
     use pf_registry_core::manifest::{Chunk, EntryKind, FsEntry, FS_LAYER_ROLE};
 
     /// A file entry of mode 0640.
@@ -164,5 +180,66 @@ mod tests {
         want.sort_by_key(|p| p.blob);
         assert_eq!(tree.packs, want);
         tree.validate().unwrap();
+    }
+
+    /// A store that answers one digest with other bytes (a planted blob).
+    struct Lying(MemoryStore, Digest, Vec<u8>);
+
+    impl BlobStore for Lying {
+        fn has(&self, d: &Digest) -> pf_cas::Result<bool> {
+            Ok(*d == self.1 || self.0.has(d)?)
+        }
+        fn size(&self, d: &Digest) -> pf_cas::Result<Option<u64>> {
+            self.0.size(d)
+        }
+        fn open(&self, d: &Digest) -> pf_cas::Result<Box<dyn std::io::Read + Send>> {
+            if *d == self.1 {
+                return Ok(Box::new(std::io::Cursor::new(self.2.clone())));
+            }
+            self.0.open(d)
+        }
+        fn put(&self, b: &[u8]) -> pf_cas::Result<Digest> {
+            self.0.put(b)
+        }
+        fn put_stream(
+            &self,
+            e: Option<&Digest>,
+            r: &mut dyn std::io::Read,
+        ) -> pf_cas::Result<(Digest, u64)> {
+            self.0.put_stream(e, r)
+        }
+        fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+            self.0.list()
+        }
+    }
+
+    #[test]
+    fn an_fs_tree_planted_in_the_local_store_is_refused() {
+        use pf_registry_core::manifest::{AgentInfo, Descriptor};
+        let mem = MemoryStore::new();
+        let real = FsTree::default().to_bytes();
+        let digest = Digest::of(&real);
+        let evil = mem.put(b"planted").unwrap();
+        let planted = FsTree {
+            entries: vec![file("evil", 7, evil, None)],
+            packs: vec![],
+        }
+        .to_bytes();
+        let store = Lying(mem, digest, planted);
+        let mut m = Manifest::new(
+            AgentInfo {
+                name: "t".into(),
+                version: String::new(),
+            },
+            "2026-01-01T00:00:00Z",
+        );
+        m.layers.push(Descriptor {
+            role: FS_LAYER_ROLE.into(),
+            media_type: FS_TREE_MEDIA_TYPE.into(),
+            digest,
+            size: real.len() as u64,
+        });
+        let err = manifest_tree(&m, &store).unwrap_err();
+        assert!(matches!(err, RegistryError::Integrity { .. }), "{err}");
     }
 }

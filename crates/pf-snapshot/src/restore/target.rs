@@ -53,7 +53,7 @@ impl PullTarget for RestoreTarget {
             .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
         {
             if is_index_media_type(&l.media_type) {
-                let bytes = store.get(&l.digest)?;
+                let bytes = super::get_verified(&**store, &l.digest)?;
                 for c in index_children(&l.media_type, &bytes)? {
                     keep.insert(c.digest);
                 }
