@@ -26,7 +26,8 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store).
+    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store, else
+    /// $HOME/.cache/pf-registry/store; required when neither is set).
     #[arg(long, global = true, env = "PF_STORE")]
     store: Option<PathBuf>,
     /// Allow plain HTTP to non-loopback registries.
@@ -182,12 +183,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_store() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("pf-registry").join("store")
+/// `$XDG_CACHE_HOME/pf-registry/store`, else `$HOME/.cache/pf-registry/store`.
+/// With neither set there is no default: a store in a shared temporary
+/// directory could be planted by another user.
+fn default_store() -> CliResult<PathBuf> {
+    let set = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("pf-registry").join("store"))
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no local store: HOME and XDG_CACHE_HOME are unset; pass --store DIR or set PF_STORE"
+                    .into(),
+            )
+        })
 }
 
 fn parse_ref(s: &str) -> CliResult<ImageRef> {
@@ -230,7 +243,10 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
 /// pf_cas::Durability); a restoring pull stores only index blobs and fsyncs
 /// each, so it never has to flush the restored files with the store.
 fn open_store(cli: &Cli, durability: pf_cas::Durability) -> CliResult<Arc<DirStore>> {
-    let root = cli.store.clone().unwrap_or_else(default_store);
+    let root = match &cli.store {
+        Some(s) => s.clone(),
+        None => default_store()?,
+    };
     Ok(Arc::new(DirStore::open(root)?.with_durability(durability)))
 }
 
