@@ -332,15 +332,18 @@ impl Layout {
             });
         }
         // The right blob, but shorter than the ranges the tree says it
-        // fills (an inconsistent tree): refuse rather than leave holes.
+        // fills (an inconsistent tree): refuse rather than leave holes. This
+        // is bad data (exit 4), never a transport error to retry: the error
+        // travels as a `RegistryError::InvalidData` the engine recovers.
         if let Some(need) = places.iter().map(|p| p.blob_off + p.len).max() {
             if pos < need {
                 return Err(CasError::Io {
-                    context: format!("blob {digest}"),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
+                    context: "restoring".into(),
+                    source: RegistryError::invalid(
+                        format!("blob {digest}"),
                         format!("{pos} bytes, but the fs tree reads up to byte {need}"),
-                    ),
+                    )
+                    .into_io(),
                 });
             }
         }
