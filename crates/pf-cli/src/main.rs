@@ -77,6 +77,12 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: refuse (exit 4) an image whose files total more
+        /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
+        /// larger than the target's free space is refused too.
+        #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
+              default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
+        max_size: u64,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -201,6 +207,30 @@ fn default_store() -> CliResult<PathBuf> {
                     .into(),
             )
         })
+}
+
+/// A byte count: digits with an optional binary suffix (KiB, MiB, GiB, TiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500MiB, 64GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" | "k" => 10,
+        "mib" | "m" => 20,
+        "gib" | "g" => 30,
+        "tib" | "t" => 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_ref(s: &str) -> CliResult<ImageRef> {
@@ -332,6 +362,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            max_size,
             trust,
         } => {
             let r = parse_ref(reference)?;
@@ -353,7 +384,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     (rep, None)
                 }
                 Some(dest) => {
-                    let opts = restore::RestoreOptions::default();
+                    let mut opts = restore::RestoreOptions::default();
+                    opts.max_size = *max_size;
+                    if !cli.quiet && !cli.json {
+                        let shown = dest.display().to_string();
+                        opts.on_total = Some(Arc::new(move |total| {
+                            eprintln!("restoring {total} bytes into {shown}");
+                        }));
+                    }
                     let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
                     (rep.pull, Some(rep.restored_bytes))
                 }

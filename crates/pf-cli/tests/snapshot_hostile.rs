@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use pf_registry::manifest::FS_TREE_MEDIA_TYPE;
-use pf_registry::manifest::{AgentInfo, EntryKind, FsEntry, FsTree, FS_LAYER_ROLE};
+use pf_registry::manifest::{AgentInfo, Chunk, EntryKind, FsEntry, FsTree, FS_LAYER_ROLE};
 use pf_registry::{BlobStore, Config, Descriptor, ImageRef, Manifest, MemoryStore, SignedImage};
 
 mod common;
@@ -158,4 +158,68 @@ fn a_blob_shorter_than_its_file_is_an_integrity_error_not_retried() {
         .unwrap();
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn a_restore_larger_than_max_size_is_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One 1 MiB blob referenced 200 times: 200 MiB from a tiny repository.
+    let blob = vec![7u8; 1 << 20];
+    let d = pf_registry::Digest::of(&blob);
+    let mut big = file_entry("big", 200 << 20, d);
+    big.blob = None;
+    big.chunks = vec![
+        Chunk {
+            blob: d,
+            size: 1 << 20
+        };
+        200
+    ];
+    let at = tmp.path().join("repo");
+    push_raw(
+        &at,
+        FsTree {
+            entries: vec![big],
+            packs: vec![],
+        },
+        &[&blob],
+    );
+    let store = tmp.path().join("store");
+    let out = pf(&store)
+        .env("PF_MAX_SIZE", "100MiB")
+        .args(["pull", &repo(&at), "--into"])
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("above the restore limit"),
+        "{}",
+        text(&out)
+    );
+    assert!(!tmp.path().join("out").exists());
+    // Within the limit, the total is printed before the files are written.
+    let small: &[u8] = b"ten bytes!";
+    let at2 = tmp.path().join("repo2");
+    push_raw(
+        &at2,
+        FsTree {
+            entries: vec![file_entry("f", 10, pf_registry::Digest::of(small))],
+            packs: vec![],
+        },
+        &[small],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pf"))
+        .env("PF_STORE", &store)
+        .args(["pull", &repo(&at2), "--max-size", "1KiB", "--into"])
+        .arg(tmp.path().join("out2"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restoring 10 bytes into"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(tmp.path().join("out2/f")).unwrap(), small);
 }

@@ -21,6 +21,7 @@ use pf_digest::{Digest, Hasher};
 use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsTree};
 use pf_registry_core::{RegistryError, Result};
 
+use super::RestoreOptions;
 use crate::fsat::{open_beneath, open_dir};
 use crate::io_ctx;
 
@@ -64,6 +65,14 @@ pub struct Layout {
     written: Mutex<HashSet<Digest>>,
 }
 
+/// Bytes of file content `tree` restores (saturating).
+pub(crate) fn total_size(tree: &FsTree) -> u64 {
+    tree.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .fold(0u64, |t, e| t.saturating_add(e.size))
+}
+
 /// Splits a tree path into its parent directory (`""` for the root) and name.
 fn split_parent(rel: &str) -> (&str, &str) {
     rel.rsplit_once('/').unwrap_or(("", rel))
@@ -76,8 +85,22 @@ impl Layout {
     /// empty): refuses symlinks that point outside it, creates directories
     /// (0700) and empty files (0600). Nothing is ever written through a
     /// symlink.
-    pub fn create(tree: FsTree, dest: &Path) -> Result<Layout> {
+    ///
+    /// The total of file content is checked against
+    /// [`RestoreOptions::max_size`] and the free space of `dest`'s
+    /// filesystem before anything is written.
+    pub fn create(tree: FsTree, dest: &Path, options: &RestoreOptions) -> Result<Layout> {
         tree.validate()?;
+        let total = total_size(&tree);
+        if total > options.max_size {
+            return Err(RegistryError::invalid(
+                dest.display().to_string(),
+                format!(
+                    "the image's files total {total} bytes, above the restore limit of {} bytes (--max-size)",
+                    options.max_size
+                ),
+            ));
+        }
         let created_dest = !dest.exists();
         if !created_dest {
             let mut it =
@@ -120,6 +143,21 @@ impl Layout {
                 return Err(RegistryError::io(format!("opening {}", dest.display()), e));
             }
         };
+        let free = rustix::fs::fstatvfs(&root)
+            .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+            .unwrap_or(u64::MAX);
+        if total > free {
+            if created_dest {
+                let _ = fs::remove_dir_all(dest);
+            }
+            return Err(RegistryError::invalid(
+                dest.display().to_string(),
+                format!("the image's files total {total} bytes, above the {free} bytes free there"),
+            ));
+        }
+        if let Some(f) = &options.on_total {
+            f(total);
+        }
         let mut layout = Layout {
             dest: dest.to_path_buf(),
             root,
@@ -450,7 +488,7 @@ impl Layout {
 /// Restores `tree` from `store` into `dest` (which must not exist or be empty).
 #[cfg(test)]
 fn restore(tree: FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
-    let layout = Layout::create(tree, dest)?;
+    let layout = Layout::create(tree, dest, &RestoreOptions::default())?;
     layout.finish(store)
 }
 
@@ -559,7 +597,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
-        let layout = Layout::create(tree, &dest).unwrap();
+        let layout = Layout::create(tree, &dest, &RestoreOptions::default()).unwrap();
         let err = layout
             .write_blob(&good, &mut &b"tampered content"[..])
             .unwrap_err();
@@ -589,11 +627,11 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("new");
-        assert!(Layout::create(tree.clone(), &dest).is_err());
+        assert!(Layout::create(tree.clone(), &dest, &RestoreOptions::default()).is_err());
         assert!(!dest.exists());
         let existing = dir.path().join("existing");
         fs::create_dir(&existing).unwrap();
-        assert!(Layout::create(tree, &existing).is_err());
+        assert!(Layout::create(tree, &existing, &RestoreOptions::default()).is_err());
         assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
     }
 
@@ -623,7 +661,8 @@ mod tests {
             packs: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = Layout::create(tree, &dir.path().join("out")).unwrap_err();
+        let err =
+            Layout::create(tree, &dir.path().join("out"), &RestoreOptions::default()).unwrap_err();
         assert!(err.to_string().contains("after another symlink"), "{err}");
         assert!(!dir.path().join("out").exists());
     }
@@ -676,7 +715,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
         // A file swapped for a symlink after its content was written.
-        let layout = Layout::create(tree.clone(), &dest).unwrap();
+        let layout = Layout::create(tree.clone(), &dest, &RestoreOptions::default()).unwrap();
         assert_eq!(mode_of(&dest.join("d")), 0o700, "private until the end");
         layout.write_blob(&blob, &mut &content[..]).unwrap();
         fs::remove_file(dest.join("a")).unwrap();
@@ -686,13 +725,36 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"secret");
         assert_eq!(mode_of(&victim), 0o600);
         // A directory swapped for a symlink before its files are written.
-        let layout = Layout::create(tree, &dest).unwrap();
+        let layout = Layout::create(tree, &dest, &RestoreOptions::default()).unwrap();
         fs::remove_dir_all(dest.join("d")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("d"), dest.join("d")).unwrap();
         assert!(layout.finish(&store).is_err());
         layout.abandon();
         assert_eq!(fs::read(&victim2).unwrap(), b"secret");
         assert_eq!(mode_of(&victim2), 0o600);
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn totals_above_the_limit_or_the_free_space_are_refused_before_writing() {
+        let blob = Digest::of(b"x");
+        // Ten files of 1 TiB each: more than this disk has free.
+        let tree = FsTree {
+            entries: (0..10)
+                .map(|i| file(&format!("f{i}"), 1 << 40, blob, None))
+                .collect(),
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut opts = RestoreOptions::default();
+        let err = Layout::create(tree.clone(), &dest, &opts).unwrap_err();
+        assert!(err.to_string().contains("above the restore limit"), "{err}");
+        assert!(!dest.exists());
+        opts.max_size = u64::MAX;
+        let err = Layout::create(tree, &dest, &opts).unwrap_err();
+        assert!(err.to_string().contains("free there"), "{err}");
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
         assert!(!dest.exists());
     }
 }

@@ -22,10 +22,41 @@ use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Re
 pub use layout::{symlink_stays_inside, Layout};
 pub use target::RestoreTarget;
 
+/// The default [`RestoreOptions::max_size`]: 64 GiB of file content.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+
 /// How a restore runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 #[non_exhaustive]
-pub struct RestoreOptions {}
+pub struct RestoreOptions {
+    /// Largest total of file content restored. The total is computed from
+    /// the fs tree before anything is written; a larger image, or one larger
+    /// than the free space of the target's filesystem, is refused as
+    /// [`RegistryError::InvalidData`] (a repository's sizes are bounded
+    /// before anything is written). Default [`DEFAULT_MAX_SIZE`].
+    pub max_size: u64,
+    /// Called once with the total, after the checks, before any file is
+    /// written (the CLI prints it).
+    pub on_total: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            max_size: DEFAULT_MAX_SIZE,
+            on_total: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("max_size", &self.max_size)
+            .field("on_total", &self.on_total.is_some())
+            .finish()
+    }
+}
 
 /// What [`pull_into_dir`] did.
 #[derive(Debug, Clone)]
@@ -46,9 +77,9 @@ pub async fn pull_into_dir(
     registry: &dyn Registry,
     store: Arc<dyn BlobStore>,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let target = RestoreTarget::new(dest);
+    let target = RestoreTarget::new(dest, options.clone());
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
         (Ok(_), Some(layout)) => tokio::task::spawn_blocking(move || layout.finish(&*store))
@@ -79,10 +110,10 @@ pub fn restore_from_store(
     manifest: &Manifest,
     store: &dyn BlobStore,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<u64> {
     let tree = manifest_tree(manifest, store)?;
-    let layout = Layout::create(tree, dest)?;
+    let layout = Layout::create(tree, dest, options)?;
     layout.finish(store).inspect_err(|_| layout.abandon())
 }
 
