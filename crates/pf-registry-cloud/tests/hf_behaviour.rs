@@ -70,7 +70,7 @@ async fn one_commit_per_push_and_no_reupload() {
         .pull(Arc::new(MemoryStore::new()))
         .await
         .expect("pull");
-    assert_eq!(pulled.manifest, img.manifest);
+    assert_eq!(pulled.manifest, img.manifest, "pulled by the commit id");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,8 @@
 //! Kill points are spread over the duration of a full push measured on the
 //! same server (a calibration push of different content to another
 //! reference), so they land in the upload and commit phases alike.
-//! `PF_CRASH_ITERATIONS` raises the number of kills per backend (default 6).
+//! `PF_CRASH_ITERATIONS` sets the number of kills per backend (default
+//! [`Backend::crash_kills`](crate::Backend::crash_kills), 6 unless the backend says otherwise).
 
 use std::fs;
 use std::io::Read;
@@ -323,11 +324,11 @@ fn parse(r: &str) -> ImageRef {
     ImageRef::parse(r).unwrap_or_else(|e| panic!("reference {r}: {e}"))
 }
 
-fn iterations() -> u64 {
+fn iterations(default: u64) -> u64 {
     std::env::var("PF_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
+        .unwrap_or(default)
 }
 
 /// The shared crash loop (see the module docs).
@@ -345,7 +346,7 @@ async fn crash_loop(fx: &Subject) {
     let v1_img = image(1, 3, 10_000, &w.src, "v1");
     // Every iteration pushes a new v2 (so every push has blobs to upload);
     // big enough that a push takes a while. Calibration has the same shape.
-    let n = iterations();
+    let n = iterations(fx.backend().crash_kills());
     let v2: Vec<TestImage> = (0..n)
         .map(|i| image(100 + i, 12, 256 << 10, &w.src, &format!("v2-{i}")))
         .collect();

@@ -56,16 +56,30 @@ pub trait Backend: Send + Sync {
     fn route(&self) -> Option<Route> {
         None
     }
+    /// The configuration option holding the server's base URL (e.g.
+    /// `s3.endpoint`), if the backend has one; see [`through`](Self::through).
+    fn endpoint_option(&self) -> Option<&'static str> {
+        None
+    }
     /// Points `reference` and `config` at `endpoint` (a [`Route`]'s) instead
-    /// of the server; returns the reference to use.
+    /// of the server; returns the reference to use. By default: sets the
+    /// [`endpoint_option`](Self::endpoint_option) to `http://<endpoint>`.
     fn through(&self, reference: &ImageRef, config: &mut Config, endpoint: &str) -> ImageRef {
-        let _ = (config, endpoint);
+        if let Some(key) = self.endpoint_option() {
+            config
+                .options
+                .insert(key.into(), format!("http://{endpoint}"));
+        }
         reference.clone()
     }
     /// Loopback ports the server listens on (the crash loop waits until the
     /// server has finished a killed client's requests on them).
     fn ports(&self) -> Vec<u16> {
         Vec::new()
+    }
+    /// Kills in the crash loop (`PF_CRASH_ITERATIONS` overrides it).
+    fn crash_kills(&self) -> u64 {
+        6
     }
     /// Size of the large-blob scenario.
     fn large_blobs(&self) -> LargeBlobs {

@@ -68,10 +68,8 @@ impl Backend for HfBackend {
             keep: Some(Box::new(rewriter)),
         })
     }
-    fn through(&self, r: &ImageRef, c: &mut Config, endpoint: &str) -> ImageRef {
-        c.options
-            .insert("hf.endpoint".into(), format!("http://{endpoint}"));
-        r.clone()
+    fn endpoint_option(&self) -> Option<&'static str> {
+        Some("hf.endpoint")
     }
     fn ports(&self) -> Vec<u16> {
         vec![

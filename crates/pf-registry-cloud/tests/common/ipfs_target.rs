@@ -31,10 +31,8 @@ impl Backend for IpfsBackend {
     fn route(&self) -> Option<Route> {
         Some(Route::proxy(self.node.api.trim_start_matches("http://")))
     }
-    fn through(&self, r: &ImageRef, c: &mut Config, endpoint: &str) -> ImageRef {
-        c.options
-            .insert("ipfs.api".into(), format!("http://{endpoint}"));
-        r.clone()
+    fn endpoint_option(&self) -> Option<&'static str> {
+        Some("ipfs.api")
     }
     fn ports(&self) -> Vec<u16> {
         vec![super::port_of(&self.node.api)]

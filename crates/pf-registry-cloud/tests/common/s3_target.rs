@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use pf_registry_cloud::s3::S3Transport;
 use pf_registry_conformance::{Backend, Route, Target};
 use pf_registry_core::{Config, ImageRef, Transport};
-use pf_testsupport::S3Server;
+use pf_testsupport::{S3Server, ServerProcess};
 
 struct S3Backend {
     server: S3Server,
@@ -37,10 +37,8 @@ impl Backend for S3Backend {
             self.server.endpoint.trim_start_matches("http://"),
         ))
     }
-    fn through(&self, r: &ImageRef, c: &mut Config, endpoint: &str) -> ImageRef {
-        c.options
-            .insert("s3.endpoint".into(), format!("http://{endpoint}"));
-        r.clone()
+    fn endpoint_option(&self) -> Option<&'static str> {
+        Some("s3.endpoint")
     }
     fn ports(&self) -> Vec<u16> {
         vec![super::port_of(&self.server.endpoint)]

@@ -13,7 +13,7 @@ struct FileBackend {
 
 impl Backend for FileBackend {
     fn name(&self) -> String {
-        "file".into()
+        format!("file {}", self.dir.path().display())
     }
     fn fresh_ref(&self, label: &str) -> ImageRef {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
@@ -22,6 +22,9 @@ impl Backend for FileBackend {
     }
     fn generated_cases(&self) -> u32 {
         8
+    }
+    fn crash_kills(&self) -> u64 {
+        12
     }
 }
 

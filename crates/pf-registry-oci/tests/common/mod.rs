@@ -11,7 +11,7 @@ use base64::Engine as _;
 use pf_registry_conformance::{Backend, LargeBlobs, Route, Target};
 use pf_registry_core::{Config, ImageRef, Transport};
 use pf_registry_oci::OciTransport;
-use pf_testsupport::{OciAuth, OciRegistry};
+use pf_testsupport::{OciAuth, OciRegistry, ServerProcess};
 
 /// Serialises updates of the shared `config.json`.
 static DOCKER_CONFIG: Mutex<()> = Mutex::new(());
