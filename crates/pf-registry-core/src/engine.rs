@@ -358,8 +358,10 @@ impl<T: Transport> Registry for Engine<T> {
         let st = store.clone();
         let (need1, layers) = blocking(move || {
             let mut need = Vec::new();
+            // A local copy is trusted only if intact (see
+            // `BlobStore::has_intact`); a damaged one is fetched again.
             for b in &layers {
-                if !st.has(&b.digest)? {
+                if !st.has_intact(&b.digest, b.size)? {
                     need.push(*b);
                 }
             }
@@ -391,7 +393,7 @@ impl<T: Transport> Registry for Engine<T> {
             let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
             let mut need = Vec::new();
             for b in closure.iter().filter(|b| !top.contains(&b.digest)) {
-                if !dt.has(&b.digest)? {
+                if !dt.has_intact(&b.digest, b.size)? {
                     need.push(*b);
                 }
             }
