@@ -1,6 +1,8 @@
 //! `pf`: push, pull, inspect and copy ProcessFork snapshots.
 #![forbid(unsafe_code)]
 
+mod display;
+mod options;
 mod progress;
 mod restore;
 mod snapshot;
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use display::{clean, clean_display};
 use pf_cas::{BlobStore, DirStore};
 use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
 use pf_registry::{
@@ -44,7 +47,11 @@ struct Cli {
     /// Blobs transferred at once.
     #[arg(long, global = true, env = "PF_CONCURRENCY")]
     concurrency: Option<usize>,
-    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable.
+    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
+    /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
+    /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
+    /// -o hf.token_file=/run/secrets/hf), or set PF_OPTION_<KEY> with `.`
+    /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
     #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
     options: Vec<String>,
     #[command(subcommand)]
@@ -179,7 +186,7 @@ fn main() -> ExitCode {
                     json!({"error": e.to_string(), "exit_code": e.exit_code()})
                 );
             }
-            eprintln!("pf: error: {e}");
+            eprintln!("pf: error: {}", clean_display(&e));
             ExitCode::from(e.exit_code())
         }
     }
@@ -214,12 +221,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     if let Some(n) = cli.concurrency {
         c.concurrency = n.max(1);
     }
-    for o in &cli.options {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--option {o:?} is not KEY=VALUE")))?;
-        c.options.insert(k.to_string(), v.to_string());
-    }
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    c.options = options::collect(&cli.options, env).map_err(CliError::Usage)?;
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))
@@ -249,7 +253,7 @@ fn describe(v: &Verification) -> String {
 
 fn note(cli: &Cli, msg: impl AsRef<str>) {
     if !cli.quiet {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", clean(msg.as_ref()));
     }
 }
 
@@ -268,8 +272,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 );
             } else {
                 println!("key id:      {}", key.key_id());
-                println!("private key: {}", priv_path.display());
-                println!("public key:  {}", pub_path.display());
+                println!("private key: {}", clean_display(priv_path.display()));
+                println!("public key:  {}", clean_display(pub_path.display()));
             }
             Ok(0)
         }
@@ -298,7 +302,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(
@@ -411,7 +415,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     })
                 );
             } else {
-                println!("reference:  {r}");
+                // Everything below came from the repository: escaped.
+                println!("reference:  {}", clean_display(&r));
                 println!(
                     "manifest:   {} ({} bytes)",
                     ins.manifest_digest, ins.manifest_size
@@ -419,9 +424,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 println!("signature:  {}", describe(&ins.verification));
                 println!(
                     "agent:      {} {}",
-                    ins.manifest.agent.name, ins.manifest.agent.version
+                    clean(&ins.manifest.agent.name),
+                    clean(&ins.manifest.agent.version)
                 );
-                println!("created:    {}", ins.manifest.created_at);
+                println!("created:    {}", clean(&ins.manifest.created_at));
                 for p in &ins.manifest.parents {
                     println!("parent:     {p}");
                 }
@@ -433,11 +439,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 for l in &ins.manifest.layers {
                     println!(
                         "  {:<16} {:>12}  {}  {}",
-                        l.role, l.size, l.digest, l.media_type
+                        clean(&l.role),
+                        l.size,
+                        l.digest,
+                        clean(&l.media_type)
                     );
                 }
                 for (k, v) in &ins.manifest.annotations {
-                    println!("annotation: {k}={v}");
+                    println!("annotation: {}={}", clean(k), clean(v));
                 }
             }
             Ok(0)
@@ -457,7 +466,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(

@@ -22,6 +22,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -121,10 +122,39 @@ impl FileTransport {
             .map_err(io_err(format!("creating {}", self.tmp_dir().display())))
     }
 
-    /// A temp file in `.tmp` (same filesystem as the repository).
+    /// A temp file in `.tmp` created with mode 0666 minus the umask, the
+    /// mode every repository file ends up with (a repository on a shared
+    /// mount is readable as the user's umask says). Its content is what the
+    /// renamed file will hold, so it need not be more private meanwhile.
     fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
         self.ensure_dirs()?;
-        tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(io_err("creating temp file"))
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(self.tmp_dir())
+            .map_err(io_err("creating temp file"))
+    }
+
+    /// Gives the file at `path` (our own spool file in `.tmp`) the mode a
+    /// new repository file gets: 0666 minus the umask, learnt once by
+    /// creating a file the same way.
+    fn set_shared_mode(&self, path: &Path) -> Result<()> {
+        static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let mode = match MODE.get() {
+            Some(m) => *m,
+            None => {
+                let probe = self.temp_file()?;
+                let m = probe
+                    .as_file()
+                    .metadata()
+                    .map_err(io_err("stat temp file"))?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                *MODE.get_or_init(|| m)
+            }
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err(format!("chmod {}", path.display())))
     }
 
     /// Hard-links `spooled` to a fresh temp name and renames that over
@@ -289,6 +319,9 @@ impl Transport for FileTransport {
                     // Same filesystem: hard-link the spool file into place (atomic,
                     // never overwrites, leaves the spool file to be cleaned up).
                     // Durability comes from the syncfs in `commit`.
+                    // The spool file was created private (0600): give it
+                    // the repository's file mode before it becomes the blob.
+                    this.set_shared_mode(spooled)?;
                     match fs::hard_link(spooled, &dest) {
                         Ok(()) => {}
                         // `missing` found the file there damaged (or a
