@@ -4,22 +4,19 @@
 mod display;
 mod options;
 mod progress;
-mod restore;
-mod snapshot;
-mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use display::{clean, clean_display};
-use pf_cas::{BlobStore, DirStore};
-use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
+use pf_cas::DirStore;
 use pf_registry::{
-    Config, Descriptor, Digest, ImageRef, Manifest, PublicKey, RegistryError, SignedImage,
-    SigningKey, TrustPolicy, Verification,
+    Config, Digest, ImageRef, PublicKey, RegistryError, SignedImage, SigningKey, TrustPolicy,
+    Verification,
 };
+use pf_snapshot::{restore, SnapshotOptions};
 use serde_json::json;
 
 /// Push and pull ProcessFork snapshots to file, OCI, S3, Hugging Face and IPFS.
@@ -32,7 +29,8 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store).
+    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store, else
+    /// $HOME/.cache/pf-registry/store; required when neither is set).
     #[arg(long, global = true, env = "PF_STORE")]
     store: Option<PathBuf>,
     /// Allow plain HTTP to non-loopback registries.
@@ -86,6 +84,12 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: refuse (exit 4) an image whose files total more
+        /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
+        /// larger than the target's free space is refused too.
+        #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
+              default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
+        max_size: u64,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -192,12 +196,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_store() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("pf-registry").join("store")
+/// `$XDG_CACHE_HOME/pf-registry/store`, else `$HOME/.cache/pf-registry/store`.
+/// With neither set there is no default: a store in a shared temporary
+/// directory could be planted by another user.
+fn default_store() -> CliResult<PathBuf> {
+    let set = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("pf-registry").join("store"))
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no local store: HOME and XDG_CACHE_HOME are unset; pass --store DIR or set PF_STORE"
+                    .into(),
+            )
+        })
+}
+
+/// A byte count: digits with an optional binary suffix (KiB, MiB, GiB, TiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500MiB, 64GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" | "k" => 10,
+        "mib" | "m" => 20,
+        "gib" | "g" => 30,
+        "tib" | "t" => 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_ref(s: &str) -> CliResult<ImageRef> {
@@ -237,7 +277,10 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
 /// pf_cas::Durability); a restoring pull stores only index blobs and fsyncs
 /// each, so it never has to flush the restored files with the store.
 fn open_store(cli: &Cli, durability: pf_cas::Durability) -> CliResult<Arc<DirStore>> {
-    let root = cli.store.clone().unwrap_or_else(default_store);
+    let root = match &cli.store {
+        Some(s) => s.clone(),
+        None => default_store()?,
+    };
     Ok(Arc::new(DirStore::open(root)?.with_durability(durability)))
 }
 
@@ -291,13 +334,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
             // The snapshot only writes its fs tree blob to the store (fsynced);
             // file contents are read from `dir` itself while pushing.
             let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
-            let source = Arc::new(source::SourceStore::new(store.clone()));
+            let opts = snapshot_options(&store, agent, parent, annotation)?;
             let t0 = std::time::Instant::now();
-            let image = snapshot_image(&cli, dir, &store, &source, agent, parent, annotation)?;
+            let snap = pf_snapshot::snapshot(dir, store, &opts)?;
+            for w in &snap.warnings {
+                note(&cli, format!("warning: {w}"));
+            }
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
-            let signed = SignedImage::new(&image, key.as_ref());
+            let signed = SignedImage::new(&snap.manifest, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
-            let rep = reg.push(source, &signed).await?;
+            let rep = reg.push(snap.source, &signed).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
@@ -320,6 +366,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            max_size,
             trust,
         } => {
             let r = parse_ref(reference)?;
@@ -341,26 +388,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     (rep, None)
                 }
                 Some(dest) => {
-                    // File contents go straight into `dest` as they arrive.
-                    let target = restore::RestoreTarget::new(dest);
-                    let st: Arc<dyn BlobStore> = store.clone();
-                    let pulled = reg.pull_into(st.clone(), &target).await;
-                    let finished = match (&pulled, target.layout()) {
-                        (Ok(_), Some(layout)) => {
-                            let l2 = layout.clone();
-                            tokio::task::spawn_blocking(move || l2.finish(&*st))
-                                .await
-                                .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))
-                                .and_then(|r| r.map_err(CliError::from))
-                        }
-                        _ => Ok(0),
-                    };
-                    if pulled.is_err() || finished.is_err() {
-                        if let Some(layout) = target.layout() {
-                            layout.abandon();
-                        }
+                    let mut opts = restore::RestoreOptions::default();
+                    opts.max_size = *max_size;
+                    if !cli.quiet && !cli.json {
+                        let shown = clean_display(dest.display());
+                        opts.on_total = Some(Arc::new(move |total| {
+                            eprintln!("restoring {total} bytes into {shown}");
+                        }));
                     }
-                    (pulled?, Some(finished?))
+                    let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
+                    (rep.pull, Some(rep.restored_bytes))
                 }
             };
             if cli.json {
@@ -480,75 +517,24 @@ async fn run(cli: Cli) -> CliResult<u8> {
     }
 }
 
-fn snapshot_image(
-    cli: &Cli,
-    dir: &Path,
+/// Snapshot options from the push arguments; the stat cache lives in the store.
+fn snapshot_options(
     store: &DirStore,
-    source: &source::SourceStore,
     agent: &str,
     parents: &[String],
     annotations: &[String],
-) -> CliResult<Manifest> {
-    let mut m = Manifest::new(
-        AgentInfo {
-            name: agent.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        now_rfc3339(),
-    );
+) -> CliResult<SnapshotOptions> {
+    let mut o = SnapshotOptions::new(agent, env!("CARGO_PKG_VERSION"));
+    o.stat_cache = Some(store.root().join("statcache.json"));
     for p in parents {
-        m.parents
+        o.parents
             .push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
     }
     for a in annotations {
         let (k, v) = a
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("--annotation {a:?} is not KEY=VALUE")))?;
-        m.annotations.insert(k.into(), v.into());
+        o.annotations.insert(k.into(), v.into());
     }
-    let mut warnings = Vec::new();
-    let dir_abs =
-        std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
-    let cache_path = store.root().join("statcache.json");
-    let mut cache = snapshot::StatCache::load(&cache_path);
-    let tree = snapshot::snapshot_dir(&dir_abs, source, &mut cache, &mut |w| warnings.push(w))?;
-    cache.save(&cache_path)?;
-    for w in warnings {
-        note(cli, format!("warning: {w}"));
-    }
-    let bytes = tree.to_bytes();
-    let d = store.put(&bytes)?;
-    m.layers.push(Descriptor {
-        role: "world.fs".into(),
-        media_type: FS_TREE_MEDIA_TYPE.into(),
-        digest: d,
-        size: bytes.len() as u64,
-    });
-    Ok(m)
-}
-
-/// Maps an I/O error to a [`RegistryError`] saying what was being done.
-pub(crate) fn io_ctx(ctx: String) -> impl FnOnce(std::io::Error) -> RegistryError {
-    move |e| RegistryError::io(ctx, e)
-}
-
-/// Current UTC time as RFC 3339 (seconds), without a date crate.
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    Ok(o)
 }

@@ -6,23 +6,22 @@
 //! small files is a few blobs, not one per file; pack boundaries depend on
 //! paths and sizes only, so a change re-packs one pack, not every later one.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use pf_digest::{Digest, Hasher};
-use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
-use pf_registry::{RegistryError, Result};
+use pf_registry_core::manifest::{Chunk, FsTree};
+use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
 use crate::source::{Segment, SourceStore, Stamp};
+use crate::statcache::StatCache;
+pub(crate) use crate::walk::PendingFile;
 
 /// Files at least this large are split with content-defined chunking.
 pub const CDC_THRESHOLD: u64 = 4 << 20;
-/// FastCDC minimum / average / maximum chunk sizes.
+/// FastCDC minimum chunk size.
 pub const CDC_MIN: u32 = 1 << 20;
 /// Average chunk size.
 pub const CDC_AVG: u32 = 4 << 20;
@@ -39,6 +38,42 @@ pub const PACK_MAX: u64 = 16 << 20;
 /// One path in this many is a boundary (FNV-1a of the path).
 const PACK_BOUNDARY_EVERY: u64 = 16;
 
+/// How files are cut into blobs. [`Chunking::default`] is what `pf` uses
+/// (the constants of this module); tests use smaller sizes to get many
+/// blobs from little data. FastCDC bounds apply: `cdc_min` 64..=1 MiB,
+/// `cdc_avg` 256..=4 MiB, `cdc_max` 1 KiB..=16 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chunking {
+    /// Files at least this large are split with FastCDC.
+    pub cdc_threshold: u64,
+    /// FastCDC minimum chunk size.
+    pub cdc_min: u32,
+    /// FastCDC average chunk size.
+    pub cdc_avg: u32,
+    /// FastCDC maximum chunk size.
+    pub cdc_max: u32,
+    /// Non-empty files smaller than this are packed (0: never).
+    pub pack_file_max: u64,
+    /// A pack may end at a boundary path once it holds this many bytes.
+    pub pack_min: u64,
+    /// A pack always ends before it would exceed this.
+    pub pack_max: u64,
+}
+
+impl Default for Chunking {
+    fn default() -> Chunking {
+        Chunking {
+            cdc_threshold: CDC_THRESHOLD,
+            cdc_min: CDC_MIN,
+            cdc_avg: CDC_AVG,
+            cdc_max: CDC_MAX,
+            pack_file_max: PACK_FILE_MAX,
+            pack_min: PACK_MIN,
+            pack_max: PACK_MAX,
+        }
+    }
+}
+
 /// Walks `dir` and hashes every file's content, recording each blob's file
 /// ranges in `source`, and returns the fs tree. Special files (devices,
 /// sockets, fifos) are skipped with a warning.
@@ -46,19 +81,13 @@ pub fn snapshot_dir(
     dir: &Path,
     source: &SourceStore,
     cache: &mut StatCache,
+    chunking: Chunking,
     warn: &mut dyn FnMut(String),
 ) -> Result<FsTree> {
+    cache.set_chunking(chunking);
     let mut tree = FsTree::default();
-    let meta = fs::metadata(dir).map_err(io_ctx(format!("reading {}", dir.display())))?;
-    if !meta.is_dir() {
-        return Err(RegistryError::invalid(
-            dir.display().to_string(),
-            "not a directory",
-        ));
-    }
-    let mut todo = Vec::new();
-    walk(dir, dir, &mut todo, &mut tree, warn)?;
-    let jobs = plan_jobs(todo);
+    let walked = crate::walk::walk(dir, &mut tree, warn)?;
+    let jobs = plan_jobs(walked.todo, &chunking);
     // Unchanged files and packs come from the stat cache; the rest are read
     // and hashed in parallel, largest first so the big files overlap.
     let mut done: Vec<(Job, Hashed)> = Vec::new();
@@ -73,19 +102,17 @@ pub fn snapshot_dir(
         }
     }
     misses.sort_by_key(|j| std::cmp::Reverse(j.bytes()));
-    let hashed: Vec<Result<Hashed>> = {
+    let hashed: Vec<Result<(Hashed, bool)>> = {
         use rayon::prelude::*;
-        misses.par_iter().map(hash_job).collect()
+        misses.par_iter().map(|j| hash_job(j, &chunking)).collect()
     };
     let mut trusted = vec![true; done.len()];
     for (job, h) in misses.into_iter().zip(hashed) {
-        let h = h?;
-        // Re-stat: only cache, and only let the push trust the stat for,
-        // what is known not to have changed meanwhile and is not racy.
-        let unchanged = job.files().iter().all(|f| {
-            fs::symlink_metadata(&*f.path).is_ok_and(|after| Stamp::of(&after) == Stamp::of(&f.md))
-        });
-        let racy = job.files().iter().any(|f| cache.is_racy(&f.md));
+        // `unchanged`: the files read still had the walk's stamp once read
+        // (fstat of the very handles read). Only cache, and only let the
+        // push trust the stat for, what did not change and is not racy.
+        let (h, unchanged) = h?;
+        let racy = job.files().iter().any(|f| cache.is_racy(&f.st));
         // A racy stamp may have been taken in the same timestamp tick as a
         // write it does not reflect: never cache it (git's racy-clean rule).
         if unchanged && !racy {
@@ -95,15 +122,13 @@ pub fn snapshot_dir(
         done.push((job, h));
     }
     // Stamps stand in for a re-hash only on filesystems that keep them
-    // exact (checked once per device met).
-    let mut stampable: HashMap<u64, bool> = HashMap::new();
+    // exact (checked once per device met by the walk).
     for ((job, h), trust) in done.into_iter().zip(trusted) {
         let trust = trust
-            && job.files().iter().all(|f| {
-                *stampable
-                    .entry(f.md.dev())
-                    .or_insert_with(|| crate::source::stamps_trustworthy(&f.path))
-            });
+            && job
+                .files()
+                .iter()
+                .all(|f| walked.stampable.get(&f.st.dev).copied().unwrap_or(false));
         record(&job, &h, trust, source, &mut tree);
     }
     tree.packs.sort_by_key(|p| p.blob);
@@ -111,39 +136,28 @@ pub fn snapshot_dir(
     Ok(tree)
 }
 
-/// A regular file found by the walk whose content is still to be hashed.
-struct PendingFile {
-    /// Index of its entry in the tree.
-    index: usize,
-    path: Arc<PathBuf>,
-    /// Its path in the tree.
-    rel: String,
-    key: String,
-    md: fs::Metadata,
-}
-
 /// What to hash: one file, or several small files as one pack.
-enum Job {
+pub(crate) enum Job {
     File(Box<PendingFile>),
     Pack(Vec<PendingFile>),
 }
 
 impl Job {
-    fn files(&self) -> &[PendingFile] {
+    pub(crate) fn files(&self) -> &[PendingFile] {
         match self {
             Job::File(f) => std::slice::from_ref(f),
             Job::Pack(v) => v,
         }
     }
     fn bytes(&self) -> u64 {
-        self.files().iter().map(|f| f.md.len()).sum()
+        self.files().iter().map(|f| f.st.size).sum()
     }
 }
 
 /// The content of a job: for a file its blob or chunk list; for a pack its
 /// digest and each member's length, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum Hashed {
+pub(crate) enum Hashed {
     File {
         blob: Option<Digest>,
         chunks: Vec<Chunk>,
@@ -163,17 +177,17 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Groups small files into packs (walk order; boundaries from paths and
 /// sizes only), the rest into single-file jobs.
-fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
+fn plan_jobs(todo: Vec<PendingFile>, c: &Chunking) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut pack: Vec<PendingFile> = Vec::new();
     let mut pack_bytes = 0u64;
     for f in todo {
-        let len = f.md.len();
-        if len == 0 || len >= PACK_FILE_MAX {
+        let len = f.st.size;
+        if len == 0 || len >= c.pack_file_max {
             jobs.push(Job::File(Box::new(f)));
             continue;
         }
-        if pack_bytes + len > PACK_MAX && !pack.is_empty() {
+        if pack_bytes + len > c.pack_max && !pack.is_empty() {
             jobs.push(Job::Pack(std::mem::take(&mut pack)));
             pack_bytes = 0;
         }
@@ -181,7 +195,7 @@ fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
         let boundary = fnv1a(&f.rel).is_multiple_of(PACK_BOUNDARY_EVERY);
         pack_bytes += len;
         pack.push(f);
-        if pack_bytes >= PACK_MIN && boundary {
+        if pack_bytes >= c.pack_min && boundary {
             jobs.push(Job::Pack(std::mem::take(&mut pack)));
             pack_bytes = 0;
         }
@@ -192,27 +206,42 @@ fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
     jobs
 }
 
-fn hash_job(job: &Job) -> Result<Hashed> {
+/// Hashes `job`'s files, each opened beneath the root (no symlink
+/// followed) and checked to be the inode the walk found; also says whether
+/// every file still had the walk's stamp once read.
+fn hash_job(job: &Job, c: &Chunking) -> Result<(Hashed, bool)> {
+    let open = |f: &PendingFile| {
+        f.file
+            .open()
+            .map_err(io_ctx(format!("reading {}", f.file.path().display())))
+    };
+    let unchanged =
+        |f: &PendingFile, r: &File| r.metadata().is_ok_and(|after| Stamp::of(&after) == f.st);
     match job {
-        Job::File(f) => hash_file(&f.path, f.md.len()),
+        Job::File(f) => {
+            let r = open(f)?;
+            let h = hash_file(&r, f.file.path(), f.st.size, c)?;
+            Ok((h, unchanged(f, &r)))
+        }
         Job::Pack(files) => {
             let mut h = Hasher::new();
             let mut sizes = Vec::with_capacity(files.len());
             let mut buf = Vec::new();
+            let mut same = true;
             for f in files {
                 buf.clear();
                 // Bounded: a member that grew meanwhile is not read whole
                 // (its stamp no longer matches, so the push re-hashes it).
-                File::open(&*f.path)
-                    .and_then(|r| r.take(PACK_MAX).read_to_end(&mut buf))
-                    .map_err(io_ctx(format!("reading {}", f.path.display())))?;
+                let r = open(f)?;
+                (&r).take(c.pack_max)
+                    .read_to_end(&mut buf)
+                    .map_err(io_ctx(format!("reading {}", f.file.path().display())))?;
+                same &= unchanged(f, &r);
                 h.update(&buf);
                 sizes.push(buf.len() as u64);
             }
-            Ok(Hashed::Pack {
-                blob: h.finish(),
-                sizes,
-            })
+            let blob = h.finish();
+            Ok((Hashed::Pack { blob, sizes }, same))
         }
     }
 }
@@ -220,7 +249,7 @@ fn hash_job(job: &Job) -> Result<Hashed> {
 /// Fills the tree entries of `job` and records its blobs' ranges, stamped
 /// (so the push checks stats instead of re-hashing) when `trusted`.
 fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut FsTree) {
-    let stamp = |f: &PendingFile| trusted.then(|| Stamp::of(&f.md));
+    let stamp = |f: &PendingFile| trusted.then(|| f.st.clone());
     match (job, h) {
         (Job::File(f), Hashed::File { blob, chunks, size }) => {
             let e = &mut tree.entries[f.index];
@@ -228,7 +257,7 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
             e.blob = *blob;
             e.chunks = chunks.clone();
             let seg = |offset, len| Segment {
-                path: f.path.clone(),
+                file: f.file.clone(),
                 offset,
                 len,
                 stamp: stamp(f),
@@ -251,7 +280,7 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
                 e.blob = Some(*blob);
                 e.offset = Some(off);
                 segments.push(Segment {
-                    path: f.path.clone(),
+                    file: f.file.clone(),
                     offset: 0,
                     len,
                     stamp: stamp(f),
@@ -269,225 +298,10 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
     }
 }
 
-/// A cached job: its files' paths and stats when hashed, and the result.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct CacheEntry {
-    files: Vec<(String, Stamp)>,
-    hashed: Hashed,
-}
-
-/// On-disk form of the stat cache.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    version: u32,
-    /// Keyed by the job's first file path.
-    entries: HashMap<String, CacheEntry>,
-}
-
-const CACHE_VERSION: u32 = 2;
-
-/// A stat cache (like restic's or git's index): a file, or a pack of small
-/// files, whose size, mtime, ctime, inode and device are all unchanged since
-/// it was hashed is not read again. Files whose mtime or ctime is within 2
-/// seconds of the run are never cached nor reused (racy-clean rule), since
-/// their stamp may predate a write in the same timestamp tick. A hit is
-/// trusted like a fresh hash: the push then checks stats, not content.
-#[derive(Debug, Default)]
-pub struct StatCache {
-    file: CacheFile,
-    started: i64,
-    /// Keys looked up or inserted in this run; `save` keeps only these.
-    used: std::collections::HashSet<String>,
-    /// Files reused from the cache in this run.
-    pub hits: u64,
-}
-
-impl StatCache {
-    /// Loads the cache at `path`; a missing, unreadable or older cache is empty.
-    pub fn load(path: &Path) -> StatCache {
-        let file = fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .filter(|c| c.version == CACHE_VERSION)
-            .unwrap_or_default();
-        StatCache {
-            file,
-            used: Default::default(),
-            hits: 0,
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        }
-    }
-
-    /// Writes the cache atomically (temp + rename), keeping only the
-    /// entries this run used, so it tracks the directory and never grows
-    /// without bound.
-    pub fn save(&mut self, path: &Path) -> Result<()> {
-        self.file.version = CACHE_VERSION;
-        let used = &self.used;
-        self.file.entries.retain(|k, _| used.contains(k));
-        let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
-        fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
-    }
-
-    /// Whether a file was modified or changed too recently (2 s before
-    /// this run started, or later) for its stat to prove it unchanged.
-    fn is_racy(&self, md: &fs::Metadata) -> bool {
-        md.mtime().max(md.ctime()) >= self.started - 2
-    }
-
-    fn lookup(&mut self, job: &Job) -> Option<Hashed> {
-        let files = job.files();
-        let first = &files.first()?.key;
-        self.used.insert(first.clone());
-        let e = self.file.entries.get(first)?;
-        if e.files.len() != files.len() {
-            return None;
-        }
-        for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != Stamp::of(&f.md) || self.is_racy(&f.md) {
-                return None;
-            }
-        }
-        // The cached shape and sizes must agree with the files' stats (a
-        // damaged cache file is a miss, never a wrong entry).
-        let consistent = match (job, &e.hashed) {
-            (Job::File(f), Hashed::File { blob, chunks, size }) => {
-                *size == f.md.len()
-                    && match (blob, chunks.is_empty()) {
-                        (Some(_), true) => true,
-                        (None, true) => *size == 0,
-                        (None, false) => chunks.iter().map(|c| c.size).sum::<u64>() == *size,
-                        (Some(_), false) => false,
-                    }
-            }
-            (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
-                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.md.len() == *n)
-            }
-            _ => false,
-        };
-        consistent.then(|| e.hashed.clone())
-    }
-
-    fn insert(&mut self, job: &Job, h: &Hashed) {
-        let files = job.files();
-        let Some(first) = files.first() else { return };
-        self.used.insert(first.key.clone());
-        self.file.entries.insert(
-            first.key.clone(),
-            CacheEntry {
-                files: files
-                    .iter()
-                    .map(|f| (f.key.clone(), Stamp::of(&f.md)))
-                    .collect(),
-                hashed: h.clone(),
-            },
-        );
-    }
-}
-
-fn rel_string(root: &Path, p: &Path) -> Result<String> {
-    let rel = p
-        .strip_prefix(root)
-        .map_err(|_| RegistryError::invalid(p.display().to_string(), "outside the root"))?;
-    let s = rel.to_str().ok_or_else(|| {
-        RegistryError::invalid(p.display().to_string(), "path is not valid UTF-8")
-    })?;
-    validate_relative_path(s).map_err(|r| RegistryError::invalid(p.display().to_string(), r))?;
-    Ok(s.to_string())
-}
-
-/// Lists `dir` into `tree` (sorted, depth first); regular files get an
-/// entry with no content yet and a [`PendingFile`] in `todo`.
-fn walk(
-    root: &Path,
-    dir: &Path,
-    todo: &mut Vec<PendingFile>,
-    tree: &mut FsTree,
-    warn: &mut dyn FnMut(String),
-) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .map_err(io_ctx(format!("listing {}", dir.display())))?
-        .collect::<io::Result<_>>()
-        .map_err(io_ctx(format!("listing {}", dir.display())))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let md = fs::symlink_metadata(&path).map_err(io_ctx(format!("stat {}", path.display())))?;
-        let ft = md.file_type();
-        let rel = match rel_string(root, &path) {
-            Ok(r) => r,
-            Err(err) => {
-                warn(format!("skipping {}: {err}", path.display()));
-                continue;
-            }
-        };
-        let mode = md.mode() & 0o7777;
-        if ft.is_dir() {
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::Dir,
-                mode,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            });
-            walk(root, &path, todo, tree, warn)?;
-        } else if ft.is_symlink() {
-            let target =
-                fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
-            let Some(t) = target.to_str() else {
-                warn(format!(
-                    "skipping symlink {} with a non-UTF-8 target",
-                    path.display()
-                ));
-                continue;
-            };
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::Symlink,
-                mode: 0o777,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: Some(t.to_string()),
-                offset: None,
-            });
-        } else if ft.is_file() {
-            todo.push(PendingFile {
-                index: tree.entries.len(),
-                key: path.to_string_lossy().into_owned(),
-                rel: rel.clone(),
-                path: Arc::new(path),
-                md,
-            });
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::File,
-                mode,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            });
-        } else {
-            warn(format!("skipping special file {}", path.display()));
-        }
-    }
-    Ok(())
-}
-
-fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
-    let f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
-    if len < CDC_THRESHOLD {
-        let (d, n) = Digest::of_reader(f).map_err(io_ctx(format!("reading {}", path.display())))?;
+fn hash_file(mut f: &File, path: &Path, len: u64, c: &Chunking) -> Result<Hashed> {
+    if len < c.cdc_threshold {
+        let (d, n) =
+            Digest::of_reader(&mut f).map_err(io_ctx(format!("reading {}", path.display())))?;
         return Ok(Hashed::File {
             blob: (n > 0).then_some(d),
             chunks: vec![],
@@ -497,7 +311,7 @@ fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
     // Cut points are found on this thread; each batch of chunks is hashed
     // in parallel while the next batch is read and cut. Memory: two batches
     // of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
-    let mut cdc = fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX);
+    let mut cdc = fastcdc::v2020::StreamCDC::new(f, c.cdc_min, c.cdc_avg, c.cdc_max);
     let mut next_batch = || -> Result<Vec<Vec<u8>>> {
         let mut batch = Vec::with_capacity(CDC_BATCH);
         for c in cdc.by_ref().take(CDC_BATCH) {
@@ -549,6 +363,8 @@ fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
 mod tests {
     use super::*;
     use pf_cas::{BlobStore, MemoryStore};
+    use std::fs;
+    use std::sync::Arc;
 
     fn age(p: &Path) {
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -596,11 +412,11 @@ mod tests {
             .unwrap();
         let cache_file = dir.path().join("cache.json");
         let mut c = later(StatCache::load(&cache_file), 10);
-        let t1 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        let t1 = snapshot_dir(&root, &source(), &mut c, Chunking::default(), &mut |_| {}).unwrap();
         assert_eq!(c.hits, 0);
         c.save(&cache_file).unwrap();
         let mut c = later(StatCache::load(&cache_file), 1000);
-        let t2 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        let t2 = snapshot_dir(&root, &source(), &mut c, Chunking::default(), &mut |_| {}).unwrap();
         // Not "fresh": it was racy when hashed, so it was never cached, even
         // though a run this much later would no longer find it racy.
         assert_eq!(c.hits, 6, "unchanged files must come from the cache");
@@ -614,7 +430,7 @@ mod tests {
         age(&p);
         let mut c = later(StatCache::load(&cache_file), 1000);
         let src = source();
-        let t3 = snapshot_dir(&root, &src, &mut c, &mut |_| {}).unwrap();
+        let t3 = snapshot_dir(&root, &src, &mut c, Chunking::default(), &mut |_| {}).unwrap();
         assert_eq!(c.hits, 2);
         let f2 = t3.entries.iter().find(|e| e.path == "f2").unwrap();
         let pack = src.get(&f2.blob.unwrap()).unwrap();
@@ -637,7 +453,7 @@ mod tests {
         fs::write(root.join("empty"), b"").unwrap();
         let src = source();
         let mut c = StatCache::default();
-        let tree = snapshot_dir(root, &src, &mut c, &mut |_| {}).unwrap();
+        let tree = snapshot_dir(root, &src, &mut c, Chunking::default(), &mut |_| {}).unwrap();
         tree.validate().unwrap();
         // ~7 MB of small files: a few packs, none over PACK_MAX.
         assert!((1..=4).contains(&tree.packs.len()), "{:?}", tree.packs);
@@ -651,7 +467,14 @@ mod tests {
         let empty = tree.entries.iter().find(|e| e.path == "empty").unwrap();
         assert_eq!((empty.size, empty.blob), (0, None));
         // The same content snapshotted again packs identically.
-        let again = snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        let again = snapshot_dir(
+            root,
+            &source(),
+            &mut StatCache::default(),
+            Chunking::default(),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(tree, again);
     }
 
@@ -662,8 +485,16 @@ mod tests {
         for i in 0..400 {
             fs::write(root.join(format!("f{i:04}")), vec![(i % 251) as u8; 40_000]).unwrap();
         }
-        let snap =
-            || snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        let snap = || {
+            snapshot_dir(
+                root,
+                &source(),
+                &mut StatCache::default(),
+                Chunking::default(),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
         let before = snap();
         fs::write(root.join("f0200x"), b"new file in the middle").unwrap();
         let after = snap();
@@ -679,5 +510,37 @@ mod tests {
             "{changed} of {} packs changed",
             after.packs.len()
         );
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_walk_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "outside secret").unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/small"), "inside").unwrap();
+        fs::write(root.join("big"), vec![1u8; PACK_FILE_MAX as usize]).unwrap();
+        let mut tree = FsTree::default();
+        let todo = crate::walk::walk(root, &mut tree, &mut |_| {})
+            .unwrap()
+            .todo;
+        // The agent swaps a file for a symlink, and a directory for a
+        // symlink to a directory holding a file of the same name.
+        fs::remove_file(root.join("big")).unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("big")).unwrap();
+        fs::create_dir(outside.path().join("d")).unwrap();
+        fs::write(outside.path().join("d/small"), "outside").unwrap();
+        fs::rename(root.join("d"), root.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("d"), root.join("d")).unwrap();
+        let c = Chunking::default();
+        for job in plan_jobs(todo, &c) {
+            let names: Vec<String> = job.files().iter().map(|f| f.rel.clone()).collect();
+            assert!(
+                hash_job(&job, &c).is_err(),
+                "{names:?} was read through a symlink"
+            );
+        }
     }
 }
