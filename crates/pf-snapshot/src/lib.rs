@@ -56,7 +56,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod browse;
 pub mod restore;
+mod select;
 pub mod snapshot;
 pub mod source;
 mod statcache;
@@ -70,6 +72,8 @@ use pf_digest::Digest;
 use pf_registry_core::manifest::{AgentInfo, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE};
 use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 
+pub use browse::{cat_file, pull_tree, BrowseReport};
+pub use select::{find, kind_name, list, select, tree_path};
 pub use snapshot::{snapshot_dir, Chunking};
 pub use source::SourceStore;
 pub use statcache::StatCache;

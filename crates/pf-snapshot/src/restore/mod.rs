@@ -24,7 +24,20 @@ pub use target::RestoreTarget;
 /// How a restore runs.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct RestoreOptions {}
+pub struct RestoreOptions {
+    /// Restore only these paths of the fs tree (each a file or a whole
+    /// subtree, with their parent directories) and fetch only the blobs
+    /// they need; empty: restore everything. See [`crate::select`].
+    pub include: Vec<String>,
+}
+
+impl RestoreOptions {
+    /// These options, restoring only `include` (see [`RestoreOptions::include`]).
+    pub fn with_include(mut self, include: Vec<String>) -> RestoreOptions {
+        self.include = include;
+        self
+    }
+}
 
 /// What [`pull_into_dir`] did.
 #[derive(Debug, Clone)]
@@ -34,6 +47,9 @@ pub struct RestoreReport {
     pub pull: PullReport,
     /// Bytes of file content restored.
     pub restored_bytes: u64,
+    /// Closure blobs not fetched because a partial restore
+    /// ([`RestoreOptions::include`]) does not need them.
+    pub blobs_skipped: u64,
 }
 
 /// Pulls the image `registry` points at and restores its fs tree into
@@ -45,9 +61,16 @@ pub async fn pull_into_dir(
     registry: &dyn Registry,
     store: Arc<dyn BlobStore>,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let target = RestoreTarget::new(dest);
+    let mut target = RestoreTarget::new(dest);
+    if !options.include.is_empty() {
+        // Refuse a bad path before anything is fetched.
+        for p in &options.include {
+            crate::select::tree_path(p)?;
+        }
+        target = target.with_include(options.include.clone());
+    }
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
         (Ok(_), Some(layout)) => tokio::task::spawn_blocking(move || layout.finish(&*store))
@@ -68,19 +91,25 @@ pub async fn pull_into_dir(
     Ok(RestoreReport {
         pull: pulled?,
         restored_bytes: finished?,
+        blobs_skipped: target.blobs_skipped(),
     })
 }
 
-/// Restores the fs tree of `manifest`, whose closure is in `store`, into
+/// Restores the fs tree of `manifest` (or the part
+/// [`RestoreOptions::include`] names), whose closure is in `store`, into
 /// `dest` (which must not exist or be empty). Returns the bytes of file
 /// content restored; on failure what it created is removed.
 pub fn restore_from_store(
     manifest: &Manifest,
     store: &dyn BlobStore,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<u64> {
-    let tree = manifest_tree(manifest, store)?;
+    let mut tree = manifest_tree(manifest, store)?;
+    if !options.include.is_empty() {
+        let include: Vec<&str> = options.include.iter().map(String::as_str).collect();
+        tree = crate::select(&tree, &include)?;
+    }
     let layout = Layout::create(tree, dest)?;
     layout.finish(store).inspect_err(|_| layout.abandon())
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use pf_cas::BlobStore;
@@ -20,6 +21,10 @@ use super::{manifest_tree, Layout};
 pub struct RestoreTarget {
     dest: PathBuf,
     layout: OnceLock<Arc<Layout>>,
+    /// Restore only these paths ([`crate::select`]); `None`: everything.
+    include: Option<Vec<String>>,
+    /// Blobs a partial restore made the pull skip.
+    skipped: Arc<AtomicU64>,
 }
 
 impl RestoreTarget {
@@ -28,7 +33,25 @@ impl RestoreTarget {
         RestoreTarget {
             dest: dest.to_path_buf(),
             layout: OnceLock::new(),
+            include: None,
+            skipped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Restores only the entries `include` names, and their parent
+    /// directories ([`crate::select`]); the pull then fetches only the
+    /// blobs those files are read from (blobs it does not need, KV pages
+    /// included, are reported present to it). An include naming nothing in
+    /// the tree fails the pull before anything is created.
+    pub fn with_include(mut self, include: Vec<String>) -> RestoreTarget {
+        self.include = Some(include);
+        self
+    }
+
+    /// Closure blobs not fetched because a partial restore does not need
+    /// them (0 for a full restore).
+    pub fn blobs_skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// The layout, once the pull has reached its data phase.
@@ -43,7 +66,11 @@ impl PullTarget for RestoreTarget {
         manifest: &Manifest,
         store: &Arc<dyn BlobStore>,
     ) -> Result<Arc<dyn BlobStore>> {
-        let tree = manifest_tree(manifest, &**store)?;
+        let mut tree = manifest_tree(manifest, &**store)?;
+        if let Some(include) = &self.include {
+            let include: Vec<&str> = include.iter().map(String::as_str).collect();
+            tree = crate::select(&tree, &include)?;
+        }
         // Blobs other index blobs (KV page lists) also reference must land
         // in the store too, even if some file holds the same bytes.
         let mut keep = HashSet::new();
@@ -65,18 +92,24 @@ impl PullTarget for RestoreTarget {
             layout,
             inner: store.clone(),
             keep,
+            partial: self.include.is_some(),
+            skipped: self.skipped.clone(),
         }))
     }
 }
 
 /// A store that writes file-content blobs into a [`Layout`] and everything
 /// else into `inner`. Presence is `inner`'s, so blobs already local are not
-/// fetched again ([`Layout::finish`] copies them).
+/// fetched again ([`Layout::finish`] copies them); in a partial restore,
+/// blobs the layout does not want are reported present so they are never
+/// fetched.
 struct RestoreSink {
     layout: Arc<Layout>,
     inner: Arc<dyn BlobStore>,
     /// Digests that go to `inner` as well (then copied into the layout).
     keep: HashSet<Digest>,
+    partial: bool,
+    skipped: Arc<AtomicU64>,
 }
 
 impl RestoreSink {
@@ -89,6 +122,10 @@ impl RestoreSink {
 
 impl BlobStore for RestoreSink {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
+        if self.partial && !self.layout.wants(digest) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
         self.inner.has(digest)
     }
     fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
