@@ -1,6 +1,7 @@
 //! `pf`: push, pull, inspect and copy ProcessFork snapshots.
 #![forbid(unsafe_code)]
 
+mod browse;
 mod progress;
 
 use std::path::PathBuf;
@@ -76,6 +77,31 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: restore only this path of the image (a file or a
+        /// whole directory) and fetch only the blobs it needs; repeatable.
+        #[arg(long, value_name = "PATH", requires = "into")]
+        include: Vec<String>,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Write one regular file of REF to stdout, fetching only its blobs.
+    Cat {
+        /// Source reference.
+        reference: String,
+        /// Path of the file in the image's fs tree.
+        path: String,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// List REF's fs tree (kind, octal mode, size, path), or the part at
+    /// PATH; fetches no file content.
+    Ls {
+        /// Source reference.
+        reference: String,
+        /// List only this entry and what is under it.
+        path: Option<String>,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -316,6 +342,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            include,
             trust,
         } => {
             let r = parse_ref(reference)?;
@@ -329,22 +356,23 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
-            let (rep, restored) = match into {
+            let (rep, restored, skipped) = match into {
                 None => {
                     let rep = reg.pull(store.clone()).await?;
                     // Deferred durability: one syncfs for the whole pull.
                     store.sync()?;
-                    (rep, None)
+                    (rep, None, 0)
                 }
                 Some(dest) => {
-                    let opts = restore::RestoreOptions::default();
+                    let opts = restore::RestoreOptions::default().with_include(include.clone());
                     let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
-                    (rep.pull, Some(rep.restored_bytes))
+                    (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
                 }
             };
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
+                v["blobs_skipped"] = json!(skipped);
                 println!("{v}");
             } else {
                 println!("{}", rep.manifest_digest);
@@ -352,16 +380,58 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(
                     &cli,
                     format!(
-                        "pulled {} blobs ({} fetched, {} already local, {} bytes received)",
+                        "pulled {} blobs ({} fetched, {} already local, {} not needed, {} bytes received)",
                         rep.blobs_total,
                         rep.blobs_fetched,
-                        rep.blobs_present,
+                        rep.blobs_present.saturating_sub(skipped),
+                        skipped,
                         rep.wire_bytes_fetched
                     ),
                 );
                 if let (Some(d), Some(b)) = (into, restored) {
                     note(&cli, format!("restored {b} bytes into {}", d.display()));
                 }
+            }
+            Ok(0)
+        }
+        Cmd::Cat {
+            reference,
+            path,
+            trust,
+        } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
+            let reg = pf_registry::open(&r, &cfg)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let rep = pf_snapshot::cat_file(&*reg, store, path, &mut out).await?;
+            note(
+                &cli,
+                format!("signature: {}", describe(&rep.pull.verification)),
+            );
+            Ok(0)
+        }
+        Cmd::Ls {
+            reference,
+            path,
+            trust,
+        } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
+            let reg = pf_registry::open(&r, &cfg)?;
+            let (rep, tree) = pf_snapshot::pull_tree(&*reg, store).await?;
+            let entries = pf_snapshot::list(&tree, path.as_deref())?;
+            if cli.json {
+                println!("{}", browse::ls_json(&entries));
+            } else {
+                for e in &entries {
+                    println!("{}", browse::ls_line(e));
+                }
+                note(
+                    &cli,
+                    format!("signature: {}", describe(&rep.pull.verification)),
+                );
             }
             Ok(0)
         }

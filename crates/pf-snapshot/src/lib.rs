@@ -13,6 +13,11 @@
 //! once; [`restore::restore_from_store`] does the same from a local store.
 //! A failed restore removes what it created.
 //!
+//! Part of an image: [`restore::RestoreOptions::include`] restores only
+//! some paths, [`cat_file`] writes one file, [`pull_tree`] and [`list`]
+//! list the tree; each fetches only the blobs it reads. [`select`],
+//! [`find`] and [`list`] are the pure path lookups behind them.
+//!
 //! The directory being snapshotted and the one being restored into are
 //! written by an untrusted agent at the same time (DESIGN.md, "Threat
 //! model"); see each module for what is checked.

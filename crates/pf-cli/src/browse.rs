@@ -1,0 +1,89 @@
+//! Printing for `pf ls` and `pf cat`: the work is pf-snapshot's
+//! ([`pf_snapshot::pull_tree`], [`pf_snapshot::list`],
+//! [`pf_snapshot::cat_file`]); this file only formats.
+
+use pf_registry::FsEntry;
+use pf_snapshot::kind_name;
+use serde_json::json;
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`), so a path from
+/// an image cannot move the cursor or fake a line of output.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// One `pf ls` line: kind, octal mode, size, path (and ` -> target` for a
+/// symlink).
+pub fn ls_line(e: &FsEntry) -> String {
+    let mut line = format!(
+        "{:<7} {:04o} {:>12}  {}",
+        kind_name(e.kind),
+        e.mode,
+        e.size,
+        printable(&e.path)
+    );
+    if let Some(t) = &e.target {
+        line.push_str(" -> ");
+        line.push_str(&printable(t));
+    }
+    line
+}
+
+/// `pf ls --json`: an array of `{path, kind, mode, size[, target]}`, the
+/// mode an octal string such as `"0644"`.
+pub fn ls_json(entries: &[&FsEntry]) -> serde_json::Value {
+    entries
+        .iter()
+        .map(|e| {
+            let mut v = json!({
+                "path": e.path,
+                "kind": kind_name(e.kind),
+                "mode": format!("{:04o}", e.mode),
+                "size": e.size,
+            });
+            if let Some(t) = &e.target {
+                v["target"] = json!(t);
+            }
+            v
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pf_registry::manifest::EntryKind;
+
+    #[test]
+    fn lines_escape_control_characters() {
+        let e = FsEntry {
+            path: "evil\n\u{1b}[2Jname".into(),
+            kind: EntryKind::Symlink,
+            mode: 0o777,
+            size: 0,
+            blob: None,
+            chunks: vec![],
+            target: Some("t\r".into()),
+            offset: None,
+        };
+        let l = ls_line(&e);
+        assert_eq!(
+            l,
+            "symlink 0777            0  evil\\n\\u{1b}[2Jname -> t\\r"
+        );
+        let j = ls_json(&[&e]);
+        assert_eq!(j[0]["mode"], "0777");
+        assert_eq!(j[0]["path"], "evil\n\u{1b}[2Jname");
+    }
+}
