@@ -62,11 +62,13 @@
 #![warn(missing_docs)]
 
 mod browse;
+mod fsat;
 pub mod restore;
 mod select;
 pub mod snapshot;
 pub mod source;
 mod statcache;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use pf_digest::Digest;
 use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_MEDIA_TYPE};
 use pf_registry_core::{Manifest, PullTarget, Result};
 
-use super::{manifest_tree, Layout};
+use super::{manifest_tree, Layout, RestoreOptions};
 
 /// A [`PullTarget`] that restores the pulled fs tree into a directory:
 /// file contents are written straight into place as they are fetched (each
@@ -20,32 +20,21 @@ use super::{manifest_tree, Layout};
 #[derive(Debug)]
 pub struct RestoreTarget {
     dest: PathBuf,
+    options: RestoreOptions,
     layout: OnceLock<Arc<Layout>>,
-    /// Restore only these paths ([`crate::select`]); `None`: everything.
-    include: Option<Vec<String>>,
     /// Blobs a partial restore made the pull skip.
     skipped: Arc<AtomicU64>,
 }
 
 impl RestoreTarget {
     /// A target restoring into `dest` (must not exist or be empty).
-    pub fn new(dest: &Path) -> RestoreTarget {
+    pub fn new(dest: &Path, options: RestoreOptions) -> RestoreTarget {
         RestoreTarget {
             dest: dest.to_path_buf(),
+            options,
             layout: OnceLock::new(),
-            include: None,
             skipped: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    /// Restores only the entries `include` names, and their parent
-    /// directories ([`crate::select`]); the pull then fetches only the
-    /// blobs those files are read from (blobs it does not need, KV pages
-    /// included, are reported present to it). An include naming nothing in
-    /// the tree fails the pull before anything is created.
-    pub fn with_include(mut self, include: Vec<String>) -> RestoreTarget {
-        self.include = Some(include);
-        self
     }
 
     /// Closure blobs not fetched because a partial restore does not need
@@ -67,8 +56,13 @@ impl PullTarget for RestoreTarget {
         store: &Arc<dyn BlobStore>,
     ) -> Result<Arc<dyn BlobStore>> {
         let mut tree = manifest_tree(manifest, &**store)?;
-        if let Some(include) = &self.include {
-            let include: Vec<&str> = include.iter().map(String::as_str).collect();
+        // A partial restore ([`RestoreOptions::include`]) lays out only the
+        // selection; its sink reports every other blob (KV pages and other
+        // layers included) present, so the pull never fetches it. An
+        // include naming nothing fails here, before anything is created.
+        let partial = !self.options.include.is_empty();
+        if partial {
+            let include: Vec<&str> = self.options.include.iter().map(String::as_str).collect();
             tree = crate::select(&tree, &include)?;
         }
         // Blobs other index blobs (KV page lists) also reference must land
@@ -80,19 +74,19 @@ impl PullTarget for RestoreTarget {
             .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
         {
             if is_index_media_type(&l.media_type) {
-                let bytes = store.get(&l.digest)?;
+                let bytes = super::get_verified(&**store, &l.digest)?;
                 for c in index_children(&l.media_type, &bytes)? {
                     keep.insert(c.digest);
                 }
             }
         }
-        let layout = Arc::new(Layout::create(tree, &self.dest)?);
+        let layout = Arc::new(Layout::create(tree, &self.dest, &self.options)?);
         let _ = self.layout.set(layout.clone());
         Ok(Arc::new(RestoreSink {
             layout,
             inner: store.clone(),
             keep,
-            partial: self.include.is_some(),
+            partial,
             skipped: self.skipped.clone(),
         }))
     }
