@@ -1,10 +1,73 @@
-//! Printing for `pf ls` and `pf cat`: the work is pf-snapshot's
+//! `pf ls` and `pf cat`: the work is pf-snapshot's
 //! ([`pf_snapshot::pull_tree`], [`pf_snapshot::list`],
-//! [`pf_snapshot::cat_file`]); this file only formats.
+//! [`pf_snapshot::cat_file`]); this file opens the registry and prints.
 
-use pf_registry::FsEntry;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pf_registry::{FsEntry, Registry, RegistryError};
 use pf_snapshot::kind_name;
 use serde_json::json;
+
+use crate::{config, describe, note, open_store, parse_ref, Cli, CliError, CliResult};
+
+/// The registry at `reference` (trusting `trust`) and the local store.
+fn open_reading(
+    cli: &Cli,
+    reference: &str,
+    trust: &[PathBuf],
+) -> CliResult<(Box<dyn Registry>, Arc<pf_cas::DirStore>)> {
+    let r = parse_ref(reference)?;
+    let cfg = config(cli, trust)?;
+    let store = open_store(cli, pf_cas::Durability::EachBlob)?;
+    Ok((pf_registry::open(&r, &cfg)?, store))
+}
+
+/// `pf cat REF PATH`: the file's bytes to stdout. A reader that closes the
+/// pipe early (`| head`) ends it quietly, with exit 0.
+pub async fn cat(cli: &Cli, reference: &str, path: &str, trust: &[PathBuf]) -> CliResult<u8> {
+    let (reg, store) = open_reading(cli, reference, trust)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    match pf_snapshot::cat_file(&*reg, store, path, &mut out).await {
+        Ok(rep) => {
+            note(
+                cli,
+                format!("signature: {}", describe(&rep.pull.verification)),
+            );
+            Ok(0)
+        }
+        Err(RegistryError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(CliError::Registry(e)),
+    }
+}
+
+/// `pf ls REF [PATH]`: one line per entry, or a JSON array with `--json`.
+pub async fn ls(
+    cli: &Cli,
+    reference: &str,
+    path: Option<&str>,
+    trust: &[PathBuf],
+) -> CliResult<u8> {
+    let (reg, store) = open_reading(cli, reference, trust)?;
+    let (rep, tree) = pf_snapshot::pull_tree(&*reg, store).await?;
+    let entries = pf_snapshot::list(&tree, path)?;
+    if cli.json {
+        println!("{}", ls_json(&entries));
+    } else {
+        for e in &entries {
+            println!("{}", ls_line(e));
+        }
+        note(
+            cli,
+            format!("signature: {}", describe(&rep.pull.verification)),
+        );
+    }
+    Ok(0)
+}
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`), so a path from
 /// an image cannot move the cursor or fake a line of output.

@@ -452,43 +452,12 @@ async fn run(cli: Cli) -> CliResult<u8> {
             reference,
             path,
             trust,
-        } => {
-            let r = parse_ref(reference)?;
-            let cfg = config(&cli, trust)?;
-            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
-            let reg = pf_registry::open(&r, &cfg)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            let rep = pf_snapshot::cat_file(&*reg, store, path, &mut out).await?;
-            note(
-                &cli,
-                format!("signature: {}", describe(&rep.pull.verification)),
-            );
-            Ok(0)
-        }
+        } => browse::cat(&cli, reference, path, trust).await,
         Cmd::Ls {
             reference,
             path,
             trust,
-        } => {
-            let r = parse_ref(reference)?;
-            let cfg = config(&cli, trust)?;
-            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
-            let reg = pf_registry::open(&r, &cfg)?;
-            let (rep, tree) = pf_snapshot::pull_tree(&*reg, store).await?;
-            let entries = pf_snapshot::list(&tree, path.as_deref())?;
-            if cli.json {
-                println!("{}", browse::ls_json(&entries));
-            } else {
-                for e in &entries {
-                    println!("{}", browse::ls_line(e));
-                }
-                note(
-                    &cli,
-                    format!("signature: {}", describe(&rep.pull.verification)),
-                );
-            }
-            Ok(0)
-        }
+        } => browse::ls(&cli, reference, path.as_deref(), trust).await,
         Cmd::Exists { reference } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;

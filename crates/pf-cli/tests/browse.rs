@@ -9,15 +9,17 @@ use std::process::{Command, Output};
 mod common;
 use common::text;
 
-/// Deterministic bytes that do not repeat (so CDC cuts several chunks).
+/// Deterministic bytes that do not repeat (so CDC cuts several chunks):
+/// the low byte of splitmix64 over the index.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
+    (0..n as u64)
+        .map(|i| {
+            let mut z = i
+                .wrapping_add(seed << 40)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as u8
         })
         .collect()
 }
@@ -88,23 +90,24 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-/// Every path under `root`, relative, with a trailing `/` for directories.
+/// Every path under `root`, relative, with a trailing `/` for directories
+/// (as `find` lists them).
 fn walk(root: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            if e.file_type().unwrap().is_dir() {
-                out.insert(format!("{rel}/"));
-                stack.push(e.path());
-            } else {
-                out.insert(rel);
-            }
-        }
-    }
-    out
+    let o = Command::new("find")
+        .arg(root)
+        .args(["-mindepth", "1", "-printf", "%P\\t%y\\n"])
+        .output()
+        .expect("find");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once('\t') {
+            Some((p, "d")) => format!("{p}/"),
+            Some((p, _)) => p.to_string(),
+            None => panic!("find printed {l:?}"),
+        })
+        .collect()
 }
 
 /// Blob files in a local store.

@@ -30,18 +30,36 @@ pub struct BrowseReport {
     pub bytes: u64,
 }
 
-/// A store that answers "present" for every blob outside `wanted` (so a
+/// Whether a blob is needed.
+type Wanted = Box<dyn Fn(&Digest) -> bool + Send + Sync>;
+
+/// A store that answers "present" for every blob `wanted` refuses (so a
 /// pull does not fetch it) and is `inner` otherwise. Counts the blobs it
-/// made the pull skip.
+/// made the pull skip into `skipped`.
 pub(crate) struct Selective {
-    pub(crate) inner: Arc<dyn BlobStore>,
-    pub(crate) wanted: HashSet<Digest>,
-    pub(crate) skipped: Arc<AtomicU64>,
+    inner: Arc<dyn BlobStore>,
+    wanted: Wanted,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Selective {
+    /// `inner`, with the blobs `wanted` refuses reported present.
+    pub(crate) fn new(
+        inner: Arc<dyn BlobStore>,
+        wanted: impl Fn(&Digest) -> bool + Send + Sync + 'static,
+        skipped: Arc<AtomicU64>,
+    ) -> Selective {
+        Selective {
+            inner,
+            wanted: Box::new(wanted),
+            skipped,
+        }
+    }
 }
 
 impl BlobStore for Selective {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
-        if self.wanted.contains(digest) {
+        if (self.wanted)(digest) {
             return self.inner.has(digest);
         }
         self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -89,11 +107,11 @@ impl PullTarget for BrowseTarget {
             wanted.extend(e.pieces().iter().map(|piece| piece.blob));
         }
         let _ = self.tree.set(tree);
-        Ok(Arc::new(Selective {
-            inner: store.clone(),
-            wanted,
-            skipped: self.skipped.clone(),
-        }))
+        Ok(Arc::new(Selective::new(
+            store.clone(),
+            move |d| wanted.contains(d),
+            self.skipped.clone(),
+        )))
     }
 }
 
@@ -191,6 +209,35 @@ fn write_file(entry: &FsEntry, store: &dyn BlobStore, out: &mut dyn Write) -> Re
 /// to an unnamed temporary file.
 const IN_MEMORY_MAX: usize = 64 << 20;
 
+/// Hashes what is written and keeps it: in memory up to
+/// [`IN_MEMORY_MAX`], then in an unnamed temporary file.
+struct Spool {
+    hasher: Hasher,
+    mem: Vec<u8>,
+    file: Option<File>,
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        match &mut self.file {
+            Some(f) => f.write_all(buf)?,
+            None if self.mem.len() + buf.len() <= IN_MEMORY_MAX => self.mem.extend_from_slice(buf),
+            None => {
+                let mut f = tempfile::tempfile()?;
+                f.write_all(&self.mem)?;
+                f.write_all(buf)?;
+                self.mem = Vec::new();
+                self.file = Some(f);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A blob read whole from a store and checked against its digest.
 enum Verified {
     Memory(Vec<u8>),
@@ -199,38 +246,15 @@ enum Verified {
 
 impl Verified {
     fn read(store: &dyn BlobStore, digest: &Digest) -> Result<Verified> {
-        let mut r = store.open(digest)?;
-        let ctx = |what: &str| format!("{what} blob {digest}");
-        let mut h = Hasher::new();
-        let mut mem = Vec::new();
-        let mut file: Option<File> = None;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(RegistryError::io(ctx("reading"), e)),
-            };
-            h.update(&buf[..n]);
-            match &mut file {
-                Some(f) => f.write_all(&buf[..n]),
-                None if mem.len() + n <= IN_MEMORY_MAX => {
-                    mem.extend_from_slice(&buf[..n]);
-                    Ok(())
-                }
-                None => tempfile::tempfile().and_then(|mut f| {
-                    f.write_all(&mem)?;
-                    f.write_all(&buf[..n])?;
-                    mem = Vec::new();
-                    file = Some(f);
-                    Ok(())
-                }),
-            }
-            .map_err(|e| RegistryError::io(ctx("spooling"), e))?;
-        }
-        let len = h.len();
-        let actual = h.finish();
+        let mut spool = Spool {
+            hasher: Hasher::new(),
+            mem: Vec::new(),
+            file: None,
+        };
+        io::copy(&mut store.open(digest)?, &mut spool)
+            .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+        let len = spool.hasher.len();
+        let actual = spool.hasher.finish();
         if actual != *digest {
             return Err(CasError::Integrity {
                 expected: *digest,
@@ -238,9 +262,9 @@ impl Verified {
             }
             .into());
         }
-        Ok(match file {
+        Ok(match spool.file {
             Some(f) => Verified::Spooled(f, len),
-            None => Verified::Memory(mem),
+            None => Verified::Memory(spool.mem),
         })
     }
 

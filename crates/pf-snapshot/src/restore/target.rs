@@ -13,6 +13,7 @@ use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_ME
 use pf_registry_core::{Manifest, PullTarget, Result};
 
 use super::{manifest_tree, Layout, RestoreOptions};
+use crate::browse::Selective;
 
 /// A [`PullTarget`] that restores the pulled fs tree into a directory:
 /// file contents are written straight into place as they are fetched (each
@@ -82,28 +83,30 @@ impl PullTarget for RestoreTarget {
         }
         let layout = Arc::new(Layout::create(tree, &self.dest, &self.options)?);
         let _ = self.layout.set(layout.clone());
-        Ok(Arc::new(RestoreSink {
-            layout,
+        let sink = Arc::new(RestoreSink {
+            layout: layout.clone(),
             inner: store.clone(),
             keep,
-            partial,
-            skipped: self.skipped.clone(),
-        }))
+        });
+        if !partial {
+            return Ok(sink);
+        }
+        Ok(Arc::new(Selective::new(
+            sink,
+            move |d| layout.wants(d),
+            self.skipped.clone(),
+        )))
     }
 }
 
 /// A store that writes file-content blobs into a [`Layout`] and everything
 /// else into `inner`. Presence is `inner`'s, so blobs already local are not
-/// fetched again ([`Layout::finish`] copies them); in a partial restore,
-/// blobs the layout does not want are reported present so they are never
-/// fetched.
+/// fetched again ([`Layout::finish`] copies them).
 struct RestoreSink {
     layout: Arc<Layout>,
     inner: Arc<dyn BlobStore>,
     /// Digests that go to `inner` as well (then copied into the layout).
     keep: HashSet<Digest>,
-    partial: bool,
-    skipped: Arc<AtomicU64>,
 }
 
 impl RestoreSink {
@@ -116,10 +119,6 @@ impl RestoreSink {
 
 impl BlobStore for RestoreSink {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
-        if self.partial && !self.layout.wants(digest) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(true);
-        }
         self.inner.has(digest)
     }
     fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
