@@ -202,6 +202,20 @@ fn cat_streams_one_file_and_fetches_only_its_blobs() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(big_blobs, stored_blobs(&env.path("c3")) - 1);
 
+    // A reader that stops early (`| head`) ends pf cat quietly with exit 0.
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; \"$0\" --quiet cat \"$1\" big.bin | head -c 10 | wc -c",
+        ])
+        .args([env!("CARGO_BIN_EXE_pf"), &env.repo])
+        .env("PF_STORE", env.path("c1"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "10");
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+
     for (p, want) in [("small", 1), ("small/link", 1), ("../x", 1), ("nothere", 2)] {
         let o = env.pf("c4", &["cat", &env.repo, p]);
         assert_eq!(code(&o), want, "{p}: {}", text(&o));
