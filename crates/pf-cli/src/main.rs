@@ -1,6 +1,7 @@
 //! `pf`: push, pull, inspect and copy ProcessFork snapshots.
 #![forbid(unsafe_code)]
 
+mod browse;
 mod display;
 mod options;
 mod progress;
@@ -84,12 +85,37 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: restore only this path of the image (a file or a
+        /// whole directory) and fetch only the blobs it needs; repeatable.
+        #[arg(long, value_name = "PATH", requires = "into")]
+        include: Vec<String>,
         /// With --into: refuse (exit 4) an image whose files total more
         /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
         /// larger than the target's free space is refused too.
         #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
               default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
         max_size: u64,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Write one regular file of REF to stdout, fetching only its blobs.
+    Cat {
+        /// Source reference.
+        reference: String,
+        /// Path of the file in the image's fs tree.
+        path: String,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// List REF's fs tree (kind, octal mode, size, path), or the part at
+    /// PATH; fetches no file content.
+    Ls {
+        /// Source reference.
+        reference: String,
+        /// List only this entry and what is under it.
+        path: Option<String>,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -366,6 +392,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            include,
             max_size,
             trust,
         } => {
@@ -380,15 +407,15 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
-            let (rep, restored) = match into {
+            let (rep, restored, skipped) = match into {
                 None => {
                     let rep = reg.pull(store.clone()).await?;
                     // Deferred durability: one syncfs for the whole pull.
                     store.sync()?;
-                    (rep, None)
+                    (rep, None, 0)
                 }
                 Some(dest) => {
-                    let mut opts = restore::RestoreOptions::default();
+                    let mut opts = restore::RestoreOptions::default().with_include(include.clone());
                     opts.max_size = *max_size;
                     if !cli.quiet && !cli.json {
                         let shown = clean_display(dest.display());
@@ -397,12 +424,13 @@ async fn run(cli: Cli) -> CliResult<u8> {
                         }));
                     }
                     let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
-                    (rep.pull, Some(rep.restored_bytes))
+                    (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
                 }
             };
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
+                v["blobs_skipped"] = json!(skipped);
                 println!("{v}");
             } else {
                 println!("{}", rep.manifest_digest);
@@ -410,10 +438,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(
                     &cli,
                     format!(
-                        "pulled {} blobs ({} fetched, {} already local, {} bytes received)",
+                        "pulled {} blobs ({} fetched, {} already local, {} not needed, {} bytes received)",
                         rep.blobs_total,
                         rep.blobs_fetched,
-                        rep.blobs_present,
+                        rep.blobs_present.saturating_sub(skipped),
+                        skipped,
                         rep.wire_bytes_fetched
                     ),
                 );
@@ -423,6 +452,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
             }
             Ok(0)
         }
+        Cmd::Cat {
+            reference,
+            path,
+            trust,
+        } => browse::cat(&cli, reference, path, trust).await,
+        Cmd::Ls {
+            reference,
+            path,
+            trust,
+        } => browse::ls(&cli, reference, path.as_deref(), trust).await,
         Cmd::Exists { reference } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;

@@ -347,17 +347,23 @@ impl<T: Transport> Registry for Engine<T> {
         let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
         let manifest_digest = Digest::of(&fetched.manifest);
 
-        // Phase 1: top-level layers (includes the index blobs).
+        // Phase 1: the index layers (fs trees, KV page lists). Other layers
+        // are data like the index children: phase 2 fetches them through
+        // the target's store, which may not need them (a partial restore).
         let layers: Vec<ClosureBlob> = {
             let mut out = Vec::new();
             let mut idx = std::collections::HashMap::new();
             manifest::merge_unique(
                 &mut out,
                 &mut idx,
-                manifest.layers.iter().map(|l| ClosureBlob {
-                    digest: l.digest,
-                    size: Some(l.size),
-                }),
+                manifest
+                    .layers
+                    .iter()
+                    .filter(|l| manifest::is_index_media_type(&l.media_type))
+                    .map(|l| ClosureBlob {
+                        digest: l.digest,
+                        size: Some(l.size),
+                    }),
             )?;
             out
         };
