@@ -143,6 +143,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Temp files in a [`DirStore`] untouched for this long were left by a
+/// writer that was killed (a live one keeps writing, and every failure it
+/// sees removes its temp file); [`DirStore::open`] removes them.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes regular files in `dir` older than [`STALE_TEMP_AGE`]. Best
+/// effort: a file it cannot stat or remove (another user's) is left.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        // DirEntry::metadata does not follow a symlink.
+        let Ok(m) = e.metadata() else { continue };
+        let stale = m
+            .modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if m.is_file() && stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// An in-memory store (tests, small tools).
 #[derive(Default)]
 pub struct MemoryStore {
@@ -237,6 +263,7 @@ impl DirStore {
             .map_err(io_err(format!("creating {}", root.display())))?;
         fs::create_dir_all(root.join("tmp"))
             .map_err(io_err(format!("creating {}", root.display())))?;
+        remove_stale_temps(&root.join("tmp"));
         Ok(DirStore {
             root,
             durability: Durability::EachBlob,
@@ -545,6 +572,26 @@ mod tests {
         assert!(m.has_intact(&d, Some(8)).unwrap());
         assert!(!m.has_intact(&d, Some(7)).unwrap());
         assert!(!m.has_intact(&Digest::of(b"x"), None).unwrap());
+    }
+
+    #[test]
+    fn open_removes_temp_files_a_killed_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let tmp = ds.root().join("tmp");
+        let (old, fresh) = (tmp.join("old"), tmp.join("fresh"));
+        fs::write(&old, b"partial").unwrap();
+        fs::write(&fresh, b"being written").unwrap();
+        let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - two_days)
+            .unwrap();
+        DirStore::open(dir.path()).unwrap();
+        assert!(!old.exists(), "a stale temp file survived");
+        assert!(fresh.exists(), "a live writer's temp file was removed");
     }
 
     #[test]
