@@ -82,6 +82,21 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_vouched(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, bool)> {
         Ok((self.open(digest)?, false))
     }
+    /// Whether the blob is present and intact, asked by a caller about to
+    /// rely on a copy it did not just write (a pull deciding what it need
+    /// not fetch). `size` is the size the referrer declares, if any.
+    ///
+    /// The default is cheap: present and, when `size` is given, of that
+    /// size; it suits stores whose readers verify what they read. A store
+    /// whose copies can be damaged behind its back ([`DirStore`]: a power
+    /// loss, a shared disk) re-hashes the copy and removes it if damaged, so
+    /// it can be stored again.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        Ok(match self.size(digest)? {
+            Some(n) => size.is_none() || size == Some(n),
+            None => false,
+        })
+    }
 }
 
 fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
@@ -284,6 +299,43 @@ impl DirStore {
         Ok(())
     }
 
+    /// Whether the file at `path` is a regular file holding exactly the
+    /// bytes of `digest` (and `size` bytes, if given).
+    fn is_intact(&self, path: &Path, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(false),
+            Err(rustix::io::Errno::LOOP) => return Ok(false),
+            Err(e) => {
+                return Err(CasError::Io {
+                    context: format!("opening blob {digest}"),
+                    source: e.into(),
+                })
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("stat blob {digest}")))?;
+        if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+            return Ok(false);
+        }
+        let mut h = Hasher::new();
+        let mut r = file;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An unreadable copy is a damaged one: fetch it again.
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(h.len() == meta.len() && h.finish() == *digest)
+    }
+
     fn temp(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io_err("creating temp file"))
     }
@@ -292,6 +344,24 @@ impl DirStore {
 impl BlobStore for DirStore {
     fn has(&self, digest: &Digest) -> Result<bool> {
         Ok(self.size(digest)?.is_some())
+    }
+    /// Re-reads and re-hashes the blob (opened without following a link
+    /// or blocking, and only if it is a regular file): a copy that is cut
+    /// short, of the wrong size or hashes to another digest is removed and
+    /// reported absent. Costs one read of the blob.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        let path = self.blob_path(digest);
+        if self.is_intact(&path, digest, size)? {
+            return Ok(true);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(CasError::Io {
+                context: format!("removing damaged blob {digest}"),
+                source,
+            }),
+        }
     }
     fn size(&self, digest: &Digest) -> Result<Option<u64>> {
         match fs::metadata(self.blob_path(digest)) {

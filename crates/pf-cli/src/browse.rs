@@ -9,6 +9,7 @@ use pf_registry::{FsEntry, Registry, RegistryError};
 use pf_snapshot::kind_name;
 use serde_json::json;
 
+use crate::display::clean;
 use crate::{config, describe, note, open_store, parse_ref, Cli, CliError, CliResult};
 
 /// The registry at `reference` (trusting `trust`) and the local store.
@@ -69,23 +70,6 @@ pub async fn ls(
     Ok(0)
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`), so a path from
-/// an image cannot move the cursor or fake a line of output.
-fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// One `pf ls` line: kind, octal mode, size, path (and ` -> target` for a
 /// symlink).
 pub fn ls_line(e: &FsEntry) -> String {
@@ -94,11 +78,11 @@ pub fn ls_line(e: &FsEntry) -> String {
         kind_name(e.kind),
         e.mode,
         e.size,
-        printable(&e.path)
+        clean(&e.path)
     );
     if let Some(t) = &e.target {
         line.push_str(" -> ");
-        line.push_str(&printable(t));
+        line.push_str(&clean(t));
     }
     line
 }

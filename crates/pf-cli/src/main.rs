@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod browse;
+mod display;
+mod options;
 mod progress;
 
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use display::{clean, clean_display};
 use pf_cas::DirStore;
 use pf_registry::{
     Config, Digest, ImageRef, PublicKey, RegistryError, SignedImage, SigningKey, TrustPolicy,
@@ -43,7 +46,11 @@ struct Cli {
     /// Blobs transferred at once.
     #[arg(long, global = true, env = "PF_CONCURRENCY")]
     concurrency: Option<usize>,
-    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable.
+    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
+    /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
+    /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
+    /// -o hf.token_file=/run/secrets/hf), or set PF_OPTION_<KEY> with `.`
+    /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
     #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
     options: Vec<String>,
     #[command(subcommand)]
@@ -209,7 +216,7 @@ fn main() -> ExitCode {
                     json!({"error": e.to_string(), "exit_code": e.exit_code()})
                 );
             }
-            eprintln!("pf: error: {e}");
+            eprintln!("pf: error: {}", clean_display(&e));
             ExitCode::from(e.exit_code())
         }
     }
@@ -280,12 +287,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     if let Some(n) = cli.concurrency {
         c.concurrency = n.max(1);
     }
-    for o in &cli.options {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--option {o:?} is not KEY=VALUE")))?;
-        c.options.insert(k.to_string(), v.to_string());
-    }
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    c.options = options::collect(&cli.options, env).map_err(CliError::Usage)?;
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))
@@ -318,7 +322,7 @@ fn describe(v: &Verification) -> String {
 
 fn note(cli: &Cli, msg: impl AsRef<str>) {
     if !cli.quiet {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", clean(msg.as_ref()));
     }
 }
 
@@ -337,8 +341,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 );
             } else {
                 println!("key id:      {}", key.key_id());
-                println!("private key: {}", priv_path.display());
-                println!("public key:  {}", pub_path.display());
+                println!("private key: {}", clean_display(priv_path.display()));
+                println!("public key:  {}", clean_display(pub_path.display()));
             }
             Ok(0)
         }
@@ -370,7 +374,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(
@@ -414,7 +418,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     let mut opts = restore::RestoreOptions::default().with_include(include.clone());
                     opts.max_size = *max_size;
                     if !cli.quiet && !cli.json {
-                        let shown = dest.display().to_string();
+                        let shown = clean_display(dest.display());
                         opts.on_total = Some(Arc::new(move |total| {
                             eprintln!("restoring {total} bytes into {shown}");
                         }));
@@ -487,7 +491,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     })
                 );
             } else {
-                println!("reference:  {r}");
+                // Everything below came from the repository: escaped.
+                println!("reference:  {}", clean_display(&r));
                 println!(
                     "manifest:   {} ({} bytes)",
                     ins.manifest_digest, ins.manifest_size
@@ -495,9 +500,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 println!("signature:  {}", describe(&ins.verification));
                 println!(
                     "agent:      {} {}",
-                    ins.manifest.agent.name, ins.manifest.agent.version
+                    clean(&ins.manifest.agent.name),
+                    clean(&ins.manifest.agent.version)
                 );
-                println!("created:    {}", ins.manifest.created_at);
+                println!("created:    {}", clean(&ins.manifest.created_at));
                 for p in &ins.manifest.parents {
                     println!("parent:     {p}");
                 }
@@ -509,11 +515,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 for l in &ins.manifest.layers {
                     println!(
                         "  {:<16} {:>12}  {}  {}",
-                        l.role, l.size, l.digest, l.media_type
+                        clean(&l.role),
+                        l.size,
+                        l.digest,
+                        clean(&l.media_type)
                     );
                 }
                 for (k, v) in &ins.manifest.annotations {
-                    println!("annotation: {k}={v}");
+                    println!("annotation: {}={}", clean(k), clean(v));
                 }
             }
             Ok(0)
@@ -533,7 +542,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(

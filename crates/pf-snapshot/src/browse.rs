@@ -62,6 +62,14 @@ impl BlobStore for Selective {
         if (self.wanted)(digest) {
             return self.inner.has(digest);
         }
+        Ok(true)
+    }
+    /// What a pull asks: a blob not wanted is "present" (and counted as
+    /// skipped), a wanted one is `inner`'s answer.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
+        if (self.wanted)(digest) {
+            return self.inner.has_intact(digest, size);
+        }
         self.skipped.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
