@@ -17,6 +17,13 @@
 //! power loss) leaves the previous version readable. Readers
 //! find the signature for a manifest by its digest, so a reader never pairs
 //! a new manifest with an old signature.
+//!
+//! A repository is not trusted: every file is opened without following a
+//! link or blocking and must be a regular file (`open_repo_file`), and
+//! manifest and signature reads are bounded. A push treats a blob whose
+//! zstd frames do not end exactly at its end (cut short by a power loss)
+//! as missing and writes it again. Files are created 0666 and directories
+//! 0777, minus the umask.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
