@@ -1,6 +1,7 @@
 //! `pf`: push, pull, inspect and copy ProcessFork snapshots.
 #![forbid(unsafe_code)]
 
+mod exit;
 mod progress;
 mod restore;
 mod snapshot;
@@ -129,7 +130,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 1,
-            CliError::Registry(e) => e.exit_code() as u8,
+            CliError::Registry(e) => exit::code(e),
             CliError::Sign(pf_sign::SignError::Io { .. })
             | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,

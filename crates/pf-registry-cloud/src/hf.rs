@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
@@ -21,11 +20,12 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
+use pf_registry_core::http::{self, Classify, Failure};
 use pf_registry_core::{
     ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -107,31 +107,9 @@ impl HfTransport {
                 "must be dataset, model or space",
             ));
         }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30));
-        if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| RegistryError::io(format!("reading {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
-            })?;
-            b = b.add_root_certificate(cert);
-        }
-        if endpoint.starts_with("http://")
-            && !config.insecure
-            && !pf_registry_core::net::is_loopback_url(&endpoint)
-        {
-            return Err(RegistryError::invalid(
-                "HF_ENDPOINT",
-                "plain http:// is only allowed for loopback endpoints or with --insecure",
-            ));
-        }
+        http::check_plain_http("HF_ENDPOINT", &endpoint, config.insecure)?;
         Ok(HfTransport {
-            http: b.build().map_err(|e| {
-                RegistryError::permanent("hf", format!("building HTTP client: {e}"))
-            })?,
+            http: http::client(config, "hf")?,
             endpoint,
             token,
             repo_id: repo_id.clone(),
@@ -188,51 +166,17 @@ impl HfTransport {
         Ok(())
     }
 
+    /// Sends `rb`; a non-success answer becomes a typed error through the
+    /// shared classifier (see the [`Classify`] impl below).
     async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
-        let resp = rb.send().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{what}: {}", e.without_url()))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| http::send_error(self.backend(), what, e))?;
+        if resp.status().is_success() {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pf_registry_core::retry::parse_retry_after);
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        Err(match status {
-            StatusCode::NOT_FOUND => RegistryError::not_found(format!(
-                "{what} in hf://{}@{}",
-                self.repo_id, self.revision
-            )),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                registry: format!("hf://{}", self.repo_id),
-                detail: if self.token.is_none() {
-                    "authentication required: set HF_TOKEN".into()
-                } else {
-                    "the token in HF_TOKEN was rejected or lacks access to this repository".into()
-                },
-            },
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
-                RegistryError::Conflict(format!("{what}: {status} {body}"))
-            }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                RegistryError::transient_after(
-                    self.backend(),
-                    format!("{what}: {status}"),
-                    retry_after,
-                )
-            }
-            _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
-        })
+        Err(http::classify(&Failure::read(resp).await, what, self))
     }
 
     async fn ensure_repo(&self) -> Result<()> {
@@ -391,9 +335,10 @@ impl HfTransport {
                 format!("larger than {limit} bytes"),
             ));
         }
-        let b = resp.bytes().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{path}: {}", e.without_url()))
-        })?;
+        let b = resp
+            .bytes()
+            .await
+            .map_err(|e| http::send_error(self.backend(), path, e))?;
         if b.len() > limit {
             return Err(RegistryError::invalid(
                 path,
@@ -401,6 +346,35 @@ impl HfTransport {
             ));
         }
         Ok(Some(b))
+    }
+}
+
+impl Classify for HfTransport {
+    fn backend(&self) -> String {
+        HfTransport::backend(self)
+    }
+
+    fn unauthorized(&self) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: format!("hf://{}", self.repo_id),
+            detail: if self.token.is_none() {
+                "authentication required: set HF_TOKEN".into()
+            } else {
+                "the token in HF_TOKEN was rejected or lacks access to this repository".into()
+            },
+        }
+    }
+
+    /// The Hub's `X-Error-Message` header when it sent one, else the body's start.
+    fn detail(&self, failure: &Failure) -> String {
+        match failure.header("x-error-message") {
+            Some(m) => m.chars().take(300).collect(),
+            None => failure.body.chars().take(300).collect(),
+        }
+    }
+
+    fn not_found(&self, what: &str, _: &str) -> RegistryError {
+        RegistryError::not_found(format!("{what} in hf://{}@{}", self.repo_id, self.revision))
     }
 }
 
@@ -571,12 +545,7 @@ impl Transport for HfTransport {
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                RegistryError::transient(
-                    backend.clone(),
-                    format!("reading blob: {}", e.without_url()),
-                )
-            })
+            r.map_err(|e| http::send_error(backend.clone(), "reading blob", e))
         })))
     }
 }

@@ -9,17 +9,15 @@
 //! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
 //! engine verifies every blob by its sha256 on top of IPFS's own addressing.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
+use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::{
     ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::StatusCode;
 use serde_json::Value;
 
 const DEFAULT_API: &str = "http://127.0.0.1:5001";
@@ -67,19 +65,8 @@ impl IpfsTransport {
             .unwrap_or_else(|| DEFAULT_API.into())
             .trim_end_matches('/')
             .to_string();
-        let loopback = pf_registry_core::net::is_loopback_url(&api);
-        if api.starts_with("http://") && !loopback && !config.insecure {
-            return Err(RegistryError::invalid(
-                "IPFS_API",
-                "plain http:// is only allowed for a loopback API or with --insecure",
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| RegistryError::permanent("ipfs", format!("building HTTP client: {e}")))?;
+        http::check_plain_http("IPFS_API", &api, config.insecure)?;
+        let http = http::client(config, "ipfs")?;
         Ok(IpfsTransport {
             http,
             api,
@@ -106,51 +93,18 @@ impl IpfsTransport {
         if let Some(f) = body {
             rb = rb.multipart(f);
         }
-        let resp = rb.send().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{cmd}: {}", e.without_url()))
-        })?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| http::send_error(self.backend(), cmd, e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pf_registry_core::retry::parse_retry_after);
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["Message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        let lower = msg.to_ascii_lowercase();
-        if status == StatusCode::NOT_FOUND
-            || lower.contains("does not exist")
-            || lower.contains("no link named")
-            || lower.contains("not found")
-        {
-            return Err(RegistryError::not_found(format!(
-                "{cmd} {:?} on {}",
-                args.first().map(|a| a.1),
-                self.backend()
-            )));
-        }
-        if lower.contains("already exists") {
-            return Err(RegistryError::Conflict(format!("{cmd}: {msg}")));
-        }
-        // 429 (rate limited, e.g. by a gateway in front of the node) and 5xx
-        // other than a rejected argument are worth another attempt.
-        Err(if status == StatusCode::TOO_MANY_REQUESTS {
-            RegistryError::transient_after(
-                self.backend(),
-                format!("{cmd}: {status} {msg}"),
-                retry_after,
-            )
-        } else if status.is_server_error() && !lower.contains("invalid") {
-            RegistryError::transient(self.backend(), format!("{cmd}: {status} {msg}"))
-        } else {
-            RegistryError::permanent(self.backend(), format!("{cmd}: {status} {msg}"))
-        })
+        let what = match args.first() {
+            Some((_, arg)) => format!("{cmd} {arg:?}"),
+            None => cmd.to_string(),
+        };
+        Err(http::classify(&Failure::read(resp).await, &what, self))
     }
 
     async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
@@ -171,9 +125,10 @@ impl IpfsTransport {
                 Some(form),
             )
             .await?;
-        let text = resp.text().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("add: {}", e.without_url()))
-        })?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| http::send_error(self.backend(), "add", e))?;
         // One JSON object per line; the last names the added file.
         text.lines()
             .rev()
@@ -242,9 +197,7 @@ impl IpfsTransport {
         let mut out = Vec::new();
         let mut s = resp.bytes_stream();
         while let Some(c) = s.next().await {
-            let c = c.map_err(|e| {
-                RegistryError::transient(self.backend(), format!("cat: {}", e.without_url()))
-            })?;
+            let c = c.map_err(|e| http::send_error(self.backend(), "cat", e))?;
             if out.len() + c.len() > limit {
                 return Err(RegistryError::invalid(
                     path,
@@ -254,6 +207,48 @@ impl IpfsTransport {
             out.extend_from_slice(&c);
         }
         Ok(Some(Bytes::from(out)))
+    }
+}
+
+/// RPC errors come as HTTP 500 with a JSON `Message`; its text says what
+/// happened (Kubo has no error codes).
+impl Classify for IpfsTransport {
+    fn backend(&self) -> String {
+        IpfsTransport::backend(self)
+    }
+
+    /// The node has no auth of its own; a proxy in front of it may.
+    fn unauthorized(&self) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.backend(),
+            detail:
+                "the IPFS API refused the request (a proxy in front of the node wants credentials)"
+                    .into(),
+        }
+    }
+
+    fn detail(&self, failure: &Failure) -> String {
+        serde_json::from_str::<Value>(&failure.body)
+            .ok()
+            .and_then(|v| v["Message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| failure.body.chars().take(200).collect())
+    }
+
+    fn refine(&self, failure: &Failure, message: &str) -> Option<Class> {
+        let lower = message.to_ascii_lowercase();
+        if ["does not exist", "no link named", "not found"]
+            .iter()
+            .any(|m| lower.contains(m))
+        {
+            Some(Class::NotFound)
+        } else if lower.contains("already exists") {
+            Some(Class::Conflict)
+        } else if failure.status.is_server_error() && lower.contains("invalid") {
+            // A rejected argument: another attempt gets the same answer.
+            Some(Class::Permanent)
+        } else {
+            None
+        }
     }
 }
 
@@ -388,9 +383,7 @@ impl Transport for IpfsTransport {
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                RegistryError::transient(backend.clone(), format!("cat: {}", e.without_url()))
-            })
+            r.map_err(|e| http::send_error(backend.clone(), "cat", e))
         })))
     }
 

@@ -162,7 +162,7 @@ fn env_first(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
-use pf_registry_core::net::is_loopback_url as is_loopback_endpoint;
+use pf_registry_core::http::is_loopback_url as is_loopback_endpoint;
 
 /// `endpoint` without any `user:pass@` part, for messages.
 fn redact_endpoint(endpoint: &str) -> String {
