@@ -3,21 +3,18 @@
 
 mod exit;
 mod progress;
-mod restore;
-mod snapshot;
-mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use pf_cas::{BlobStore, DirStore};
-use pf_registry::manifest::{AgentInfo, FS_TREE_MEDIA_TYPE};
+use pf_cas::DirStore;
 use pf_registry::{
-    Config, Descriptor, Digest, ImageRef, Manifest, PublicKey, RegistryError, SignedImage,
-    SigningKey, TrustPolicy, Verification,
+    Config, Digest, ImageRef, PublicKey, RegistryError, SignedImage, SigningKey, TrustPolicy,
+    Verification,
 };
+use pf_snapshot::{restore, SnapshotOptions};
 use serde_json::json;
 
 /// Push and pull ProcessFork snapshots to file, OCI, S3, Hugging Face and IPFS.
@@ -288,13 +285,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
             // The snapshot only writes its fs tree blob to the store (fsynced);
             // file contents are read from `dir` itself while pushing.
             let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
-            let source = Arc::new(source::SourceStore::new(store.clone()));
+            let opts = snapshot_options(&store, agent, parent, annotation)?;
             let t0 = std::time::Instant::now();
-            let image = snapshot_image(&cli, dir, &store, &source, agent, parent, annotation)?;
+            let snap = pf_snapshot::snapshot(dir, store, &opts)?;
+            for w in &snap.warnings {
+                note(&cli, format!("warning: {w}"));
+            }
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
-            let signed = SignedImage::new(&image, key.as_ref());
+            let signed = SignedImage::new(&snap.manifest, key.as_ref());
             let reg = pf_registry::open(&r, &cfg)?;
-            let rep = reg.push(source, &signed).await?;
+            let rep = reg.push(snap.source, &signed).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
@@ -338,26 +338,9 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     (rep, None)
                 }
                 Some(dest) => {
-                    // File contents go straight into `dest` as they arrive.
-                    let target = restore::RestoreTarget::new(dest);
-                    let st: Arc<dyn BlobStore> = store.clone();
-                    let pulled = reg.pull_into(st.clone(), &target).await;
-                    let finished = match (&pulled, target.layout()) {
-                        (Ok(_), Some(layout)) => {
-                            let l2 = layout.clone();
-                            tokio::task::spawn_blocking(move || l2.finish(&*st))
-                                .await
-                                .map_err(|e| CliError::Usage(format!("restore task failed: {e}")))
-                                .and_then(|r| r.map_err(CliError::from))
-                        }
-                        _ => Ok(0),
-                    };
-                    if pulled.is_err() || finished.is_err() {
-                        if let Some(layout) = target.layout() {
-                            layout.abandon();
-                        }
-                    }
-                    (pulled?, Some(finished?))
+                    let opts = restore::RestoreOptions::default();
+                    let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
+                    (rep.pull, Some(rep.restored_bytes))
                 }
             };
             if cli.json {
@@ -472,75 +455,24 @@ async fn run(cli: Cli) -> CliResult<u8> {
     }
 }
 
-fn snapshot_image(
-    cli: &Cli,
-    dir: &Path,
+/// Snapshot options from the push arguments; the stat cache lives in the store.
+fn snapshot_options(
     store: &DirStore,
-    source: &source::SourceStore,
     agent: &str,
     parents: &[String],
     annotations: &[String],
-) -> CliResult<Manifest> {
-    let mut m = Manifest::new(
-        AgentInfo {
-            name: agent.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        now_rfc3339(),
-    );
+) -> CliResult<SnapshotOptions> {
+    let mut o = SnapshotOptions::new(agent, env!("CARGO_PKG_VERSION"));
+    o.stat_cache = Some(store.root().join("statcache.json"));
     for p in parents {
-        m.parents
+        o.parents
             .push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
     }
     for a in annotations {
         let (k, v) = a
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("--annotation {a:?} is not KEY=VALUE")))?;
-        m.annotations.insert(k.into(), v.into());
+        o.annotations.insert(k.into(), v.into());
     }
-    let mut warnings = Vec::new();
-    let dir_abs =
-        std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
-    let cache_path = store.root().join("statcache.json");
-    let mut cache = snapshot::StatCache::load(&cache_path);
-    let tree = snapshot::snapshot_dir(&dir_abs, source, &mut cache, &mut |w| warnings.push(w))?;
-    cache.save(&cache_path)?;
-    for w in warnings {
-        note(cli, format!("warning: {w}"));
-    }
-    let bytes = tree.to_bytes();
-    let d = store.put(&bytes)?;
-    m.layers.push(Descriptor {
-        role: "world.fs".into(),
-        media_type: FS_TREE_MEDIA_TYPE.into(),
-        digest: d,
-        size: bytes.len() as u64,
-    });
-    Ok(m)
-}
-
-/// Maps an I/O error to a [`RegistryError`] saying what was being done.
-pub(crate) fn io_ctx(ctx: String) -> impl FnOnce(std::io::Error) -> RegistryError {
-    move |e| RegistryError::io(ctx, e)
-}
-
-/// Current UTC time as RFC 3339 (seconds), without a date crate.
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    Ok(o)
 }

@@ -1,19 +1,22 @@
 //! Test images: deterministic and proptest-generated snapshots with layers,
 //! an fs tree (some files chunked, small ones packed) and a KV page manifest.
 
-use pf_cas::BlobStore;
+use std::sync::Arc;
+
+use pf_cas::{BlobStore, MemoryStore};
 use pf_digest::Digest;
 use pf_registry_core::manifest::{
-    AgentInfo, Chunk, EntryKind, FsEntry, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE,
-    FS_TREE_MEDIA_TYPE, KV_PAGES_MEDIA_TYPE,
+    AgentInfo, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE,
+    KV_PAGES_MEDIA_TYPE,
 };
 use pf_registry_core::{Descriptor, Manifest};
+use pf_snapshot::{Chunking, SourceStore, StatCache};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use rand::{Rng, SeedableRng};
 
-/// The default [`ImageSpec::pack_max`]: small files are packed into one
-/// shared pack blob, as `pf` packs them.
+/// The default [`ImageSpec::pack_max`]: small files are packed into
+/// shared pack blobs, as `pf` packs them (the image is built by pf-snapshot).
 pub const PACKED_MAX: usize = 1000;
 
 /// The content of a test image.
@@ -25,10 +28,11 @@ pub struct ImageSpec {
     pub files: Vec<(String, Vec<u8>)>,
     /// KV pages (k, v).
     pub kv: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Files longer than this are split into chunks of this size.
+    /// Files longer than this are split into chunks of about this size
+    /// (FastCDC).
     pub chunk_size: usize,
-    /// Non-empty files up to this size (and `chunk_size`) share one pack
-    /// blob; 0 gives every file its own blob.
+    /// Non-empty files up to this size (and `chunk_size`) are packed
+    /// together; 0 gives every file its own blob.
     pub pack_max: usize,
 }
 
@@ -61,6 +65,61 @@ impl ImageSpec {
         }
     }
 
+    /// The chunking that gives [`ImageSpec::chunk_size`] and
+    /// [`ImageSpec::pack_max`] their meaning (FastCDC around `chunk_size`).
+    pub fn chunking(&self) -> Chunking {
+        let c = self.chunk_size.clamp(256, 4 << 20) as u32;
+        Chunking {
+            cdc_threshold: self.chunk_size as u64 + 1,
+            cdc_min: (c / 4).clamp(64, 1 << 20),
+            cdc_avg: c,
+            cdc_max: (c * 2).clamp(1024, 16 << 20),
+            pack_file_max: self.pack_max.min(self.chunk_size) as u64 + 1,
+            ..Chunking::default()
+        }
+    }
+
+    /// Writes the files into a temporary directory and snapshots it with
+    /// pf-snapshot (as `pf push` does); every blob goes into `store`.
+    fn snapshot_files(&self, store: &dyn BlobStore) -> FsTree {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir for a test image");
+        for (path, data) in &self.files {
+            let p = dir.path().join(path);
+            let parent = p.parent().expect("file path has a parent");
+            std::fs::create_dir_all(parent).expect("create test image dir");
+            std::fs::write(&p, data).expect("write test image file");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod test image file");
+        }
+        let mut dirs = vec![dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("list test image dir") {
+                let p = e.expect("list test image dir").path();
+                if p.is_dir() {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                        .expect("chmod test image dir");
+                    dirs.push(p);
+                }
+            }
+        }
+        let source = SourceStore::new(Arc::new(MemoryStore::new()));
+        let tree = pf_snapshot::snapshot_dir(
+            dir.path(),
+            &source,
+            &mut StatCache::default(),
+            self.chunking(),
+            &mut |w| panic!("test image: {w}"),
+        )
+        .expect("snapshot a test image");
+        for d in source.list().expect("list snapshot blobs") {
+            store
+                .put(&source.get(&d).expect("read snapshot blob"))
+                .expect("test store put");
+        }
+        tree
+    }
+
     /// Stores every blob in `store` and builds the manifest.
     pub fn build(&self, store: &dyn BlobStore, name: &str) -> TestImage {
         let put = |b: &[u8]| store.put(b).expect("test store put");
@@ -83,68 +142,9 @@ impl ImageSpec {
                 size: l.len() as u64,
             });
         }
-        let mut tree = FsTree::default();
-        let (mut pack, mut packed) = (Vec::new(), Vec::new());
-        let mut dirs = std::collections::BTreeSet::new();
-        for (path, data) in &self.files {
-            let mut p = path.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                dirs.insert(parent.to_string());
-                p = parent;
-            }
-            let mut e = FsEntry {
-                path: path.clone(),
-                kind: EntryKind::File,
-                mode: 0o644,
-                size: data.len() as u64,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            };
-            if !data.is_empty() && data.len() <= self.pack_max && data.len() <= self.chunk_size {
-                // Packed: a range of the shared pack blob (filled in below).
-                e.offset = Some(pack.len() as u64);
-                pack.extend_from_slice(data);
-                packed.push(tree.entries.len());
-            } else if data.len() > self.chunk_size {
-                e.chunks = data
-                    .chunks(self.chunk_size)
-                    .map(|c| Chunk {
-                        blob: put(c),
-                        size: c.len() as u64,
-                    })
-                    .collect();
-            } else {
-                e.blob = Some(put(data));
-            }
-            tree.entries.push(e);
-        }
-        if !packed.is_empty() {
-            let d = put(&pack);
-            for &i in &packed {
-                tree.entries[i].blob = Some(d);
-            }
-            tree.packs.push(Chunk {
-                blob: d,
-                size: pack.len() as u64,
-            });
-        }
-        for d in dirs {
-            tree.entries.push(FsEntry {
-                path: d,
-                kind: EntryKind::Dir,
-                mode: 0o755,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            });
-        }
-        let tree_bytes = tree.to_bytes();
+        let tree_bytes = self.snapshot_files(store).to_bytes();
         manifest.layers.push(Descriptor {
-            role: "world.fs".into(),
+            role: FS_LAYER_ROLE.into(),
             media_type: FS_TREE_MEDIA_TYPE.into(),
             digest: put(&tree_bytes),
             size: tree_bytes.len() as u64,
@@ -189,8 +189,13 @@ fn arb_spec() -> impl Strategy<Value = ImageSpec> {
         prop_oneof![Just(512usize), Just(2048usize), Just(1 << 20)],
     )
         .prop_map(|(layers, files, kv, chunk_size)| {
-            // Drop files whose path is a prefix directory of another file.
-            let paths: Vec<String> = files.keys().cloned().collect();
+            // Keep paths a directory can hold: no `.`/`..` components, and
+            // none that is a prefix directory of another file.
+            let files: Vec<(String, Vec<u8>)> = files
+                .into_iter()
+                .filter(|(p, _)| p.split('/').all(|c| c != "." && c != ".."))
+                .collect();
+            let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
             let files = files
                 .into_iter()
                 .filter(|(p, _)| !paths.iter().any(|q| q.starts_with(&format!("{p}/"))))

@@ -19,6 +19,8 @@ pub const FS_TREE_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v1+jso
 pub const KV_PAGES_MEDIA_TYPE: &str = "application/vnd.processfork.kv.pages.v1+json";
 /// Media type for opaque data blobs.
 pub const BLOB_MEDIA_TYPE: &str = "application/vnd.processfork.blob.v1";
+/// Layer role of a snapshotted directory's fs tree (the agent's world).
+pub const FS_LAYER_ROLE: &str = "world.fs";
 
 /// Largest manifest accepted, in bytes (the common OCI manifest limit).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -614,7 +616,7 @@ mod tests {
             size: 7,
         });
         m.layers.push(Descriptor {
-            role: "world.fs".into(),
+            role: FS_LAYER_ROLE.into(),
             media_type: FS_TREE_MEDIA_TYPE.into(),
             digest: Digest::of(b"tree"),
             size: 4,

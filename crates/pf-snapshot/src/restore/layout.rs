@@ -3,7 +3,7 @@
 //! A [`Layout`] creates the directories and empty files up front and knows,
 //! for every blob, which byte ranges of which files it fills. Blobs then
 //! arrive in any order (from the local store, or straight from a pull
-//! through [`RestoreTarget`]) and are streamed into place with positional
+//! through [`super::RestoreTarget`]) and are streamed into place with positional
 //! writes, hashed on the way and refused if they do not match their digest.
 
 use std::collections::{HashMap, HashSet};
@@ -11,12 +11,12 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 
 use pf_cas::{BlobStore, CasError};
 use pf_digest::{Digest, Hasher};
-use pf_registry::manifest::{validate_relative_path, EntryKind, FsTree, FS_TREE_MEDIA_TYPE};
-use pf_registry::{Manifest, PullTarget, RegistryError, Result};
+use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsTree};
+use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
 
@@ -328,133 +328,6 @@ fn restore(tree: FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
     layout.finish(store)
 }
 
-/// The fs tree layers of `manifest`, read from `store` and merged into one
-/// tree (their paths must not collide).
-pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTree> {
-    let mut tree = FsTree::default();
-    for l in manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
-    {
-        let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
-        tree.entries.extend(t.entries);
-        tree.packs.extend(t.packs);
-    }
-    // A pack listed by several layers once (as the snapshot lists them);
-    // sorting keeps this linear-logarithmic in the number of packs.
-    tree.packs.sort_by_key(|p| p.blob);
-    tree.packs.dedup();
-    Ok(tree)
-}
-
-/// A [`PullTarget`] that restores the pulled fs tree into a directory:
-/// file contents are written straight into place as they are fetched (each
-/// byte written once), other blobs go to the caller's store.
-#[derive(Debug)]
-pub struct RestoreTarget {
-    dest: PathBuf,
-    layout: OnceLock<Arc<Layout>>,
-}
-
-impl RestoreTarget {
-    /// A target restoring into `dest` (must not exist or be empty).
-    pub fn new(dest: &Path) -> RestoreTarget {
-        RestoreTarget {
-            dest: dest.to_path_buf(),
-            layout: OnceLock::new(),
-        }
-    }
-
-    /// The layout, once the pull has reached its data phase.
-    pub fn layout(&self) -> Option<Arc<Layout>> {
-        self.layout.get().cloned()
-    }
-}
-
-impl PullTarget for RestoreTarget {
-    fn data_store(
-        &self,
-        manifest: &Manifest,
-        store: &Arc<dyn BlobStore>,
-    ) -> Result<Arc<dyn BlobStore>> {
-        let tree = manifest_tree(manifest, &**store)?;
-        // Blobs other index blobs (KV page lists) also reference must land
-        // in the store too, even if some file holds the same bytes.
-        let mut keep = HashSet::new();
-        for l in manifest
-            .layers
-            .iter()
-            .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
-        {
-            if pf_registry::manifest::is_index_media_type(&l.media_type) {
-                let bytes = store.get(&l.digest)?;
-                for c in pf_registry::manifest::index_children(&l.media_type, &bytes)? {
-                    keep.insert(c.digest);
-                }
-            }
-        }
-        let layout = Arc::new(Layout::create(tree, &self.dest)?);
-        let _ = self.layout.set(layout.clone());
-        Ok(Arc::new(RestoreSink {
-            layout,
-            inner: store.clone(),
-            keep,
-        }))
-    }
-}
-
-/// A store that writes file-content blobs into a [`Layout`] and everything
-/// else into `inner`. Presence is `inner`'s, so blobs already local are not
-/// fetched again ([`Layout::finish`] copies them).
-struct RestoreSink {
-    layout: Arc<Layout>,
-    inner: Arc<dyn BlobStore>,
-    /// Digests that go to `inner` as well (then copied into the layout).
-    keep: HashSet<Digest>,
-}
-
-impl RestoreSink {
-    /// Whether blob `digest` goes straight into the layout (and not to the
-    /// inner store).
-    fn takes(&self, digest: &Digest) -> bool {
-        self.layout.wants(digest) && !self.keep.contains(digest)
-    }
-}
-
-impl BlobStore for RestoreSink {
-    fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
-        self.inner.has(digest)
-    }
-    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
-        self.inner.size(digest)
-    }
-    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
-        self.inner.open(digest)
-    }
-    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
-        let d = Digest::of(bytes);
-        if self.takes(&d) {
-            self.layout.write_blob(&d, &mut &bytes[..])?;
-            return Ok(d);
-        }
-        self.inner.put(bytes)
-    }
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        match expected {
-            Some(d) if self.takes(d) => self.layout.write_blob(d, reader),
-            _ => self.inner.put_stream(expected, reader),
-        }
-    }
-    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        self.inner.list()
-    }
-}
-
 /// Checks a symlink at `link_path` (relative) pointing to `target` stays inside the root.
 pub fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
     let t = Path::new(target);
@@ -525,61 +398,9 @@ fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restore::tests::file;
     use pf_cas::MemoryStore;
-    use pf_registry::manifest::{Chunk, FsEntry};
-
-    fn file(path: &str, size: u64, blob: Digest, offset: Option<u64>) -> FsEntry {
-        FsEntry {
-            path: path.into(),
-            kind: EntryKind::File,
-            mode: 0o640,
-            size,
-            blob: Some(blob),
-            chunks: vec![],
-            target: None,
-            offset,
-        }
-    }
-
-    #[test]
-    fn manifest_tree_merges_layers_and_lists_a_shared_pack_once() {
-        use pf_registry::manifest::{AgentInfo, Descriptor};
-        let store = MemoryStore::new();
-        let shared = store.put(b"sharedpack").unwrap();
-        let own = store.put(b"ownpack").unwrap();
-        let pack = |blob, size| Chunk { blob, size };
-        let layer = |entries: Vec<FsEntry>, packs: Vec<Chunk>| {
-            let bytes = FsTree { entries, packs }.to_bytes();
-            Descriptor {
-                role: "world.fs".into(),
-                media_type: FS_TREE_MEDIA_TYPE.into(),
-                digest: store.put(&bytes).unwrap(),
-                size: bytes.len() as u64,
-            }
-        };
-        let mut m = Manifest::new(
-            AgentInfo {
-                name: "t".into(),
-                version: String::new(),
-            },
-            "2026-01-01T00:00:00Z",
-        );
-        m.layers.push(layer(
-            vec![file("a", 6, shared, Some(0))],
-            vec![pack(shared, 10)],
-        ));
-        m.layers.push(layer(
-            vec![file("b", 4, shared, Some(6)), file("c", 7, own, Some(0))],
-            vec![pack(own, 7), pack(shared, 10)],
-        ));
-        let tree = manifest_tree(&m, &store).unwrap();
-        let paths: Vec<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["a", "b", "c"]);
-        let mut want = vec![pack(shared, 10), pack(own, 7)];
-        want.sort_by_key(|p| p.blob);
-        assert_eq!(tree.packs, want);
-        tree.validate().unwrap();
-    }
+    use pf_registry_core::manifest::{Chunk, FsEntry};
 
     #[test]
     fn packed_chunked_and_duplicate_files_restore_byte_for_byte() {

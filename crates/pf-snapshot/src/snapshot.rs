@@ -14,15 +14,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pf_digest::{Digest, Hasher};
-use pf_registry::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
-use pf_registry::{RegistryError, Result};
+use pf_registry_core::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
+use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
 use crate::source::{Segment, SourceStore, Stamp};
+use crate::statcache::StatCache;
 
 /// Files at least this large are split with content-defined chunking.
 pub const CDC_THRESHOLD: u64 = 4 << 20;
-/// FastCDC minimum / average / maximum chunk sizes.
+/// FastCDC minimum chunk size.
 pub const CDC_MIN: u32 = 1 << 20;
 /// Average chunk size.
 pub const CDC_AVG: u32 = 4 << 20;
@@ -39,6 +40,42 @@ pub const PACK_MAX: u64 = 16 << 20;
 /// One path in this many is a boundary (FNV-1a of the path).
 const PACK_BOUNDARY_EVERY: u64 = 16;
 
+/// How files are cut into blobs. [`Chunking::default`] is what `pf` uses
+/// (the constants of this module); tests use smaller sizes to get many
+/// blobs from little data. FastCDC bounds apply: `cdc_min` 64..=1 MiB,
+/// `cdc_avg` 256..=4 MiB, `cdc_max` 1 KiB..=16 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chunking {
+    /// Files at least this large are split with FastCDC.
+    pub cdc_threshold: u64,
+    /// FastCDC minimum chunk size.
+    pub cdc_min: u32,
+    /// FastCDC average chunk size.
+    pub cdc_avg: u32,
+    /// FastCDC maximum chunk size.
+    pub cdc_max: u32,
+    /// Non-empty files smaller than this are packed (0: never).
+    pub pack_file_max: u64,
+    /// A pack may end at a boundary path once it holds this many bytes.
+    pub pack_min: u64,
+    /// A pack always ends before it would exceed this.
+    pub pack_max: u64,
+}
+
+impl Default for Chunking {
+    fn default() -> Chunking {
+        Chunking {
+            cdc_threshold: CDC_THRESHOLD,
+            cdc_min: CDC_MIN,
+            cdc_avg: CDC_AVG,
+            cdc_max: CDC_MAX,
+            pack_file_max: PACK_FILE_MAX,
+            pack_min: PACK_MIN,
+            pack_max: PACK_MAX,
+        }
+    }
+}
+
 /// Walks `dir` and hashes every file's content, recording each blob's file
 /// ranges in `source`, and returns the fs tree. Special files (devices,
 /// sockets, fifos) are skipped with a warning.
@@ -46,8 +83,10 @@ pub fn snapshot_dir(
     dir: &Path,
     source: &SourceStore,
     cache: &mut StatCache,
+    chunking: Chunking,
     warn: &mut dyn FnMut(String),
 ) -> Result<FsTree> {
+    cache.set_chunking(chunking);
     let mut tree = FsTree::default();
     let meta = fs::metadata(dir).map_err(io_ctx(format!("reading {}", dir.display())))?;
     if !meta.is_dir() {
@@ -58,7 +97,7 @@ pub fn snapshot_dir(
     }
     let mut todo = Vec::new();
     walk(dir, dir, &mut todo, &mut tree, warn)?;
-    let jobs = plan_jobs(todo);
+    let jobs = plan_jobs(todo, &chunking);
     // Unchanged files and packs come from the stat cache; the rest are read
     // and hashed in parallel, largest first so the big files overlap.
     let mut done: Vec<(Job, Hashed)> = Vec::new();
@@ -75,7 +114,7 @@ pub fn snapshot_dir(
     misses.sort_by_key(|j| std::cmp::Reverse(j.bytes()));
     let hashed: Vec<Result<Hashed>> = {
         use rayon::prelude::*;
-        misses.par_iter().map(hash_job).collect()
+        misses.par_iter().map(|j| hash_job(j, &chunking)).collect()
     };
     let mut trusted = vec![true; done.len()];
     for (job, h) in misses.into_iter().zip(hashed) {
@@ -112,24 +151,24 @@ pub fn snapshot_dir(
 }
 
 /// A regular file found by the walk whose content is still to be hashed.
-struct PendingFile {
+pub(crate) struct PendingFile {
     /// Index of its entry in the tree.
     index: usize,
     path: Arc<PathBuf>,
     /// Its path in the tree.
     rel: String,
-    key: String,
-    md: fs::Metadata,
+    pub(crate) key: String,
+    pub(crate) md: fs::Metadata,
 }
 
 /// What to hash: one file, or several small files as one pack.
-enum Job {
+pub(crate) enum Job {
     File(Box<PendingFile>),
     Pack(Vec<PendingFile>),
 }
 
 impl Job {
-    fn files(&self) -> &[PendingFile] {
+    pub(crate) fn files(&self) -> &[PendingFile] {
         match self {
             Job::File(f) => std::slice::from_ref(f),
             Job::Pack(v) => v,
@@ -143,7 +182,7 @@ impl Job {
 /// The content of a job: for a file its blob or chunk list; for a pack its
 /// digest and each member's length, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum Hashed {
+pub(crate) enum Hashed {
     File {
         blob: Option<Digest>,
         chunks: Vec<Chunk>,
@@ -163,17 +202,17 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Groups small files into packs (walk order; boundaries from paths and
 /// sizes only), the rest into single-file jobs.
-fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
+fn plan_jobs(todo: Vec<PendingFile>, c: &Chunking) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut pack: Vec<PendingFile> = Vec::new();
     let mut pack_bytes = 0u64;
     for f in todo {
         let len = f.md.len();
-        if len == 0 || len >= PACK_FILE_MAX {
+        if len == 0 || len >= c.pack_file_max {
             jobs.push(Job::File(Box::new(f)));
             continue;
         }
-        if pack_bytes + len > PACK_MAX && !pack.is_empty() {
+        if pack_bytes + len > c.pack_max && !pack.is_empty() {
             jobs.push(Job::Pack(std::mem::take(&mut pack)));
             pack_bytes = 0;
         }
@@ -181,7 +220,7 @@ fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
         let boundary = fnv1a(&f.rel).is_multiple_of(PACK_BOUNDARY_EVERY);
         pack_bytes += len;
         pack.push(f);
-        if pack_bytes >= PACK_MIN && boundary {
+        if pack_bytes >= c.pack_min && boundary {
             jobs.push(Job::Pack(std::mem::take(&mut pack)));
             pack_bytes = 0;
         }
@@ -192,9 +231,9 @@ fn plan_jobs(todo: Vec<PendingFile>) -> Vec<Job> {
     jobs
 }
 
-fn hash_job(job: &Job) -> Result<Hashed> {
+fn hash_job(job: &Job, c: &Chunking) -> Result<Hashed> {
     match job {
-        Job::File(f) => hash_file(&f.path, f.md.len()),
+        Job::File(f) => hash_file(&f.path, f.md.len(), c),
         Job::Pack(files) => {
             let mut h = Hasher::new();
             let mut sizes = Vec::with_capacity(files.len());
@@ -204,7 +243,7 @@ fn hash_job(job: &Job) -> Result<Hashed> {
                 // Bounded: a member that grew meanwhile is not read whole
                 // (its stamp no longer matches, so the push re-hashes it).
                 File::open(&*f.path)
-                    .and_then(|r| r.take(PACK_MAX).read_to_end(&mut buf))
+                    .and_then(|r| r.take(c.pack_max).read_to_end(&mut buf))
                     .map_err(io_ctx(format!("reading {}", f.path.display())))?;
                 h.update(&buf);
                 sizes.push(buf.len() as u64);
@@ -266,127 +305,6 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
         }
         // A cache entry of the other shape never matches (see lookup).
         _ => {}
-    }
-}
-
-/// A cached job: its files' paths and stats when hashed, and the result.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct CacheEntry {
-    files: Vec<(String, Stamp)>,
-    hashed: Hashed,
-}
-
-/// On-disk form of the stat cache.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    version: u32,
-    /// Keyed by the job's first file path.
-    entries: HashMap<String, CacheEntry>,
-}
-
-const CACHE_VERSION: u32 = 2;
-
-/// A stat cache (like restic's or git's index): a file, or a pack of small
-/// files, whose size, mtime, ctime, inode and device are all unchanged since
-/// it was hashed is not read again. Files whose mtime or ctime is within 2
-/// seconds of the run are never cached nor reused (racy-clean rule), since
-/// their stamp may predate a write in the same timestamp tick. A hit is
-/// trusted like a fresh hash: the push then checks stats, not content.
-#[derive(Debug, Default)]
-pub struct StatCache {
-    file: CacheFile,
-    started: i64,
-    /// Keys looked up or inserted in this run; `save` keeps only these.
-    used: std::collections::HashSet<String>,
-    /// Files reused from the cache in this run.
-    pub hits: u64,
-}
-
-impl StatCache {
-    /// Loads the cache at `path`; a missing, unreadable or older cache is empty.
-    pub fn load(path: &Path) -> StatCache {
-        let file = fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .filter(|c| c.version == CACHE_VERSION)
-            .unwrap_or_default();
-        StatCache {
-            file,
-            used: Default::default(),
-            hits: 0,
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        }
-    }
-
-    /// Writes the cache atomically (temp + rename), keeping only the
-    /// entries this run used, so it tracks the directory and never grows
-    /// without bound.
-    pub fn save(&mut self, path: &Path) -> Result<()> {
-        self.file.version = CACHE_VERSION;
-        let used = &self.used;
-        self.file.entries.retain(|k, _| used.contains(k));
-        let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
-        fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
-    }
-
-    /// Whether a file was modified or changed too recently (2 s before
-    /// this run started, or later) for its stat to prove it unchanged.
-    fn is_racy(&self, md: &fs::Metadata) -> bool {
-        md.mtime().max(md.ctime()) >= self.started - 2
-    }
-
-    fn lookup(&mut self, job: &Job) -> Option<Hashed> {
-        let files = job.files();
-        let first = &files.first()?.key;
-        self.used.insert(first.clone());
-        let e = self.file.entries.get(first)?;
-        if e.files.len() != files.len() {
-            return None;
-        }
-        for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != Stamp::of(&f.md) || self.is_racy(&f.md) {
-                return None;
-            }
-        }
-        // The cached shape and sizes must agree with the files' stats (a
-        // damaged cache file is a miss, never a wrong entry).
-        let consistent = match (job, &e.hashed) {
-            (Job::File(f), Hashed::File { blob, chunks, size }) => {
-                *size == f.md.len()
-                    && match (blob, chunks.is_empty()) {
-                        (Some(_), true) => true,
-                        (None, true) => *size == 0,
-                        (None, false) => chunks.iter().map(|c| c.size).sum::<u64>() == *size,
-                        (Some(_), false) => false,
-                    }
-            }
-            (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
-                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.md.len() == *n)
-            }
-            _ => false,
-        };
-        consistent.then(|| e.hashed.clone())
-    }
-
-    fn insert(&mut self, job: &Job, h: &Hashed) {
-        let files = job.files();
-        let Some(first) = files.first() else { return };
-        self.used.insert(first.key.clone());
-        self.file.entries.insert(
-            first.key.clone(),
-            CacheEntry {
-                files: files
-                    .iter()
-                    .map(|f| (f.key.clone(), Stamp::of(&f.md)))
-                    .collect(),
-                hashed: h.clone(),
-            },
-        );
     }
 }
 
@@ -484,9 +402,9 @@ fn walk(
     Ok(())
 }
 
-fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
+fn hash_file(path: &Path, len: u64, c: &Chunking) -> Result<Hashed> {
     let f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
-    if len < CDC_THRESHOLD {
+    if len < c.cdc_threshold {
         let (d, n) = Digest::of_reader(f).map_err(io_ctx(format!("reading {}", path.display())))?;
         return Ok(Hashed::File {
             blob: (n > 0).then_some(d),
@@ -497,7 +415,7 @@ fn hash_file(path: &Path, len: u64) -> Result<Hashed> {
     // Cut points are found on this thread; each batch of chunks is hashed
     // in parallel while the next batch is read and cut. Memory: two batches
     // of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
-    let mut cdc = fastcdc::v2020::StreamCDC::new(f, CDC_MIN, CDC_AVG, CDC_MAX);
+    let mut cdc = fastcdc::v2020::StreamCDC::new(f, c.cdc_min, c.cdc_avg, c.cdc_max);
     let mut next_batch = || -> Result<Vec<Vec<u8>>> {
         let mut batch = Vec::with_capacity(CDC_BATCH);
         for c in cdc.by_ref().take(CDC_BATCH) {
@@ -596,11 +514,11 @@ mod tests {
             .unwrap();
         let cache_file = dir.path().join("cache.json");
         let mut c = later(StatCache::load(&cache_file), 10);
-        let t1 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        let t1 = snapshot_dir(&root, &source(), &mut c, Chunking::default(), &mut |_| {}).unwrap();
         assert_eq!(c.hits, 0);
         c.save(&cache_file).unwrap();
         let mut c = later(StatCache::load(&cache_file), 1000);
-        let t2 = snapshot_dir(&root, &source(), &mut c, &mut |_| {}).unwrap();
+        let t2 = snapshot_dir(&root, &source(), &mut c, Chunking::default(), &mut |_| {}).unwrap();
         // Not "fresh": it was racy when hashed, so it was never cached, even
         // though a run this much later would no longer find it racy.
         assert_eq!(c.hits, 6, "unchanged files must come from the cache");
@@ -614,7 +532,7 @@ mod tests {
         age(&p);
         let mut c = later(StatCache::load(&cache_file), 1000);
         let src = source();
-        let t3 = snapshot_dir(&root, &src, &mut c, &mut |_| {}).unwrap();
+        let t3 = snapshot_dir(&root, &src, &mut c, Chunking::default(), &mut |_| {}).unwrap();
         assert_eq!(c.hits, 2);
         let f2 = t3.entries.iter().find(|e| e.path == "f2").unwrap();
         let pack = src.get(&f2.blob.unwrap()).unwrap();
@@ -637,7 +555,7 @@ mod tests {
         fs::write(root.join("empty"), b"").unwrap();
         let src = source();
         let mut c = StatCache::default();
-        let tree = snapshot_dir(root, &src, &mut c, &mut |_| {}).unwrap();
+        let tree = snapshot_dir(root, &src, &mut c, Chunking::default(), &mut |_| {}).unwrap();
         tree.validate().unwrap();
         // ~7 MB of small files: a few packs, none over PACK_MAX.
         assert!((1..=4).contains(&tree.packs.len()), "{:?}", tree.packs);
@@ -651,7 +569,14 @@ mod tests {
         let empty = tree.entries.iter().find(|e| e.path == "empty").unwrap();
         assert_eq!((empty.size, empty.blob), (0, None));
         // The same content snapshotted again packs identically.
-        let again = snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        let again = snapshot_dir(
+            root,
+            &source(),
+            &mut StatCache::default(),
+            Chunking::default(),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(tree, again);
     }
 
@@ -662,8 +587,16 @@ mod tests {
         for i in 0..400 {
             fs::write(root.join(format!("f{i:04}")), vec![(i % 251) as u8; 40_000]).unwrap();
         }
-        let snap =
-            || snapshot_dir(root, &source(), &mut StatCache::default(), &mut |_| {}).unwrap();
+        let snap = || {
+            snapshot_dir(
+                root,
+                &source(),
+                &mut StatCache::default(),
+                Chunking::default(),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
         let before = snap();
         fs::write(root.join("f0200x"), b"new file in the middle").unwrap();
         let after = snap();

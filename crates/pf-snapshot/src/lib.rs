@@ -1,0 +1,211 @@
+//! Directory <-> ProcessFork image.
+//!
+//! [`snapshot`] walks a directory and hashes it into an image: an fs tree
+//! index blob (the [`FS_LAYER_ROLE`] layer) whose file contents are blobs
+//! recorded as ranges of the files themselves (large files cut with
+//! FastCDC, small files packed together, unchanged files taken from a stat
+//! cache). Nothing is copied: the returned [`Snapshot::source`] serves
+//! those blobs from the directory while a push encodes them, and refuses a
+//! file that changed since it was hashed.
+//!
+//! [`restore::pull_into_dir`] pulls an image and writes its files straight
+//! into a new (or empty) directory as the blobs arrive, each byte written
+//! once; [`restore::restore_from_store`] does the same from a local store.
+//! A failed restore removes what it created.
+//!
+//! The directory being snapshotted and the one being restored into are
+//! written by an untrusted agent at the same time (DESIGN.md, "Threat
+//! model"); see each module for what is checked.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use pf_registry_core::{Config, DirStore, ImageRef, Registry, SignedImage};
+//! use pf_snapshot::{restore, snapshot, SnapshotOptions};
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let world = tmp.path().join("world");
+//! std::fs::create_dir_all(world.join("notes"))?;
+//! std::fs::write(world.join("notes/todo.txt"), "ship it")?;
+//!
+//! // Snapshot: hash the directory; only the fs tree goes into the store.
+//! let store = Arc::new(DirStore::open(tmp.path().join("store"))?);
+//! let snap = snapshot(&world, store.clone(), &SnapshotOptions::new("my-agent", "1.0"))?;
+//!
+//! // Push: file contents are read from `world` while they are encoded.
+//! let repo = ImageRef::parse(&format!("file://{}", tmp.path().join("repo").display()))?;
+//! let registry = pf_registry_file::open(&repo, &Config::default())?;
+//! let rt = tokio::runtime::Runtime::new()?;
+//! let image = SignedImage::new(&snap.manifest, None);
+//! rt.block_on(registry.push(snap.source.clone(), &image))?;
+//!
+//! // Pull and restore: files are written into `restored` as they arrive.
+//! let pulled_store = Arc::new(DirStore::open(tmp.path().join("store2"))?);
+//! let dest = tmp.path().join("restored");
+//! let report = rt.block_on(restore::pull_into_dir(
+//!     &registry,
+//!     pulled_store,
+//!     &dest,
+//!     &restore::RestoreOptions::default(),
+//! ))?;
+//! assert_eq!(report.restored_bytes, 7);
+//! assert_eq!(std::fs::read_to_string(dest.join("notes/todo.txt"))?, "ship it");
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod restore;
+pub mod snapshot;
+pub mod source;
+mod statcache;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+use pf_registry_core::manifest::{AgentInfo, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
+
+pub use snapshot::{snapshot_dir, Chunking};
+pub use source::SourceStore;
+pub use statcache::StatCache;
+
+/// What [`snapshot`] records in the manifest besides the fs tree, and how
+/// it cuts files.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Who produced the image.
+    pub agent: AgentInfo,
+    /// Parent manifest digests.
+    pub parents: Vec<Digest>,
+    /// Free-form annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The stat cache file (read, then rewritten with this run's entries);
+    /// `None` hashes every file.
+    pub stat_cache: Option<PathBuf>,
+    /// How files are cut into blobs.
+    pub chunking: Chunking,
+}
+
+impl SnapshotOptions {
+    /// Options for agent `name` `version`, no parents, annotations nor
+    /// stat cache, and `pf`'s chunking.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> SnapshotOptions {
+        SnapshotOptions {
+            agent: AgentInfo {
+                name: name.into(),
+                version: version.into(),
+            },
+            parents: Vec::new(),
+            annotations: BTreeMap::new(),
+            stat_cache: None,
+            chunking: Chunking::default(),
+        }
+    }
+}
+
+/// A hashed directory, ready to push.
+pub struct Snapshot {
+    /// The manifest: one [`FS_LAYER_ROLE`] layer holding the fs tree.
+    pub manifest: Manifest,
+    /// Serves every blob of the image: file contents from the directory,
+    /// the fs tree from the store given to [`snapshot`]. Push from this.
+    pub source: Arc<SourceStore>,
+    /// Entries skipped (special files, names that are not UTF-8), one
+    /// sentence each.
+    pub warnings: Vec<String>,
+    /// Files whose hash came from the stat cache.
+    pub cache_hits: u64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("manifest", &self.manifest)
+            .field("warnings", &self.warnings)
+            .field("cache_hits", &self.cache_hits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Snapshots directory `dir`: hashes its files, writes the fs tree blob
+/// into `store` and returns the manifest and the source to push from.
+/// Symlinks are recorded, not followed; special files are skipped with a
+/// warning.
+pub fn snapshot(
+    dir: &Path,
+    store: Arc<dyn BlobStore>,
+    options: &SnapshotOptions,
+) -> Result<Snapshot> {
+    let mut m = Manifest::new(options.agent.clone(), now_rfc3339());
+    m.parents.clone_from(&options.parents);
+    m.annotations.clone_from(&options.annotations);
+    let source = Arc::new(SourceStore::new(store.clone()));
+    let dir_abs =
+        std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
+    let mut cache = match &options.stat_cache {
+        Some(p) => StatCache::load(p),
+        None => StatCache::default(),
+    };
+    let mut warnings = Vec::new();
+    let tree = snapshot_dir(&dir_abs, &source, &mut cache, options.chunking, &mut |w| {
+        warnings.push(w)
+    })?;
+    if let Some(p) = &options.stat_cache {
+        cache.save(p)?;
+    }
+    let bytes = tree.to_bytes();
+    let digest = store.put(&bytes)?;
+    m.layers.push(Descriptor {
+        role: FS_LAYER_ROLE.into(),
+        media_type: FS_TREE_MEDIA_TYPE.into(),
+        digest,
+        size: bytes.len() as u64,
+    });
+    Ok(Snapshot {
+        manifest: m,
+        source,
+        warnings,
+        cache_hits: cache.hits,
+    })
+}
+
+/// Maps an I/O error to a [`RegistryError`] saying what was being done.
+pub(crate) fn io_ctx(ctx: String) -> impl FnOnce(std::io::Error) -> RegistryError {
+    move |e| RegistryError::io(ctx, e)
+}
+
+/// Current UTC time as RFC 3339 (seconds), without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn now_is_rfc3339_seconds() {
+        let s = super::now_rfc3339();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
+    }
+}

@@ -1,0 +1,168 @@
+//! Restoring an image's fs tree into a directory.
+//!
+//! [`pull_into_dir`] is the whole lifecycle of `pf pull --into`: the pull
+//! writes file contents straight into place through a [`RestoreTarget`]
+//! (each byte written once), the rest is copied from the local store and
+//! modes and symlinks are set ([`Layout::finish`]); on any failure what the
+//! restore created is removed ([`Layout::abandon`]), leaving the target as
+//! it was found (absent or empty). [`restore_from_store`] restores an image
+//! already in a local store.
+
+mod layout;
+mod target;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pf_cas::BlobStore;
+use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
+use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
+
+pub use layout::{symlink_stays_inside, Layout};
+pub use target::RestoreTarget;
+
+/// How a restore runs.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {}
+
+/// What [`pull_into_dir`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The pull: manifest digest, signature verification, blob counts.
+    pub pull: PullReport,
+    /// Bytes of file content restored.
+    pub restored_bytes: u64,
+}
+
+/// Pulls the image `registry` points at and restores its fs tree into
+/// `dest` (which must not exist or be empty). Index blobs (and blobs other
+/// index blobs reference) go into `store`; file contents are written into
+/// `dest` as they arrive, and those already in `store` are copied from it.
+/// On failure, what the restore created is removed and the error returned.
+pub async fn pull_into_dir(
+    registry: &dyn Registry,
+    store: Arc<dyn BlobStore>,
+    dest: &Path,
+    _options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let target = RestoreTarget::new(dest);
+    let pulled = registry.pull_into(store.clone(), &target).await;
+    let finished = match (&pulled, target.layout()) {
+        (Ok(_), Some(layout)) => tokio::task::spawn_blocking(move || layout.finish(&*store))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RegistryError::io(
+                    "restore",
+                    std::io::Error::other(format!("restore task failed: {e}")),
+                ))
+            }),
+        _ => Ok(0),
+    };
+    if pulled.is_err() || finished.is_err() {
+        if let Some(layout) = target.layout() {
+            layout.abandon();
+        }
+    }
+    Ok(RestoreReport {
+        pull: pulled?,
+        restored_bytes: finished?,
+    })
+}
+
+/// Restores the fs tree of `manifest`, whose closure is in `store`, into
+/// `dest` (which must not exist or be empty). Returns the bytes of file
+/// content restored; on failure what it created is removed.
+pub fn restore_from_store(
+    manifest: &Manifest,
+    store: &dyn BlobStore,
+    dest: &Path,
+    _options: &RestoreOptions,
+) -> Result<u64> {
+    let tree = manifest_tree(manifest, store)?;
+    let layout = Layout::create(tree, dest)?;
+    layout.finish(store).inspect_err(|_| layout.abandon())
+}
+
+/// The fs tree layers of `manifest`, read from `store` and merged into one
+/// tree (their paths must not collide).
+pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTree> {
+    let mut tree = FsTree::default();
+    for l in manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
+    {
+        let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
+        tree.entries.extend(t.entries);
+        tree.packs.extend(t.packs);
+    }
+    // A pack listed by several layers once (as the snapshot lists them);
+    // sorting keeps this linear-logarithmic in the number of packs.
+    tree.packs.sort_by_key(|p| p.blob);
+    tree.packs.dedup();
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pf_cas::MemoryStore;
+    use pf_digest::Digest;
+    use pf_registry_core::manifest::{Chunk, EntryKind, FsEntry, FS_LAYER_ROLE};
+
+    /// A file entry of mode 0640.
+    pub(crate) fn file(path: &str, size: u64, blob: Digest, offset: Option<u64>) -> FsEntry {
+        FsEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o640,
+            size,
+            blob: Some(blob),
+            chunks: vec![],
+            target: None,
+            offset,
+        }
+    }
+
+    #[test]
+    fn manifest_tree_merges_layers_and_lists_a_shared_pack_once() {
+        use pf_registry_core::manifest::{AgentInfo, Descriptor};
+        let store = MemoryStore::new();
+        let shared = store.put(b"sharedpack").unwrap();
+        let own = store.put(b"ownpack").unwrap();
+        let pack = |blob, size| Chunk { blob, size };
+        let layer = |entries: Vec<FsEntry>, packs: Vec<Chunk>| {
+            let bytes = FsTree { entries, packs }.to_bytes();
+            Descriptor {
+                role: FS_LAYER_ROLE.into(),
+                media_type: FS_TREE_MEDIA_TYPE.into(),
+                digest: store.put(&bytes).unwrap(),
+                size: bytes.len() as u64,
+            }
+        };
+        let mut m = Manifest::new(
+            AgentInfo {
+                name: "t".into(),
+                version: String::new(),
+            },
+            "2026-01-01T00:00:00Z",
+        );
+        m.layers.push(layer(
+            vec![file("a", 6, shared, Some(0))],
+            vec![pack(shared, 10)],
+        ));
+        m.layers.push(layer(
+            vec![file("b", 4, shared, Some(6)), file("c", 7, own, Some(0))],
+            vec![pack(own, 7), pack(shared, 10)],
+        ));
+        let tree = manifest_tree(&m, &store).unwrap();
+        let paths: Vec<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "c"]);
+        let mut want = vec![pack(shared, 10), pack(own, 7)];
+        want.sort_by_key(|p| p.blob);
+        assert_eq!(tree.packs, want);
+        tree.validate().unwrap();
+    }
+}

@@ -1,0 +1,121 @@
+//! The [`PullTarget`] through which a pull writes file contents straight
+//! into a [`Layout`] as blobs arrive.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use pf_cas::BlobStore;
+use pf_digest::Digest;
+use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::{Manifest, PullTarget, Result};
+
+use super::{manifest_tree, Layout};
+
+/// A [`PullTarget`] that restores the pulled fs tree into a directory:
+/// file contents are written straight into place as they are fetched (each
+/// byte written once), other blobs go to the caller's store.
+#[derive(Debug)]
+pub struct RestoreTarget {
+    dest: PathBuf,
+    layout: OnceLock<Arc<Layout>>,
+}
+
+impl RestoreTarget {
+    /// A target restoring into `dest` (must not exist or be empty).
+    pub fn new(dest: &Path) -> RestoreTarget {
+        RestoreTarget {
+            dest: dest.to_path_buf(),
+            layout: OnceLock::new(),
+        }
+    }
+
+    /// The layout, once the pull has reached its data phase.
+    pub fn layout(&self) -> Option<Arc<Layout>> {
+        self.layout.get().cloned()
+    }
+}
+
+impl PullTarget for RestoreTarget {
+    fn data_store(
+        &self,
+        manifest: &Manifest,
+        store: &Arc<dyn BlobStore>,
+    ) -> Result<Arc<dyn BlobStore>> {
+        let tree = manifest_tree(manifest, &**store)?;
+        // Blobs other index blobs (KV page lists) also reference must land
+        // in the store too, even if some file holds the same bytes.
+        let mut keep = HashSet::new();
+        for l in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
+        {
+            if is_index_media_type(&l.media_type) {
+                let bytes = store.get(&l.digest)?;
+                for c in index_children(&l.media_type, &bytes)? {
+                    keep.insert(c.digest);
+                }
+            }
+        }
+        let layout = Arc::new(Layout::create(tree, &self.dest)?);
+        let _ = self.layout.set(layout.clone());
+        Ok(Arc::new(RestoreSink {
+            layout,
+            inner: store.clone(),
+            keep,
+        }))
+    }
+}
+
+/// A store that writes file-content blobs into a [`Layout`] and everything
+/// else into `inner`. Presence is `inner`'s, so blobs already local are not
+/// fetched again ([`Layout::finish`] copies them).
+struct RestoreSink {
+    layout: Arc<Layout>,
+    inner: Arc<dyn BlobStore>,
+    /// Digests that go to `inner` as well (then copied into the layout).
+    keep: HashSet<Digest>,
+}
+
+impl RestoreSink {
+    /// Whether blob `digest` goes straight into the layout (and not to the
+    /// inner store).
+    fn takes(&self, digest: &Digest) -> bool {
+        self.layout.wants(digest) && !self.keep.contains(digest)
+    }
+}
+
+impl BlobStore for RestoreSink {
+    fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
+        self.inner.has(digest)
+    }
+    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
+        self.inner.size(digest)
+    }
+    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
+        self.inner.open(digest)
+    }
+    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.takes(&d) {
+            self.layout.write_blob(&d, &mut &bytes[..])?;
+            return Ok(d);
+        }
+        self.inner.put(bytes)
+    }
+    fn put_stream(
+        &self,
+        expected: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        match expected {
+            Some(d) if self.takes(d) => self.layout.write_blob(d, reader),
+            _ => self.inner.put_stream(expected, reader),
+        }
+    }
+    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+        self.inner.list()
+    }
+}
