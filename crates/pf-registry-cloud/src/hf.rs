@@ -22,8 +22,8 @@ use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
@@ -67,10 +67,6 @@ impl std::fmt::Debug for HfTransport {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
-}
-
-fn blob_path(d: &Digest) -> String {
-    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
 }
 
 impl HfTransport {
@@ -222,14 +218,8 @@ impl HfTransport {
                 .await
                 .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
             for it in items {
-                if let Some(p) = it["path"].as_str() {
-                    if let Some(d) = p
-                        .strip_suffix(".zst")
-                        .and_then(|p| p.rsplit('/').next())
-                        .and_then(|h| Digest::parse_hex(h).ok())
-                    {
-                        out.insert(d);
-                    }
+                if let Some(d) = it["path"].as_str().and_then(layout::blob_digest) {
+                    out.insert(d);
                 }
             }
         }
@@ -448,22 +438,19 @@ impl Transport for HfTransport {
             if let Some(u) = &b.uploaded {
                 let oid = u.require_encoded_digest()?;
                 lines.push(json!({"key": "lfsFile", "value": {
-                    "path": blob_path(&b.digest), "algo": "sha256",
+                    "path": layout::blob(&b.digest), "algo": "sha256",
                     "oid": oid.hex(), "size": u.encoded_size,
                 }}));
             }
         }
-        lines.push(file(
-            format!("manifests/sha256/{}.json", d.hex()),
-            req.manifest,
-        ));
+        lines.push(file(layout::manifest_by_digest(&d), req.manifest));
         if let Some(sig) = req.signature {
-            lines.push(file(format!("signatures/sha256/{}.sig", d.hex()), sig));
-            lines.push(file("manifest.json.sig".into(), sig));
+            lines.push(file(layout::signature_by_digest(&d), sig));
+            lines.push(file(layout::SIGNATURE.into(), sig));
         }
         // An older manifest.json.sig may stay after an unsigned push; readers
         // use it only when its envelope names the manifest they fetched.
-        lines.push(file("manifest.json".into(), req.manifest));
+        lines.push(file(layout::MANIFEST.into(), req.manifest));
         let mut body = String::new();
         for l in &lines {
             body.push_str(&l.to_string());
@@ -499,25 +486,25 @@ impl Transport for HfTransport {
         let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES;
         let manifest = match self.pin {
             Some(pin) => match self
-                .fetch_file(&format!("manifests/sha256/{}.json", pin.hex()), limit)
+                .fetch_file(&layout::manifest_by_digest(&pin), limit)
                 .await?
             {
                 Some(m) => Some(m),
-                None => self.fetch_file("manifest.json", limit).await?,
+                None => self.fetch_file(layout::MANIFEST, limit).await?,
             },
-            None => self.fetch_file("manifest.json", limit).await?,
+            None => self.fetch_file(layout::MANIFEST, limit).await?,
         };
         let manifest = manifest
             .ok_or_else(|| RegistryError::not_found(format!("manifest at {}", self.location())))?;
         let d = Digest::of(&manifest);
         let signature = match self
-            .fetch_file(&format!("signatures/sha256/{}.sig", d.hex()), 64 * 1024)
+            .fetch_file(&layout::signature_by_digest(&d), 64 * 1024)
             .await?
         {
             Some(s) => Some(s),
             // The fixed-name copy counts only if it was made for this manifest.
             None => self
-                .fetch_file("manifest.json.sig", 64 * 1024)
+                .fetch_file(layout::SIGNATURE, 64 * 1024)
                 .await?
                 .filter(|s| {
                     pf_sign::SignatureEnvelope::from_json_bytes(s)
@@ -538,7 +525,7 @@ impl Transport for HfTransport {
             self.url_prefix(),
             self.repo_id,
             self.rev_enc(),
-            blob_path(digest)
+            layout::blob(digest)
         );
         let resp = self
             .send(self.req(Method::GET, &url), &format!("blob {digest}"))

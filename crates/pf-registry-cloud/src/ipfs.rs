@@ -15,13 +15,14 @@ use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 use serde_json::Value;
 
 const DEFAULT_API: &str = "http://127.0.0.1:5001";
-const INDEX: &str = "/pf-registry/blobs/sha256";
+/// MFS directory of the dedup index; blob keys of [`layout`] go below it.
+const INDEX: &str = "/pf-registry";
 
 /// Opens an `ipfs://` reference on the shared engine.
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<IpfsTransport>> {
@@ -41,11 +42,7 @@ pub struct IpfsTransport {
 }
 
 fn index_path(d: &Digest) -> String {
-    format!("{INDEX}/{}/{}.zst", d.shard(), d.hex())
-}
-
-fn rel_blob_path(d: &Digest) -> String {
-    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
+    format!("{INDEX}/{}", layout::blob(d))
 }
 
 impl IpfsTransport {
@@ -311,38 +308,41 @@ impl Transport for IpfsTransport {
             req.manifest_digest.hex(),
             rand_u64()
         );
-        self.mkdir(&format!("{staging}/blobs/sha256")).await?;
+        self.mkdir(&format!("{staging}/{}", layout::BLOBS)).await?;
         for b in req.blobs {
             let from = match b.uploaded.as_ref().and_then(|u| u.handle.clone()) {
                 Some(cid) => format!("/ipfs/{cid}"),
                 None => index_path(&b.digest),
             };
-            self.cp(&from, &format!("{staging}/{}", rel_blob_path(&b.digest)))
+            self.cp(&from, &format!("{staging}/{}", layout::blob(&b.digest)))
                 .await?;
         }
         if let Some(sig) = req.signature {
             let cid = self
                 .add(
-                    "manifest.json.sig",
+                    layout::SIGNATURE,
                     reqwest::Body::from(sig.to_vec()),
                     sig.len() as u64,
                 )
                 .await?;
             self.cp(
                 &format!("/ipfs/{cid}"),
-                &format!("{staging}/manifest.json.sig"),
+                &format!("{staging}/{}", layout::SIGNATURE),
             )
             .await?;
         }
         let cid = self
             .add(
-                "manifest.json",
+                layout::MANIFEST,
                 reqwest::Body::from(req.manifest.to_vec()),
                 req.manifest.len() as u64,
             )
             .await?;
-        self.cp(&format!("/ipfs/{cid}"), &format!("{staging}/manifest.json"))
-            .await?;
+        self.cp(
+            &format!("/ipfs/{cid}"),
+            &format!("{staging}/{}", layout::MANIFEST),
+        )
+        .await?;
         let root = self.stat_hash(&staging).await?;
         self.rpc("pin/add", &[("arg", &format!("/ipfs/{root}"))], None)
             .await?;
@@ -361,13 +361,13 @@ impl Transport for IpfsTransport {
         let root = self.root()?;
         let manifest = self
             .cat_small(
-                &format!("/ipfs/{root}/manifest.json"),
+                &format!("/ipfs/{root}/{}", layout::MANIFEST),
                 pf_registry_core::manifest::MAX_MANIFEST_BYTES,
             )
             .await?
             .ok_or_else(|| RegistryError::not_found(format!("manifest at ipfs://{root}")))?;
         let signature = self
-            .cat_small(&format!("/ipfs/{root}/manifest.json.sig"), 64 * 1024)
+            .cat_small(&format!("/ipfs/{root}/{}", layout::SIGNATURE), 64 * 1024)
             .await?;
         Ok(FetchedManifest {
             manifest,
@@ -379,7 +379,7 @@ impl Transport for IpfsTransport {
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         let root = self.root()?;
         let resp = self
-            .cat(&format!("/ipfs/{root}/{}", rel_blob_path(digest)))
+            .cat(&format!("/ipfs/{root}/{}", layout::blob(digest)))
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {

@@ -85,8 +85,8 @@ use object_store::{
 use pf_digest::Digest;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 use pf_sign::SignatureEnvelope;
 use tokio::sync::Semaphore;
@@ -318,45 +318,26 @@ impl S3Transport {
         }
     }
 
-    /// Object key of the encoded blob named by `digest`.
-    pub fn blob_key(&self, digest: &Digest) -> String {
-        self.key(&format!(
-            "blobs/sha256/{}/{}.zst",
-            digest.shard(),
-            digest.hex()
-        ))
-        .to_string()
-    }
-
+    /// Key of the encoded blob named by `digest`.
     fn blob_path(&self, digest: &Digest) -> Path {
-        self.key(&format!(
-            "blobs/sha256/{}/{}.zst",
-            digest.shard(),
-            digest.hex()
-        ))
+        self.key(&layout::blob(digest))
     }
 
     /// Key of the tag's manifest object (the commit point).
     fn tag_manifest(&self) -> Path {
-        match &self.tag {
-            Some(t) => self.key(&format!("tags/{t}/manifest.json")),
-            None => self.key("manifest.json"),
-        }
+        self.key(&layout::tag_manifest(self.tag.as_deref()))
     }
 
     fn tag_signature(&self) -> Path {
-        match &self.tag {
-            Some(t) => self.key(&format!("tags/{t}/manifest.json.sig")),
-            None => self.key("manifest.json.sig"),
-        }
+        self.key(&layout::tag_signature(self.tag.as_deref()))
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> Path {
-        self.key(&format!("manifests/sha256/{}.json", d.hex()))
+        self.key(&layout::manifest_by_digest(d))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> Path {
-        self.key(&format!("signatures/sha256/{}.sig", d.hex()))
+        self.key(&layout::signature_by_digest(d))
     }
 
     /// Maps an object_store error by its kind; `what` names the object.
@@ -511,7 +492,7 @@ impl S3Transport {
         if let Some(l) = self.listing.lock().ok().and_then(|g| g.clone()) {
             return Ok(l);
         }
-        let root = self.key("blobs/sha256");
+        let root = self.key(layout::BLOBS);
         let mut set = HashSet::new();
         let mut s = self.store.list(Some(&root));
         while let Some(meta) = s
@@ -846,7 +827,7 @@ mod tests {
             "a/b/tags/v1/manifest.json.sig"
         );
         assert_eq!(
-            t.blob_key(&d),
+            t.blob_path(&d).to_string(),
             format!("a/b/blobs/sha256/{}/{}.zst", d.shard(), d.hex())
         );
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod layout;
 pub mod manifest;
 pub mod progress;
 pub mod reference;

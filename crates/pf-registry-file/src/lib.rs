@@ -29,8 +29,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 
 const TMP: &str = ".tmp";
@@ -92,22 +92,15 @@ impl FileTransport {
 
     /// Path of the encoded blob for `digest`.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.shard())
-            .join(format!("{}.zst", digest.hex()))
+        self.root.join(layout::blob(digest))
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("manifests/sha256")
-            .join(format!("{}.json", d.hex()))
+        self.root.join(layout::manifest_by_digest(d))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("signatures/sha256")
-            .join(format!("{}.sig", d.hex()))
+        self.root.join(layout::signature_by_digest(d))
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -274,7 +267,7 @@ impl Transport for FileTransport {
             rustix::fs::syncfs(&root)
                 .map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
-            let sig_path = this.root.join("manifest.json.sig");
+            let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {
                 Some(s) => {
                     this.write_atomic(&this.signature_by_digest(&digest), s)?;
@@ -287,7 +280,7 @@ impl Transport for FileTransport {
                 },
             }
             // The commit point: one atomic rename.
-            this.write_atomic(&this.root.join("manifest.json"), &manifest)?;
+            this.write_atomic(&this.root.join(layout::MANIFEST), &manifest)?;
             Ok(format!("{}@{digest}", this.display))
         })
         .await
@@ -300,9 +293,9 @@ impl Transport for FileTransport {
             let manifest = match this.pin {
                 Some(pin) => match read_bounded(&this.manifest_by_digest(&pin), limit)? {
                     Some(m) => Some(m),
-                    None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                    None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
                 },
-                None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
             };
             let Some(manifest) = manifest else {
                 return Err(RegistryError::not_found(format!(
@@ -315,7 +308,7 @@ impl Transport for FileTransport {
             let signature = match read_bounded(&this.signature_by_digest(&digest), sig_limit)? {
                 Some(s) => Some(s),
                 // Older layouts / foreign writers: fall back to the fixed name.
-                None => read_bounded(&this.root.join("manifest.json.sig"), sig_limit)?,
+                None => read_bounded(&this.root.join(layout::SIGNATURE), sig_limit)?,
             };
             Ok(FetchedManifest {
                 manifest: Bytes::from(manifest),
@@ -344,7 +337,7 @@ impl Transport for FileTransport {
     }
 
     async fn exists(&self) -> Result<bool> {
-        Ok(self.root.join("manifest.json").is_file())
+        Ok(self.root.join(layout::MANIFEST).is_file())
     }
 }
 
