@@ -1,15 +1,5 @@
-//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
-//! as the official `huggingface_hub` client uses it.
-//!
-//! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
-//! type `dataset` unless `hf.repo_type=model|space`), uploads new blobs
-//! through the Git LFS batch API (never base64 in the commit body), then
-//! makes ONE commit listing the manifest, its signature and every new blob
-//! path. Repository layout is the `file://` layout. Blobs already in the
-//! repository's tree are not uploaded again. Pushes return
-//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
-//! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
-//! override them (embedders, tests).
+//! The `hf://` transport: Hub API calls, LFS uploads and the one commit per
+//! push (see the module docs of [`super`]).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -22,23 +12,15 @@ use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
 use pf_registry_core::{
-    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
-    Location, RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 
-const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-const TREE_PAGE_LIMIT: usize = 100_000;
+use super::config::HfConfig;
 
-/// Opens an `hf://` reference on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<HfTransport>> {
-    Ok(Engine::new(
-        HfTransport::new(reference, config)?,
-        config.clone(),
-        reference.digest,
-    ))
-}
+const TREE_PAGE_LIMIT: usize = 100_000;
 
 /// Transport for one Hub repository and revision.
 pub struct HfTransport {
@@ -78,32 +60,12 @@ impl HfTransport {
                 reason: "not an hf:// reference".into(),
             });
         };
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let endpoint = config
-            .options
-            .get("hf.endpoint")
-            .cloned()
-            .or_else(|| env("HF_ENDPOINT"))
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
-            .trim_end_matches('/')
-            .to_string();
-        let token = config
-            .options
-            .get("hf.token")
-            .cloned()
-            .or_else(|| env("HF_TOKEN"));
-        let repo_type = config
-            .options
-            .get("hf.repo_type")
-            .cloned()
-            .unwrap_or_else(|| "dataset".into());
-        if !matches!(repo_type.as_str(), "dataset" | "model" | "space") {
-            return Err(RegistryError::invalid(
-                "hf.repo_type",
-                "must be dataset, model or space",
-            ));
-        }
-        http::check_plain_http("HF_ENDPOINT", &endpoint, config.insecure)?;
+        let HfConfig {
+            endpoint,
+            token,
+            repo_type,
+            public,
+        } = HfConfig::from_config(config)?;
         Ok(HfTransport {
             http: http::client(config, "hf")?,
             endpoint,
@@ -111,7 +73,7 @@ impl HfTransport {
             repo_id: repo_id.clone(),
             repo_type,
             revision: revision.clone().unwrap_or_else(|| "main".into()),
-            public: config.flag("hf.public", false),
+            public,
             pin: reference.digest,
             present: Mutex::new(None),
             uploaded: Mutex::new(Default::default()),

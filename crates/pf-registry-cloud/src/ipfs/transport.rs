@@ -1,13 +1,5 @@
-//! The `ipfs://` backend against a node's Kubo HTTP RPC API (`IPFS_API`,
-//! default `http://127.0.0.1:5001`; option `ipfs.api`).
-//!
-//! Blobs are added as raw-leaf CIDv1 files. A dedup index lives in the
-//! node's MFS at `/pf-registry/blobs/sha256/<aa>/<hex>.zst`, so a blob the
-//! node already has is not added again. A push builds the image directory
-//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
-//! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
-//! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
-//! engine verifies every blob by its sha256 on top of IPFS's own addressing.
+//! The `ipfs://` transport: Kubo RPC calls, the MFS dedup index and the
+//! image directory (see the module docs of [`super`]).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,23 +7,15 @@ use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::{
-    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
-    Location, RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
+    RegistryError, Result, Transport, UploadedBlob,
 };
 use serde_json::Value;
 
-const DEFAULT_API: &str = "http://127.0.0.1:5001";
+use super::config;
+
 /// MFS directory of the dedup index; blob keys of [`layout`] go below it.
 const INDEX: &str = "/pf-registry";
-
-/// Opens an `ipfs://` reference on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<IpfsTransport>> {
-    Ok(Engine::new(
-        IpfsTransport::new(reference, config)?,
-        config.clone(),
-        reference.digest,
-    ))
-}
 
 /// Transport for one IPFS node; `cid` is the image root (pulls).
 #[derive(Debug)]
@@ -54,15 +38,7 @@ impl IpfsTransport {
                 reason: "not an ipfs:// reference".into(),
             });
         };
-        let api = config
-            .options
-            .get("ipfs.api")
-            .cloned()
-            .or_else(|| std::env::var("IPFS_API").ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| DEFAULT_API.into())
-            .trim_end_matches('/')
-            .to_string();
-        http::check_plain_http("IPFS_API", &api, config.insecure)?;
+        let api = config::api(config)?;
         let http = http::client(config, "ipfs")?;
         Ok(IpfsTransport {
             http,
