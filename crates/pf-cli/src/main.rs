@@ -27,7 +27,8 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store).
+    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store, else
+    /// $HOME/.cache/pf-registry/store; required when neither is set).
     #[arg(long, global = true, env = "PF_STORE")]
     store: Option<PathBuf>,
     /// Allow plain HTTP to non-loopback registries.
@@ -77,6 +78,12 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: refuse (exit 4) an image whose files total more
+        /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
+        /// larger than the target's free space is refused too.
+        #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
+              default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
+        max_size: u64,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -183,12 +190,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_store() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("pf-registry").join("store")
+/// `$XDG_CACHE_HOME/pf-registry/store`, else `$HOME/.cache/pf-registry/store`.
+/// With neither set there is no default: a store in a shared temporary
+/// directory could be planted by another user.
+fn default_store() -> CliResult<PathBuf> {
+    let set = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("pf-registry").join("store"))
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no local store: HOME and XDG_CACHE_HOME are unset; pass --store DIR or set PF_STORE"
+                    .into(),
+            )
+        })
+}
+
+/// A byte count: digits with an optional binary suffix (KiB, MiB, GiB, TiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500MiB, 64GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" | "k" => 10,
+        "mib" | "m" => 20,
+        "gib" | "g" => 30,
+        "tib" | "t" => 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_ref(s: &str) -> CliResult<ImageRef> {
@@ -231,7 +274,10 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
 /// pf_cas::Durability); a restoring pull stores only index blobs and fsyncs
 /// each, so it never has to flush the restored files with the store.
 fn open_store(cli: &Cli, durability: pf_cas::Durability) -> CliResult<Arc<DirStore>> {
-    let root = cli.store.clone().unwrap_or_else(default_store);
+    let root = match &cli.store {
+        Some(s) => s.clone(),
+        None => default_store()?,
+    };
     Ok(Arc::new(DirStore::open(root)?.with_durability(durability)))
 }
 
@@ -317,6 +363,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            max_size,
             trust,
         } => {
             let r = parse_ref(reference)?;
@@ -338,7 +385,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     (rep, None)
                 }
                 Some(dest) => {
-                    let opts = restore::RestoreOptions::default();
+                    let mut opts = restore::RestoreOptions::default();
+                    opts.max_size = *max_size;
+                    if !cli.quiet && !cli.json {
+                        let shown = dest.display().to_string();
+                        opts.on_total = Some(Arc::new(move |total| {
+                            eprintln!("restoring {total} bytes into {shown}");
+                        }));
+                    }
                     let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
                     (rep.pull, Some(rep.restored_bytes))
                 }

@@ -139,7 +139,7 @@ fn push_pull_restore_signed_roundtrip() {
     // inspect and exists
     let out = env.pf(&["inspect", &repo]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("world.fs"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(pf_registry::manifest::FS_LAYER_ROLE));
     assert_eq!(code(&env.pf(&["exists", &repo])), 0);
     assert_eq!(code(&env.pf(&["exists", &env.repo("nothing-here")])), 2);
 

@@ -56,10 +56,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod fsat;
 pub mod restore;
 pub mod snapshot;
 pub mod source;
 mod statcache;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

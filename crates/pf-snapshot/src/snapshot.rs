@@ -6,20 +6,18 @@
 //! small files is a few blobs, not one per file; pack boundaries depend on
 //! paths and sizes only, so a change re-packs one pack, not every later one.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use pf_digest::{Digest, Hasher};
-use pf_registry_core::manifest::{validate_relative_path, Chunk, EntryKind, FsEntry, FsTree};
+use pf_registry_core::manifest::{Chunk, FsTree};
 use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
 use crate::source::{Segment, SourceStore, Stamp};
 use crate::statcache::StatCache;
+pub(crate) use crate::walk::PendingFile;
 
 /// Files at least this large are split with content-defined chunking.
 pub const CDC_THRESHOLD: u64 = 4 << 20;
@@ -88,16 +86,8 @@ pub fn snapshot_dir(
 ) -> Result<FsTree> {
     cache.set_chunking(chunking);
     let mut tree = FsTree::default();
-    let meta = fs::metadata(dir).map_err(io_ctx(format!("reading {}", dir.display())))?;
-    if !meta.is_dir() {
-        return Err(RegistryError::invalid(
-            dir.display().to_string(),
-            "not a directory",
-        ));
-    }
-    let mut todo = Vec::new();
-    walk(dir, dir, &mut todo, &mut tree, warn)?;
-    let jobs = plan_jobs(todo, &chunking);
+    let walked = crate::walk::walk(dir, &mut tree, warn)?;
+    let jobs = plan_jobs(walked.todo, &chunking);
     // Unchanged files and packs come from the stat cache; the rest are read
     // and hashed in parallel, largest first so the big files overlap.
     let mut done: Vec<(Job, Hashed)> = Vec::new();
@@ -112,19 +102,17 @@ pub fn snapshot_dir(
         }
     }
     misses.sort_by_key(|j| std::cmp::Reverse(j.bytes()));
-    let hashed: Vec<Result<Hashed>> = {
+    let hashed: Vec<Result<(Hashed, bool)>> = {
         use rayon::prelude::*;
         misses.par_iter().map(|j| hash_job(j, &chunking)).collect()
     };
     let mut trusted = vec![true; done.len()];
     for (job, h) in misses.into_iter().zip(hashed) {
-        let h = h?;
-        // Re-stat: only cache, and only let the push trust the stat for,
-        // what is known not to have changed meanwhile and is not racy.
-        let unchanged = job.files().iter().all(|f| {
-            fs::symlink_metadata(&*f.path).is_ok_and(|after| Stamp::of(&after) == Stamp::of(&f.md))
-        });
-        let racy = job.files().iter().any(|f| cache.is_racy(&f.md));
+        // `unchanged`: the files read still had the walk's stamp once read
+        // (fstat of the very handles read). Only cache, and only let the
+        // push trust the stat for, what did not change and is not racy.
+        let (h, unchanged) = h?;
+        let racy = job.files().iter().any(|f| cache.is_racy(&f.st));
         // A racy stamp may have been taken in the same timestamp tick as a
         // write it does not reflect: never cache it (git's racy-clean rule).
         if unchanged && !racy {
@@ -134,31 +122,18 @@ pub fn snapshot_dir(
         done.push((job, h));
     }
     // Stamps stand in for a re-hash only on filesystems that keep them
-    // exact (checked once per device met).
-    let mut stampable: HashMap<u64, bool> = HashMap::new();
+    // exact (checked once per device met by the walk).
     for ((job, h), trust) in done.into_iter().zip(trusted) {
         let trust = trust
-            && job.files().iter().all(|f| {
-                *stampable
-                    .entry(f.md.dev())
-                    .or_insert_with(|| crate::source::stamps_trustworthy(&f.path))
-            });
+            && job
+                .files()
+                .iter()
+                .all(|f| walked.stampable.get(&f.st.dev).copied().unwrap_or(false));
         record(&job, &h, trust, source, &mut tree);
     }
     tree.packs.sort_by_key(|p| p.blob);
     tree.packs.dedup();
     Ok(tree)
-}
-
-/// A regular file found by the walk whose content is still to be hashed.
-pub(crate) struct PendingFile {
-    /// Index of its entry in the tree.
-    index: usize,
-    path: Arc<PathBuf>,
-    /// Its path in the tree.
-    rel: String,
-    pub(crate) key: String,
-    pub(crate) md: fs::Metadata,
 }
 
 /// What to hash: one file, or several small files as one pack.
@@ -175,7 +150,7 @@ impl Job {
         }
     }
     fn bytes(&self) -> u64 {
-        self.files().iter().map(|f| f.md.len()).sum()
+        self.files().iter().map(|f| f.st.size).sum()
     }
 }
 
@@ -207,7 +182,7 @@ fn plan_jobs(todo: Vec<PendingFile>, c: &Chunking) -> Vec<Job> {
     let mut pack: Vec<PendingFile> = Vec::new();
     let mut pack_bytes = 0u64;
     for f in todo {
-        let len = f.md.len();
+        let len = f.st.size;
         if len == 0 || len >= c.pack_file_max {
             jobs.push(Job::File(Box::new(f)));
             continue;
@@ -231,27 +206,42 @@ fn plan_jobs(todo: Vec<PendingFile>, c: &Chunking) -> Vec<Job> {
     jobs
 }
 
-fn hash_job(job: &Job, c: &Chunking) -> Result<Hashed> {
+/// Hashes `job`'s files, each opened beneath the root (no symlink
+/// followed) and checked to be the inode the walk found; also says whether
+/// every file still had the walk's stamp once read.
+fn hash_job(job: &Job, c: &Chunking) -> Result<(Hashed, bool)> {
+    let open = |f: &PendingFile| {
+        f.file
+            .open()
+            .map_err(io_ctx(format!("reading {}", f.file.path().display())))
+    };
+    let unchanged =
+        |f: &PendingFile, r: &File| r.metadata().is_ok_and(|after| Stamp::of(&after) == f.st);
     match job {
-        Job::File(f) => hash_file(&f.path, f.md.len(), c),
+        Job::File(f) => {
+            let r = open(f)?;
+            let h = hash_file(&r, f.file.path(), f.st.size, c)?;
+            Ok((h, unchanged(f, &r)))
+        }
         Job::Pack(files) => {
             let mut h = Hasher::new();
             let mut sizes = Vec::with_capacity(files.len());
             let mut buf = Vec::new();
+            let mut same = true;
             for f in files {
                 buf.clear();
                 // Bounded: a member that grew meanwhile is not read whole
                 // (its stamp no longer matches, so the push re-hashes it).
-                File::open(&*f.path)
-                    .and_then(|r| r.take(c.pack_max).read_to_end(&mut buf))
-                    .map_err(io_ctx(format!("reading {}", f.path.display())))?;
+                let r = open(f)?;
+                (&r).take(c.pack_max)
+                    .read_to_end(&mut buf)
+                    .map_err(io_ctx(format!("reading {}", f.file.path().display())))?;
+                same &= unchanged(f, &r);
                 h.update(&buf);
                 sizes.push(buf.len() as u64);
             }
-            Ok(Hashed::Pack {
-                blob: h.finish(),
-                sizes,
-            })
+            let blob = h.finish();
+            Ok((Hashed::Pack { blob, sizes }, same))
         }
     }
 }
@@ -259,7 +249,7 @@ fn hash_job(job: &Job, c: &Chunking) -> Result<Hashed> {
 /// Fills the tree entries of `job` and records its blobs' ranges, stamped
 /// (so the push checks stats instead of re-hashing) when `trusted`.
 fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut FsTree) {
-    let stamp = |f: &PendingFile| trusted.then(|| Stamp::of(&f.md));
+    let stamp = |f: &PendingFile| trusted.then(|| f.st.clone());
     match (job, h) {
         (Job::File(f), Hashed::File { blob, chunks, size }) => {
             let e = &mut tree.entries[f.index];
@@ -267,7 +257,7 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
             e.blob = *blob;
             e.chunks = chunks.clone();
             let seg = |offset, len| Segment {
-                path: f.path.clone(),
+                file: f.file.clone(),
                 offset,
                 len,
                 stamp: stamp(f),
@@ -290,7 +280,7 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
                 e.blob = Some(*blob);
                 e.offset = Some(off);
                 segments.push(Segment {
-                    path: f.path.clone(),
+                    file: f.file.clone(),
                     offset: 0,
                     len,
                     stamp: stamp(f),
@@ -308,104 +298,10 @@ fn record(job: &Job, h: &Hashed, trusted: bool, source: &SourceStore, tree: &mut
     }
 }
 
-fn rel_string(root: &Path, p: &Path) -> Result<String> {
-    let rel = p
-        .strip_prefix(root)
-        .map_err(|_| RegistryError::invalid(p.display().to_string(), "outside the root"))?;
-    let s = rel.to_str().ok_or_else(|| {
-        RegistryError::invalid(p.display().to_string(), "path is not valid UTF-8")
-    })?;
-    validate_relative_path(s).map_err(|r| RegistryError::invalid(p.display().to_string(), r))?;
-    Ok(s.to_string())
-}
-
-/// Lists `dir` into `tree` (sorted, depth first); regular files get an
-/// entry with no content yet and a [`PendingFile`] in `todo`.
-fn walk(
-    root: &Path,
-    dir: &Path,
-    todo: &mut Vec<PendingFile>,
-    tree: &mut FsTree,
-    warn: &mut dyn FnMut(String),
-) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .map_err(io_ctx(format!("listing {}", dir.display())))?
-        .collect::<io::Result<_>>()
-        .map_err(io_ctx(format!("listing {}", dir.display())))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let md = fs::symlink_metadata(&path).map_err(io_ctx(format!("stat {}", path.display())))?;
-        let ft = md.file_type();
-        let rel = match rel_string(root, &path) {
-            Ok(r) => r,
-            Err(err) => {
-                warn(format!("skipping {}: {err}", path.display()));
-                continue;
-            }
-        };
-        let mode = md.mode() & 0o7777;
-        if ft.is_dir() {
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::Dir,
-                mode,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            });
-            walk(root, &path, todo, tree, warn)?;
-        } else if ft.is_symlink() {
-            let target =
-                fs::read_link(&path).map_err(io_ctx(format!("readlink {}", path.display())))?;
-            let Some(t) = target.to_str() else {
-                warn(format!(
-                    "skipping symlink {} with a non-UTF-8 target",
-                    path.display()
-                ));
-                continue;
-            };
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::Symlink,
-                mode: 0o777,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: Some(t.to_string()),
-                offset: None,
-            });
-        } else if ft.is_file() {
-            todo.push(PendingFile {
-                index: tree.entries.len(),
-                key: path.to_string_lossy().into_owned(),
-                rel: rel.clone(),
-                path: Arc::new(path),
-                md,
-            });
-            tree.entries.push(FsEntry {
-                path: rel,
-                kind: EntryKind::File,
-                mode,
-                size: 0,
-                blob: None,
-                chunks: vec![],
-                target: None,
-                offset: None,
-            });
-        } else {
-            warn(format!("skipping special file {}", path.display()));
-        }
-    }
-    Ok(())
-}
-
-fn hash_file(path: &Path, len: u64, c: &Chunking) -> Result<Hashed> {
-    let f = File::open(path).map_err(io_ctx(format!("opening {}", path.display())))?;
+fn hash_file(mut f: &File, path: &Path, len: u64, c: &Chunking) -> Result<Hashed> {
     if len < c.cdc_threshold {
-        let (d, n) = Digest::of_reader(f).map_err(io_ctx(format!("reading {}", path.display())))?;
+        let (d, n) =
+            Digest::of_reader(&mut f).map_err(io_ctx(format!("reading {}", path.display())))?;
         return Ok(Hashed::File {
             blob: (n > 0).then_some(d),
             chunks: vec![],
@@ -467,6 +363,8 @@ fn hash_file(path: &Path, len: u64, c: &Chunking) -> Result<Hashed> {
 mod tests {
     use super::*;
     use pf_cas::{BlobStore, MemoryStore};
+    use std::fs;
+    use std::sync::Arc;
 
     fn age(p: &Path) {
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -612,5 +510,37 @@ mod tests {
             "{changed} of {} packs changed",
             after.packs.len()
         );
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_walk_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "outside secret").unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/small"), "inside").unwrap();
+        fs::write(root.join("big"), vec![1u8; PACK_FILE_MAX as usize]).unwrap();
+        let mut tree = FsTree::default();
+        let todo = crate::walk::walk(root, &mut tree, &mut |_| {})
+            .unwrap()
+            .todo;
+        // The agent swaps a file for a symlink, and a directory for a
+        // symlink to a directory holding a file of the same name.
+        fs::remove_file(root.join("big")).unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("big")).unwrap();
+        fs::create_dir(outside.path().join("d")).unwrap();
+        fs::write(outside.path().join("d/small"), "outside").unwrap();
+        fs::rename(root.join("d"), root.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("d"), root.join("d")).unwrap();
+        let c = Chunking::default();
+        for job in plan_jobs(todo, &c) {
+            let names: Vec<String> = job.files().iter().map(|f| f.rel.clone()).collect();
+            assert!(
+                hash_job(&job, &c).is_err(),
+                "{names:?} was read through a symlink"
+            );
+        }
     }
 }

@@ -16,26 +16,29 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+use rustix::fs::{FileType, Mode, OFlags};
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 
 /// The stat fields that say a file is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stamp {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    dev: u64,
+pub(crate) struct Stamp {
+    pub(crate) size: u64,
+    pub(crate) mtime: (i64, i64),
+    pub(crate) ctime: (i64, i64),
+    pub(crate) ino: u64,
+    pub(crate) dev: u64,
 }
 
 impl Stamp {
     /// The stamp of `md`.
-    pub fn of(md: &std::fs::Metadata) -> Stamp {
+    pub(crate) fn of(md: &std::fs::Metadata) -> Stamp {
         Stamp {
             size: md.len(),
             mtime: (md.mtime(), md.mtime_nsec()),
@@ -43,6 +46,76 @@ impl Stamp {
             ino: md.ino(),
             dev: md.dev(),
         }
+    }
+
+    /// The stamp of `st` (from `statat` or `fstat`).
+    // `Stat`'s field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> Stamp {
+        Stamp {
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino,
+            dev: st.st_dev,
+        }
+    }
+}
+
+/// A regular file of a snapshotted directory: its path beneath the
+/// directory's handle, and the device and inode the walk found there.
+#[derive(Debug)]
+pub(crate) struct SourceFile {
+    root: Arc<OwnedFd>,
+    rel: String,
+    shown: PathBuf,
+    id: (u64, u64),
+}
+
+impl SourceFile {
+    /// File `rel` beneath `root` (shown as `shown`), found as inode `id`
+    /// (device, inode).
+    pub(crate) fn new(root: Arc<OwnedFd>, rel: String, shown: PathBuf, id: (u64, u64)) -> Self {
+        SourceFile {
+            root,
+            rel,
+            shown,
+            id,
+        }
+    }
+
+    /// Its path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Opens it for reading beneath the root, following no symlink on the
+    /// way and never blocking (a FIFO swapped in is refused, not waited
+    /// on); fails unless it is still the regular file the walk found.
+    pub(crate) fn open(&self) -> io::Result<File> {
+        let ctx = |e: io::Error| {
+            io::Error::new(e.kind(), format!("opening {}: {e}", self.shown.display()))
+        };
+        let fd = crate::fsat::open_beneath(
+            self.root.as_fd(),
+            &self.rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(ctx)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| ctx(e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+            || (st.st_dev, st.st_ino) != self.id
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} was replaced while being pushed (changed since it was snapshotted); push again",
+                    self.shown.display()
+                ),
+            ));
+        }
+        Ok(File::from(fd))
     }
 }
 
@@ -61,17 +134,17 @@ const STAMPABLE_FS: [u64; 8] = [
     0xCA45_1A4E,
 ];
 
-/// Whether stamps of files at `path` can stand in for a re-hash.
-pub fn stamps_trustworthy(path: &std::path::Path) -> bool {
-    rustix::fs::statfs(path)
-        .is_ok_and(|st| STAMPABLE_FS.contains(&(st.f_type as u64 & 0xFFFF_FFFF)))
+/// Whether stamps of files on the filesystem of `fd` can stand in for a
+/// re-hash.
+pub(crate) fn stamps_trustworthy(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|st| STAMPABLE_FS.contains(&(st.f_type as u64 & 0xFFFF_FFFF)))
 }
 
 /// A byte range of a source file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
     /// The file.
-    pub path: Arc<PathBuf>,
+    pub file: Arc<SourceFile>,
     /// Where the range starts.
     pub offset: u64,
     /// Its length.
@@ -98,7 +171,7 @@ impl SourceStore {
 
     /// Records that blob `digest` is the concatenation of `segments`. The
     /// first record for a digest wins (identical content elsewhere).
-    pub fn add(&self, digest: Digest, segments: Vec<Segment>) {
+    pub(crate) fn add(&self, digest: Digest, segments: Vec<Segment>) {
         if let Ok(mut m) = self.blobs.write() {
             m.entry(digest).or_insert_with(|| segments.into());
         }
@@ -194,9 +267,7 @@ impl Read for SegmentReader {
             };
             let idx = self.next;
             self.next += 1;
-            let mut f = File::open(&*s.path).map_err(|e| {
-                io::Error::new(e.kind(), format!("opening {}: {e}", s.path.display()))
-            })?;
+            let mut f = s.file.open()?;
             check_stamp(&f, s)?;
             if s.offset > 0 {
                 f.seek(SeekFrom::Start(s.offset))?;
@@ -211,7 +282,7 @@ fn changed(s: &Segment, how: &str) -> io::Error {
         io::ErrorKind::InvalidData,
         format!(
             "{} {how} while being pushed (changed since it was snapshotted); push again",
-            s.path.display()
+            s.file.path().display()
         ),
     )
 }
@@ -229,6 +300,18 @@ mod tests {
     use super::*;
     use pf_cas::MemoryStore;
 
+    /// `dir/name` as the walk would record it.
+    fn source_file(dir: &Path, name: &str) -> Arc<SourceFile> {
+        let md = std::fs::symlink_metadata(dir.join(name)).unwrap();
+        let root = Arc::new(crate::fsat::open_dir(dir).unwrap());
+        Arc::new(SourceFile::new(
+            root,
+            name.into(),
+            dir.join(name),
+            (md.dev(), md.ino()),
+        ))
+    }
+
     #[test]
     fn serves_concatenated_ranges_and_falls_back_to_inner() {
         let dir = tempfile::tempdir().unwrap();
@@ -236,6 +319,7 @@ mod tests {
         let b = Arc::new(dir.path().join("b"));
         std::fs::write(&*a, b"0123456789").unwrap();
         std::fs::write(&*b, b"abcdef").unwrap();
+        let (fa, fb) = (source_file(dir.path(), "a"), source_file(dir.path(), "b"));
         let inner = Arc::new(MemoryStore::new());
         let kept = inner.put(b"index").unwrap();
         let s = SourceStore::new(inner);
@@ -244,13 +328,13 @@ mod tests {
             d,
             vec![
                 Segment {
-                    path: a.clone(),
+                    file: fa,
                     offset: 3,
                     len: 4,
                     stamp: None,
                 },
                 Segment {
-                    path: b.clone(),
+                    file: fb,
                     offset: 2,
                     len: 3,
                     stamp: None,
@@ -283,7 +367,7 @@ mod tests {
         s.add(
             d,
             vec![Segment {
-                path: a.clone(),
+                file: source_file(dir.path(), "a"),
                 offset: 0,
                 len: 10,
                 stamp: Some(stamp),
@@ -299,5 +383,30 @@ mod tests {
         std::fs::write(&*a, b"9876543210").unwrap();
         let err = s.get(&d).unwrap_err().to_string();
         assert!(err.contains("was modified"), "{err}");
+    }
+
+    #[test]
+    fn a_range_re_read_never_follows_a_symlink_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"0123456789").unwrap();
+        let a = Arc::new(dir.path().join("a"));
+        std::fs::write(&*a, b"abcdefghij").unwrap();
+        let s = SourceStore::new(Arc::new(MemoryStore::new()));
+        // Unstamped (racy): the engine would re-hash what it reads, so the
+        // outside file's bytes must never be served under any digest.
+        let d = Digest::of(b"0123456789");
+        s.add(
+            d,
+            vec![Segment {
+                file: source_file(dir.path(), "a"),
+                offset: 0,
+                len: 10,
+                stamp: None,
+            }],
+        );
+        std::fs::remove_file(&*a).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), &*a).unwrap();
+        assert!(s.get(&d).is_err(), "read through a symlink swapped in");
     }
 }

@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use pf_registry_core::Result;
+use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
 use crate::snapshot::{Chunking, Hashed, Job};
@@ -32,6 +31,30 @@ struct CacheFile {
 
 const CACHE_VERSION: u32 = 3;
 
+/// Largest stat cache file read; a larger one is treated as empty.
+const MAX_CACHE_BYTES: u64 = 1 << 30;
+
+/// Reads `path` if it is a regular file (no symlink followed, never
+/// blocking on a FIFO) of at most [`MAX_CACHE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() || md.len() > MAX_CACHE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file of a sensible size",
+        ));
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(MAX_CACHE_BYTES).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// A stat cache (like restic's or git's index): a file, or a pack of small
 /// files, whose size, mtime, ctime, inode and device are all unchanged since
 /// it was hashed is not read again. Files whose mtime or ctime is within 2
@@ -50,8 +73,10 @@ pub struct StatCache {
 
 impl StatCache {
     /// Loads the cache at `path`; a missing, unreadable or older cache is empty.
+    /// It is opened without following a symlink or blocking, must be a
+    /// regular file, and is read up to 1 GiB.
     pub fn load(path: &Path) -> StatCache {
-        let file = fs::read(path)
+        let file = read_bounded(path)
             .ok()
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
             .filter(|c| c.version == CACHE_VERSION)
@@ -67,17 +92,31 @@ impl StatCache {
         }
     }
 
-    /// Writes the cache atomically (temp + rename), keeping only the
-    /// entries this run used, so it tracks the directory and never grows
-    /// without bound.
+    /// Writes the cache atomically, keeping only the entries this run
+    /// used, so it tracks the directory and never grows without bound.
+    /// The temp file has a unique name created exclusively (a planted
+    /// symlink is never followed), and the rename replaces whatever is at
+    /// `path` without following it; concurrent runs sharing the file each
+    /// succeed (the last one's cache stays).
     pub fn save(&mut self, path: &Path) -> Result<()> {
+        use std::io::Write;
         self.file.version = CACHE_VERSION;
         let used = &self.used;
         self.file.entries.retain(|k, _| used.contains(k));
         let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
-        let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(io_ctx(format!("writing {}", tmp.display())))?;
-        fs::rename(&tmp, path).map_err(io_ctx(format!("renaming {}", path.display())))
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let ctx = || format!("writing {}", path.display());
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".statcache.")
+            .tempfile_in(dir)
+            .map_err(io_ctx(ctx()))?;
+        tmp.write_all(&bytes).map_err(io_ctx(ctx()))?;
+        tmp.persist(path)
+            .map_err(|e| RegistryError::io(ctx(), e.error))?;
+        Ok(())
     }
 
     /// Drops every entry if the cache was made with another chunking (its
@@ -91,8 +130,8 @@ impl StatCache {
 
     /// Whether a file was modified or changed too recently (2 s before
     /// this run started, or later) for its stat to prove it unchanged.
-    pub(crate) fn is_racy(&self, md: &fs::Metadata) -> bool {
-        md.mtime().max(md.ctime()) >= self.started - 2
+    pub(crate) fn is_racy(&self, st: &Stamp) -> bool {
+        st.mtime.0.max(st.ctime.0) >= self.started - 2
     }
 
     pub(crate) fn lookup(&mut self, job: &Job) -> Option<Hashed> {
@@ -104,7 +143,7 @@ impl StatCache {
             return None;
         }
         for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != Stamp::of(&f.md) || self.is_racy(&f.md) {
+            if *key != f.key || *st != f.st || self.is_racy(&f.st) {
                 return None;
             }
         }
@@ -112,7 +151,7 @@ impl StatCache {
         // damaged cache file is a miss, never a wrong entry).
         let consistent = match (job, &e.hashed) {
             (Job::File(f), Hashed::File { blob, chunks, size }) => {
-                *size == f.md.len()
+                *size == f.st.size
                     && match (blob, chunks.is_empty()) {
                         (Some(_), true) => true,
                         (None, true) => *size == 0,
@@ -121,7 +160,7 @@ impl StatCache {
                     }
             }
             (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
-                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.md.len() == *n)
+                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.st.size == *n)
             }
             _ => false,
         };
@@ -137,7 +176,7 @@ impl StatCache {
             CacheEntry {
                 files: files
                     .iter()
-                    .map(|f| (f.key.clone(), Stamp::of(&f.md)))
+                    .map(|f| (f.key.clone(), f.st.clone()))
                     .collect(),
                 hashed: h.clone(),
             },

@@ -9,15 +9,20 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
+
+use rustix::fs::{fchmod, fstat, mkdirat, openat, symlinkat, Mode, OFlags};
 
 use pf_cas::{BlobStore, CasError};
 use pf_digest::{Digest, Hasher};
 use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsTree};
 use pf_registry_core::{RegistryError, Result};
 
+use super::RestoreOptions;
+use crate::fsat::{open_beneath, open_dir};
 use crate::io_ctx;
 
 /// One byte range of a blob that lands in one file.
@@ -29,25 +34,73 @@ struct Place {
     len: u64,
 }
 
+/// A file this restore created: its tree path, final mode, and the
+/// (device, inode) it was created as.
+#[derive(Debug)]
+struct Created {
+    rel: String,
+    mode: u32,
+    id: (u64, u64),
+}
+
 /// A restore in progress: directories and empty files created, blobs mapped
 /// to the file ranges they fill.
+///
+/// The target is written by an untrusted agent while pf restores into it
+/// (DESIGN.md, "Threat model"): every operation goes through a handle on
+/// `dest` and paths resolved beneath it with no symlink followed
+/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one
+/// `O_NOFOLLOW` open per component); each file is checked to be the inode
+/// this restore created before it is written or `fchmod`ed through its
+/// open handle; directories stay private (0700) until [`Layout::finish`]
+/// gives them their modes, last.
 #[derive(Debug)]
 pub struct Layout {
     dest: PathBuf,
+    root: OwnedFd,
     created_dest: bool,
     tree: FsTree,
-    /// Absolute path of each file, by index.
-    files: Vec<(PathBuf, u32)>,
+    files: Vec<Created>,
     places: HashMap<Digest, Vec<Place>>,
     written: Mutex<HashSet<Digest>>,
 }
 
+/// Bytes of file content `tree` restores (saturating).
+pub(crate) fn total_size(tree: &FsTree) -> u64 {
+    tree.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .fold(0u64, |t, e| t.saturating_add(e.size))
+}
+
+/// Splits a tree path into its parent directory (`""` for the root) and name.
+fn split_parent(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
+}
+
+const DIR_PATH: OFlags = OFlags::PATH.union(OFlags::DIRECTORY);
+
 impl Layout {
     /// Validates `tree` and prepares `dest` (which must not exist or be
     /// empty): refuses symlinks that point outside it, creates directories
-    /// and empty files. Nothing is ever written through a symlink.
-    pub fn create(tree: FsTree, dest: &Path) -> Result<Layout> {
+    /// (0700) and empty files (0600). Nothing is ever written through a
+    /// symlink.
+    ///
+    /// The total of file content is checked against
+    /// [`RestoreOptions::max_size`] and the free space of `dest`'s
+    /// filesystem before anything is written.
+    pub fn create(tree: FsTree, dest: &Path, options: &RestoreOptions) -> Result<Layout> {
         tree.validate()?;
+        let total = total_size(&tree);
+        if total > options.max_size {
+            return Err(RegistryError::invalid(
+                dest.display().to_string(),
+                format!(
+                    "the image's files total {total} bytes, above the restore limit of {} bytes (--max-size)",
+                    options.max_size
+                ),
+            ));
+        }
         let created_dest = !dest.exists();
         if !created_dest {
             let mut it =
@@ -81,8 +134,33 @@ impl Layout {
             }
         }
         fs::create_dir_all(dest).map_err(io_ctx(format!("creating {}", dest.display())))?;
+        let root = match open_dir(dest) {
+            Ok(r) => r,
+            Err(e) => {
+                if created_dest {
+                    let _ = fs::remove_dir_all(dest);
+                }
+                return Err(RegistryError::io(format!("opening {}", dest.display()), e));
+            }
+        };
+        let free = rustix::fs::fstatvfs(&root)
+            .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+            .unwrap_or(u64::MAX);
+        if total > free {
+            if created_dest {
+                let _ = fs::remove_dir_all(dest);
+            }
+            return Err(RegistryError::invalid(
+                dest.display().to_string(),
+                format!("the image's files total {total} bytes, above the {free} bytes free there"),
+            ));
+        }
+        if let Some(f) = &options.on_total {
+            f(total);
+        }
         let mut layout = Layout {
             dest: dest.to_path_buf(),
+            root,
             created_dest,
             tree: FsTree::default(),
             files: Vec::new(),
@@ -102,10 +180,41 @@ impl Layout {
         }
     }
 
+    fn shown(&self, rel: &str) -> PathBuf {
+        self.dest.join(rel)
+    }
+
+    /// A handle on directory `rel` beneath the root, creating it and its
+    /// missing parents (0700) on the way; no symlink is followed.
+    fn make_dirs(&self, rel: &str) -> Result<OwnedFd> {
+        let ctx = |e: rustix::io::Errno| {
+            RegistryError::io(format!("creating {}", self.shown(rel).display()), e.into())
+        };
+        let mut cur = openat(
+            self.root.as_fd(),
+            ".",
+            DIR_PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(ctx)?;
+        for c in rel.split('/').filter(|c| !c.is_empty()) {
+            match mkdirat(&cur, c, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(ctx(e)),
+            }
+            cur = openat(
+                &cur,
+                c,
+                DIR_PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(ctx)?;
+        }
+        Ok(cur)
+    }
+
     /// Creates the directories and empty files of `tree` and maps its blobs.
     fn populate(&mut self, tree: &FsTree) -> Result<()> {
-        let dest = self.dest.clone();
-        let dest = dest.as_path();
         let mut dirs: Vec<&str> = tree
             .entries
             .iter()
@@ -114,21 +223,29 @@ impl Layout {
             .collect();
         dirs.sort_by_key(|p| p.matches('/').count());
         for d in dirs {
-            let p = safe_join(dest, d)?;
-            fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
+            validate_relative_path(d).map_err(|r| RegistryError::invalid("fs tree", r))?;
+            self.make_dirs(d)?;
         }
+        // Files of one directory come together: its handle is reused.
+        let mut parent: Option<(&str, OwnedFd)> = None;
         for e in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
-            let p = safe_join(dest, &e.path)?;
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(io_ctx(format!("creating {}", parent.display())))?;
-                safe_join(dest, &e.path)?; // nothing on the way is a symlink
-            }
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .map_err(io_ctx(format!("creating {}", p.display())))?;
+            validate_relative_path(&e.path).map_err(|r| RegistryError::invalid("fs tree", r))?;
+            let (dir, name) = split_parent(&e.path);
+            let at = match parent.take() {
+                Some((d, fd)) if d == dir => fd,
+                _ => self.make_dirs(dir)?,
+            };
+            let shown = || self.shown(&e.path).display().to_string();
+            let fd = openat(
+                &at,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|err| RegistryError::io(format!("creating {}", shown()), err.into()))?;
+            let st = fstat(&fd)
+                .map_err(|err| RegistryError::io(format!("stat {}", shown()), err.into()))?;
+            parent = Some((dir, at));
             let file = self.files.len();
             let mut file_off = 0;
             for piece in e.pieces() {
@@ -140,9 +257,43 @@ impl Layout {
                 });
                 file_off += piece.len;
             }
-            self.files.push((p, e.mode));
+            self.files.push(Created {
+                rel: e.path.clone(),
+                mode: e.mode,
+                id: (st.st_dev, st.st_ino),
+            });
         }
         Ok(())
+    }
+
+    /// Opens file `i` of this restore beneath the root (no symlink
+    /// followed), refusing anything but the inode this restore created.
+    fn open_created(&self, i: usize, flags: OFlags) -> io::Result<File> {
+        let c = &self.files[i];
+        let ctx = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("opening {}: {e}", self.shown(&c.rel).display()),
+            )
+        };
+        let fd = open_beneath(
+            self.root.as_fd(),
+            &c.rel,
+            flags | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(ctx)?;
+        let st = fstat(&fd).map_err(|e| ctx(e.into()))?;
+        if (st.st_dev, st.st_ino) != c.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} was replaced during the restore",
+                    self.shown(&c.rel).display()
+                ),
+            ));
+        }
+        Ok(File::from(fd))
     }
 
     /// Whether `digest` fills some file range.
@@ -187,21 +338,25 @@ impl Layout {
                 if s >= e {
                     continue;
                 }
-                let path = &self.files[p.file].0;
                 let f = match &current {
                     Some((i, f)) if *i == p.file => f,
                     _ => {
-                        let f = open_for_restore(path).map_err(|source| CasError::Io {
-                            context: format!("opening {}", path.display()),
-                            source,
-                        })?;
+                        let f = self
+                            .open_created(p.file, OFlags::WRONLY)
+                            .map_err(|source| CasError::Io {
+                                context: "restoring".into(),
+                                source,
+                            })?;
                         &current.insert((p.file, f)).1
                     }
                 };
                 let slice = &buf[(s - pos) as usize..(e - pos) as usize];
                 f.write_all_at(slice, p.file_off + (s - p.blob_off))
                     .map_err(|source| CasError::Io {
-                        context: format!("writing blob into {}", path.display()),
+                        context: format!(
+                            "writing blob into {}",
+                            self.shown(&self.files[p.file].rel).display()
+                        ),
                         source,
                     })?;
             }
@@ -215,15 +370,18 @@ impl Layout {
             });
         }
         // The right blob, but shorter than the ranges the tree says it
-        // fills (an inconsistent tree): refuse rather than leave holes.
+        // fills (an inconsistent tree): refuse rather than leave holes. This
+        // is bad data (exit 4), never a transport error to retry: the error
+        // travels as a `RegistryError::InvalidData` the engine recovers.
         if let Some(need) = places.iter().map(|p| p.blob_off + p.len).max() {
             if pos < need {
                 return Err(CasError::Io {
-                    context: format!("blob {digest}"),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
+                    context: "restoring".into(),
+                    source: RegistryError::invalid(
+                        format!("blob {digest}"),
                         format!("{pos} bytes, but the fs tree reads up to byte {need}"),
-                    ),
+                    )
+                    .into_io(),
                 });
             }
         }
@@ -259,26 +417,33 @@ impl Layout {
                 Ok(())
             })?;
         }
-        let mut bytes = 0;
-        for (path, mode) in &self.files {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
-                .map_err(io_ctx(format!("chmod {}", path.display())))?;
+        // Modes through the open handles (fchmod), never through a path.
+        for (i, c) in self.files.iter().enumerate() {
+            let f = self
+                .open_created(i, OFlags::RDONLY)
+                .map_err(io_ctx("restoring".into()))?;
+            fchmod(&f, Mode::from_raw_mode(c.mode & 0o777)).map_err(|e| {
+                RegistryError::io(format!("chmod {}", self.shown(&c.rel).display()), e.into())
+            })?;
         }
+        let mut bytes = 0;
         for e in &self.tree.entries {
             match e.kind {
                 EntryKind::File => bytes += e.size,
                 EntryKind::Symlink => {
-                    let p = safe_join(&self.dest, &e.path)?;
-                    if let Some(parent) = p.parent() {
-                        fs::create_dir_all(parent)
-                            .map_err(io_ctx(format!("creating {}", parent.display())))?;
-                    }
-                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or(""), &p)
-                        .map_err(io_ctx(format!("symlink {}", p.display())))?;
+                    let (dir, name) = split_parent(&e.path);
+                    let at = self.make_dirs(dir)?;
+                    symlinkat(e.target.as_deref().unwrap_or(""), &at, name).map_err(|err| {
+                        RegistryError::io(
+                            format!("symlink {}", self.shown(&e.path).display()),
+                            err.into(),
+                        )
+                    })?;
                 }
                 EntryKind::Dir => {}
             }
         }
+        // Directories last, deepest first: until now they were private.
         let mut dirs: Vec<_> = self
             .tree
             .entries
@@ -287,9 +452,18 @@ impl Layout {
             .collect();
         dirs.sort_by_key(|e| std::cmp::Reverse(e.path.matches('/').count()));
         for d in dirs {
-            let p = safe_join(&self.dest, &d.path)?;
-            fs::set_permissions(&p, fs::Permissions::from_mode((d.mode & 0o777) | 0o700))
-                .map_err(io_ctx(format!("chmod {}", p.display())))?;
+            let chmod = |e: io::Error| {
+                RegistryError::io(format!("chmod {}", self.shown(&d.path).display()), e)
+            };
+            let fd = open_beneath(
+                self.root.as_fd(),
+                &d.path,
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .map_err(chmod)?;
+            fchmod(&fd, Mode::from_raw_mode((d.mode & 0o777) | 0o700))
+                .map_err(|e| chmod(e.into()))?;
         }
         Ok(bytes)
     }
@@ -311,20 +485,10 @@ impl Layout {
     }
 }
 
-/// Opens a file this restore created for writing, refusing a symlink put
-/// in its place since.
-fn open_for_restore(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
 /// Restores `tree` from `store` into `dest` (which must not exist or be empty).
 #[cfg(test)]
 fn restore(tree: FsTree, store: &dyn BlobStore, dest: &Path) -> Result<u64> {
-    let layout = Layout::create(tree, dest)?;
+    let layout = Layout::create(tree, dest, &RestoreOptions::default())?;
     layout.finish(store)
 }
 
@@ -376,31 +540,13 @@ fn climbs_out_of_a_link(link_path: &str, target: &str, links: &HashSet<&str>) ->
     false
 }
 
-/// Joins a validated relative path under `root`, refusing if any existing
-/// component on the way is a symlink.
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
-    validate_relative_path(rel).map_err(|r| RegistryError::invalid("fs tree", r))?;
-    let mut p = root.to_path_buf();
-    for c in rel.split('/') {
-        p.push(c);
-        if let Ok(md) = fs::symlink_metadata(&p) {
-            if md.file_type().is_symlink() {
-                return Err(RegistryError::invalid(
-                    format!("path {rel}"),
-                    "would be written through a symlink",
-                ));
-            }
-        }
-    }
-    Ok(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::restore::tests::file;
     use pf_cas::MemoryStore;
     use pf_registry_core::manifest::{Chunk, FsEntry};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn packed_chunked_and_duplicate_files_restore_byte_for_byte() {
@@ -451,7 +597,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
-        let layout = Layout::create(tree, &dest).unwrap();
+        let layout = Layout::create(tree, &dest, &RestoreOptions::default()).unwrap();
         let err = layout
             .write_blob(&good, &mut &b"tampered content"[..])
             .unwrap_err();
@@ -481,11 +627,11 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("new");
-        assert!(Layout::create(tree.clone(), &dest).is_err());
+        assert!(Layout::create(tree.clone(), &dest, &RestoreOptions::default()).is_err());
         assert!(!dest.exists());
         let existing = dir.path().join("existing");
         fs::create_dir(&existing).unwrap();
-        assert!(Layout::create(tree, &existing).is_err());
+        assert!(Layout::create(tree, &existing, &RestoreOptions::default()).is_err());
         assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
     }
 
@@ -515,7 +661,8 @@ mod tests {
             packs: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = Layout::create(tree, &dir.path().join("out")).unwrap_err();
+        let err =
+            Layout::create(tree, &dir.path().join("out"), &RestoreOptions::default()).unwrap_err();
         assert!(err.to_string().contains("after another symlink"), "{err}");
         assert!(!dir.path().join("out").exists());
     }
@@ -528,5 +675,86 @@ mod tests {
         assert!(!symlink_stays_inside("a/link", "../../x"));
         assert!(!symlink_stays_inside("link", "/etc/passwd"));
         assert!(!symlink_stays_inside("a/link", "b/../../../x"));
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn symlinks_planted_in_the_target_are_never_written_or_chmodded_through() {
+        let store = MemoryStore::new();
+        let content = b"image content";
+        let blob = store.put(content).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir(outside.path().join("d")).unwrap();
+        let victim2 = outside.path().join("d/f");
+        fs::write(&victim2, "secret").unwrap();
+        fs::set_permissions(&victim2, fs::Permissions::from_mode(0o600)).unwrap();
+        let mut a = file("a", 13, blob, None);
+        a.mode = 0o666;
+        let mut f = file("d/f", 13, blob, None);
+        f.mode = 0o666;
+        let d = FsEntry {
+            path: "d".into(),
+            kind: EntryKind::Dir,
+            mode: 0o777,
+            size: 0,
+            blob: None,
+            chunks: vec![],
+            target: None,
+            offset: None,
+        };
+        let tree = FsTree {
+            entries: vec![a, d, f],
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        // A file swapped for a symlink after its content was written.
+        let layout = Layout::create(tree.clone(), &dest, &RestoreOptions::default()).unwrap();
+        assert_eq!(mode_of(&dest.join("d")), 0o700, "private until the end");
+        layout.write_blob(&blob, &mut &content[..]).unwrap();
+        fs::remove_file(dest.join("a")).unwrap();
+        std::os::unix::fs::symlink(&victim, dest.join("a")).unwrap();
+        assert!(layout.finish(&store).is_err());
+        layout.abandon();
+        assert_eq!(fs::read(&victim).unwrap(), b"secret");
+        assert_eq!(mode_of(&victim), 0o600);
+        // A directory swapped for a symlink before its files are written.
+        let layout = Layout::create(tree, &dest, &RestoreOptions::default()).unwrap();
+        fs::remove_dir_all(dest.join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("d"), dest.join("d")).unwrap();
+        assert!(layout.finish(&store).is_err());
+        layout.abandon();
+        assert_eq!(fs::read(&victim2).unwrap(), b"secret");
+        assert_eq!(mode_of(&victim2), 0o600);
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn totals_above_the_limit_or_the_free_space_are_refused_before_writing() {
+        let blob = Digest::of(b"x");
+        // Ten files of 1 TiB each: more than this disk has free.
+        let tree = FsTree {
+            entries: (0..10)
+                .map(|i| file(&format!("f{i}"), 1 << 40, blob, None))
+                .collect(),
+            packs: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut opts = RestoreOptions::default();
+        let err = Layout::create(tree.clone(), &dest, &opts).unwrap_err();
+        assert!(err.to_string().contains("above the restore limit"), "{err}");
+        assert!(!dest.exists());
+        opts.max_size = u64::MAX;
+        let err = Layout::create(tree, &dest, &opts).unwrap_err();
+        assert!(err.to_string().contains("free there"), "{err}");
+        assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
+        assert!(!dest.exists());
     }
 }

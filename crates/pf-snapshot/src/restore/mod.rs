@@ -15,16 +15,48 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pf_cas::BlobStore;
+use pf_digest::Digest;
 use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
 use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
 
 pub use layout::{symlink_stays_inside, Layout};
 pub use target::RestoreTarget;
 
+/// The default [`RestoreOptions::max_size`]: 64 GiB of file content.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+
 /// How a restore runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 #[non_exhaustive]
-pub struct RestoreOptions {}
+pub struct RestoreOptions {
+    /// Largest total of file content restored. The total is computed from
+    /// the fs tree before anything is written; a larger image, or one larger
+    /// than the free space of the target's filesystem, is refused as
+    /// [`RegistryError::InvalidData`] (a repository's sizes are bounded
+    /// before anything is written). Default [`DEFAULT_MAX_SIZE`].
+    pub max_size: u64,
+    /// Called once with the total, after the checks, before any file is
+    /// written (the CLI prints it).
+    pub on_total: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            max_size: DEFAULT_MAX_SIZE,
+            on_total: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("max_size", &self.max_size)
+            .field("on_total", &self.on_total.is_some())
+            .finish()
+    }
+}
 
 /// What [`pull_into_dir`] did.
 #[derive(Debug, Clone)]
@@ -45,9 +77,9 @@ pub async fn pull_into_dir(
     registry: &dyn Registry,
     store: Arc<dyn BlobStore>,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let target = RestoreTarget::new(dest);
+    let target = RestoreTarget::new(dest, options.clone());
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
         (Ok(_), Some(layout)) => tokio::task::spawn_blocking(move || layout.finish(&*store))
@@ -78,11 +110,27 @@ pub fn restore_from_store(
     manifest: &Manifest,
     store: &dyn BlobStore,
     dest: &Path,
-    _options: &RestoreOptions,
+    options: &RestoreOptions,
 ) -> Result<u64> {
     let tree = manifest_tree(manifest, store)?;
-    let layout = Layout::create(tree, dest)?;
+    let layout = Layout::create(tree, dest, options)?;
     layout.finish(store).inspect_err(|_| layout.abandon())
+}
+
+/// Reads index blob `digest` from `store` and checks it hashes to its
+/// digest: the local store may sit on a shared disk, and an index blob
+/// decides what is restored (DESIGN.md, "Threat model").
+pub(crate) fn get_verified(store: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
+    let bytes = store.get(digest)?;
+    let actual = Digest::of(&bytes);
+    if actual != *digest {
+        return Err(RegistryError::Integrity {
+            what: format!("index blob {digest} in the local store"),
+            expected: *digest,
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The fs tree layers of `manifest`, read from `store` and merged into one
@@ -94,7 +142,7 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
         .iter()
         .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
     {
-        let t = FsTree::from_bytes(&store.get(&l.digest)?)?;
+        let t = FsTree::from_bytes(&get_verified(store, &l.digest)?)?;
         tree.entries.extend(t.entries);
         tree.packs.extend(t.packs);
     }
@@ -109,7 +157,6 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
 mod tests {
     use super::*;
     use pf_cas::MemoryStore;
-    use pf_digest::Digest;
     use pf_registry_core::manifest::{Chunk, EntryKind, FsEntry, FS_LAYER_ROLE};
 
     /// A file entry of mode 0640.
@@ -164,5 +211,66 @@ mod tests {
         want.sort_by_key(|p| p.blob);
         assert_eq!(tree.packs, want);
         tree.validate().unwrap();
+    }
+
+    /// A store that answers one digest with other bytes (a planted blob).
+    struct Lying(MemoryStore, Digest, Vec<u8>);
+
+    impl BlobStore for Lying {
+        fn has(&self, d: &Digest) -> pf_cas::Result<bool> {
+            Ok(*d == self.1 || self.0.has(d)?)
+        }
+        fn size(&self, d: &Digest) -> pf_cas::Result<Option<u64>> {
+            self.0.size(d)
+        }
+        fn open(&self, d: &Digest) -> pf_cas::Result<Box<dyn std::io::Read + Send>> {
+            if *d == self.1 {
+                return Ok(Box::new(std::io::Cursor::new(self.2.clone())));
+            }
+            self.0.open(d)
+        }
+        fn put(&self, b: &[u8]) -> pf_cas::Result<Digest> {
+            self.0.put(b)
+        }
+        fn put_stream(
+            &self,
+            e: Option<&Digest>,
+            r: &mut dyn std::io::Read,
+        ) -> pf_cas::Result<(Digest, u64)> {
+            self.0.put_stream(e, r)
+        }
+        fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+            self.0.list()
+        }
+    }
+
+    #[test]
+    fn an_fs_tree_planted_in_the_local_store_is_refused() {
+        use pf_registry_core::manifest::{AgentInfo, Descriptor};
+        let mem = MemoryStore::new();
+        let real = FsTree::default().to_bytes();
+        let digest = Digest::of(&real);
+        let evil = mem.put(b"planted").unwrap();
+        let planted = FsTree {
+            entries: vec![file("evil", 7, evil, None)],
+            packs: vec![],
+        }
+        .to_bytes();
+        let store = Lying(mem, digest, planted);
+        let mut m = Manifest::new(
+            AgentInfo {
+                name: "t".into(),
+                version: String::new(),
+            },
+            "2026-01-01T00:00:00Z",
+        );
+        m.layers.push(Descriptor {
+            role: FS_LAYER_ROLE.into(),
+            media_type: FS_TREE_MEDIA_TYPE.into(),
+            digest,
+            size: real.len() as u64,
+        });
+        let err = manifest_tree(&m, &store).unwrap_err();
+        assert!(matches!(err, RegistryError::Integrity { .. }), "{err}");
     }
 }

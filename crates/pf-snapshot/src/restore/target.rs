@@ -11,7 +11,7 @@ use pf_digest::Digest;
 use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_MEDIA_TYPE};
 use pf_registry_core::{Manifest, PullTarget, Result};
 
-use super::{manifest_tree, Layout};
+use super::{manifest_tree, Layout, RestoreOptions};
 
 /// A [`PullTarget`] that restores the pulled fs tree into a directory:
 /// file contents are written straight into place as they are fetched (each
@@ -19,14 +19,16 @@ use super::{manifest_tree, Layout};
 #[derive(Debug)]
 pub struct RestoreTarget {
     dest: PathBuf,
+    options: RestoreOptions,
     layout: OnceLock<Arc<Layout>>,
 }
 
 impl RestoreTarget {
     /// A target restoring into `dest` (must not exist or be empty).
-    pub fn new(dest: &Path) -> RestoreTarget {
+    pub fn new(dest: &Path, options: RestoreOptions) -> RestoreTarget {
         RestoreTarget {
             dest: dest.to_path_buf(),
+            options,
             layout: OnceLock::new(),
         }
     }
@@ -53,13 +55,13 @@ impl PullTarget for RestoreTarget {
             .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
         {
             if is_index_media_type(&l.media_type) {
-                let bytes = store.get(&l.digest)?;
+                let bytes = super::get_verified(&**store, &l.digest)?;
                 for c in index_children(&l.media_type, &bytes)? {
                     keep.insert(c.digest);
                 }
             }
         }
-        let layout = Arc::new(Layout::create(tree, &self.dest)?);
+        let layout = Arc::new(Layout::create(tree, &self.dest, &self.options)?);
         let _ = self.layout.set(layout.clone());
         Ok(Arc::new(RestoreSink {
             layout,
