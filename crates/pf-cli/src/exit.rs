@@ -44,6 +44,12 @@ mod tests {
             reason: "y".into(),
         };
         assert_eq!(code(&bad), 1);
+        let mut config = pf_registry::Config::default();
+        config.options.insert("oci.nope".into(), "1".into());
+        let bad_option = config
+            .check_options("oci", &["oci.max_layers"])
+            .unwrap_err();
+        assert_eq!(code(&bad_option), 1);
         assert_eq!(code(&RegistryError::transient("t", "503")), 5);
         assert_eq!(code(&RegistryError::Conflict("c".into())), 5);
         let io = RegistryError::io("x", std::io::Error::other("e"));

@@ -288,6 +288,7 @@ fn describe(v: &Verification) -> String {
         Verification::UnknownKey { key_id } => {
             format!("signed by unknown key {key_id} (not verified; pass --trust to verify)")
         }
+        other => other.to_string(),
     }
 }
 
@@ -484,14 +485,13 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
             let cfg = config(&cli, trust)?;
             let store = open_store(&cli, pf_cas::Durability::Deferred)?;
-            let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
+            let (from, to) = pf_registry::open_pair(&s, &d, &cfg)?;
+            let pulled = from.pull(store.clone()).await?;
             note(
                 &cli,
                 format!("source signature: {}", describe(&pulled.verification)),
             );
-            let rep = pf_registry::open(&d, &cfg)?
-                .push(store, &pulled.signed_image())
-                .await?;
+            let rep = to.push(store, &pulled.signed_image()).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {

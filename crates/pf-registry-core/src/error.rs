@@ -276,6 +276,7 @@ impl From<CasError> for RegistryError {
                 actual,
             },
             CasError::Io { context, source } => RegistryError::from_io(&context, source),
+            other => RegistryError::io("local store", io::Error::other(other)),
         }
     }
 }

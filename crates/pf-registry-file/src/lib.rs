@@ -43,8 +43,13 @@ pub struct FileTransport {
     pin: Option<Digest>,
 }
 
-/// Opens the `file://` reference as a registry on the shared engine.
+/// Every option key the `file://` backend takes: none.
+pub const OPTIONS: &[&str] = &[];
+
+/// Opens the `file://` reference as a registry on the shared engine. Any
+/// backend option is refused ([`RegistryError::BadOption`]).
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<FileTransport>> {
+    config.check_options("file", OPTIONS)?;
     let t = FileTransport::new(reference)?;
     Ok(Engine::new(t, config.clone(), reference.digest))
 }

@@ -38,6 +38,12 @@ use crate::layout::{
     Descriptor, OciDoc, StoredBlob, ARTIFACT_TYPE, INDEX_MT, MANIFEST_MT, SIGNATURE_MT,
 };
 
+/// Every option key the `oci://` backend takes: `oci.max_layers` (layers
+/// per manifest before the image becomes an index of part manifests,
+/// default 1000), `oci.mount_from` (a repository of the same registry to
+/// mount blobs from).
+pub const OPTIONS: &[&str] = &["oci.max_layers", "oci.mount_from"];
+
 /// Encoded blobs up to this size are uploaded in one PUT.
 pub const MONOLITHIC_LIMIT: u64 = 16 << 20;
 /// Chunk size for PATCH uploads of larger blobs.
@@ -106,6 +112,7 @@ impl OciTransport {
                 reason: "not an oci:// reference".into(),
             });
         };
+        config.check_options("oci", OPTIONS)?;
         let max_layers = config
             .options
             .get("oci.max_layers")
