@@ -26,9 +26,9 @@ impl Progress for Bar {
                 attempt,
                 delay,
                 error,
-            } => self.bar.println(format!(
+            } => self.bar.println(crate::display::clean_display(format_args!(
                 "retrying {what} (attempt {attempt} failed: {error}; next in {delay:?})"
-            )),
+            ))),
             _ => {}
         }
     }

@@ -13,6 +13,10 @@ use crate::retry::RetryPolicy;
 
 /// Default zstd level: fast with a good ratio on snapshot data.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default [`Config::max_blob_size`]: 256 MiB per blob with no declared size.
+pub const DEFAULT_MAX_UNDECLARED_BLOB: u64 = 256 << 20;
+/// Default [`Config::max_undeclared_total`]: 16 GiB per pull.
+pub const DEFAULT_MAX_UNDECLARED_TOTAL: u64 = 16 << 30;
 
 /// Settings for opening a registry and running pushes and pulls.
 #[derive(Clone)]
@@ -28,8 +32,15 @@ pub struct Config {
     pub trust: TrustPolicy,
     /// Progress sink.
     pub progress: Arc<dyn Progress>,
-    /// Hard cap on a decoded blob whose size is not declared.
+    /// Hard cap on one decoded blob whose size is not declared (the blobs a
+    /// KV page index lists carry no size): decoding stops, nothing is
+    /// stored and the pull fails with `InvalidData` beyond it. Blobs with a
+    /// declared size must decode to exactly that size instead.
     pub max_blob_size: u64,
+    /// Hard cap on the decoded bytes of all blobs with no declared size
+    /// fetched by one pull, counted as they decode (so a small repository
+    /// cannot make a pull write without bound).
+    pub max_undeclared_total: u64,
     /// Allow plain HTTP to non-loopback hosts (OCI) and similar relaxations.
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust for TLS.
@@ -53,7 +64,8 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             trust: TrustPolicy::default(),
             progress: Arc::new(NoProgress),
-            max_blob_size: 64 << 30,
+            max_blob_size: DEFAULT_MAX_UNDECLARED_BLOB,
+            max_undeclared_total: DEFAULT_MAX_UNDECLARED_TOTAL,
             insecure: false,
             ca_file: None,
             timeout: Duration::from_secs(300),
@@ -71,6 +83,7 @@ impl std::fmt::Debug for Config {
             .field("retry", &self.retry)
             .field("trusted_keys", &self.trust.keys().len())
             .field("max_blob_size", &self.max_blob_size)
+            .field("max_undeclared_total", &self.max_undeclared_total)
             .field("insecure", &self.insecure)
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)

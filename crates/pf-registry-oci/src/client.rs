@@ -9,7 +9,9 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::auth::{parse_challenge, Challenge, Credentials};
+use crate::auth::{
+    may_send_credentials, may_send_to_realm, parse_challenge, Challenge, Credentials,
+};
 
 pub use pf_registry_core::http::is_loopback_host as is_loopback;
 
@@ -120,13 +122,17 @@ impl Client {
         } else {
             format!("{}{path}", self.base().await?)
         };
-        let mut answered = false;
+        // Credentials go only to the registry host itself (see
+        // `may_send_credentials`); a request elsewhere goes anonymous and
+        // does not answer auth challenges.
+        let credentialed = may_send_credentials(&url, &self.host);
+        let mut answered = !credentialed;
         loop {
             let mut rb: RequestBuilder = self
                 .http
                 .request(method.clone(), &url)
                 .headers(headers.clone());
-            if let Some(a) = self.auth_header(scope) {
+            if let Some(a) = self.auth_header(scope).filter(|_| credentialed) {
                 rb = rb.header(AUTHORIZATION, a);
             }
             if let Some(b) = body() {
@@ -188,7 +194,11 @@ impl Client {
             }
         }
         let mut rb = self.http.get(realm).query(&q);
-        if let (Some(u), p) = (&self.creds.username, &self.creds.password) {
+        if let (Some(u), p, true) = (
+            &self.creds.username,
+            &self.creds.password,
+            may_send_to_realm(realm),
+        ) {
             rb = rb.basic_auth(u, p.as_deref());
         }
         let resp = rb.send().await.map_err(|e| self.transport_error(e))?;

@@ -13,6 +13,11 @@
 //! once; [`restore::restore_from_store`] does the same from a local store.
 //! A failed restore removes what it created.
 //!
+//! Part of an image: [`restore::RestoreOptions::include`] restores only
+//! some paths, [`cat_file`] writes one file, [`pull_tree`] and [`list`]
+//! list the tree; each fetches only the blobs it reads. [`select`],
+//! [`find`] and [`list`] are the pure path lookups behind them.
+//!
 //! The directory being snapshotted and the one being restored into are
 //! written by an untrusted agent at the same time (DESIGN.md, "Threat
 //! model"); see each module for what is checked.
@@ -56,8 +61,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod browse;
 mod fsat;
 pub mod restore;
+mod select;
 pub mod snapshot;
 pub mod source;
 mod statcache;
@@ -72,6 +79,8 @@ use pf_digest::Digest;
 use pf_registry_core::manifest::{AgentInfo, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE};
 use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 
+pub use browse::{cat_file, pull_tree, BrowseReport};
+pub use select::{find, kind_name, list, select, tree_path};
 pub use snapshot::{snapshot_dir, Chunking};
 pub use source::SourceStore;
 pub use statcache::StatCache;
