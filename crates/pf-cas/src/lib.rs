@@ -17,6 +17,7 @@ use pf_digest::Hasher;
 
 /// Errors from a blob store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CasError {
     /// The blob is not in the store.
     #[error("blob {0} not found in local store")]
@@ -234,6 +235,7 @@ impl BlobStore for MemoryStore {
 
 /// When a [`DirStore`] makes new blobs durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// fsync every new blob before renaming it into place (the default).
     EachBlob,

@@ -3,6 +3,7 @@
 
 mod browse;
 mod display;
+mod exit;
 mod options;
 mod progress;
 
@@ -166,7 +167,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 1,
-            CliError::Registry(e) => e.exit_code() as u8,
+            CliError::Registry(e) => exit::code(e),
             CliError::Sign(pf_sign::SignError::Io { .. })
             | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
@@ -317,6 +318,7 @@ fn describe(v: &Verification) -> String {
         Verification::UnknownKey { key_id } => {
             format!("signed by unknown key {key_id} (not verified; pass --trust to verify)")
         }
+        other => other.to_string(),
     }
 }
 
@@ -531,14 +533,13 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
             let cfg = config(&cli, trust)?;
             let store = open_store(&cli, pf_cas::Durability::Deferred)?;
-            let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
+            let (from, to) = pf_registry::open_pair(&s, &d, &cfg)?;
+            let pulled = from.pull(store.clone()).await?;
             note(
                 &cli,
                 format!("source signature: {}", describe(&pulled.verification)),
             );
-            let rep = pf_registry::open(&d, &cfg)?
-                .push(store, &pulled.signed_image())
-                .await?;
+            let rep = to.push(store, &pulled.signed_image()).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {

@@ -29,7 +29,7 @@ impl Progress for Bar {
             } => self.bar.println(crate::display::clean_display(format_args!(
                 "retrying {what} (attempt {attempt} failed: {error}; next in {delay:?})"
             ))),
-            ProgressEvent::Manifest { .. } => {}
+            _ => {}
         }
     }
 }

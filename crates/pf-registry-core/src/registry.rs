@@ -47,6 +47,7 @@ impl SignedImage {
 
 /// What a push did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PushReport {
     /// Digest of the pushed manifest bytes.
     pub manifest_digest: Digest,
@@ -66,6 +67,7 @@ pub struct PushReport {
 
 /// What a pull did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PullReport {
     /// The verified, parsed manifest.
     pub manifest: Manifest,
@@ -103,6 +105,7 @@ impl PullReport {
 
 /// A manifest fetched and verified without pulling blobs (for `inspect`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Inspection {
     /// The parsed manifest.
     pub manifest: Manifest,

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 
 mod frames;
@@ -53,8 +53,13 @@ pub struct FileTransport {
     pin: Option<Digest>,
 }
 
-/// Opens the `file://` reference as a registry on the shared engine.
+/// Every option key the `file://` backend takes: none.
+pub const OPTIONS: &[&str] = &[];
+
+/// Opens the `file://` reference as a registry on the shared engine. Any
+/// backend option is refused ([`RegistryError::BadOption`]).
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<FileTransport>> {
+    config.check_options("file", OPTIONS)?;
     let t = FileTransport::new(reference)?;
     Ok(Engine::new(t, config.clone(), reference.digest))
 }
@@ -102,22 +107,15 @@ impl FileTransport {
 
     /// Path of the encoded blob for `digest`.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.shard())
-            .join(format!("{}.zst", digest.hex()))
+        self.root.join(layout::blob(digest))
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("manifests/sha256")
-            .join(format!("{}.json", d.hex()))
+        self.root.join(layout::manifest_by_digest(d))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("signatures/sha256")
-            .join(format!("{}.sig", d.hex()))
+        self.root.join(layout::signature_by_digest(d))
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -390,7 +388,7 @@ impl Transport for FileTransport {
             rustix::fs::syncfs(&root)
                 .map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
-            let sig_path = this.root.join("manifest.json.sig");
+            let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {
                 Some(s) => {
                     this.write_atomic(&this.signature_by_digest(&digest), s)?;
@@ -403,7 +401,7 @@ impl Transport for FileTransport {
                 },
             }
             // The commit point: one atomic rename.
-            this.write_atomic(&this.root.join("manifest.json"), &manifest)?;
+            this.write_atomic(&this.root.join(layout::MANIFEST), &manifest)?;
             Ok(format!("{}@{digest}", this.display))
         })
         .await
@@ -416,9 +414,9 @@ impl Transport for FileTransport {
             let manifest = match this.pin {
                 Some(pin) => match read_bounded(&this.manifest_by_digest(&pin), limit)? {
                     Some(m) => Some(m),
-                    None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                    None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
                 },
-                None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
             };
             let Some(manifest) = manifest else {
                 return Err(RegistryError::not_found(format!(
@@ -431,7 +429,7 @@ impl Transport for FileTransport {
             let signature = match read_bounded(&this.signature_by_digest(&digest), sig_limit)? {
                 Some(s) => Some(s),
                 // Older layouts / foreign writers: fall back to the fixed name.
-                None => read_bounded(&this.root.join("manifest.json.sig"), sig_limit)?,
+                None => read_bounded(&this.root.join(layout::SIGNATURE), sig_limit)?,
             };
             Ok(FetchedManifest {
                 manifest: Bytes::from(manifest),
@@ -460,7 +458,7 @@ impl Transport for FileTransport {
     }
 
     async fn exists(&self) -> Result<bool> {
-        let path = self.root.join("manifest.json");
+        let path = self.root.join(layout::MANIFEST);
         blocking(move || Ok(open_repo_file(&path)?.is_some())).await
     }
 }

@@ -363,7 +363,13 @@ mod tests {
         };
         let mut out = Vec::new();
         let e = write_file(&entry, &store, &mut out).unwrap_err();
-        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(
+            matches!(
+                e,
+                RegistryError::Integrity { .. } | RegistryError::InvalidData { .. }
+            ),
+            "{e}"
+        );
         assert!(out.is_empty());
         // The honest store gives the file.
         write_file(&entry, &store.0, &mut out).unwrap();
@@ -376,7 +382,10 @@ mod tests {
         let d = store.put(b"short").unwrap();
         let mut v = Verified::read(&store, &d).unwrap();
         let mut out = Vec::new();
-        assert_eq!(v.copy_range(3, 5, &mut out).unwrap_err().exit_code(), 4);
+        assert!(matches!(
+            v.copy_range(3, 5, &mut out).unwrap_err(),
+            RegistryError::Integrity { .. } | RegistryError::InvalidData { .. }
+        ));
         v.copy_range(1, 3, &mut out).unwrap();
         assert_eq!(out, b"hor");
     }

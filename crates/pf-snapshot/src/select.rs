@@ -121,6 +121,7 @@ pub fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::File => "file",
         EntryKind::Dir => "dir",
         EntryKind::Symlink => "symlink",
+        _ => "other",
     }
 }
 
@@ -197,10 +198,13 @@ mod tests {
     fn bad_and_unknown_includes_are_refused_with_exit_1() {
         for bad in ["../x", "/etc", "a//b", "", "docs/./a.txt"] {
             let e = select(&sample(), &[bad]).unwrap_err();
-            assert_eq!(e.exit_code(), 1, "{bad}: {e}");
+            assert!(
+                matches!(e, RegistryError::BadReference { .. }),
+                "{bad}: {e}"
+            );
         }
         let e = select(&sample(), &["docs", "nothere"]).unwrap_err();
-        assert_eq!(e.exit_code(), 1);
+        assert!(matches!(e, RegistryError::BadReference { .. }));
         assert!(e.to_string().contains("names nothing"), "{e}");
     }
 
@@ -208,14 +212,23 @@ mod tests {
     fn find_and_list() {
         let t = sample();
         assert_eq!(find(&t, "src/b.rs").unwrap().size, 3);
-        assert_eq!(find(&t, "src/nope").unwrap_err().exit_code(), 2);
-        assert_eq!(find(&t, "../src").unwrap_err().exit_code(), 1);
+        assert!(matches!(
+            find(&t, "src/nope").unwrap_err(),
+            RegistryError::NotFound { .. }
+        ));
+        assert!(matches!(
+            find(&t, "../src").unwrap_err(),
+            RegistryError::BadReference { .. }
+        ));
         let all: Vec<_> = list(&t, None).unwrap().iter().map(|e| &e.path).collect();
         assert_eq!(all.len(), 7);
         assert!(all.windows(2).all(|w| w[0] < w[1]));
         let src: Vec<_> = list(&t, Some("src")).unwrap();
         assert_eq!(src.len(), 2);
-        assert_eq!(list(&t, Some("nope")).unwrap_err().exit_code(), 2);
+        assert!(matches!(
+            list(&t, Some("nope")).unwrap_err(),
+            RegistryError::NotFound { .. }
+        ));
     }
 
     /// Trees of unique paths over a small alphabet (so includes often hit),

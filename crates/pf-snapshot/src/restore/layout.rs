@@ -441,6 +441,7 @@ impl Layout {
                     })?;
                 }
                 EntryKind::Dir => {}
+                _ => return Err(RegistryError::invalid(&e.path, "unsupported entry kind")),
             }
         }
         // Directories last, deepest first: until now they were private.
