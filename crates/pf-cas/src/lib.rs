@@ -17,6 +17,7 @@ use pf_digest::Hasher;
 
 /// Errors from a blob store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CasError {
     /// The blob is not in the store.
     #[error("blob {0} not found in local store")]
@@ -82,6 +83,21 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_vouched(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, bool)> {
         Ok((self.open(digest)?, false))
     }
+    /// Whether the blob is present and intact, asked by a caller about to
+    /// rely on a copy it did not just write (a pull deciding what it need
+    /// not fetch). `size` is the size the referrer declares, if any.
+    ///
+    /// The default is cheap: present and, when `size` is given, of that
+    /// size; it suits stores whose readers verify what they read. A store
+    /// whose copies can be damaged behind its back ([`DirStore`]: a power
+    /// loss, a shared disk) re-hashes the copy and removes it if damaged, so
+    /// it can be stored again.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        Ok(match self.size(digest)? {
+            Some(n) => size.is_none() || size == Some(n),
+            None => false,
+        })
+    }
 }
 
 fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
@@ -126,6 +142,32 @@ fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// Temp files in a [`DirStore`] untouched for this long were left by a
+/// writer that was killed (a live one keeps writing, and every failure it
+/// sees removes its temp file); [`DirStore::open`] removes them.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes regular files in `dir` older than [`STALE_TEMP_AGE`]. Best
+/// effort: a file it cannot stat or remove (another user's) is left.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        // DirEntry::metadata does not follow a symlink.
+        let Ok(m) = e.metadata() else { continue };
+        let stale = m
+            .modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if m.is_file() && stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// An in-memory store (tests, small tools).
@@ -193,6 +235,7 @@ impl BlobStore for MemoryStore {
 
 /// When a [`DirStore`] makes new blobs durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// fsync every new blob before renaming it into place (the default).
     EachBlob,
@@ -222,6 +265,7 @@ impl DirStore {
             .map_err(io_err(format!("creating {}", root.display())))?;
         fs::create_dir_all(root.join("tmp"))
             .map_err(io_err(format!("creating {}", root.display())))?;
+        remove_stale_temps(&root.join("tmp"));
         Ok(DirStore {
             root,
             durability: Durability::EachBlob,
@@ -284,6 +328,44 @@ impl DirStore {
         Ok(())
     }
 
+    /// The length of the file at `path` if it is a regular file holding
+    /// exactly the bytes of `digest`; `None` if absent or damaged.
+    fn content_len(&self, path: &Path, digest: &Digest) -> Result<Option<u64>> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP) => return Ok(None),
+            Err(e) => {
+                return Err(CasError::Io {
+                    context: format!("opening blob {digest}"),
+                    source: e.into(),
+                })
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("stat blob {digest}")))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let mut h = Hasher::new();
+        let mut r = file;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An unreadable copy is a damaged one: fetch it again.
+                Err(_) => return Ok(None),
+            }
+        }
+        let n = h.len();
+        Ok((n == meta.len() && h.finish() == *digest).then_some(n))
+    }
+
     fn temp(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io_err("creating temp file"))
     }
@@ -292,6 +374,26 @@ impl DirStore {
 impl BlobStore for DirStore {
     fn has(&self, digest: &Digest) -> Result<bool> {
         Ok(self.size(digest)?.is_some())
+    }
+    /// Re-reads and re-hashes the blob (opened without following a link
+    /// or blocking, and only if it is a regular file): a copy that does not
+    /// hash to its digest (cut short, flipped, not a file) is removed and
+    /// reported absent. A good copy whose size differs from the declared
+    /// one is reported absent but kept (the referrer is wrong, not the
+    /// store). Costs one read of the blob.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        let path = self.blob_path(digest);
+        if let Some(n) = self.content_len(&path, digest)? {
+            return Ok(size.is_none() || size == Some(n));
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(CasError::Io {
+                context: format!("removing damaged blob {digest}"),
+                source,
+            }),
+        }
     }
     fn size(&self, digest: &Digest) -> Result<Option<u64>> {
         match fs::metadata(self.blob_path(digest)) {
@@ -440,6 +542,58 @@ mod tests {
         }
         assert!(ds.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn has_intact_removes_a_damaged_copy_so_it_can_be_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let good = b"the blob".to_vec();
+        let d = ds.put(&good).unwrap();
+        assert!(ds.has_intact(&d, Some(8)).unwrap());
+        assert!(ds.has_intact(&d, None).unwrap());
+        // The declared size disagrees: not intact for that referrer, but
+        // the copy hashes right, so it is kept.
+        assert!(!ds.has_intact(&d, Some(9)).unwrap());
+        assert_eq!(ds.get(&d).unwrap(), good);
+        // Same size, one byte flipped: removed, then stored again.
+        let d = ds.put(&good).unwrap();
+        fs::write(ds.blob_path(&d), b"the blub").unwrap();
+        assert!(ds.has(&d).unwrap());
+        assert!(!ds.has_intact(&d, Some(8)).unwrap());
+        assert!(!ds.has(&d).unwrap(), "the damaged copy is gone");
+        ds.put_stream(Some(&d), &mut &good[..]).unwrap();
+        assert_eq!(ds.get(&d).unwrap(), good);
+        // A FIFO or a link in its place: not intact, never blocks.
+        fs::remove_file(ds.blob_path(&d)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", ds.blob_path(&d)).unwrap();
+        assert!(!ds.has_intact(&d, None).unwrap());
+        // The default (other stores): presence and declared size only.
+        let m = MemoryStore::new();
+        let d = m.put(&good).unwrap();
+        assert!(m.has_intact(&d, Some(8)).unwrap());
+        assert!(!m.has_intact(&d, Some(7)).unwrap());
+        assert!(!m.has_intact(&Digest::of(b"x"), None).unwrap());
+    }
+
+    #[test]
+    fn open_removes_temp_files_a_killed_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let tmp = ds.root().join("tmp");
+        let (old, fresh) = (tmp.join("old"), tmp.join("fresh"));
+        fs::write(&old, b"partial").unwrap();
+        fs::write(&fresh, b"being written").unwrap();
+        let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - two_days)
+            .unwrap();
+        DirStore::open(dir.path()).unwrap();
+        assert!(!old.exists(), "a stale temp file survived");
+        assert!(fresh.exists(), "a live writer's temp file was removed");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! `pf`: push, pull, inspect and copy ProcessFork snapshots.
 #![forbid(unsafe_code)]
 
+mod browse;
+mod display;
+mod exit;
+mod options;
 mod progress;
 
 use std::path::PathBuf;
@@ -8,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use display::{clean, clean_display};
 use pf_cas::DirStore;
 use pf_registry::{
     Config, Digest, ImageRef, PublicKey, RegistryError, SignedImage, SigningKey, TrustPolicy,
@@ -42,7 +47,11 @@ struct Cli {
     /// Blobs transferred at once.
     #[arg(long, global = true, env = "PF_CONCURRENCY")]
     concurrency: Option<usize>,
-    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable.
+    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
+    /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
+    /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
+    /// -o hf.token_file=/run/secrets/hf), or set PF_OPTION_<KEY> with `.`
+    /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
     #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
     options: Vec<String>,
     #[command(subcommand)]
@@ -77,12 +86,37 @@ enum Cmd {
         /// Restore the snapshot's files into this (new or empty) directory.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// With --into: restore only this path of the image (a file or a
+        /// whole directory) and fetch only the blobs it needs; repeatable.
+        #[arg(long, value_name = "PATH", requires = "into")]
+        include: Vec<String>,
         /// With --into: refuse (exit 4) an image whose files total more
         /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
         /// larger than the target's free space is refused too.
         #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
               default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
         max_size: u64,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Write one regular file of REF to stdout, fetching only its blobs.
+    Cat {
+        /// Source reference.
+        reference: String,
+        /// Path of the file in the image's fs tree.
+        path: String,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// List REF's fs tree (kind, octal mode, size, path), or the part at
+    /// PATH; fetches no file content.
+    Ls {
+        /// Source reference.
+        reference: String,
+        /// List only this entry and what is under it.
+        path: Option<String>,
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
@@ -133,7 +167,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 1,
-            CliError::Registry(e) => e.exit_code() as u8,
+            CliError::Registry(e) => exit::code(e),
             CliError::Sign(pf_sign::SignError::Io { .. })
             | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
@@ -183,7 +217,7 @@ fn main() -> ExitCode {
                     json!({"error": e.to_string(), "exit_code": e.exit_code()})
                 );
             }
-            eprintln!("pf: error: {e}");
+            eprintln!("pf: error: {}", clean_display(&e));
             ExitCode::from(e.exit_code())
         }
     }
@@ -254,12 +288,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     if let Some(n) = cli.concurrency {
         c.concurrency = n.max(1);
     }
-    for o in &cli.options {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--option {o:?} is not KEY=VALUE")))?;
-        c.options.insert(k.to_string(), v.to_string());
-    }
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    c.options = options::collect(&cli.options, env).map_err(CliError::Usage)?;
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))
@@ -287,12 +318,13 @@ fn describe(v: &Verification) -> String {
         Verification::UnknownKey { key_id } => {
             format!("signed by unknown key {key_id} (not verified; pass --trust to verify)")
         }
+        other => other.to_string(),
     }
 }
 
 fn note(cli: &Cli, msg: impl AsRef<str>) {
     if !cli.quiet {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", clean(msg.as_ref()));
     }
 }
 
@@ -311,8 +343,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 );
             } else {
                 println!("key id:      {}", key.key_id());
-                println!("private key: {}", priv_path.display());
-                println!("public key:  {}", pub_path.display());
+                println!("private key: {}", clean_display(priv_path.display()));
+                println!("public key:  {}", clean_display(pub_path.display()));
             }
             Ok(0)
         }
@@ -344,7 +376,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(
@@ -362,6 +394,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
         Cmd::Pull {
             reference,
             into,
+            include,
             max_size,
             trust,
         } => {
@@ -376,29 +409,30 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
-            let (rep, restored) = match into {
+            let (rep, restored, skipped) = match into {
                 None => {
                     let rep = reg.pull(store.clone()).await?;
                     // Deferred durability: one syncfs for the whole pull.
                     store.sync()?;
-                    (rep, None)
+                    (rep, None, 0)
                 }
                 Some(dest) => {
-                    let mut opts = restore::RestoreOptions::default();
+                    let mut opts = restore::RestoreOptions::default().with_include(include.clone());
                     opts.max_size = *max_size;
                     if !cli.quiet && !cli.json {
-                        let shown = dest.display().to_string();
+                        let shown = clean_display(dest.display());
                         opts.on_total = Some(Arc::new(move |total| {
                             eprintln!("restoring {total} bytes into {shown}");
                         }));
                     }
                     let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
-                    (rep.pull, Some(rep.restored_bytes))
+                    (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
                 }
             };
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
+                v["blobs_skipped"] = json!(skipped);
                 println!("{v}");
             } else {
                 println!("{}", rep.manifest_digest);
@@ -406,10 +440,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(
                     &cli,
                     format!(
-                        "pulled {} blobs ({} fetched, {} already local, {} bytes received)",
+                        "pulled {} blobs ({} fetched, {} already local, {} not needed, {} bytes received)",
                         rep.blobs_total,
                         rep.blobs_fetched,
-                        rep.blobs_present,
+                        rep.blobs_present.saturating_sub(skipped),
+                        skipped,
                         rep.wire_bytes_fetched
                     ),
                 );
@@ -419,6 +454,16 @@ async fn run(cli: Cli) -> CliResult<u8> {
             }
             Ok(0)
         }
+        Cmd::Cat {
+            reference,
+            path,
+            trust,
+        } => browse::cat(&cli, reference, path, trust).await,
+        Cmd::Ls {
+            reference,
+            path,
+            trust,
+        } => browse::ls(&cli, reference, path.as_deref(), trust).await,
         Cmd::Exists { reference } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
@@ -448,7 +493,8 @@ async fn run(cli: Cli) -> CliResult<u8> {
                     })
                 );
             } else {
-                println!("reference:  {r}");
+                // Everything below came from the repository: escaped.
+                println!("reference:  {}", clean_display(&r));
                 println!(
                     "manifest:   {} ({} bytes)",
                     ins.manifest_digest, ins.manifest_size
@@ -456,9 +502,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 println!("signature:  {}", describe(&ins.verification));
                 println!(
                     "agent:      {} {}",
-                    ins.manifest.agent.name, ins.manifest.agent.version
+                    clean(&ins.manifest.agent.name),
+                    clean(&ins.manifest.agent.version)
                 );
-                println!("created:    {}", ins.manifest.created_at);
+                println!("created:    {}", clean(&ins.manifest.created_at));
                 for p in &ins.manifest.parents {
                     println!("parent:     {p}");
                 }
@@ -470,11 +517,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 for l in &ins.manifest.layers {
                     println!(
                         "  {:<16} {:>12}  {}  {}",
-                        l.role, l.size, l.digest, l.media_type
+                        clean(&l.role),
+                        l.size,
+                        l.digest,
+                        clean(&l.media_type)
                     );
                 }
                 for (k, v) in &ins.manifest.annotations {
-                    println!("annotation: {k}={v}");
+                    println!("annotation: {}={}", clean(k), clean(v));
                 }
             }
             Ok(0)
@@ -483,18 +533,17 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
             let cfg = config(&cli, trust)?;
             let store = open_store(&cli, pf_cas::Durability::Deferred)?;
-            let pulled = pf_registry::open(&s, &cfg)?.pull(store.clone()).await?;
+            let (from, to) = pf_registry::open_pair(&s, &d, &cfg)?;
+            let pulled = from.pull(store.clone()).await?;
             note(
                 &cli,
                 format!("source signature: {}", describe(&pulled.verification)),
             );
-            let rep = pf_registry::open(&d, &cfg)?
-                .push(store, &pulled.signed_image())
-                .await?;
+            let rep = to.push(store, &pulled.signed_image()).await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());
             } else {
-                println!("{}", rep.resolved);
+                println!("{}", clean(&rep.resolved));
                 note(
                     &cli,
                     format!(

@@ -26,10 +26,10 @@ impl Progress for Bar {
                 attempt,
                 delay,
                 error,
-            } => self.bar.println(format!(
+            } => self.bar.println(crate::display::clean_display(format_args!(
                 "retrying {what} (attempt {attempt} failed: {error}; next in {delay:?})"
-            )),
-            ProgressEvent::Manifest { .. } => {}
+            ))),
+            _ => {}
         }
     }
 }

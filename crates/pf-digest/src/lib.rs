@@ -17,6 +17,7 @@ const HEX_LEN: usize = 64;
 
 /// Why a string is not a valid digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DigestError {
     /// The algorithm prefix is missing or not `sha256:`.
     #[error("invalid digest {shown:?}: must start with \"sha256:\"")]

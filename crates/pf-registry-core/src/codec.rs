@@ -2,8 +2,8 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use pf_cas::BlobStore;
@@ -328,11 +328,23 @@ fn copy(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
     }
 }
 
-/// A reader that fails once more than `limit` bytes would be produced.
+/// A reader that fails once more than `left` bytes would be produced, or
+/// once a shared budget (blobs with no declared size) runs out.
 struct Capped<R> {
     inner: R,
     left: u64,
     digest: Digest,
+    /// Whether `left` is the declared size (else the undeclared cap).
+    declared: bool,
+    budget: Option<Arc<AtomicU64>>,
+    /// Bytes taken from `budget` so far (given back on failure).
+    charged: u64,
+}
+
+impl<R: Read> Capped<R> {
+    fn refuse(&self, reason: String) -> io::Error {
+        RegistryError::invalid(format!("blob {}", self.digest), reason).into_io()
+    }
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -343,11 +355,26 @@ impl<R: Read> Read for Capped<R> {
             .min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
-            return Err(RegistryError::invalid(
-                format!("blob {}", self.digest),
-                "decodes to more bytes than declared (possible decompression bomb); rejected",
-            )
-            .into_io());
+            return Err(self.refuse(if self.declared {
+                "decodes to more bytes than declared (possible decompression bomb); rejected".into()
+            } else {
+                "has no declared size and decodes to more than the per-blob limit \
+                 (Config::max_blob_size); rejected"
+                    .into()
+            }));
+        }
+        if let Some(budget) = &self.budget {
+            let took = budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n as u64)
+            });
+            if took.is_err() {
+                return Err(self.refuse(
+                    "the blobs with no declared size in this image decode to more than \
+                     the total limit (Config::max_undeclared_total); rejected"
+                        .into(),
+                ));
+            }
+            self.charged += n as u64;
         }
         self.left -= n as u64;
         Ok(n)
@@ -364,15 +391,52 @@ pub fn decode_into(
     cap: u64,
     store: &dyn BlobStore,
 ) -> Result<u64> {
+    decode_into_budget(encoded, digest, expected_size, cap, None, store)
+}
+
+/// [`decode_into`], and when `expected_size` is `None` also takes every
+/// decoded byte from `budget` (shared by the blobs of one pull), failing
+/// with `InvalidData` when it runs out. A failed decode gives back what it
+/// took. Nothing is stored on failure (the store's temp file is removed).
+pub fn decode_into_budget(
+    encoded: impl Read,
+    digest: &Digest,
+    expected_size: Option<u64>,
+    cap: u64,
+    budget: Option<Arc<AtomicU64>>,
+    store: &dyn BlobStore,
+) -> Result<u64> {
     let dec =
         zstd::stream::read::Decoder::new(encoded).map_err(|e| RegistryError::io("zstd init", e))?;
     let mut capped = Capped {
         inner: dec,
         left: expected_size.unwrap_or(cap),
         digest: *digest,
+        declared: expected_size.is_some(),
+        budget: if expected_size.is_none() {
+            budget
+        } else {
+            None
+        },
+        charged: 0,
     };
+    let res = decode_capped(&mut capped, digest, expected_size, store);
+    if res.is_err() {
+        if let Some(b) = &capped.budget {
+            b.fetch_add(capped.charged, Ordering::AcqRel);
+        }
+    }
+    res
+}
+
+fn decode_capped<R: Read>(
+    capped: &mut Capped<R>,
+    digest: &Digest,
+    expected_size: Option<u64>,
+    store: &dyn BlobStore,
+) -> Result<u64> {
     let (_, n) = store
-        .put_stream(Some(digest), &mut capped)
+        .put_stream(Some(digest), capped)
         .map_err(|e| match e {
             pf_cas::CasError::Io { context, source } => {
                 let err = RegistryError::from_io(&context, source);

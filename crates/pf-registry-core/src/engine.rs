@@ -94,6 +94,7 @@ impl<T: Transport> Engine<T> {
         &self,
         store: &Arc<dyn BlobStore>,
         blobs: Vec<ClosureBlob>,
+        budget: &Arc<AtomicU64>,
     ) -> Result<(u64, u64)> {
         let wire = Arc::new(AtomicU64::new(0));
         let raw = Arc::new(AtomicU64::new(0));
@@ -107,7 +108,7 @@ impl<T: Transport> Engine<T> {
                         .config
                         .retry
                         .run(&what, &*self.config.progress, || {
-                            self.fetch_one(store.clone(), b)
+                            self.fetch_one(store.clone(), b, budget.clone())
                         })
                         .await?;
                     wire.fetch_add(w, Ordering::Relaxed);
@@ -126,7 +127,12 @@ impl<T: Transport> Engine<T> {
         Ok((wire.load(Ordering::Relaxed), raw.load(Ordering::Relaxed)))
     }
 
-    async fn fetch_one(&self, store: Arc<dyn BlobStore>, b: ClosureBlob) -> Result<(u64, u64)> {
+    async fn fetch_one(
+        &self,
+        store: Arc<dyn BlobStore>,
+        b: ClosureBlob,
+        budget: Arc<AtomicU64>,
+    ) -> Result<(u64, u64)> {
         let stream = self.transport.get_blob(&b.digest).await?;
         let counter = Arc::new(AtomicU64::new(0));
         let c2 = counter.clone();
@@ -141,7 +147,7 @@ impl<T: Transport> Engine<T> {
         let cap = self.config.max_blob_size;
         let raw = tokio::task::spawn_blocking(move || {
             let reader = std::io::BufReader::with_capacity(256 * 1024, reader);
-            codec::decode_into(reader, &b.digest, b.size, cap, &*store)
+            codec::decode_into_budget(reader, &b.digest, b.size, cap, Some(budget), &*store)
         })
         .await
         .map_err(|e| RegistryError::io("decode task", std::io::Error::other(e.to_string())))??;
@@ -341,25 +347,33 @@ impl<T: Transport> Registry for Engine<T> {
         let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
         let manifest_digest = Digest::of(&fetched.manifest);
 
-        // Phase 1: top-level layers (includes the index blobs).
+        // Phase 1: the index layers (fs trees, KV page lists). Other layers
+        // are data like the index children: phase 2 fetches them through
+        // the target's store, which may not need them (a partial restore).
         let layers: Vec<ClosureBlob> = {
             let mut out = Vec::new();
             let mut idx = std::collections::HashMap::new();
             manifest::merge_unique(
                 &mut out,
                 &mut idx,
-                manifest.layers.iter().map(|l| ClosureBlob {
-                    digest: l.digest,
-                    size: Some(l.size),
-                }),
+                manifest
+                    .layers
+                    .iter()
+                    .filter(|l| manifest::is_index_media_type(&l.media_type))
+                    .map(|l| ClosureBlob {
+                        digest: l.digest,
+                        size: Some(l.size),
+                    }),
             )?;
             out
         };
         let st = store.clone();
         let (need1, layers) = blocking(move || {
             let mut need = Vec::new();
+            // A local copy is trusted only if intact (see
+            // `BlobStore::has_intact`); a damaged one is fetched again.
             for b in &layers {
-                if !st.has(&b.digest)? {
+                if !st.has_intact(&b.digest, b.size)? {
                     need.push(*b);
                 }
             }
@@ -372,7 +386,9 @@ impl<T: Transport> Registry for Engine<T> {
             bytes: need1.iter().filter_map(|b| b.size).sum(),
         });
         let mut fetched_count = need1.len() as u64;
-        let (mut wire, mut raw) = self.fetch_blobs(&store, need1).await?;
+        // Blobs with no declared size (KV pages) share one decoded-bytes budget.
+        let budget = Arc::new(AtomicU64::new(self.config.max_undeclared_total));
+        let (mut wire, mut raw) = self.fetch_blobs(&store, need1, &budget).await?;
 
         // Phase 2: expand index blobs (now local) and fetch their children
         // into the store the target picks.
@@ -391,7 +407,7 @@ impl<T: Transport> Registry for Engine<T> {
             let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
             let mut need = Vec::new();
             for b in closure.iter().filter(|b| !top.contains(&b.digest)) {
-                if !dt.has(&b.digest)? {
+                if !dt.has_intact(&b.digest, b.size)? {
                     need.push(*b);
                 }
             }
@@ -403,7 +419,7 @@ impl<T: Transport> Registry for Engine<T> {
             bytes: need2.iter().filter_map(|b| b.size).sum(),
         });
         fetched_count += need2.len() as u64;
-        let (w2, r2) = self.fetch_blobs(&data, need2).await?;
+        let (w2, r2) = self.fetch_blobs(&data, need2, &budget).await?;
         wire += w2;
         raw += r2;
 

@@ -7,12 +7,18 @@ use pf_cas::CasError;
 use pf_digest::Digest;
 use pf_sign::SignError;
 
+/// A boxed underlying error kept as the source of a [`RegistryError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result alias used throughout pf-registry.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong pushing or pulling. Messages never contain
 /// secrets: backends put only redacted locations in them.
+///
+/// New variants may be added; match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The reference, manifest or a blob does not exist.
     #[error("not found: {what}")]
@@ -57,6 +63,20 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
+    /// A backend option (`-o key=value`) the backend does not take: unknown,
+    /// or meant for another backend.
+    #[error(
+        "unknown option {key:?} for {scheme}://; valid options: {}",
+        list_or_none(valid)
+    )]
+    BadOption {
+        /// The key as given.
+        key: String,
+        /// The scheme of the backend that refused it.
+        scheme: String,
+        /// The keys that backend takes.
+        valid: Vec<String>,
+    },
     /// A scheme whose backend is not compiled in.
     #[error("{scheme}:// is not supported by this build; rebuild pf-registry with cargo feature \"{feature}\"")]
     Unsupported {
@@ -65,8 +85,11 @@ pub enum RegistryError {
         /// The cargo feature that enables it.
         feature: String,
     },
-    /// Network / server failure, possibly after retries.
+    /// Network / server failure, possibly after retries. Built with
+    /// [`transient`](Self::transient), [`permanent`](Self::permanent) and
+    /// [`with_source`](Self::with_source).
     #[error("transport error ({backend}): {message}{}", attempts_note(*.attempts))]
+    #[non_exhaustive]
     Transport {
         /// Backend and location, e.g. `oci 127.0.0.1:5000/foo`.
         backend: String,
@@ -78,6 +101,10 @@ pub enum RegistryError {
         attempts: u32,
         /// Server-requested delay (Retry-After), if any.
         retry_after: Option<Duration>,
+        /// The underlying error (e.g. the HTTP client's), for callers that
+        /// walk the chain; `message` already says what failed.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A concurrent writer changed the target; nothing was overwritten.
     #[error("conflict: {0}")]
@@ -91,6 +118,14 @@ pub enum RegistryError {
         #[source]
         source: io::Error,
     },
+}
+
+fn list_or_none(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "none".into()
+    } else {
+        keys.join(", ")
+    }
 }
 
 fn attempts_note(attempts: u32) -> String {
@@ -120,6 +155,7 @@ impl RegistryError {
             retryable: true,
             attempts: 0,
             retry_after,
+            source: None,
         }
     }
 
@@ -131,6 +167,32 @@ impl RegistryError {
             retryable: false,
             attempts: 0,
             retry_after: None,
+            source: None,
+        }
+    }
+
+    /// This transport error with `err` kept as its [`source`](std::error::Error::source);
+    /// other variants are returned unchanged.
+    pub fn with_source(mut self, err: impl Into<BoxError>) -> Self {
+        if let RegistryError::Transport { source, .. } = &mut self {
+            *source = Some(err.into());
+        }
+        self
+    }
+
+    /// How many attempts were made before a transport error was returned
+    /// (0 when not run under a retry policy, or not a transport error).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            RegistryError::Transport { attempts, .. } => *attempts,
+            _ => 0,
+        }
+    }
+
+    /// Records that `n` attempts were made (transport errors only).
+    pub fn set_attempts(&mut self, n: u32) {
+        if let RegistryError::Transport { attempts, .. } = self {
+            *attempts = n;
         }
     }
 
@@ -180,22 +242,6 @@ impl RegistryError {
         }
     }
 
-    /// The `pf` exit code for this error: 2 not found, 3 auth, 4 integrity or
-    /// signature, 5 transport/backend, 1 bad input.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            RegistryError::NotFound { .. } => 2,
-            RegistryError::Unauthorized { .. } => 3,
-            RegistryError::Integrity { .. }
-            | RegistryError::InvalidData { .. }
-            | RegistryError::Signature(_) => 4,
-            RegistryError::BadReference { .. } | RegistryError::Unsupported { .. } => 1,
-            RegistryError::Transport { .. }
-            | RegistryError::Conflict(_)
-            | RegistryError::Io { .. } => 5,
-        }
-    }
-
     /// Converts to an `io::Error` carrying this error, for stream adapters.
     pub fn into_io(self) -> io::Error {
         match self {
@@ -230,6 +276,7 @@ impl From<CasError> for RegistryError {
                 actual,
             },
             CasError::Io { context, source } => RegistryError::from_io(&context, source),
+            other => RegistryError::io("local store", io::Error::other(other)),
         }
     }
 }

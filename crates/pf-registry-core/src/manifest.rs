@@ -191,6 +191,7 @@ fn bounded(s: &str) -> String {
 /// Kind of an fs tree entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EntryKind {
     /// Regular file.
     File,

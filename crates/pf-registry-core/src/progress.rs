@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Something that happened during a push or pull.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ProgressEvent {
     /// The transfer plan is known: `blobs` to move totalling `bytes` raw bytes.
     Plan {

@@ -15,6 +15,7 @@ const MAX_REF_LEN: usize = 4096;
 
 /// Where an image lives, by backend.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Location {
     /// A directory: absolute (`file:///abs`) or relative (`file://./rel`, `file://../rel`).
     File {
@@ -74,7 +75,7 @@ fn bad(input: &str, reason: impl Into<String>) -> RegistryError {
 }
 
 /// OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn is_valid_tag(t: &str) -> bool {
+fn is_valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
@@ -85,7 +86,7 @@ pub fn is_valid_tag(t: &str) -> bool {
 
 /// OCI repository grammar: `/`-separated lowercase components
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-pub fn is_valid_oci_repository(r: &str) -> bool {
+fn is_valid_oci_repository(r: &str) -> bool {
     !r.is_empty() && r.len() <= 255 && r.split('/').all(is_valid_oci_component)
 }
 
@@ -336,14 +337,6 @@ impl ImageRef {
             Location::S3 { .. } => "s3",
             Location::Hf { .. } => "hf",
             Location::Ipfs { .. } => "ipfs",
-        }
-    }
-
-    /// The same reference without its digest pin.
-    pub fn without_digest(&self) -> ImageRef {
-        ImageRef {
-            location: self.location.clone(),
-            digest: None,
         }
     }
 

@@ -47,6 +47,7 @@ impl SignedImage {
 
 /// What a push did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PushReport {
     /// Digest of the pushed manifest bytes.
     pub manifest_digest: Digest,
@@ -66,6 +67,7 @@ pub struct PushReport {
 
 /// What a pull did.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PullReport {
     /// The verified, parsed manifest.
     pub manifest: Manifest,
@@ -103,6 +105,7 @@ impl PullReport {
 
 /// A manifest fetched and verified without pulling blobs (for `inspect`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Inspection {
     /// The parsed manifest.
     pub manifest: Manifest,
@@ -118,8 +121,11 @@ pub struct Inspection {
 pub trait PullTarget: Send + Sync {
     /// Called once per pull, after the manifest is verified and its index
     /// blobs (fs trees, KV page lists) are in `store`. Returns the store the
-    /// remaining closure blobs are checked against and decoded into; every
-    /// blob it is given has been digest-verified by the engine's codec.
+    /// remaining closure blobs (index children and the layers that are not
+    /// index blobs) are checked against and decoded into: a blob it says it
+    /// `has` is not fetched, so a target that needs only part of the image
+    /// reports the rest present. Every blob it is given has been
+    /// digest-verified by the engine's codec.
     fn data_store(
         &self,
         manifest: &Manifest,

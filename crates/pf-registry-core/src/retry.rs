@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::error::{RegistryError, Result};
+use crate::error::Result;
 use crate::progress::{Progress, ProgressEvent};
 
 /// The delay a `Retry-After` header value asks for, in its delay-seconds
@@ -81,22 +81,10 @@ impl RetryPolicy {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(RegistryError::Transport {
-                    backend,
-                    message,
-                    retryable,
-                    retry_after,
-                    ..
-                }) => {
-                    return Err(RegistryError::Transport {
-                        backend,
-                        message,
-                        retryable,
-                        attempts: attempt,
-                        retry_after,
-                    })
+                Err(mut e) => {
+                    e.set_attempts(attempt);
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -105,6 +93,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::RegistryError;
     use crate::progress::NoProgress;
     use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -17,11 +17,19 @@
 //! power loss) leaves the previous version readable. Readers
 //! find the signature for a manifest by its digest, so a reader never pairs
 //! a new manifest with an old signature.
+//!
+//! A repository is not trusted: every file is opened without following a
+//! link or blocking and must be a regular file (`open_repo_file`), and
+//! manifest and signature reads are bounded. A push treats a blob whose
+//! zstd frames do not end exactly at its end (cut short by a power loss)
+//! as missing and writes it again. Files are created 0666 and directories
+//! 0777, minus the umask.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -29,9 +37,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
+
+mod frames;
 
 const TMP: &str = ".tmp";
 
@@ -43,8 +53,13 @@ pub struct FileTransport {
     pin: Option<Digest>,
 }
 
-/// Opens the `file://` reference as a registry on the shared engine.
+/// Every option key the `file://` backend takes: none.
+pub const OPTIONS: &[&str] = &[];
+
+/// Opens the `file://` reference as a registry on the shared engine. Any
+/// backend option is refused ([`RegistryError::BadOption`]).
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<FileTransport>> {
+    config.check_options("file", OPTIONS)?;
     let t = FileTransport::new(reference)?;
     Ok(Engine::new(t, config.clone(), reference.digest))
 }
@@ -92,22 +107,15 @@ impl FileTransport {
 
     /// Path of the encoded blob for `digest`.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.shard())
-            .join(format!("{}.zst", digest.hex()))
+        self.root.join(layout::blob(digest))
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("manifests/sha256")
-            .join(format!("{}.json", d.hex()))
+        self.root.join(layout::manifest_by_digest(d))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("signatures/sha256")
-            .join(format!("{}.sig", d.hex()))
+        self.root.join(layout::signature_by_digest(d))
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -119,13 +127,58 @@ impl FileTransport {
             .map_err(io_err(format!("creating {}", self.tmp_dir().display())))
     }
 
+    /// A temp file in `.tmp` created with mode 0666 minus the umask, the
+    /// mode every repository file ends up with (a repository on a shared
+    /// mount is readable as the user's umask says). Its content is what the
+    /// renamed file will hold, so it need not be more private meanwhile.
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        self.ensure_dirs()?;
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(self.tmp_dir())
+            .map_err(io_err("creating temp file"))
+    }
+
+    /// Gives the file at `path` (our own spool file in `.tmp`) the mode a
+    /// new repository file gets: 0666 minus the umask, learnt once by
+    /// creating a file the same way.
+    fn set_shared_mode(&self, path: &Path) -> Result<()> {
+        static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let mode = match MODE.get() {
+            Some(m) => *m,
+            None => {
+                let probe = self.temp_file()?;
+                let m = probe
+                    .as_file()
+                    .metadata()
+                    .map_err(io_err("stat temp file"))?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                *MODE.get_or_init(|| m)
+            }
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err(format!("chmod {}", path.display())))
+    }
+
+    /// Hard-links `spooled` to a fresh temp name and renames that over
+    /// `dest` (atomic: readers see the old file or the new one).
+    fn replace_with_link(&self, spooled: &Path, dest: &Path) -> Result<()> {
+        let tmp = tempfile::Builder::new()
+            .make_in(self.tmp_dir(), |p| fs::hard_link(spooled, p))
+            .map_err(io_err("linking spooled blob"))?;
+        tmp.persist(dest)
+            .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
+        Ok(())
+    }
+
     /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         self.ensure_dirs()?;
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
-            .map_err(io_err("creating temp file"))?;
+        let mut tmp = self.temp_file()?;
         tmp.write_all(bytes).map_err(io_err("writing temp file"))?;
         tmp.as_file()
             .sync_all()
@@ -150,24 +203,81 @@ fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RegistryError::io(format!("reading {}", path.display()), e)),
+/// Opens the repository file at `path` for reading, or `None` if absent.
+///
+/// A repository is not trusted: the final component is opened without
+/// following a symlink (`O_NOFOLLOW`) and without blocking (`O_NONBLOCK`, so
+/// a FIFO cannot hang the open), and the open handle must be a regular file
+/// (`fstat`, so a device or FIFO is never read). Anything else is
+/// `InvalidData` naming the path.
+fn open_repo_file(path: &Path) -> Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(not_regular(path, "a symbolic link"));
+        }
+        Err(e) => {
+            return Err(RegistryError::io(
+                format!("opening {}", path.display()),
+                e.into(),
+            ))
+        }
+    };
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(io_err(format!("stat {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, "not a regular file"));
     }
+    Ok(Some(file))
 }
 
+/// Whether the blob file at `path` is present and whole: a regular file
+/// (not a link) holding complete zstd frames ([`frames::complete`]: one
+/// small read per block header, never the contents). A damaged file counts
+/// as missing, so the next push writes it again.
+fn blob_is_whole(path: &Path) -> Result<bool> {
+    let file = match open_repo_file(path) {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(RegistryError::InvalidData { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file
+        .metadata()
+        .map_err(io_err(format!("stat {}", path.display())))?
+        .len();
+    // An unreadable block is damage too: the push rewrites the file.
+    Ok(frames::complete(&file, len).unwrap_or(false))
+}
+
+fn not_regular(path: &Path, what: &str) -> RegistryError {
+    RegistryError::invalid(
+        path.display().to_string(),
+        format!("{what}; repository files must be regular files"),
+    )
+}
+
+/// Reads the repository file at `path` (see [`open_repo_file`]), at most
+/// `limit` bytes: reads `limit + 1` and refuses if they all arrive, so a
+/// file growing while read cannot exceed the bound either.
 fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
-    match fs::metadata(path) {
-        Ok(m) if m.len() > limit => Err(RegistryError::invalid(
+    let Some(file) = open_repo_file(path)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, limit.saturating_add(1)), &mut buf)
+        .map_err(io_err(format!("reading {}", path.display())))?;
+    if buf.len() as u64 > limit {
+        return Err(RegistryError::invalid(
             path.display().to_string(),
-            format!("{} bytes exceeds the limit {limit}", m.len()),
-        )),
-        Ok(_) => read_opt(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RegistryError::io(format!("stat {}", path.display()), e)),
+            format!("more than {limit} bytes; refused"),
+        ));
     }
+    Ok(Some(buf))
 }
 
 #[async_trait]
@@ -187,11 +297,8 @@ impl Transport for FileTransport {
         blocking(move || {
             let mut out = Vec::new();
             for d in digests {
-                match fs::metadata(this.blob_path(&d)) {
-                    Ok(m) if m.is_file() => {}
-                    Ok(_) => out.push(d),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => out.push(d),
-                    Err(e) => return Err(RegistryError::io(format!("stat blob {d}"), e)),
+                if !blob_is_whole(&this.blob_path(&d))? {
+                    out.push(d);
                 }
             }
             Ok(out)
@@ -217,9 +324,16 @@ impl Transport for FileTransport {
                     // Same filesystem: hard-link the spool file into place (atomic,
                     // never overwrites, leaves the spool file to be cleaned up).
                     // Durability comes from the syncfs in `commit`.
+                    // The spool file was created private (0600): give it
+                    // the repository's file mode before it becomes the blob.
+                    this.set_shared_mode(spooled)?;
                     match fs::hard_link(spooled, &dest) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        // `missing` found the file there damaged (or a
+                        // concurrent push just wrote it): replace it.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            this.replace_with_link(spooled, &dest)?
+                        }
                         Err(_) => {
                             // Filesystems without hard links: copy via temp + rename.
                             let bytes = blob.read_all().map_err(io_err("reading spooled blob"))?;
@@ -229,8 +343,7 @@ impl Transport for FileTransport {
                 }
                 _ => {
                     this.ensure_dirs()?;
-                    let tmp = tempfile::NamedTempFile::new_in(this.tmp_dir())
-                        .map_err(io_err("creating temp file"))?;
+                    let tmp = this.temp_file()?;
                     blob.persist_to(tmp.path())
                         .map_err(io_err("writing blob"))?;
                     // No fsync here: the one `syncfs` in `commit` makes every
@@ -261,7 +374,8 @@ impl Transport for FileTransport {
         blocking(move || {
             // Refuse to publish a manifest whose blobs are not all durable here.
             for d in &blobs {
-                if !this.blob_path(d).is_file() {
+                let is_file = fs::symlink_metadata(this.blob_path(d)).is_ok_and(|m| m.is_file());
+                if !is_file {
                     return Err(RegistryError::not_found(format!(
                         "blob {d} at {} (cannot commit a manifest with missing blobs)",
                         this.display
@@ -274,7 +388,7 @@ impl Transport for FileTransport {
             rustix::fs::syncfs(&root)
                 .map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
-            let sig_path = this.root.join("manifest.json.sig");
+            let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {
                 Some(s) => {
                     this.write_atomic(&this.signature_by_digest(&digest), s)?;
@@ -287,7 +401,7 @@ impl Transport for FileTransport {
                 },
             }
             // The commit point: one atomic rename.
-            this.write_atomic(&this.root.join("manifest.json"), &manifest)?;
+            this.write_atomic(&this.root.join(layout::MANIFEST), &manifest)?;
             Ok(format!("{}@{digest}", this.display))
         })
         .await
@@ -300,9 +414,9 @@ impl Transport for FileTransport {
             let manifest = match this.pin {
                 Some(pin) => match read_bounded(&this.manifest_by_digest(&pin), limit)? {
                     Some(m) => Some(m),
-                    None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                    None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
                 },
-                None => read_bounded(&this.root.join("manifest.json"), limit)?,
+                None => read_bounded(&this.root.join(layout::MANIFEST), limit)?,
             };
             let Some(manifest) = manifest else {
                 return Err(RegistryError::not_found(format!(
@@ -315,7 +429,7 @@ impl Transport for FileTransport {
             let signature = match read_bounded(&this.signature_by_digest(&digest), sig_limit)? {
                 Some(s) => Some(s),
                 // Older layouts / foreign writers: fall back to the fixed name.
-                None => read_bounded(&this.root.join("manifest.json.sig"), sig_limit)?,
+                None => read_bounded(&this.root.join(layout::SIGNATURE), sig_limit)?,
             };
             Ok(FetchedManifest {
                 manifest: Bytes::from(manifest),
@@ -328,15 +442,15 @@ impl Transport for FileTransport {
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         let path = self.blob_path(digest);
-        let f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let p2 = path.clone();
+        let f = match blocking(move || open_repo_file(&p2)).await? {
+            Some(f) => tokio::fs::File::from_std(f),
+            None => {
                 return Err(RegistryError::not_found(format!(
                     "blob {digest} at {}",
                     self.display
                 )))
             }
-            Err(e) => return Err(RegistryError::io(format!("opening {}", path.display()), e)),
         };
         let s = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
             .map(|r| r.map_err(|e| RegistryError::io("reading blob file", e)));
@@ -344,7 +458,8 @@ impl Transport for FileTransport {
     }
 
     async fn exists(&self) -> Result<bool> {
-        Ok(self.root.join("manifest.json").is_file())
+        let path = self.root.join(layout::MANIFEST);
+        blocking(move || Ok(open_repo_file(&path)?.is_some())).await
     }
 }
 

@@ -124,6 +124,41 @@ fn cred_helper(name: &str, host: &str) -> Option<Credentials> {
     })
 }
 
+/// Whether credentials for `registry_host` (Basic, or a Bearer token it
+/// issued) may go with a request to `url`: only to the registry host itself
+/// (same host and port; a server-chosen upload `Location` elsewhere gets
+/// none) and never over plain HTTP unless that host is loopback.
+pub fn may_send_credentials(url: &str, registry_host: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Ok(own) = reqwest::Url::parse(&format!("{}://{registry_host}/", u.scheme())) else {
+        return false;
+    };
+    let same = u.host() == own.host()
+        && u.port_or_known_default() == own.port_or_known_default()
+        && u.username().is_empty();
+    same && secure_or_loopback(&u)
+}
+
+/// Whether a token request to the Bearer challenge's `realm` may carry the
+/// user's credentials: HTTPS, or plain HTTP to a loopback host. A realm on
+/// another host is fine (token services often are); plain HTTP elsewhere
+/// is not, and gets an anonymous token request instead.
+pub fn may_send_to_realm(realm: &str) -> bool {
+    reqwest::Url::parse(realm).is_ok_and(|u| secure_or_loopback(&u))
+}
+
+fn secure_or_loopback(u: &reqwest::Url) -> bool {
+    match u.scheme() {
+        "https" => true,
+        "http" => u.host_str().is_some_and(|h| {
+            crate::client::is_loopback(h.trim_start_matches('[').trim_end_matches(']'))
+        }),
+        _ => false,
+    }
+}
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
@@ -208,6 +243,64 @@ mod tests {
         assert_eq!(parse_challenge("Basic realm=\"x\""), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_host_over_https_or_loopback() {
+        let reg = "registry.example.com";
+        assert!(may_send_credentials(
+            "https://registry.example.com/v2/",
+            reg
+        ));
+        assert!(may_send_credentials(
+            "https://REGISTRY.example.com:443/v2/x",
+            reg
+        ));
+        // Another host, another port, plain HTTP, userinfo tricks: no.
+        for url in [
+            "https://evil.example.com/v2/",
+            "https://registry.example.com:8443/v2/",
+            "http://registry.example.com/v2/",
+            "https://registry.example.com@evil.example.com/",
+            "https://user@registry.example.com/",
+            "ftp://registry.example.com/",
+            "not a url",
+        ] {
+            assert!(!may_send_credentials(url, reg), "{url}");
+        }
+        let lo = "127.0.0.1:5000";
+        assert!(may_send_credentials("http://127.0.0.1:5000/v2/", lo));
+        assert!(!may_send_credentials("http://127.0.0.1:5001/v2/", lo));
+        assert!(may_send_credentials("http://[::1]:5000/v2/", "[::1]:5000"));
+        assert!(may_send_credentials(
+            "http://localhost:5000/v2/",
+            "localhost:5000"
+        ));
+        // An explicit default port is the same authority.
+        assert!(may_send_credentials(
+            "https://r.example:443/v2/",
+            "r.example"
+        ));
+        assert!(may_send_credentials(
+            "https://r.example/v2/",
+            "r.example:443"
+        ));
+        // Plain HTTP to a non-loopback registry (an --insecure one): never.
+        assert!(!may_send_credentials(
+            "http://10.0.0.5:5000/v2/",
+            "10.0.0.5:5000"
+        ));
+    }
+
+    #[test]
+    fn realm_gets_credentials_only_over_https_or_loopback() {
+        assert!(may_send_to_realm("https://auth.example.com/token"));
+        assert!(may_send_to_realm("http://127.0.0.1:9999/token"));
+        assert!(may_send_to_realm("http://localhost/token"));
+        assert!(!may_send_to_realm("http://auth.example.com/token"));
+        assert!(!may_send_to_realm("http://10.1.2.3/token"));
+        assert!(!may_send_to_realm("file:///etc/passwd"));
+        assert!(!may_send_to_realm("garbage"));
     }
 
     #[test]

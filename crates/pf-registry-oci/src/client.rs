@@ -2,17 +2,18 @@
 //! HTTP only for loopback or `insecure`), authentication (Basic, Bearer token
 //! flow with per-scope caching) and status → typed error mapping.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
+use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::{Config, RegistryError, Result};
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use crate::auth::{parse_challenge, Challenge, Credentials};
+use crate::auth::{
+    may_send_credentials, may_send_to_realm, parse_challenge, Challenge, Credentials,
+};
 
-pub use pf_registry_core::net::is_loopback_host as is_loopback;
+pub use pf_registry_core::http::is_loopback_host as is_loopback;
 
 /// Authenticated client for one registry host.
 pub struct Client {
@@ -41,25 +42,7 @@ pub type BodyFn<'a> = &'a (dyn Fn() -> Option<reqwest::Body> + Send + Sync);
 impl Client {
     /// A client for `host` configured from `config` (CA file, timeout, insecure).
     pub fn new(host: &str, config: &Config) -> Result<Client> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            // An idle timeout per read, not a total one: a multi-GiB blob
-            // download must not be cut off while bytes keep flowing.
-            .read_timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30).min(config.timeout))
-            .pool_max_idle_per_host(16)
-            .user_agent(concat!("pf-registry/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
-            })?;
-            b = b.add_root_certificate(cert);
-        }
-        let http = b.build().map_err(|e| {
-            RegistryError::permanent(format!("oci {host}"), format!("building HTTP client: {e}"))
-        })?;
+        let http = http::client(config, &format!("oci {host}"))?;
         Ok(Client {
             http,
             host: host.to_string(),
@@ -92,21 +75,15 @@ impl Client {
                         tracing::debug!(host = %self.host, "HTTPS failed, using plain HTTP (loopback/insecure)");
                         Ok(format!("http://{}", self.host))
                     }
-                    Err(e) => Err(self.transport_error(&e)),
+                    Err(e) => Err(self.transport_error(e)),
                 }
             })
             .await
             .cloned()
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
-        // reqwest errors carry the URL (no credentials: we never put secrets in URLs).
-        let msg = format!("{e}");
-        if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode() {
-            RegistryError::transient(self.backend(), msg)
-        } else {
-            RegistryError::permanent(self.backend(), msg)
-        }
+    fn transport_error(&self, e: reqwest::Error) -> RegistryError {
+        http::send_error(self.backend(), "request", e)
     }
 
     fn auth_header(&self, scope: &str) -> Option<String> {
@@ -145,19 +122,23 @@ impl Client {
         } else {
             format!("{}{path}", self.base().await?)
         };
-        let mut answered = false;
+        // Credentials go only to the registry host itself (see
+        // `may_send_credentials`); a request elsewhere goes anonymous and
+        // does not answer auth challenges.
+        let credentialed = may_send_credentials(&url, &self.host);
+        let mut answered = !credentialed;
         loop {
             let mut rb: RequestBuilder = self
                 .http
                 .request(method.clone(), &url)
                 .headers(headers.clone());
-            if let Some(a) = self.auth_header(scope) {
+            if let Some(a) = self.auth_header(scope).filter(|_| credentialed) {
                 rb = rb.header(AUTHORIZATION, a);
             }
             if let Some(b) = body() {
                 rb = rb.body(b);
             }
-            let resp = rb.send().await.map_err(|e| self.transport_error(&e))?;
+            let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !answered {
                 answered = true;
                 let challenge = resp
@@ -213,10 +194,14 @@ impl Client {
             }
         }
         let mut rb = self.http.get(realm).query(&q);
-        if let (Some(u), p) = (&self.creds.username, &self.creds.password) {
+        if let (Some(u), p, true) = (
+            &self.creds.username,
+            &self.creds.password,
+            may_send_to_realm(realm),
+        ) {
             rb = rb.basic_auth(u, p.as_deref());
         }
-        let resp = rb.send().await.map_err(|e| self.transport_error(&e))?;
+        let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(self.unauthorized());
         }
@@ -248,40 +233,42 @@ impl Client {
         }
     }
 
-    /// Maps a non-success response to a typed error.
+    /// Maps a non-success response to a typed error (the shared HTTP
+    /// classifier plus the registry's error codes).
     pub async fn check(&self, resp: Response) -> Result<Response> {
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pf_registry_core::retry::parse_retry_after);
-        let url = resp.url().path().to_string();
-        let body = resp.text().await.unwrap_or_default();
-        let code = serde_json::from_str::<serde_json::Value>(&body)
+        let path = resp.url().path().to_string();
+        Err(http::classify(&Failure::read(resp).await, &path, self))
+    }
+}
+
+impl Classify for Client {
+    fn backend(&self) -> String {
+        Client::backend(self)
+    }
+
+    fn unauthorized(&self) -> RegistryError {
+        Client::unauthorized(self)
+    }
+
+    /// The distribution spec's error code (`errors[0].code`).
+    fn detail(&self, failure: &Failure) -> String {
+        serde_json::from_str::<serde_json::Value>(&failure.body)
             .ok()
             .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let msg = format!("{} {status} {code}", url);
-        let unknown = matches!(
-            code.as_str(),
-            "BLOB_UNKNOWN" | "MANIFEST_UNKNOWN" | "NAME_UNKNOWN"
-        );
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(),
-            s if s == StatusCode::NOT_FOUND || unknown => {
-                RegistryError::not_found(format!("{url} on {} ({code})", self.host))
-            }
-            s if s == StatusCode::TOO_MANY_REQUESTS
-                || s == StatusCode::REQUEST_TIMEOUT
-                || s.is_server_error() =>
-            {
-                RegistryError::transient_after(self.backend(), msg, retry_after)
-            }
-            _ => RegistryError::permanent(self.backend(), msg),
-        })
+            .unwrap_or_default()
+    }
+
+    /// `*_UNKNOWN` codes mean not found whatever the status (some
+    /// registries answer 400 or 500 for an unknown blob).
+    fn refine(&self, _: &Failure, code: &str) -> Option<Class> {
+        matches!(code, "BLOB_UNKNOWN" | "MANIFEST_UNKNOWN" | "NAME_UNKNOWN")
+            .then_some(Class::NotFound)
+    }
+
+    fn not_found(&self, path: &str, code: &str) -> RegistryError {
+        RegistryError::not_found(format!("{path} on {} ({code})", self.host))
     }
 }

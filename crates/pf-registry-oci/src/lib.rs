@@ -3,17 +3,24 @@
 //!
 //! A thin [`Transport`]: HEAD dedup, monolithic uploads for small blobs and
 //! chunked PATCH uploads for large ones (memory bounded by one chunk),
-//! cross-repo mounts, manifests PUT last, pulls by tag or digest. Auth and
-//! TLS policy live in [`client`], credentials in [`auth`].
+//! cross-repo mounts, manifests PUT last, pulls by tag or digest.
+//!
+//! Modules: `client` (one registry host: scheme choice, auth challenges,
+//! the registry's error codes on top of the shared `pf_registry_core::http`
+//! classifier), `auth` (credentials from env and docker config), `layout`
+//! (the artifact and image-index layout), `dedup` (HEAD checks and
+//! cross-repository mounts), `upload` (monolithic and chunked uploads).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod client;
+mod dedup;
 pub mod layout;
+mod upload;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -23,15 +30,19 @@ use pf_registry_core::{
     ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
-};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 
 use crate::client::Client;
 use crate::layout::{
     Descriptor, OciDoc, StoredBlob, ARTIFACT_TYPE, INDEX_MT, MANIFEST_MT, SIGNATURE_MT,
 };
+
+/// Every option key the `oci://` backend takes: `oci.max_layers` (layers
+/// per manifest before the image becomes an index of part manifests,
+/// default 1000), `oci.mount_from` (a repository of the same registry to
+/// mount blobs from).
+pub const OPTIONS: &[&str] = &["oci.max_layers", "oci.mount_from"];
 
 /// Encoded blobs up to this size are uploaded in one PUT.
 pub const MONOLITHIC_LIMIT: u64 = 16 << 20;
@@ -40,13 +51,6 @@ pub const CHUNK_SIZE: usize = 8 << 20;
 const MAX_SIGNATURE: usize = 64 * 1024;
 /// Read size when streaming a spooled blob into a PUT body.
 const STREAM_CHUNK: usize = 256 << 10;
-
-/// Blobs seen in any repository of a registry during this process, for
-/// cross-repository mounts: (host, raw digest) -> (stored blob, repository).
-static SEEN: LazyLock<Mutex<SeenBlobs>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// (host, raw digest) -> (stored blob, repository it is in).
-type SeenBlobs = HashMap<(String, Digest), (StoredBlob, String)>;
 
 /// Opens the `oci://` reference as a registry on the shared engine.
 pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<OciTransport>> {
@@ -108,6 +112,7 @@ impl OciTransport {
                 reason: "not an oci:// reference".into(),
             });
         };
+        config.check_options("oci", OPTIONS)?;
         let max_layers = config
             .options
             .get("oci.max_layers")
@@ -132,22 +137,6 @@ impl OciTransport {
 
     fn push_scope(&self) -> String {
         format!("repository:{}:pull,push", self.repo)
-    }
-
-    fn remember(&self, b: StoredBlob) {
-        if let Ok(mut k) = self.known.lock() {
-            k.insert(b.raw, b);
-        }
-        if let Ok(mut s) = SEEN.lock() {
-            s.insert(
-                (self.client.host().to_string(), b.raw),
-                (b, self.repo.clone()),
-            );
-        }
-    }
-
-    fn lookup(&self, raw: &Digest) -> Option<StoredBlob> {
-        self.known.lock().ok().and_then(|k| k.get(raw).copied())
     }
 
     /// Tags of the repository (follows `Link: <...>; rel="next"` pagination).
@@ -321,208 +310,6 @@ impl OciTransport {
         }
     }
 
-    async fn ensure_loaded(&self) -> Result<()> {
-        self.loaded
-            .get_or_try_init(|| async {
-                match self.load_image(&self.tag).await {
-                    Ok((_, layers)) => {
-                        for l in layers.iter().filter_map(layout::stored_from_layer) {
-                            self.remember(l);
-                        }
-                    }
-                    Err(RegistryError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                if let Some(src) = &self.mount_from {
-                    let other = OciTransport {
-                        client: self.client.clone(),
-                        repo: src.clone(),
-                        tag: "latest".into(),
-                        pin: None,
-                        max_layers: self.max_layers,
-                        mount_from: None,
-                        concurrency: 1,
-                        known: Mutex::new(HashMap::new()),
-                        loaded: tokio::sync::OnceCell::new(),
-                    };
-                    // Registers the source's blobs in SEEN for mounting.
-                    if let Ok((_, layers)) = other.load_image("latest").await {
-                        for l in layers.iter().filter_map(layout::stored_from_layer) {
-                            other.remember(l);
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Whether raw blob `d` is in this repository (HEAD on its known encoded
-    /// digest, so blobs lost to GC or deletion are re-uploaded) or could be
-    /// mounted from another repository of the registry. Unknown raw digests
-    /// are missing: the registry only knows encoded digests.
-    async fn present_or_mounted(&self, d: Digest) -> Result<bool> {
-        if let Some(b) = self.lookup(&d) {
-            if self.blob_exists(&b.encoded).await? {
-                return Ok(true);
-            }
-        }
-        let seen = SEEN
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&(self.client.host().to_string(), d)).cloned());
-        let Some((b, from)) = seen else {
-            return Ok(false);
-        };
-        let here = if from == self.repo {
-            // Pushed to this repository earlier in this process (another tag).
-            self.lookup(&d).is_none() && self.blob_exists(&b.encoded).await?
-        } else {
-            self.try_mount(&b, &from).await.unwrap_or(false)
-        };
-        if here {
-            self.remember(b);
-        }
-        Ok(here)
-    }
-
-    /// Tries a cross-repository mount of `b` from `from`; true on success.
-    async fn try_mount(&self, b: &StoredBlob, from: &str) -> Result<bool> {
-        let scope = format!("{} repository:{from}:pull", self.push_scope());
-        let resp = self
-            .client
-            .send(
-                Method::POST,
-                &format!(
-                    "/v2/{}/blobs/uploads/?mount={}&from={from}",
-                    self.repo, b.encoded
-                ),
-                &scope,
-                headers(&[(CONTENT_LENGTH, "0".into())]),
-                NO_BODY,
-            )
-            .await?;
-        Ok(resp.status() == reqwest::StatusCode::CREATED)
-    }
-
-    async fn blob_exists(&self, encoded: &Digest) -> Result<bool> {
-        match self
-            .client
-            .send(
-                Method::HEAD,
-                &format!("/v2/{}/blobs/{encoded}", self.repo),
-                &self.push_scope(),
-                HeaderMap::new(),
-                NO_BODY,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(RegistryError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn start_upload(&self) -> Result<String> {
-        let resp = self
-            .client
-            .send(
-                Method::POST,
-                &format!("/v2/{}/blobs/uploads/", self.repo),
-                &self.push_scope(),
-                headers(&[(CONTENT_LENGTH, "0".into())]),
-                NO_BODY,
-            )
-            .await?;
-        location(&resp)
-    }
-
-    /// Uploads bytes already in memory unless the registry has them.
-    async fn put_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        if self.blob_exists(digest).await? {
-            return Ok(());
-        }
-        self.upload_bytes(digest, bytes).await
-    }
-
-    /// POST + PUT of bytes in memory (the registry deduplicates by digest).
-    async fn upload_bytes(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        let len = bytes.len() as u64;
-        let body = move || Some(reqwest::Body::from(bytes.clone()));
-        self.upload_monolithic(digest, len, &body).await
-    }
-
-    /// POST + one PUT whose body is streamed from `body` (`len` bytes).
-    async fn upload_monolithic(
-        &self,
-        digest: &Digest,
-        len: u64,
-        body: client::BodyFn<'_>,
-    ) -> Result<()> {
-        let loc = self.start_upload().await?;
-        let url = with_digest(&loc, digest);
-        self.client
-            .send(
-                Method::PUT,
-                &url,
-                &self.push_scope(),
-                headers(&[
-                    (CONTENT_TYPE, "application/octet-stream".into()),
-                    (CONTENT_LENGTH, len.to_string()),
-                ]),
-                body,
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Chunked upload: PATCH `CHUNK_SIZE` pieces, then PUT with the digest.
-    /// Each PATCH body is streamed from the spool file (memory per upload is
-    /// one small read buffer, not a chunk).
-    async fn put_chunked(&self, blob: &EncodedBlob, encoded: &Digest) -> Result<()> {
-        let Some(path) = blob.spool_path() else {
-            // In-memory blobs are small; one PUT.
-            let b = blob
-                .read_all()
-                .map_err(|e| RegistryError::io("reading blob", e))?;
-            return self.upload_bytes(encoded, b).await;
-        };
-        let mut loc = self.start_upload().await?;
-        let mut offset = 0u64;
-        while offset < blob.encoded_size {
-            let len = (CHUNK_SIZE as u64).min(blob.encoded_size - offset);
-            let end = offset + len - 1;
-            let body = || Some(file_range_body(path.to_path_buf(), offset, len));
-            let resp = self
-                .client
-                .send(
-                    Method::PATCH,
-                    &loc,
-                    &self.push_scope(),
-                    headers(&[
-                        (CONTENT_TYPE, "application/octet-stream".into()),
-                        (CONTENT_RANGE, format!("{offset}-{end}")),
-                        (CONTENT_LENGTH, len.to_string()),
-                    ]),
-                    &body,
-                )
-                .await?;
-            loc = location(&resp)?;
-            offset = end + 1;
-        }
-        self.client
-            .send(
-                Method::PUT,
-                &with_digest(&loc, encoded),
-                &self.push_scope(),
-                headers(&[(CONTENT_LENGTH, "0".into())]),
-                NO_BODY,
-            )
-            .await?;
-        Ok(())
-    }
-
     async fn put_manifest(&self, reference: &str, bytes: Vec<u8>, media_type: &str) -> Result<()> {
         let bytes = Bytes::from(bytes);
         let body = move || Some(reqwest::Body::from(bytes.clone()));
@@ -537,33 +324,6 @@ impl OciTransport {
             .await?;
         Ok(())
     }
-}
-
-fn location(resp: &reqwest::Response) -> Result<String> {
-    let loc = resp
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::invalid("OCI upload", "response has no Location header"))?;
-    let url = resp
-        .url()
-        .join(loc)
-        .map_err(|e| RegistryError::invalid("OCI upload Location", e.to_string()))?;
-    Ok(url.to_string())
-}
-
-/// A request body streaming `len` bytes of `path` from `offset`.
-fn file_range_body(path: std::path::PathBuf, offset: u64, len: u64) -> reqwest::Body {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let open = async move {
-        let mut f = tokio::fs::File::open(&path).await?;
-        f.seek(std::io::SeekFrom::Start(offset)).await?;
-        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
-            f.take(len),
-            STREAM_CHUNK,
-        ))
-    };
-    reqwest::Body::wrap_stream(futures::TryFutureExt::try_flatten_stream(open))
 }
 
 /// The `rel="next"` target of a `Link` header, if any.
@@ -584,11 +344,6 @@ fn next_link(resp: &reqwest::Response) -> Result<Option<String>> {
         return Ok(Some(url.to_string()));
     }
     Ok(None)
-}
-
-fn with_digest(loc: &str, d: &Digest) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={d}")
 }
 
 #[async_trait]

@@ -123,7 +123,6 @@ async fn wrong_password_is_unauthorized_and_secret_free() {
         RegistryError::Unauthorized { registry, .. } => assert_eq!(registry, &reg.host),
         other => panic!("expected Unauthorized, got {other}"),
     }
-    assert_eq!(err.exit_code(), 3);
     let shown = format!("{err} {err:?}");
     assert!(shown.contains(&reg.host), "{shown}");
     assert!(!shown.contains(secret), "secret leaked: {shown}");

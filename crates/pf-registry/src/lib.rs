@@ -33,27 +33,6 @@ pub fn feature_for(scheme: &str) -> &'static str {
     }
 }
 
-/// Schemes compiled into this build.
-pub fn enabled_schemes() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "file") {
-        v.push("file");
-    }
-    if cfg!(feature = "oci") {
-        v.push("oci");
-    }
-    if cfg!(feature = "s3") {
-        v.push("s3");
-    }
-    if cfg!(feature = "hf") {
-        v.push("hf");
-    }
-    if cfg!(feature = "ipfs") {
-        v.push("ipfs");
-    }
-    v
-}
-
 #[allow(dead_code)]
 fn unsupported(scheme: &str) -> RegistryError {
     RegistryError::Unsupported {
@@ -62,33 +41,57 @@ fn unsupported(scheme: &str) -> RegistryError {
     }
 }
 
-/// Opens `reference` with its backend on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Box<dyn Registry>> {
-    match reference.location {
+/// The `-o` option keys the `scheme` backend takes (empty when the
+/// backend is not compiled in).
+pub fn options_for(scheme: &str) -> &'static [&'static str] {
+    match scheme {
         #[cfg(feature = "file")]
-        Location::File { .. } => Ok(Box::new(pf_registry_file::open(reference, config)?)),
+        "file" => pf_registry_file::OPTIONS,
         #[cfg(feature = "oci")]
-        Location::Oci { .. } => Ok(Box::new(pf_registry_oci::open(reference, config)?)),
+        "oci" => pf_registry_oci::OPTIONS,
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => Ok(Box::new(pf_registry_cloud::s3::open(reference, config)?)),
+        "s3" => pf_registry_cloud::s3::OPTIONS,
         #[cfg(feature = "hf")]
-        Location::Hf { .. } => Ok(Box::new(pf_registry_cloud::hf::open(reference, config)?)),
+        "hf" => pf_registry_cloud::hf::OPTIONS,
         #[cfg(feature = "ipfs")]
-        Location::Ipfs { .. } => Ok(Box::new(pf_registry_cloud::ipfs::open(reference, config)?)),
-        #[allow(unreachable_patterns)]
-        _ => {
-            let _ = config;
-            Err(unsupported(reference.scheme()))
-        }
+        "ipfs" => pf_registry_cloud::ipfs::OPTIONS,
+        _ => &[],
     }
 }
 
+/// Opens `reference` with its backend on the shared engine. An option key
+/// the backend does not take is [`RegistryError::BadOption`].
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Box<dyn Registry>> {
+    let t = transport(reference, config)?;
+    Ok(Box::new(Engine::new(t, config.clone(), reference.digest)))
+}
+
+/// Opens both ends of a copy. Every option must be one that `src`'s or
+/// `dst`'s backend takes; each side is opened with its own options only.
+pub fn open_pair(
+    src: &ImageRef,
+    dst: &ImageRef,
+    config: &Config,
+) -> Result<(Box<dyn Registry>, Box<dyn Registry>)> {
+    let (s, d) = (options_for(src.scheme()), options_for(dst.scheme()));
+    let both: Vec<&str> = s.iter().chain(d).copied().collect();
+    config.check_options(&format!("{}:// and {}", src.scheme(), dst.scheme()), &both)?;
+    Ok((
+        open(src, &config.only_options(s))?,
+        open(dst, &config.only_options(d))?,
+    ))
+}
+
 /// Opens the bare transport for `reference` (for tools and tests that need
-/// to drive a backend below the engine).
+/// to drive a backend below the engine). The one dispatch from scheme to
+/// backend: [`open`] wraps its result in the engine.
 pub fn transport(reference: &ImageRef, config: &Config) -> Result<Box<dyn Transport>> {
     match reference.location {
         #[cfg(feature = "file")]
-        Location::File { .. } => Ok(Box::new(pf_registry_file::FileTransport::new(reference)?)),
+        Location::File { .. } => {
+            config.check_options("file", pf_registry_file::OPTIONS)?;
+            Ok(Box::new(pf_registry_file::FileTransport::new(reference)?))
+        }
         #[cfg(feature = "oci")]
         Location::Oci { .. } => Ok(Box::new(pf_registry_oci::OciTransport::new(
             reference, config,
@@ -139,5 +142,27 @@ mod tests {
                 Ok(_) => panic!("{s}: opened without its feature"),
             }
         }
+    }
+
+    #[test]
+    fn options_of_another_backend_are_refused_listing_the_valid_ones() {
+        let r = ImageRef::parse("file:///tmp/pf-options-test").unwrap();
+        let mut c = Config::default();
+        c.options.insert("hf.public".into(), "true".into());
+        match open(&r, &c) {
+            Err(RegistryError::BadOption { key, scheme, valid }) => {
+                assert_eq!((key.as_str(), scheme.as_str()), ("hf.public", "file"));
+                assert!(valid.is_empty());
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an hf option opened a file:// repository"),
+        }
+        // For a copy, an option of either end is fine; each end gets its own.
+        let other = ImageRef::parse("file:///tmp/pf-options-test-2").unwrap();
+        c.options.clear();
+        assert!(open_pair(&r, &other, &c).is_ok());
+        c.options.insert("x.unknown".into(), "1".into());
+        let e = open_pair(&r, &other, &c).err().unwrap().to_string();
+        assert!(e.contains("x.unknown"), "{e}");
     }
 }

@@ -27,6 +27,7 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 
 /// Signing and verification failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignError {
     /// No signature, but trusted keys are configured.
     #[error("image is unsigned but trusted keys are configured")]
@@ -398,6 +399,7 @@ impl SignatureEnvelope {
 /// The outcome of checking an image's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Verification {
     /// Signed by a trusted key and verified.
     Verified {

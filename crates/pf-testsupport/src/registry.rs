@@ -56,6 +56,18 @@ impl OciRegistry {
     /// Like [`start`](Self::start); `in_memory` selects distribution's
     /// in-memory storage driver (much faster for tests with many blobs).
     pub fn start_with(auth: OciAuth, in_memory: bool) -> OciRegistry {
+        Self::start_advertising(auth, in_memory, None)
+    }
+
+    /// Like [`start_with`](Self::start_with), but the registry builds the
+    /// URLs it hands out (upload `Location`s) on `base_url` (distribution's
+    /// `http.host`) instead of the address it was reached at: a registry
+    /// sending clients to another server.
+    pub fn start_advertising(
+        auth: OciAuth,
+        in_memory: bool,
+        base_url: Option<&str>,
+    ) -> OciRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: {INSTALL_HINT}"
@@ -72,6 +84,9 @@ impl OciRegistry {
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n{storage_cfg}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: pf-test-secret\n"
         );
+        if let Some(url) = base_url {
+            cfg.push_str(&format!("  host: {url}\n"));
+        }
         let (mut username, mut password, mut ca_file, mut tok) = (None, None, None, None);
         match auth {
             OciAuth::Anonymous => {}

@@ -38,6 +38,18 @@ pub struct RestoreOptions {
     /// Called once with the total, after the checks, before any file is
     /// written (the CLI prints it).
     pub on_total: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Restore only these paths of the fs tree (each a file or a whole
+    /// subtree, with their parent directories) and fetch only the blobs
+    /// they need; empty: restore everything. See [`crate::select`].
+    pub include: Vec<String>,
+}
+
+impl RestoreOptions {
+    /// These options, restoring only `include` (see [`RestoreOptions::include`]).
+    pub fn with_include(mut self, include: Vec<String>) -> RestoreOptions {
+        self.include = include;
+        self
+    }
 }
 
 impl Default for RestoreOptions {
@@ -45,6 +57,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             max_size: DEFAULT_MAX_SIZE,
             on_total: None,
+            include: Vec::new(),
         }
     }
 }
@@ -54,6 +67,7 @@ impl std::fmt::Debug for RestoreOptions {
         f.debug_struct("RestoreOptions")
             .field("max_size", &self.max_size)
             .field("on_total", &self.on_total.is_some())
+            .field("include", &self.include)
             .finish()
     }
 }
@@ -66,6 +80,9 @@ pub struct RestoreReport {
     pub pull: PullReport,
     /// Bytes of file content restored.
     pub restored_bytes: u64,
+    /// Closure blobs not fetched because a partial restore
+    /// ([`RestoreOptions::include`]) does not need them.
+    pub blobs_skipped: u64,
 }
 
 /// Pulls the image `registry` points at and restores its fs tree into
@@ -79,6 +96,10 @@ pub async fn pull_into_dir(
     dest: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    // Refuse a bad include before anything is fetched.
+    for p in &options.include {
+        crate::select::tree_path(p)?;
+    }
     let target = RestoreTarget::new(dest, options.clone());
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
@@ -100,10 +121,12 @@ pub async fn pull_into_dir(
     Ok(RestoreReport {
         pull: pulled?,
         restored_bytes: finished?,
+        blobs_skipped: target.blobs_skipped(),
     })
 }
 
-/// Restores the fs tree of `manifest`, whose closure is in `store`, into
+/// Restores the fs tree of `manifest` (or the part
+/// [`RestoreOptions::include`] names), whose closure is in `store`, into
 /// `dest` (which must not exist or be empty). Returns the bytes of file
 /// content restored; on failure what it created is removed.
 pub fn restore_from_store(
@@ -112,7 +135,11 @@ pub fn restore_from_store(
     dest: &Path,
     options: &RestoreOptions,
 ) -> Result<u64> {
-    let tree = manifest_tree(manifest, store)?;
+    let mut tree = manifest_tree(manifest, store)?;
+    if !options.include.is_empty() {
+        let include: Vec<&str> = options.include.iter().map(String::as_str).collect();
+        tree = crate::select(&tree, &include)?;
+    }
     let layout = Layout::create(tree, dest, options)?;
     layout.finish(store).inspect_err(|_| layout.abandon())
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use pf_cas::BlobStore;
@@ -12,6 +13,7 @@ use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_ME
 use pf_registry_core::{Manifest, PullTarget, Result};
 
 use super::{manifest_tree, Layout, RestoreOptions};
+use crate::browse::Selective;
 
 /// A [`PullTarget`] that restores the pulled fs tree into a directory:
 /// file contents are written straight into place as they are fetched (each
@@ -21,6 +23,8 @@ pub struct RestoreTarget {
     dest: PathBuf,
     options: RestoreOptions,
     layout: OnceLock<Arc<Layout>>,
+    /// Blobs a partial restore made the pull skip.
+    skipped: Arc<AtomicU64>,
 }
 
 impl RestoreTarget {
@@ -30,7 +34,14 @@ impl RestoreTarget {
             dest: dest.to_path_buf(),
             options,
             layout: OnceLock::new(),
+            skipped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Closure blobs not fetched because a partial restore does not need
+    /// them (0 for a full restore).
+    pub fn blobs_skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// The layout, once the pull has reached its data phase.
@@ -45,7 +56,16 @@ impl PullTarget for RestoreTarget {
         manifest: &Manifest,
         store: &Arc<dyn BlobStore>,
     ) -> Result<Arc<dyn BlobStore>> {
-        let tree = manifest_tree(manifest, &**store)?;
+        let mut tree = manifest_tree(manifest, &**store)?;
+        // A partial restore ([`RestoreOptions::include`]) lays out only the
+        // selection; its sink reports every other blob (KV pages and other
+        // layers included) present, so the pull never fetches it. An
+        // include naming nothing fails here, before anything is created.
+        let partial = !self.options.include.is_empty();
+        if partial {
+            let include: Vec<&str> = self.options.include.iter().map(String::as_str).collect();
+            tree = crate::select(&tree, &include)?;
+        }
         // Blobs other index blobs (KV page lists) also reference must land
         // in the store too, even if some file holds the same bytes.
         let mut keep = HashSet::new();
@@ -63,11 +83,19 @@ impl PullTarget for RestoreTarget {
         }
         let layout = Arc::new(Layout::create(tree, &self.dest, &self.options)?);
         let _ = self.layout.set(layout.clone());
-        Ok(Arc::new(RestoreSink {
-            layout,
+        let sink = Arc::new(RestoreSink {
+            layout: layout.clone(),
             inner: store.clone(),
             keep,
-        }))
+        });
+        if !partial {
+            return Ok(sink);
+        }
+        Ok(Arc::new(Selective::new(
+            sink,
+            move |d| layout.wants(d),
+            self.skipped.clone(),
+        )))
     }
 }
 
@@ -92,6 +120,11 @@ impl RestoreSink {
 impl BlobStore for RestoreSink {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
         self.inner.has(digest)
+    }
+    /// `inner`'s check, so a damaged local copy is fetched again rather
+    /// than copied into the restore.
+    fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
+        self.inner.has_intact(digest, size)
     }
     fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
         self.inner.size(digest)

@@ -1,73 +1,5 @@
-//! The `s3://bucket/prefix[:tag]` backend: a thin [`Transport`] over the
-//! `object_store` crate's [`AmazonS3`] client, driven by the shared engine.
-//!
-//! # Layout under `<prefix>/`
-//!
-//! ```text
-//! manifest.json                    manifest for the untagged reference (written LAST)
-//! manifest.json.sig                its signature envelope (convenience copy)
-//! tags/<tag>/manifest.json         manifest for `:<tag>` (written LAST)
-//! tags/<tag>/manifest.json.sig     its signature envelope (convenience copy)
-//! manifests/sha256/<hex>.json      every committed manifest, by digest (for `@sha256:` pulls)
-//! signatures/sha256/<hex>.sig      every committed signature, by MANIFEST digest
-//! blobs/sha256/<aa>/<hex>.zst      zstd-encoded blobs named by their RAW digest
-//! ```
-//!
-//! # Commit order
-//!
-//! Every blob is durable (its PUT / multipart completion returned) before
-//! `commit` runs. `commit` then reads the tag manifest's ETag, writes the
-//! immutable `manifests/` and `signatures/` copies, the tag's `.sig` (or
-//! deletes a stale one for an unsigned push), and finally the tag manifest.
-//! Readers take the signature from `signatures/sha256/<manifest digest>.sig`
-//! (the tag `.sig` only as a fallback and only when its envelope names the
-//! fetched manifest), so a reader never pairs a new manifest with an old
-//! signature.
-//!
-//! # Concurrent pushers
-//!
-//! The final manifest write is conditional by default: `If-Match: <etag>` on
-//! the ETag read at the start of `commit`, or `If-None-Match: *` when there
-//! was no manifest (object_store `PutMode::Update` / `PutMode::Create`). The
-//! [`Transport`] trait has no push-start hook that could be correlated with
-//! the commit of the same push, so the ETag is taken at the start of commit:
-//! two commits that overlap cannot both land; the loser gets
-//! [`RegistryError::Conflict`] (never retried silently), unless the tag
-//! already holds the very manifest it was writing (then it is `Ok`, which also
-//! makes a retried commit idempotent). Commits that do not overlap are
-//! last-writer-wins, like a registry tag. For servers without conditional
-//! writes set option `s3.conditional_put=false` (plain PUT, no protection).
-//!
-//! # Options (`Config.options`)
-//!
-//! | key | default | meaning |
-//! |-----|---------|---------|
-//! | `s3.endpoint` | `AWS_ENDPOINT_URL` / `AWS_ENDPOINT` | custom endpoint (MinIO, moto, R2 …) |
-//! | `s3.region` | `AWS_REGION` / `AWS_DEFAULT_REGION` / `us-east-1` | region |
-//! | `s3.access_key_id`, `s3.secret_access_key`, `s3.session_token` | env | credentials for embedders; prefer the `AWS_*` env vars |
-//! | `s3.virtual_hosted` | `false` with a custom endpoint, `true` on AWS | virtual-hosted vs path-style requests |
-//! | `s3.conditional_put` | `true` | conditional final manifest write |
-//! | `s3.part_size_mib` | `8` | multipart part size (grown to stay under 10 000 parts) |
-//! | `s3.multipart_threshold_mib` | `16` | encoded size above which multipart is used |
-//! | `s3.upload_parallelism` | `4` | parts in flight per multipart upload |
-//! | `s3.memory_budget_mib` | `128` | cap on upload buffers held by this transport |
-//! | `s3.head_threshold` | `64` | batches up to this size use HEADs, larger ones one paginated LIST of `blobs/` (cached until commit; HEADs again if LIST is denied) |
-//!
-//! # Errors
-//!
-//! Mapped from object_store error kinds, never from message text: `NotFound`
-//! -> `NotFound`; `PermissionDenied` / `Unauthenticated` -> `Unauthorized`
-//! naming `s3://<bucket>` (exit code 3, no credential in the message);
-//! `Precondition` / `AlreadyExists` -> `Conflict`; other errors -> `Transport`,
-//! retryable only when an `io::Error` (connection failure) is in the source
-//! chain (object_store has already retried 5xx, 429 and dropped connections
-//! itself, as often and with the backoff `Config.retry` asks for).
-//! object_store reports LIST failures as `Generic`, so a failed LIST is
-//! followed by a HEAD of the tag manifest whose typed error decides:
-//! credentials -> `Unauthorized`, otherwise the batch is checked with HEADs.
-//!
-//! Plain `http://` endpoints are allowed only for loopback hosts or with
-//! `Config.insecure`; `Config.ca_file` adds a trusted root certificate.
+//! The `s3://` transport: the layout's objects read and written through
+//! object_store (see the module docs of [`super`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,46 +8,26 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{
-    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion, WriteMultipart,
-};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
 use pf_digest::Digest;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
 use pf_sign::SignatureEnvelope;
 use tokio::sync::Semaphore;
 
-const MIB: u64 = 1 << 20;
+use super::config::{S3Config, Settings, MIN_PART, OPTIONS};
+
 /// S3's limit on parts per multipart upload (kept below with some margin).
 const MAX_PARTS: u64 = 9_000;
-/// S3's minimum part size (all parts but the last).
-const MIN_PART: u64 = 5 * MIB;
 /// Concurrent HEAD requests when checking a small batch.
 const HEAD_CONCURRENCY: usize = 16;
 /// Chunk size when streaming a spooled blob into a multipart upload.
 const STREAM_CHUNK: usize = 256 * 1024;
-
-/// Opens an `s3://` reference as a registry on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<S3Transport>> {
-    let t = S3Transport::new(reference, config)?;
-    Ok(Engine::new(t, config.clone(), reference.digest))
-}
-
-/// Tunables read from `Config.options` (see the module docs).
-#[derive(Debug, Clone)]
-struct Settings {
-    conditional_put: bool,
-    part_size: u64,
-    multipart_threshold: u64,
-    upload_parallelism: usize,
-    head_threshold: usize,
-}
 
 /// A transport for one `s3://bucket/prefix[:tag]` reference.
 pub struct S3Transport {
@@ -146,43 +58,6 @@ impl std::fmt::Debug for S3Transport {
     }
 }
 
-fn opt_u64(config: &Config, key: &str, default: u64) -> Result<u64> {
-    match config.options.get(key) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| RegistryError::BadReference {
-            input: format!("{key}={v}"),
-            reason: "expected a non-negative integer".into(),
-        }),
-    }
-}
-
-fn env_first(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-}
-
-use pf_registry_core::net::is_loopback_url as is_loopback_endpoint;
-
-/// `endpoint` without any `user:pass@` part, for messages.
-fn redact_endpoint(endpoint: &str) -> String {
-    match endpoint.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority
-                .rsplit_once('@')
-                .map(|(_, h)| h)
-                .unwrap_or(authority);
-            format!("{scheme}://{host}{path}")
-        }
-        None => endpoint
-            .rsplit_once('@')
-            .map(|(_, h)| h)
-            .unwrap_or(endpoint)
-            .to_string(),
-    }
-}
-
 impl S3Transport {
     /// A transport for `reference`, which must be an `s3://` reference.
     /// Credentials come from the standard AWS env vars (or `s3.*` options).
@@ -198,97 +73,12 @@ impl S3Transport {
                 reason: "not an s3:// reference".into(),
             });
         };
-        let opt = |k: &str| {
-            config
-                .options
-                .get(k)
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-        };
-
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let endpoint = opt("s3.endpoint")
-            .or_else(|| env_first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]));
-        if let Some(region) =
-            opt("s3.region").or_else(|| env_first(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
-        {
-            b = b.with_region(region);
-        }
-        if let Some(v) = opt("s3.access_key_id") {
-            b = b.with_access_key_id(v);
-        }
-        if let Some(v) = opt("s3.secret_access_key") {
-            b = b.with_secret_access_key(v);
-        }
-        if let Some(v) = opt("s3.session_token") {
-            b = b.with_token(v);
-        }
-
-        let mut client = ClientOptions::new()
-            .with_timeout(config.timeout)
-            .with_allow_http(false);
-        if let Some(ep) = &endpoint {
-            let plain_http = ep.to_ascii_lowercase().starts_with("http://");
-            if plain_http && !(is_loopback_endpoint(ep) || config.insecure) {
-                return Err(RegistryError::BadReference {
-                    input: redact_endpoint(ep),
-                    reason: "plain http:// S3 endpoints are only allowed for loopback hosts; \
-                             use https:// or set the insecure option"
-                        .into(),
-                });
-            }
-            client = client.with_allow_http(plain_http);
-            b = b.with_endpoint(ep.clone());
-        }
-        let virtual_hosted = config.flag("s3.virtual_hosted", endpoint.is_none());
-        b = b.with_virtual_hosted_style_request(virtual_hosted);
-        if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| RegistryError::io(format!("reading CA file {}", ca.display()), e))?;
-            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
-            })?;
-            for c in certs {
-                client = client.with_root_certificate(c);
-            }
-        }
-        let conditional_put = config.flag("s3.conditional_put", true);
-        b = b
-            .with_config(
-                AmazonS3ConfigKey::ConditionalPut,
-                if conditional_put { "etag" } else { "disabled" },
-            )
-            .with_client_options(client)
-            // object_store retries 5xx, 429, dropped connections and body
-            // reads itself; it does so with the caller's retry policy (its
-            // final 5xx is not retried again by the engine).
-            .with_retry(RetryConfig {
-                max_retries: config.retry.max_attempts.saturating_sub(1) as usize,
-                retry_timeout: config.timeout,
-                backoff: BackoffConfig {
-                    init_backoff: config.retry.initial_delay,
-                    max_backoff: config.retry.max_delay,
-                    base: 2.0,
-                },
-            });
-        let store = b.build().map_err(|e| RegistryError::BadReference {
-            input: reference.to_string(),
-            // Builder errors name configuration problems, never credential values.
-            reason: format!("cannot configure the S3 client: {e}"),
-        })?;
-
-        let budget_mib = opt_u64(config, "s3.memory_budget_mib", 128)?.max(16);
-        let part_size = (opt_u64(config, "s3.part_size_mib", 8)? * MIB).max(MIN_PART);
-        let settings = Settings {
-            conditional_put,
-            part_size,
-            multipart_threshold: (opt_u64(config, "s3.multipart_threshold_mib", 16)? * MIB)
-                .max(MIN_PART),
-            upload_parallelism: (opt_u64(config, "s3.upload_parallelism", 4)? as usize)
-                .clamp(1, 64),
-            head_threshold: opt_u64(config, "s3.head_threshold", 64)? as usize,
-        };
-        let memory_units = u32::try_from(budget_mib * 1024).unwrap_or(u32::MAX >> 1);
+        config.check_options("s3", OPTIONS)?;
+        let S3Config {
+            store,
+            settings,
+            memory_units,
+        } = S3Config::from_config(bucket, reference, config)?;
         Ok(S3Transport {
             store: Arc::new(store),
             bucket: bucket.clone(),
@@ -318,45 +108,26 @@ impl S3Transport {
         }
     }
 
-    /// Object key of the encoded blob named by `digest`.
-    pub fn blob_key(&self, digest: &Digest) -> String {
-        self.key(&format!(
-            "blobs/sha256/{}/{}.zst",
-            digest.shard(),
-            digest.hex()
-        ))
-        .to_string()
-    }
-
+    /// Key of the encoded blob named by `digest`.
     fn blob_path(&self, digest: &Digest) -> Path {
-        self.key(&format!(
-            "blobs/sha256/{}/{}.zst",
-            digest.shard(),
-            digest.hex()
-        ))
+        self.key(&layout::blob(digest))
     }
 
     /// Key of the tag's manifest object (the commit point).
     fn tag_manifest(&self) -> Path {
-        match &self.tag {
-            Some(t) => self.key(&format!("tags/{t}/manifest.json")),
-            None => self.key("manifest.json"),
-        }
+        self.key(&layout::tag_manifest(self.tag.as_deref()))
     }
 
     fn tag_signature(&self) -> Path {
-        match &self.tag {
-            Some(t) => self.key(&format!("tags/{t}/manifest.json.sig")),
-            None => self.key("manifest.json.sig"),
-        }
+        self.key(&layout::tag_signature(self.tag.as_deref()))
     }
 
     fn manifest_by_digest(&self, d: &Digest) -> Path {
-        self.key(&format!("manifests/sha256/{}.json", d.hex()))
+        self.key(&layout::manifest_by_digest(d))
     }
 
     fn signature_by_digest(&self, d: &Digest) -> Path {
-        self.key(&format!("signatures/sha256/{}.sig", d.hex()))
+        self.key(&layout::signature_by_digest(d))
     }
 
     /// Maps an object_store error by its kind; `what` names the object.
@@ -511,7 +282,7 @@ impl S3Transport {
         if let Some(l) = self.listing.lock().ok().and_then(|g| g.clone()) {
             return Ok(l);
         }
-        let root = self.key("blobs/sha256");
+        let root = self.key(layout::BLOBS);
         let mut set = HashSet::new();
         let mut s = self.store.list(Some(&root));
         while let Some(meta) = s
@@ -801,17 +572,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_detection() {
-        assert!(is_loopback_endpoint("http://127.0.0.1:9000"));
-        assert!(is_loopback_endpoint("http://localhost:9000/"));
-        assert!(is_loopback_endpoint("http://[::1]:9000"));
-        assert!(is_loopback_endpoint("http://u:p@127.0.0.2"));
-        assert!(!is_loopback_endpoint("http://example.com:9000"));
-        assert!(!is_loopback_endpoint("http://127.0.0.1.evil.com"));
-        assert!(!is_loopback_endpoint("http://10.0.0.1"));
-    }
-
-    #[test]
     fn plain_http_needs_loopback_or_insecure() {
         let r = ImageRef::parse("s3://bucket/p:t").expect("ref");
         let mut c = Config::default();
@@ -846,7 +606,7 @@ mod tests {
             "a/b/tags/v1/manifest.json.sig"
         );
         assert_eq!(
-            t.blob_key(&d),
+            t.blob_path(&d).to_string(),
             format!("a/b/blobs/sha256/{}/{}.zst", d.shard(), d.hex())
         );
         assert_eq!(

@@ -1,19 +1,8 @@
-//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
-//! as the official `huggingface_hub` client uses it.
-//!
-//! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
-//! type `dataset` unless `hf.repo_type=model|space`), uploads new blobs
-//! through the Git LFS batch API (never base64 in the commit body), then
-//! makes ONE commit listing the manifest, its signature and every new blob
-//! path. Repository layout is the `file://` layout. Blobs already in the
-//! repository's tree are not uploaded again. Pushes return
-//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
-//! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
-//! override them (embedders, tests).
+//! The `hf://` transport: Hub API calls, LFS uploads and the one commit per
+//! push (see the module docs of [`super`]).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
@@ -21,24 +10,17 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
+use pf_registry_core::http::{self, Classify, Failure};
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 
-const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-const TREE_PAGE_LIMIT: usize = 100_000;
+use super::config::HfConfig;
 
-/// Opens an `hf://` reference on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<HfTransport>> {
-    Ok(Engine::new(
-        HfTransport::new(reference, config)?,
-        config.clone(),
-        reference.digest,
-    ))
-}
+const TREE_PAGE_LIMIT: usize = 100_000;
 
 /// Transport for one Hub repository and revision.
 pub struct HfTransport {
@@ -69,10 +51,6 @@ impl std::fmt::Debug for HfTransport {
     }
 }
 
-fn blob_path(d: &Digest) -> String {
-    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
-}
-
 impl HfTransport {
     /// A transport for an `hf://` reference.
     pub fn new(reference: &ImageRef, config: &Config) -> Result<HfTransport> {
@@ -82,62 +60,20 @@ impl HfTransport {
                 reason: "not an hf:// reference".into(),
             });
         };
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let endpoint = config
-            .options
-            .get("hf.endpoint")
-            .cloned()
-            .or_else(|| env("HF_ENDPOINT"))
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
-            .trim_end_matches('/')
-            .to_string();
-        let token = config
-            .options
-            .get("hf.token")
-            .cloned()
-            .or_else(|| env("HF_TOKEN"));
-        let repo_type = config
-            .options
-            .get("hf.repo_type")
-            .cloned()
-            .unwrap_or_else(|| "dataset".into());
-        if !matches!(repo_type.as_str(), "dataset" | "model" | "space") {
-            return Err(RegistryError::invalid(
-                "hf.repo_type",
-                "must be dataset, model or space",
-            ));
-        }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30));
-        if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| RegistryError::io(format!("reading {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
-            })?;
-            b = b.add_root_certificate(cert);
-        }
-        if endpoint.starts_with("http://")
-            && !config.insecure
-            && !pf_registry_core::net::is_loopback_url(&endpoint)
-        {
-            return Err(RegistryError::invalid(
-                "HF_ENDPOINT",
-                "plain http:// is only allowed for loopback endpoints or with --insecure",
-            ));
-        }
+        let HfConfig {
+            endpoint,
+            token,
+            repo_type,
+            public,
+        } = HfConfig::from_config(config)?;
         Ok(HfTransport {
-            http: b.build().map_err(|e| {
-                RegistryError::permanent("hf", format!("building HTTP client: {e}"))
-            })?,
+            http: http::client(config, "hf")?,
             endpoint,
             token,
             repo_id: repo_id.clone(),
             repo_type,
             revision: revision.clone().unwrap_or_else(|| "main".into()),
-            public: config.flag("hf.public", false),
+            public,
             pin: reference.digest,
             present: Mutex::new(None),
             uploaded: Mutex::new(Default::default()),
@@ -188,51 +124,17 @@ impl HfTransport {
         Ok(())
     }
 
+    /// Sends `rb`; a non-success answer becomes a typed error through the
+    /// shared classifier (see the [`Classify`] impl below).
     async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
-        let resp = rb.send().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{what}: {}", e.without_url()))
-        })?;
-        let status = resp.status();
-        if status.is_success() {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| http::send_error(self.backend(), what, e))?;
+        if resp.status().is_success() {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pf_registry_core::retry::parse_retry_after);
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        Err(match status {
-            StatusCode::NOT_FOUND => RegistryError::not_found(format!(
-                "{what} in hf://{}@{}",
-                self.repo_id, self.revision
-            )),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                registry: format!("hf://{}", self.repo_id),
-                detail: if self.token.is_none() {
-                    "authentication required: set HF_TOKEN".into()
-                } else {
-                    "the token in HF_TOKEN was rejected or lacks access to this repository".into()
-                },
-            },
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
-                RegistryError::Conflict(format!("{what}: {status} {body}"))
-            }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                RegistryError::transient_after(
-                    self.backend(),
-                    format!("{what}: {status}"),
-                    retry_after,
-                )
-            }
-            _ => RegistryError::permanent(self.backend(), format!("{what}: {status} {body}")),
-        })
+        Err(http::classify(&Failure::read(resp).await, what, self))
     }
 
     async fn ensure_repo(&self) -> Result<()> {
@@ -278,14 +180,8 @@ impl HfTransport {
                 .await
                 .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
             for it in items {
-                if let Some(p) = it["path"].as_str() {
-                    if let Some(d) = p
-                        .strip_suffix(".zst")
-                        .and_then(|p| p.rsplit('/').next())
-                        .and_then(|h| Digest::parse_hex(h).ok())
-                    {
-                        out.insert(d);
-                    }
+                if let Some(d) = it["path"].as_str().and_then(layout::blob_digest) {
+                    out.insert(d);
                 }
             }
         }
@@ -391,9 +287,10 @@ impl HfTransport {
                 format!("larger than {limit} bytes"),
             ));
         }
-        let b = resp.bytes().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{path}: {}", e.without_url()))
-        })?;
+        let b = resp
+            .bytes()
+            .await
+            .map_err(|e| http::send_error(self.backend(), path, e))?;
         if b.len() > limit {
             return Err(RegistryError::invalid(
                 path,
@@ -401,6 +298,35 @@ impl HfTransport {
             ));
         }
         Ok(Some(b))
+    }
+}
+
+impl Classify for HfTransport {
+    fn backend(&self) -> String {
+        HfTransport::backend(self)
+    }
+
+    fn unauthorized(&self) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: format!("hf://{}", self.repo_id),
+            detail: if self.token.is_none() {
+                "authentication required: set HF_TOKEN".into()
+            } else {
+                "the token in HF_TOKEN was rejected or lacks access to this repository".into()
+            },
+        }
+    }
+
+    /// The Hub's `X-Error-Message` header when it sent one, else the body's start.
+    fn detail(&self, failure: &Failure) -> String {
+        match failure.header("x-error-message") {
+            Some(m) => m.chars().take(300).collect(),
+            None => failure.body.chars().take(300).collect(),
+        }
+    }
+
+    fn not_found(&self, what: &str, _: &str) -> RegistryError {
+        RegistryError::not_found(format!("{what} in hf://{}@{}", self.repo_id, self.revision))
     }
 }
 
@@ -474,22 +400,19 @@ impl Transport for HfTransport {
             if let Some(u) = &b.uploaded {
                 let oid = u.require_encoded_digest()?;
                 lines.push(json!({"key": "lfsFile", "value": {
-                    "path": blob_path(&b.digest), "algo": "sha256",
+                    "path": layout::blob(&b.digest), "algo": "sha256",
                     "oid": oid.hex(), "size": u.encoded_size,
                 }}));
             }
         }
-        lines.push(file(
-            format!("manifests/sha256/{}.json", d.hex()),
-            req.manifest,
-        ));
+        lines.push(file(layout::manifest_by_digest(&d), req.manifest));
         if let Some(sig) = req.signature {
-            lines.push(file(format!("signatures/sha256/{}.sig", d.hex()), sig));
-            lines.push(file("manifest.json.sig".into(), sig));
+            lines.push(file(layout::signature_by_digest(&d), sig));
+            lines.push(file(layout::SIGNATURE.into(), sig));
         }
         // An older manifest.json.sig may stay after an unsigned push; readers
         // use it only when its envelope names the manifest they fetched.
-        lines.push(file("manifest.json".into(), req.manifest));
+        lines.push(file(layout::MANIFEST.into(), req.manifest));
         let mut body = String::new();
         for l in &lines {
             body.push_str(&l.to_string());
@@ -525,25 +448,25 @@ impl Transport for HfTransport {
         let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES;
         let manifest = match self.pin {
             Some(pin) => match self
-                .fetch_file(&format!("manifests/sha256/{}.json", pin.hex()), limit)
+                .fetch_file(&layout::manifest_by_digest(&pin), limit)
                 .await?
             {
                 Some(m) => Some(m),
-                None => self.fetch_file("manifest.json", limit).await?,
+                None => self.fetch_file(layout::MANIFEST, limit).await?,
             },
-            None => self.fetch_file("manifest.json", limit).await?,
+            None => self.fetch_file(layout::MANIFEST, limit).await?,
         };
         let manifest = manifest
             .ok_or_else(|| RegistryError::not_found(format!("manifest at {}", self.location())))?;
         let d = Digest::of(&manifest);
         let signature = match self
-            .fetch_file(&format!("signatures/sha256/{}.sig", d.hex()), 64 * 1024)
+            .fetch_file(&layout::signature_by_digest(&d), 64 * 1024)
             .await?
         {
             Some(s) => Some(s),
             // The fixed-name copy counts only if it was made for this manifest.
             None => self
-                .fetch_file("manifest.json.sig", 64 * 1024)
+                .fetch_file(layout::SIGNATURE, 64 * 1024)
                 .await?
                 .filter(|s| {
                     pf_sign::SignatureEnvelope::from_json_bytes(s)
@@ -564,19 +487,14 @@ impl Transport for HfTransport {
             self.url_prefix(),
             self.repo_id,
             self.rev_enc(),
-            blob_path(digest)
+            layout::blob(digest)
         );
         let resp = self
             .send(self.req(Method::GET, &url), &format!("blob {digest}"))
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                RegistryError::transient(
-                    backend.clone(),
-                    format!("reading blob: {}", e.without_url()),
-                )
-            })
+            r.map_err(|e| http::send_error(backend.clone(), "reading blob", e))
         })))
     }
 }

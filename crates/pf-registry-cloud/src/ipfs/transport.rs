@@ -1,38 +1,21 @@
-//! The `ipfs://` backend against a node's Kubo HTTP RPC API (`IPFS_API`,
-//! default `http://127.0.0.1:5001`; option `ipfs.api`).
-//!
-//! Blobs are added as raw-leaf CIDv1 files. A dedup index lives in the
-//! node's MFS at `/pf-registry/blobs/sha256/<aa>/<hex>.zst`, so a blob the
-//! node already has is not added again. A push builds the image directory
-//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
-//! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
-//! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
-//! engine verifies every blob by its sha256 on top of IPFS's own addressing.
-
-use std::time::Duration;
+//! The `ipfs://` transport: Kubo RPC calls, the MFS dedup index and the
+//! image directory (see the module docs of [`super`]).
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
+use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::{
-    ByteStream, CommitRequest, Config, EncodedBlob, Engine, FetchedManifest, ImageRef, Location,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
 };
-use reqwest::StatusCode;
 use serde_json::Value;
 
-const DEFAULT_API: &str = "http://127.0.0.1:5001";
-const INDEX: &str = "/pf-registry/blobs/sha256";
+use super::config;
 
-/// Opens an `ipfs://` reference on the shared engine.
-pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<IpfsTransport>> {
-    Ok(Engine::new(
-        IpfsTransport::new(reference, config)?,
-        config.clone(),
-        reference.digest,
-    ))
-}
+/// MFS directory of the dedup index; blob keys of [`layout`] go below it.
+const INDEX: &str = "/pf-registry";
 
 /// Transport for one IPFS node; `cid` is the image root (pulls).
 #[derive(Debug)]
@@ -43,11 +26,7 @@ pub struct IpfsTransport {
 }
 
 fn index_path(d: &Digest) -> String {
-    format!("{INDEX}/{}/{}.zst", d.shard(), d.hex())
-}
-
-fn rel_blob_path(d: &Digest) -> String {
-    format!("blobs/sha256/{}/{}.zst", d.shard(), d.hex())
+    format!("{INDEX}/{}", layout::blob(d))
 }
 
 impl IpfsTransport {
@@ -59,27 +38,8 @@ impl IpfsTransport {
                 reason: "not an ipfs:// reference".into(),
             });
         };
-        let api = config
-            .options
-            .get("ipfs.api")
-            .cloned()
-            .or_else(|| std::env::var("IPFS_API").ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| DEFAULT_API.into())
-            .trim_end_matches('/')
-            .to_string();
-        let loopback = pf_registry_core::net::is_loopback_url(&api);
-        if api.starts_with("http://") && !loopback && !config.insecure {
-            return Err(RegistryError::invalid(
-                "IPFS_API",
-                "plain http:// is only allowed for a loopback API or with --insecure",
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| RegistryError::permanent("ipfs", format!("building HTTP client: {e}")))?;
+        let api = config::api(config)?;
+        let http = http::client(config, "ipfs")?;
         Ok(IpfsTransport {
             http,
             api,
@@ -106,51 +66,18 @@ impl IpfsTransport {
         if let Some(f) = body {
             rb = rb.multipart(f);
         }
-        let resp = rb.send().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("{cmd}: {}", e.without_url()))
-        })?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| http::send_error(self.backend(), cmd, e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pf_registry_core::retry::parse_retry_after);
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["Message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        let lower = msg.to_ascii_lowercase();
-        if status == StatusCode::NOT_FOUND
-            || lower.contains("does not exist")
-            || lower.contains("no link named")
-            || lower.contains("not found")
-        {
-            return Err(RegistryError::not_found(format!(
-                "{cmd} {:?} on {}",
-                args.first().map(|a| a.1),
-                self.backend()
-            )));
-        }
-        if lower.contains("already exists") {
-            return Err(RegistryError::Conflict(format!("{cmd}: {msg}")));
-        }
-        // 429 (rate limited, e.g. by a gateway in front of the node) and 5xx
-        // other than a rejected argument are worth another attempt.
-        Err(if status == StatusCode::TOO_MANY_REQUESTS {
-            RegistryError::transient_after(
-                self.backend(),
-                format!("{cmd}: {status} {msg}"),
-                retry_after,
-            )
-        } else if status.is_server_error() && !lower.contains("invalid") {
-            RegistryError::transient(self.backend(), format!("{cmd}: {status} {msg}"))
-        } else {
-            RegistryError::permanent(self.backend(), format!("{cmd}: {status} {msg}"))
-        })
+        let what = match args.first() {
+            Some((_, arg)) => format!("{cmd} {arg:?}"),
+            None => cmd.to_string(),
+        };
+        Err(http::classify(&Failure::read(resp).await, &what, self))
     }
 
     async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
@@ -171,9 +98,10 @@ impl IpfsTransport {
                 Some(form),
             )
             .await?;
-        let text = resp.text().await.map_err(|e| {
-            RegistryError::transient(self.backend(), format!("add: {}", e.without_url()))
-        })?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| http::send_error(self.backend(), "add", e))?;
         // One JSON object per line; the last names the added file.
         text.lines()
             .rev()
@@ -242,9 +170,7 @@ impl IpfsTransport {
         let mut out = Vec::new();
         let mut s = resp.bytes_stream();
         while let Some(c) = s.next().await {
-            let c = c.map_err(|e| {
-                RegistryError::transient(self.backend(), format!("cat: {}", e.without_url()))
-            })?;
+            let c = c.map_err(|e| http::send_error(self.backend(), "cat", e))?;
             if out.len() + c.len() > limit {
                 return Err(RegistryError::invalid(
                     path,
@@ -254,6 +180,48 @@ impl IpfsTransport {
             out.extend_from_slice(&c);
         }
         Ok(Some(Bytes::from(out)))
+    }
+}
+
+/// RPC errors come as HTTP 500 with a JSON `Message`; its text says what
+/// happened (Kubo has no error codes).
+impl Classify for IpfsTransport {
+    fn backend(&self) -> String {
+        IpfsTransport::backend(self)
+    }
+
+    /// The node has no auth of its own; a proxy in front of it may.
+    fn unauthorized(&self) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.backend(),
+            detail:
+                "the IPFS API refused the request (a proxy in front of the node wants credentials)"
+                    .into(),
+        }
+    }
+
+    fn detail(&self, failure: &Failure) -> String {
+        serde_json::from_str::<Value>(&failure.body)
+            .ok()
+            .and_then(|v| v["Message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| failure.body.chars().take(200).collect())
+    }
+
+    fn refine(&self, failure: &Failure, message: &str) -> Option<Class> {
+        let lower = message.to_ascii_lowercase();
+        if ["does not exist", "no link named", "not found"]
+            .iter()
+            .any(|m| lower.contains(m))
+        {
+            Some(Class::NotFound)
+        } else if lower.contains("already exists") {
+            Some(Class::Conflict)
+        } else if failure.status.is_server_error() && lower.contains("invalid") {
+            // A rejected argument: another attempt gets the same answer.
+            Some(Class::Permanent)
+        } else {
+            None
+        }
     }
 }
 
@@ -316,38 +284,41 @@ impl Transport for IpfsTransport {
             req.manifest_digest.hex(),
             rand_u64()
         );
-        self.mkdir(&format!("{staging}/blobs/sha256")).await?;
+        self.mkdir(&format!("{staging}/{}", layout::BLOBS)).await?;
         for b in req.blobs {
             let from = match b.uploaded.as_ref().and_then(|u| u.handle.clone()) {
                 Some(cid) => format!("/ipfs/{cid}"),
                 None => index_path(&b.digest),
             };
-            self.cp(&from, &format!("{staging}/{}", rel_blob_path(&b.digest)))
+            self.cp(&from, &format!("{staging}/{}", layout::blob(&b.digest)))
                 .await?;
         }
         if let Some(sig) = req.signature {
             let cid = self
                 .add(
-                    "manifest.json.sig",
+                    layout::SIGNATURE,
                     reqwest::Body::from(sig.to_vec()),
                     sig.len() as u64,
                 )
                 .await?;
             self.cp(
                 &format!("/ipfs/{cid}"),
-                &format!("{staging}/manifest.json.sig"),
+                &format!("{staging}/{}", layout::SIGNATURE),
             )
             .await?;
         }
         let cid = self
             .add(
-                "manifest.json",
+                layout::MANIFEST,
                 reqwest::Body::from(req.manifest.to_vec()),
                 req.manifest.len() as u64,
             )
             .await?;
-        self.cp(&format!("/ipfs/{cid}"), &format!("{staging}/manifest.json"))
-            .await?;
+        self.cp(
+            &format!("/ipfs/{cid}"),
+            &format!("{staging}/{}", layout::MANIFEST),
+        )
+        .await?;
         let root = self.stat_hash(&staging).await?;
         self.rpc("pin/add", &[("arg", &format!("/ipfs/{root}"))], None)
             .await?;
@@ -366,13 +337,13 @@ impl Transport for IpfsTransport {
         let root = self.root()?;
         let manifest = self
             .cat_small(
-                &format!("/ipfs/{root}/manifest.json"),
+                &format!("/ipfs/{root}/{}", layout::MANIFEST),
                 pf_registry_core::manifest::MAX_MANIFEST_BYTES,
             )
             .await?
             .ok_or_else(|| RegistryError::not_found(format!("manifest at ipfs://{root}")))?;
         let signature = self
-            .cat_small(&format!("/ipfs/{root}/manifest.json.sig"), 64 * 1024)
+            .cat_small(&format!("/ipfs/{root}/{}", layout::SIGNATURE), 64 * 1024)
             .await?;
         Ok(FetchedManifest {
             manifest,
@@ -384,13 +355,11 @@ impl Transport for IpfsTransport {
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         let root = self.root()?;
         let resp = self
-            .cat(&format!("/ipfs/{root}/{}", rel_blob_path(digest)))
+            .cat(&format!("/ipfs/{root}/{}", layout::blob(digest)))
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                RegistryError::transient(backend.clone(), format!("cat: {}", e.without_url()))
-            })
+            r.map_err(|e| http::send_error(backend.clone(), "cat", e))
         })))
     }
 

@@ -1,0 +1,29 @@
+//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
+//! as the official `huggingface_hub` client uses it.
+//!
+//! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
+//! type `dataset` unless `hf.repo_type=model|space`), uploads new blobs
+//! through the Git LFS batch API (never base64 in the commit body), then
+//! makes ONE commit listing the manifest, its signature and every new blob
+//! path. Repository layout is the `file://` layout. Blobs already in the
+//! repository's tree are not uploaded again. Pushes return
+//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
+//! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
+//! override them (embedders, tests).
+
+mod config;
+mod transport;
+
+use pf_registry_core::{Config, Engine, ImageRef, Result};
+
+pub use config::OPTIONS;
+pub use transport::HfTransport;
+
+/// Opens an `hf://` reference on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<HfTransport>> {
+    Ok(Engine::new(
+        HfTransport::new(reference, config)?,
+        config.clone(),
+        reference.digest,
+    ))
+}

@@ -1,0 +1,25 @@
+//! `ipfs://` settings: the RPC API address from `ipfs.api` or `IPFS_API`.
+
+use pf_registry_core::{http, Config, Result};
+
+const DEFAULT_API: &str = "http://127.0.0.1:5001";
+
+/// Every option key the `ipfs://` backend takes.
+pub const OPTIONS: &[&str] = &["ipfs.api"];
+
+/// The Kubo RPC API root without a trailing `/`: option `ipfs.api`, else
+/// `IPFS_API`, else the local node. Plain `http://` only to loopback or
+/// with `insecure`; unknown option keys are refused.
+pub(super) fn api(config: &Config) -> Result<String> {
+    config.check_options("ipfs", OPTIONS)?;
+    let api = config
+        .options
+        .get("ipfs.api")
+        .cloned()
+        .or_else(|| std::env::var("IPFS_API").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| DEFAULT_API.into())
+        .trim_end_matches('/')
+        .to_string();
+    http::check_plain_http("IPFS_API", &api, config.insecure)?;
+    Ok(api)
+}

@@ -1,0 +1,27 @@
+//! The `ipfs://` backend against a node's Kubo HTTP RPC API (`IPFS_API`,
+//! default `http://127.0.0.1:5001`; option `ipfs.api`).
+//!
+//! Blobs are added as raw-leaf CIDv1 files. A dedup index lives in the
+//! node's MFS at `/pf-registry/blobs/sha256/<aa>/<hex>.zst`, so a blob the
+//! node already has is not added again. A push builds the image directory
+//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
+//! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
+//! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
+//! engine verifies every blob by its sha256 on top of IPFS's own addressing.
+
+mod config;
+mod transport;
+
+use pf_registry_core::{Config, Engine, ImageRef, Result};
+
+pub use config::OPTIONS;
+pub use transport::IpfsTransport;
+
+/// Opens an `ipfs://` reference on the shared engine.
+pub fn open(reference: &ImageRef, config: &Config) -> Result<Engine<IpfsTransport>> {
+    Ok(Engine::new(
+        IpfsTransport::new(reference, config)?,
+        config.clone(),
+        reference.digest,
+    ))
+}

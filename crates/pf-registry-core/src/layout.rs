@@ -1,0 +1,113 @@
+//! The storage keys of the path-based repository layout, written once for
+//! every backend that stores images as named files or objects (`file://`,
+//! `s3://`, `hf://`, `ipfs://`). Keys are relative, `/`-separated paths; a
+//! backend joins them under its root, prefix or directory.
+//!
+//! ```text
+//! manifest.json                    manifest of the untagged reference (written LAST)
+//! manifest.json.sig                its signature envelope (convenience copy)
+//! tags/<tag>/manifest.json         manifest of `:<tag>` (written LAST)
+//! tags/<tag>/manifest.json.sig     its signature envelope (convenience copy)
+//! manifests/sha256/<hex>.json      every committed manifest, by digest (`@sha256:` pulls)
+//! signatures/sha256/<hex>.sig      every committed signature, by MANIFEST digest
+//! blobs/sha256/<aa>/<hex>.zst      zstd-encoded blobs named by their RAW digest
+//! ```
+//!
+//! ```
+//! use pf_registry_core::{layout, Digest};
+//! let d = Digest::of(b"hello");
+//! let key = layout::blob(&d);
+//! assert_eq!(key, format!("blobs/sha256/{}/{}.zst", &d.hex()[..2], d.hex()));
+//! assert_eq!(layout::blob_digest(&key), Some(d));
+//! assert_eq!(layout::tag_manifest(Some("v1")), "tags/v1/manifest.json");
+//! ```
+
+use pf_digest::Digest;
+
+/// The manifest of the untagged reference.
+pub const MANIFEST: &str = "manifest.json";
+/// The signature envelope next to [`MANIFEST`].
+pub const SIGNATURE: &str = "manifest.json.sig";
+/// The directory that holds every encoded blob (sharded below).
+pub const BLOBS: &str = "blobs/sha256";
+/// Suffix of an encoded blob's key.
+const BLOB_SUFFIX: &str = ".zst";
+
+/// `blobs/sha256/<aa>/<hex>.zst`: the encoded blob named by its raw `digest`.
+pub fn blob(digest: &Digest) -> String {
+    format!("{BLOBS}/{}/{}{BLOB_SUFFIX}", digest.shard(), digest.hex())
+}
+
+/// The raw digest a key made by [`blob`] names; `None` for any other key
+/// (foreign objects under a prefix are ignored, never trusted).
+pub fn blob_digest(key: &str) -> Option<Digest> {
+    let rest = key.strip_prefix(BLOBS)?.strip_prefix('/')?;
+    let (_, file) = rest.split_once('/')?;
+    let hex = file.strip_suffix(BLOB_SUFFIX)?;
+    let d = Digest::parse_hex(hex).ok()?;
+    (blob(&d) == key).then_some(d)
+}
+
+/// `manifests/sha256/<hex>.json`: the manifest whose digest is `digest`.
+pub fn manifest_by_digest(digest: &Digest) -> String {
+    format!("manifests/sha256/{}.json", digest.hex())
+}
+
+/// `signatures/sha256/<hex>.sig`: the signature of the manifest `digest`.
+pub fn signature_by_digest(digest: &Digest) -> String {
+    format!("signatures/sha256/{}.sig", digest.hex())
+}
+
+/// The manifest a tag points at: `tags/<tag>/manifest.json`, or
+/// [`MANIFEST`] for the untagged reference. The commit point of a push.
+pub fn tag_manifest(tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("tags/{t}/{MANIFEST}"),
+        None => MANIFEST.to_string(),
+    }
+}
+
+/// The signature copy next to [`tag_manifest`].
+pub fn tag_signature(tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("tags/{t}/{SIGNATURE}"),
+        None => SIGNATURE.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_snapshot() {
+        let d = Digest::of(b"pf layout");
+        let keys = [
+            blob(&d),
+            manifest_by_digest(&d),
+            signature_by_digest(&d),
+            tag_manifest(None),
+            tag_signature(None),
+            tag_manifest(Some("v1.2")),
+            tag_signature(Some("v1.2")),
+        ];
+        insta::assert_snapshot!(keys.join("\n"));
+    }
+
+    #[test]
+    fn blob_digest_inverts_blob_only() {
+        let d = Digest::of(b"x");
+        assert_eq!(blob_digest(&blob(&d)), Some(d));
+        let hex = d.hex();
+        for foreign in [
+            format!("blobs/sha256/00/{hex}.zst"),
+            format!("blobs/sha256/{hex}.zst"),
+            format!("blobs/sha256/{}/{hex}.zst.tmp", &hex[..2]),
+            format!("other/sha256/{}/{hex}.zst", &hex[..2]),
+            format!("blobs/sha256/{}/{}.zst", &hex[..2], hex.to_uppercase()),
+            manifest_by_digest(&d),
+        ] {
+            assert_eq!(blob_digest(&foreign), None, "{foreign}");
+        }
+    }
+}
