@@ -290,7 +290,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     }
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    c.options = options::collect(&cli.options, env).map_err(CliError::Usage)?;
+    // `-o` keys are checked against the backend; PF_OPTION_* ones fill in.
+    c.options = options::collect(&cli.options, []).map_err(CliError::Usage)?;
+    c.env_options = options::collect(&[], env).map_err(CliError::Usage)?;
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))

@@ -28,6 +28,21 @@ fn an_option_the_backend_does_not_take_is_exit_1_listing_the_valid_keys() {
     );
     assert!(err.contains("valid options: none"), "{err}");
 
+    // The same key from the environment serves the backends that take it
+    // and is ignored by the others.
+    let out = Command::new(env!("CARGO_BIN_EXE_pf"))
+        .args(["exists", &repo])
+        .env("PF_STORE", &store)
+        .env("PF_OPTION_HF_PUBLIC", "true")
+        .output()
+        .expect("run pf");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A copy takes the options of either end, and still refuses others.
     let other = format!("file://{}", tmp.path().join("other").display());
     let out = pf(&store, &["copy", &repo, &other, "-o", "s3.regoin=x"]);

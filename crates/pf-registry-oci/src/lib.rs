@@ -114,8 +114,7 @@ impl OciTransport {
         };
         config.check_options("oci", OPTIONS)?;
         let max_layers = config
-            .options
-            .get("oci.max_layers")
+            .option("oci.max_layers")
             .and_then(|v| v.parse().ok())
             .unwrap_or(layout::DEFAULT_MAX_LAYERS);
         Ok(OciTransport {
@@ -124,7 +123,7 @@ impl OciTransport {
             tag: tag.clone().unwrap_or_else(|| "latest".into()),
             pin: reference.digest,
             max_layers,
-            mount_from: config.options.get("oci.mount_from").cloned(),
+            mount_from: config.option("oci.mount_from").cloned(),
             concurrency: config.concurrency.clamp(1, 64),
             known: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),
