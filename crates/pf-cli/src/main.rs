@@ -50,7 +50,7 @@ struct Cli {
     /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
     /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
     /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
-    /// -o hf.token_file=/run/secrets/hf), or set PF_OPTION_<KEY> with `.`
+    /// -o hf.token_file=/run/secrets/hf), or set `PF_OPTION_<KEY>` with `.`
     /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
     #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
     options: Vec<String>,

@@ -10,6 +10,22 @@
 //! classifier), `auth` (credentials from env and docker config), `layout`
 //! (the artifact and image-index layout), `dedup` (HEAD checks and
 //! cross-repository mounts), `upload` (monolithic and chunked uploads).
+//!
+//! Opening makes no request (the first push or pull does), so options and
+//! references are checked offline:
+//!
+//! ```
+//! use pf_registry_core::{Config, ImageRef, RegistryError};
+//! let r = ImageRef::parse("oci://registry.example.com/team/app:v1").unwrap();
+//! let mut config = Config::default();
+//! config.options.insert("oci.max_layers".into(), "500".into());
+//! let _registry = pf_registry_oci::open(&r, &config).unwrap();
+//! config.options.insert("oci.max_layer".into(), "500".into());
+//! let Err(err) = pf_registry_oci::open(&r, &config) else {
+//!     panic!("a mistyped option was accepted");
+//! };
+//! assert!(matches!(err, RegistryError::BadOption { .. }), "{err}");
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
