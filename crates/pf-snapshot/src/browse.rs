@@ -62,11 +62,10 @@ impl BlobStore for Selective {
         if (self.wanted)(digest) {
             return self.inner.has(digest);
         }
-        self.skipped.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
-    /// What the engine asks before fetching: unwanted blobs are "present"
-    /// (and counted as skipped); wanted ones are `inner`'s intact copies.
+    /// What a pull asks: a blob not wanted is "present" (and counted as
+    /// skipped), a wanted one is `inner`'s answer.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
         if (self.wanted)(digest) {
             return self.inner.has_intact(digest, size);

@@ -213,6 +213,47 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_snapshot_restores_from_a_store_byte_for_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let world = tmp.path().join("world");
+        std::fs::create_dir_all(world.join("a/b")).unwrap();
+        std::fs::write(world.join("a/b/small"), "small file").unwrap();
+        std::fs::write(world.join("big"), vec![9u8; 3 << 20]).unwrap();
+        std::fs::write(world.join("empty"), "").unwrap();
+        std::fs::set_permissions(world.join("empty"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::os::unix::fs::symlink("a/b/small", world.join("link")).unwrap();
+        let store = Arc::new(pf_cas::MemoryStore::new());
+        let snap = snapshot(&world, store.clone(), &SnapshotOptions::new("t", "1")).unwrap();
+        for d in snap.source.list().unwrap() {
+            store.put(&snap.source.get(&d).unwrap()).unwrap();
+        }
+        let dest = tmp.path().join("out");
+        let opts = restore::RestoreOptions::default();
+        let n = restore::restore_from_store(&snap.manifest, &*store, &dest, &opts).unwrap();
+        assert_eq!(n, 10 + (3 << 20));
+        assert_eq!(
+            std::fs::read(dest.join("a/b/small")).unwrap(),
+            b"small file"
+        );
+        assert_eq!(std::fs::read(dest.join("big")).unwrap(), vec![9u8; 3 << 20]);
+        assert_eq!(
+            std::fs::read_link(dest.join("link")).unwrap(),
+            Path::new("a/b/small")
+        );
+        let mode = std::fs::metadata(dest.join("empty"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second restore into the now non-empty directory is refused.
+        assert!(restore::restore_from_store(&snap.manifest, &*store, &dest, &opts).is_err());
+    }
+
     #[test]
     fn now_is_rfc3339_seconds() {
         let s = super::now_rfc3339();

@@ -699,16 +699,8 @@ mod tests {
         a.mode = 0o666;
         let mut f = file("d/f", 13, blob, None);
         f.mode = 0o666;
-        let d = FsEntry {
-            path: "d".into(),
-            kind: EntryKind::Dir,
-            mode: 0o777,
-            size: 0,
-            blob: None,
-            chunks: vec![],
-            target: None,
-            offset: None,
-        };
+        let mut d = file("d", 0, blob, None);
+        (d.kind, d.mode, d.blob) = (EntryKind::Dir, 0o777, None);
         let tree = FsTree {
             entries: vec![a, d, f],
             packs: vec![],

@@ -121,6 +121,8 @@ impl BlobStore for RestoreSink {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
         self.inner.has(digest)
     }
+    /// `inner`'s check, so a damaged local copy is fetched again rather
+    /// than copied into the restore.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
         self.inner.has_intact(digest, size)
     }
