@@ -45,7 +45,10 @@ pub struct Config {
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust for TLS.
     pub ca_file: Option<PathBuf>,
-    /// Per-request timeout for network backends.
+    /// Network timeout: for the HTTP backends (OCI, HF, IPFS) an idle
+    /// timeout per read, so a large stream runs as long as bytes flow (the
+    /// connect timeout is at most 30 s); for S3, object_store's request
+    /// timeout and retry deadline.
     pub timeout: Duration,
     /// Directory for temporary encoded blobs; system temp dir when `None`.
     pub spool_dir: Option<PathBuf>,
