@@ -79,3 +79,77 @@ fn s3_push_and_pull_with_credentials_only_from_profile_files() {
     assert!(err.contains(&config.display().to_string()), "{err}");
     assert!(!err.contains(&s3.secret_key), "{err}");
 }
+
+#[cfg(feature = "hf")]
+#[test]
+fn hub_token_from_hf_home_and_dataset_reference() {
+    use pf_hub_testserver::{HubConfig, HubServer, RepoType};
+    const TOKEN: &str = "hf_token_file_secret_9f3c";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = rt
+        .block_on(HubServer::start(HubConfig::with_token(TOKEN)))
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    fs::create_dir_all(h.join("world")).unwrap();
+    fs::write(h.join("world/w.txt"), b"hub bytes").unwrap();
+    let hf_home = h.join("hfhome");
+    fs::create_dir_all(&hf_home).unwrap();
+    let token_file = hf_home.join("token");
+    let env = vec![
+        ("HF_ENDPOINT", hub.url().to_string()),
+        ("HF_HOME", hf_home.display().to_string()),
+    ];
+    let reference = "hf://datasets/pf-tester/tok";
+
+    // No token file yet: exit 3, naming the file pf looked for.
+    let o = pf(h, &env, &["push", "world", reference]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&token_file.display().to_string()), "{err}");
+
+    // A wrong token in the file: refused (exit 3), the file named, the token not printed.
+    fs::write(&token_file, "hf_wrong_token_value\n").unwrap();
+    let o = pf(h, &env, &["push", "world", reference]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&token_file.display().to_string()), "{err}");
+    assert!(!err.contains("hf_wrong_token_value"), "{err}");
+
+    // The token `hf auth login` would have written.
+    fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let push = pf(h, &env, &["push", "world", reference]);
+    assert!(push.status.success(), "{}", text(&push));
+    let resolved = String::from_utf8_lossy(&push.stdout).trim().to_string();
+    assert!(
+        resolved.starts_with("hf://datasets/pf-tester/tok@"),
+        "{resolved}"
+    );
+    assert!(!String::from_utf8_lossy(&push.stderr).contains(TOKEN));
+    // HfFileSystem's convention: a dataset repository, no model created.
+    assert!(hub
+        .resolve(RepoType::Dataset, "pf-tester/tok", "main")
+        .is_some());
+    assert!(hub
+        .resolve(RepoType::Model, "pf-tester/tok", "main")
+        .is_none());
+    let pull = pf(h, &env, &["pull", &resolved, "--into", "restored"]);
+    assert!(pull.status.success(), "{}", text(&pull));
+    assert_eq!(fs::read(h.join("restored/w.txt")).unwrap(), b"hub bytes");
+
+    // Offline: no network, a clear error.
+    let mut offline = env.clone();
+    offline.push(("HF_HUB_OFFLINE", "1".into()));
+    let o = pf(h, &offline, &["pull", &resolved, "--into", "restored2"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HF_HUB_OFFLINE"),
+        "{}",
+        text(&o)
+    );
+    drop(hub);
+}
