@@ -127,8 +127,7 @@ impl HfConfig {
         config.check_options("hf", OPTIONS)?;
         let env = |k: &str| env(k).filter(|v| !v.is_empty());
         let endpoint = config
-            .options
-            .get("hf.endpoint")
+            .option("hf.endpoint")
             .cloned()
             .or_else(|| env("HF_ENDPOINT"))
             .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
@@ -144,7 +143,7 @@ impl HfConfig {
                 ),
             ));
         }
-        let repo_type = match config.options.get("hf.repo_type") {
+        let repo_type = match config.option("hf.repo_type") {
             None => ref_type,
             Some(v) => {
                 let t = HfRepoType::from_name(v).ok_or_else(|| {
@@ -170,7 +169,7 @@ impl HfConfig {
                 }
             }
         };
-        let found = match config.options.get("hf.token") {
+        let found = match config.option("hf.token") {
             Some(t) => FoundToken {
                 token: Some(t.clone()),
                 source: "the hf.token option".into(),
