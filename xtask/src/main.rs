@@ -190,31 +190,26 @@ fn banned_crates() -> Result<(), String> {
 }
 
 fn minimal_build() -> Result<(), String> {
+    // The library embedders pick, and the `pf` binary built the same way.
+    for pkg in ["pf-registry", "pf-cli"] {
+        minimal_build_of(pkg)?;
+    }
+    Ok(())
+}
+
+/// Builds `pkg` with `--no-default-features --features file` and checks its
+/// dependency tree holds none of [`FORBIDDEN_IN_MINIMAL`].
+fn minimal_build_of(pkg: &str) -> Result<(), String> {
+    let args = ["-p", pkg, "--no-default-features", "--features", "file"];
     run(
-        "minimal build (file only)",
-        cargo().args([
-            "build",
-            "-p",
-            "pf-registry",
-            "--no-default-features",
-            "--features",
-            "file",
-        ]),
+        &format!("minimal build of {pkg} (file only)"),
+        cargo().arg("build").args(args),
     )?;
-    eprintln!("\n==> minimal build: dependency tree must contain no HTTP stack");
+    eprintln!("\n==> minimal build of {pkg}: dependency tree must contain no HTTP stack");
     let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "pf-registry",
-            "--no-default-features",
-            "--features",
-            "file",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .arg("tree")
+        .args(args)
+        .args(["-e", "normal", "--prefix", "none"])
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
     if !out.status.success() {
@@ -229,10 +224,12 @@ fn minimal_build() -> Result<(), String> {
         .filter(|l| FORBIDDEN_IN_MINIMAL.iter().any(|f| l.starts_with(f)))
         .collect();
     if !bad.is_empty() {
-        return Err(format!("file-only build pulls in an HTTP stack: {bad:?}"));
+        return Err(format!(
+            "file-only build of {pkg} pulls in an HTTP stack: {bad:?}"
+        ));
     }
     eprintln!(
-        "<== minimal build: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})",
+        "<== minimal build of {pkg}: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})",
         tree.lines().count()
     );
     Ok(())
