@@ -10,6 +10,24 @@
 //! (`<target>::<suite>::<case>`), so a failure names the promise and the
 //! backend; one server per target is started lazily and shared by the
 //! binary's cases.
+//!
+//! ```text
+//! // crates/pf-registry-file/tests/conformance.rs (harness = false)
+//! fn main() -> ExitCode {
+//!     harness::run(&[Suite::Conformance, Suite::Faults, Suite::Crash], vec![common::target()])
+//! }
+//! ```
+//!
+//! The images the cases push are built into any blob store:
+//!
+//! ```
+//! use pf_cas::{BlobStore, MemoryStore};
+//! use pf_registry_conformance::ImageSpec;
+//!
+//! let store = MemoryStore::new();
+//! let img = ImageSpec::sample(1, 3).build(&store, "example");
+//! assert!(img.closure.iter().all(|d| store.has(d).unwrap()));
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
