@@ -1,6 +1,6 @@
 //! `kill -9` crash consistency of `pf push` against the remote backends on
 //! real loopback servers (OCI registry, S3 on moto, the Hub test server,
-//! js-ipfs): push v1, then repeatedly start a push of v2 and SIGKILL it at a
+//! Kubo): push v1, then repeatedly start a push of v2 and SIGKILL it at a
 //! seeded random point. After every kill the reference must pull (with
 //! `pf pull --trust`) as exactly v1 or exactly v2, signature verified; it
 //! never goes back to v1 once v2 was committed; a push that finished before

@@ -1,5 +1,5 @@
 //! Fault injection between the client and the REAL servers of the cloud
-//! backends (moto for S3, the Hub test server for HF, js-ipfs for IPFS):
+//! backends (moto for S3, the Hub test server for HF, Kubo for IPFS):
 //!
 //! * transient faults (500/502/503, 429 + `Retry-After`, connections cut
 //!   mid-body) are retried: push and pull succeed and the pulled blobs equal
@@ -443,7 +443,7 @@ async fn s3_permanent_failure_is_typed_and_previous_version_survives() {
     permanent_failure_is_typed_and_previous_version_survives(&s3::S3Fixture::start()).await;
 }
 
-// ---------------------------------------------------------------- IPFS (js-ipfs)
+// ---------------------------------------------------------------- IPFS (Kubo)
 
 #[cfg(feature = "ipfs")]
 mod ipfs {

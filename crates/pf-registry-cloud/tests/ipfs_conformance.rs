@@ -1,5 +1,4 @@
-//! The shared conformance suite against a real IPFS node (js-ipfs speaking
-//! the Kubo RPC API) on loopback.
+//! The shared conformance suite against a real Kubo node on loopback.
 #![cfg(feature = "ipfs")]
 
 use std::sync::Arc;
@@ -48,9 +47,9 @@ async fn ipfs_backend_conformance() {
     let c = b.config();
     let e = pf_registry_cloud::ipfs::open(&ImageRef::parse("ipfs://").unwrap(), &c).unwrap();
     let a = e.push(src.clone(), &signed).await.expect("push");
-    // Blobs are raw-leaf CIDv1; js-ipfs's MFS directories come out as CIDv0.
+    // The root is a dag-pb CIDv1 in base32.
     assert!(
-        a.resolved.starts_with("ipfs://b") || a.resolved.starts_with("ipfs://Qm"),
+        a.resolved.starts_with("ipfs://bafybei"),
         "root CID expected: {}",
         a.resolved
     );

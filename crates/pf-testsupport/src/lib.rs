@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod faults;
+pub mod go;
 pub mod ipfs;
 pub mod memory;
 pub mod process;
@@ -13,7 +14,8 @@ pub mod registry;
 pub mod s3;
 
 pub use faults::{Fault, FaultProxy};
+pub use go::{go_tool, gobin};
 pub use ipfs::IpfsServer;
 pub use process::{free_port, ChildServer};
-pub use registry::{OciAuth, OciRegistry};
+pub use registry::{Distribution, OciAuth, OciRegistry};
 pub use s3::S3Server;
