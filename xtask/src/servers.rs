@@ -79,9 +79,10 @@ struct GoTool {
     /// The pinned module version.
     version: &'static str,
     /// The module's go.mod has `replace` directives, which `go install
-    /// m@v` refuses: build from the downloaded module's own directory
-    /// instead (its go.mod and go.sum then apply, replacements included).
-    in_module: bool,
+    /// m@v` refuses (Kubo v0.43.1 replaces go-libp2p with a fork whose
+    /// version the module proxy no longer serves): build it as a dependency
+    /// of a throwaway module instead, where its replacements do not apply.
+    as_dependency: bool,
 }
 
 /// The Go test peers. Cold build times on 2 loaded cores are in the README.
@@ -92,7 +93,7 @@ const GO_TOOLS: &[GoTool] = &[
         module: "github.com/ipfs/kubo",
         package: "cmd/ipfs",
         version: "v0.43.1",
-        in_module: true,
+        as_dependency: true,
     },
     GoTool {
         bin: "oras",
@@ -100,7 +101,7 @@ const GO_TOOLS: &[GoTool] = &[
         module: "oras.land/oras",
         package: "cmd/oras",
         version: "v1.3.6",
-        in_module: false,
+        as_dependency: false,
     },
     GoTool {
         bin: "crane",
@@ -108,7 +109,7 @@ const GO_TOOLS: &[GoTool] = &[
         module: "github.com/google/go-containerregistry",
         package: "cmd/crane",
         version: "v0.22.1",
-        in_module: false,
+        as_dependency: false,
     },
     GoTool {
         bin: "registry",
@@ -116,7 +117,7 @@ const GO_TOOLS: &[GoTool] = &[
         module: "github.com/distribution/distribution/v3",
         package: "cmd/registry",
         version: "v3.1.2",
-        in_module: false,
+        as_dependency: false,
     },
 ];
 
@@ -177,29 +178,21 @@ impl GoTool {
                 ))
             }
         };
-        if self.in_module {
-            let json = go(&["mod", "download", "-json", &self.pin()], None)?;
-            let dir = json
-                .lines()
-                .find_map(|l| {
-                    let l = l.trim().strip_prefix("\"Dir\": \"")?;
-                    l.strip_suffix("\",")
-                })
-                .ok_or_else(|| format!("go mod download {} named no Dir", self.pin()))?;
+        let target = format!("{}/{}", self.module, self.package);
+        if self.as_dependency {
+            let dir =
+                std::env::temp_dir().join(format!("pf-go-{}-{}", self.bin, std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let out = self.path();
             let out = out.to_string_lossy();
-            go(
-                &["build", "-o", &out, &format!("./{}", self.package)],
-                Some(Path::new(dir)),
-            )?;
+            let built = go(&["mod", "init", "pf-go-peer"], Some(&dir))
+                .and_then(|_| go(&["get", &format!("{target}@{}", self.version)], Some(&dir)))
+                .and_then(|_| go(&["build", "-o", &out, &target], Some(&dir)));
+            let _ = std::fs::remove_dir_all(&dir);
+            built?;
         } else {
-            go(
-                &[
-                    "install",
-                    &format!("{}/{}@{}", self.module, self.package, self.version),
-                ],
-                None,
-            )?;
+            go(&["install", &format!("{target}@{}", self.version)], None)?;
         }
         std::fs::write(self.stamp(), self.pin())
             .map_err(|e| format!("writing {}: {e}", self.stamp().display()))

@@ -81,8 +81,10 @@ async fn push(
 
 /// pf pulls `reference` trusting `key` and gets `p`'s image, signature verified.
 async fn pf_pulls(reference: &str, key: &SigningKey, p: &Pushed) {
-    let mut cfg = Config::default();
-    cfg.trust = TrustPolicy::new(vec![key.public_key()]);
+    let cfg = Config {
+        trust: TrustPolicy::new(vec![key.public_key()]),
+        ..Config::default()
+    };
     let dst = Arc::new(MemoryStore::new());
     let pulled = open(reference, &cfg)
         .pull(dst.clone())
