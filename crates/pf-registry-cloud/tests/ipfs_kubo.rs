@@ -9,7 +9,7 @@ use pf_cas::{BlobStore, MemoryStore};
 use pf_registry_conformance::ImageSpec;
 use pf_registry_core::{Config, ImageRef, Registry, SignedImage, SigningKey, TrustPolicy};
 use pf_registry_core::{RegistryError, Verification};
-use pf_testsupport::IpfsServer;
+use pf_testsupport::{Fault, FaultProxy, IpfsServer};
 
 fn api_config(node: &IpfsServer) -> Config {
     let mut c = Config::default();
@@ -149,4 +149,63 @@ async fn two_hundred_concurrent_pushes_of_overlapping_content_all_succeed() {
         }
     }
     assert_eq!(ok, 200);
+}
+
+/// Status line and headers, and body length, of the gateway's answer for
+/// one raw block (read over a plain TCP connection).
+fn raw_block_answer(gateway: &str, cid: &str) -> (usize, usize) {
+    use std::io::{Read, Write};
+    let addr = gateway.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+    write!(
+        s,
+        "GET /ipfs/{cid}?format=raw HTTP/1.1\r\nHost: {addr}\r\nAccept: application/vnd.ipld.raw\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("answer");
+    let head = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    (head, all.len() - head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(72, 3).build(&*src, "tamper");
+    let signed = SignedImage::new(&img.manifest, Some(&key));
+    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node))
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    // The pull's first request is the root directory block: flip a byte in
+    // the middle of its body on the first connection through the proxy.
+    let (head, body) = raw_block_answer(&node.gateway, &root);
+    assert!(body > 60, "root block of {body} bytes");
+    let proxy = FaultProxy::start(
+        node.gateway.trim_start_matches("http://"),
+        vec![Fault::FlipAt(head + body / 2)],
+    );
+    let mut c = gateway_only(&node, &key);
+    c.options
+        .insert("ipfs.gateway".into(), format!("http://{}", proxy.addr));
+    let e = pf_registry_cloud::ipfs::open(&ImageRef::parse(&pushed.resolved).expect("ref"), &c)
+        .expect("open");
+    let dst = Arc::new(MemoryStore::new());
+    let err = e.pull(dst.clone()).await.expect_err("a tampered block");
+    assert_eq!(proxy.injected(), 1, "the flip was applied");
+    match &err {
+        RegistryError::Integrity { what, .. } => {
+            assert!(what.contains(&format!("ipfs block {root}")), "{what}")
+        }
+        other => panic!("expected Integrity, got {other}"),
+    }
+    assert!(dst.list().expect("list").is_empty(), "nothing was stored");
 }
