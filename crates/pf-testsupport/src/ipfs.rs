@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::go::go_tool;
-use crate::process::{free_port, ChildServer};
+use crate::process::{free_port, ChildServer, ServerProcess};
 
 const INSTALL_HINT: &str = "build Kubo with `cargo xtask servers install`";
 
@@ -73,10 +73,12 @@ impl IpfsServer {
             _dir: dir,
         }
     }
+}
 
-    /// The daemon's log.
-    pub fn log_text(&self) -> String {
-        self.server.log_text()
+impl ServerProcess for IpfsServer {
+    /// The daemon.
+    fn process(&self) -> &ChildServer {
+        &self.server
     }
 }
 
