@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod image;
+pub mod lifecycle;
 
 use std::sync::Arc;
 
