@@ -305,10 +305,7 @@ pub async fn retain_then_gc(backend: &dyn Backend) -> Option<(u64, u64)> {
         let res = engine(backend, &pinned(&r, img.digest()), &backend.config())
             .pull(Arc::new(MemoryStore::new()))
             .await;
-        assert!(
-            is_gone(&res),
-            "removed version still pulls"
-        );
+        assert!(is_gone(&res), "removed version still pulls");
     }
     let v = lifecycle::verify(&*t, &TrustPolicy::default(), ReadData::All)
         .await

@@ -147,6 +147,10 @@ pub struct DiffReport {
     pub removed: Vec<FileChange>,
     /// In both, with other content, mode, kind or target.
     pub changed: Vec<FileChange>,
+    /// Small files packed with others, equal in size and mode, stored in a
+    /// different pack or place: their content cannot be compared without
+    /// reading the packs, which `diff` never does.
+    pub maybe_changed: Vec<FileChange>,
     /// Blobs of B's closure that A's lacks.
     pub blobs_to_transfer: usize,
     /// Their raw bytes (declared sizes): what moving from A to B fetches.
@@ -199,11 +203,29 @@ pub async fn diff(a: &dyn Transport, b: &dyn Transport) -> Result<DiffReport> {
                 size_a: None,
                 size_b: Some(e.size),
             }),
-            Some(old) if old != e => r.changed.push(FileChange {
-                path: p.clone(),
-                size_a: Some(old.size),
-                size_b: Some(e.size),
-            }),
+            Some(old) if old != e => {
+                let change = FileChange {
+                    path: p.clone(),
+                    size_a: Some(old.size),
+                    size_b: Some(e.size),
+                };
+                let packed_alike = old.offset.is_some()
+                    && e.offset.is_some()
+                    && FsEntry {
+                        blob: None,
+                        offset: None,
+                        ..old.clone()
+                    } == FsEntry {
+                        blob: None,
+                        offset: None,
+                        ..e.clone()
+                    };
+                if packed_alike {
+                    r.maybe_changed.push(change);
+                } else {
+                    r.changed.push(change);
+                }
+            }
             Some(_) => {}
         }
     }

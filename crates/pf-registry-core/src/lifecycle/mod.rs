@@ -208,9 +208,9 @@ pub(crate) async fn closure_of(
         .iter()
         .filter(|l| manifest::is_index_media_type(&l.media_type))
     {
-        if !cache.contains_key(&l.digest) {
+        if let std::collections::hash_map::Entry::Vacant(v) = cache.entry(l.digest) {
             let raw = read_blob(t, &l.digest, Some(l.size), manifest::MAX_INDEX_BYTES).await?;
-            cache.insert(l.digest, raw);
+            v.insert(raw);
         }
     }
     manifest::closure(m, |d| {
