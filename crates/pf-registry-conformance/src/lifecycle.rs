@@ -397,8 +397,8 @@ pub async fn concurrent_push_and_gc(backend: &dyn Backend, default: u32) -> u32 
         closures.insert(shared.digest(), cs);
         closures.insert(new.digest(), cn);
         let (e1, e2) = (
-            engine(backend, &r, &backend.config()),
-            engine(backend, &r, &backend.config()),
+            engine(backend, &sibling(&r, "a"), &backend.config()),
+            engine(backend, &sibling(&r, "b"), &backend.config()),
         );
         let gt = backend.transport(&r, &backend.config()).expect("transport");
         let (p1, p2, g) = tokio::join!(
@@ -449,6 +449,18 @@ pub async fn concurrent_push_and_gc(backend: &dyn Backend, default: u32) -> u32 
         backend.name()
     );
     rounds
+}
+
+/// `r` with tag `tag` where the backend has tags (same repository), so
+/// concurrent pushes do not race for one tag; `r` itself otherwise.
+fn sibling(r: &ImageRef, tag: &str) -> ImageRef {
+    let mut s = r.clone();
+    match &mut s.location {
+        pf_registry_core::Location::S3 { tag: t, .. }
+        | pf_registry_core::Location::Oci { tag: t, .. } => *t = Some(tag.to_string()),
+        _ => {}
+    }
+    s
 }
 
 fn pinned_transport(backend: &dyn Backend, r: &ImageRef, d: Digest) -> Box<dyn Transport> {
