@@ -393,8 +393,18 @@ impl<T: Transport> Registry for Engine<T> {
             (Ok(report), Some(g)) => {
                 // Wait out any gc that may have missed the marker, then put
                 // back whatever it removed.
-                g.wait_for_gcs(t).await?;
-                let gone: HashSet<Digest> = self.missing(all).await?.into_iter().collect();
+                let check = match g.wait_for_gcs(t).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("cannot read gc records at {}: {e}", t.location());
+                        true
+                    }
+                };
+                let gone: HashSet<Digest> = if check {
+                    self.missing(all).await?.into_iter().collect()
+                } else {
+                    HashSet::new()
+                };
                 if !gone.is_empty() {
                     let again: Vec<ClosureBlob> = closure
                         .iter()
@@ -403,7 +413,12 @@ impl<T: Transport> Registry for Engine<T> {
                         .collect();
                     self.upload(&store, again).await?;
                 }
-                g.release(t).await?;
+                // The marker names only blobs the committed manifest now
+                // references: one left behind (no delete permission) is
+                // harmless and expires.
+                if let Err(e) = g.release(t).await {
+                    tracing::warn!("cannot remove push marker at {}: {e}", t.location());
+                }
                 Ok(report)
             }
             (Err(e), Some(g)) => {

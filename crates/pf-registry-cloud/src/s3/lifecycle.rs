@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode};
 use pf_registry_core::lifecycle::StoredKey;
-use pf_registry_core::{RegistryError, Result};
+use pf_registry_core::{layout, RegistryError, Result};
 
 use super::S3Transport;
 
@@ -42,6 +42,14 @@ impl S3Transport {
 
     pub(super) async fn list_keys_impl(&self, dir: &str) -> Result<Vec<StoredKey>> {
         check_key(dir)?;
+        if dir == layout::LOCKS {
+            // A push lists the gc records before it deduplicates: what this
+            // transport cached of the blobs may predate a gc's deletions,
+            // so the dedup that follows lists afresh.
+            if let Ok(mut g) = self.listing.lock() {
+                *g = None;
+            }
+        }
         let root = self.key(dir);
         let mut out = Vec::new();
         let mut s = self.store.list(Some(&root));

@@ -34,22 +34,35 @@
 //! newer format, stops it before any deletion: a blob may be referenced by
 //! what it cannot read.
 //!
-//! A push, after its commit, lists the gc records, waits until each one it
-//! saw is gone or expired, asks the backend which closure blobs are missing,
-//! uploads those again, and only then removes its marker.
+//! A push, right after writing its marker (and before deduplicating),
+//! lists the gc records. After its commit it waits until each one it saw is
+//! gone or expired and, if it saw any, asks the backend which closure
+//! blobs are missing and uploads those again; only then it removes its
+//! marker.
 //!
 //! **Why a finished push never names a deleted blob.** Take a push P whose
-//! marker was written at `tm` and which listed the gc records at `tr > tm`
-//! (after its commit), and any gc G whose record was written at `tg`.
-//! * If `tg < tr`: G's record is listed by P, and P waits until G has
-//!   finished (or expired: then G issues no deletion after P's wait ends).
-//!   Every deletion of G happened before P's final check, which uploads
-//!   again whatever G removed. After the check no other gc of this case is
-//!   left, and the next case covers the rest.
-//! * If `tg > tr`: G lists the markers after `tg > tm`, so it sees P's
-//!   marker unless P already removed it; P removes it only after its
-//!   commit, and G lists manifests after markers, so G then sees the
-//!   committed manifest. Either way every blob of P's closure is protected.
+//! marker was written at `tm` and which listed the gc records at `t1 > tm`,
+//! before asking which blobs the backend has; and any gc G whose record
+//! was written at `tg`.
+//! * G finished (record removed) before `t1`: every deletion of G happened
+//!   before P asked which blobs exist, so P uploads whatever G removed.
+//! * G's record is listed at `t1`: P waits until G has finished (or
+//!   expired: G then issues no deletion after P's wait ends) and only then
+//!   checks its closure, uploading again whatever G removed.
+//! * `tg > t1`: G lists the markers after `tg > tm`, so it sees P's marker
+//!   unless P already removed it; P removes it only after its commit, and
+//!   G lists manifests after markers, so G then sees the committed
+//!   manifest. Either way every blob of P's closure is protected.
+//!
+//! A push costs three small requests for this (write the marker, list
+//! `locks/`, delete the marker), plus the closure check when a gc was running.
+//!
+//! A pusher whose credential may write but not list (an S3 policy without
+//! `s3:ListBucket`) cannot see running gcs: it checks its blobs after the
+//! commit, which covers a gc finished by then but not one still running.
+//! Give it list rights, or do not collect garbage while it pushes. A
+//! backend that caches what it has stored must drop that cache when
+//! `locks/` is listed (the S3 backend does).
 //!
 //! The argument needs only read-after-write consistency of writes, deletes
 //! and listings (a local filesystem; S3 since 2020) and clocks that agree
