@@ -89,12 +89,15 @@ pub(crate) async fn protected_blobs(t: &dyn Transport) -> Result<HashSet<Digest>
 #[derive(Debug)]
 pub struct PushGuard {
     key: String,
+    /// Gc records listed right after the marker was written; `None` when
+    /// they could not be listed (then the push must check its blobs).
+    seen: Option<Vec<String>>,
 }
 
 impl PushGuard {
-    /// Writes the marker naming `blobs` (the whole closure) BEFORE the push
-    /// asks which blobs the backend has. `None` when the backend has no key
-    /// writes (it has no gc either).
+    /// Writes the marker naming `blobs` (the whole closure), then lists the
+    /// running gcs; both BEFORE the push asks which blobs the backend has.
+    /// `None` when the backend has no key writes (it has no gc either).
     pub async fn begin(t: &dyn Transport, blobs: &[Digest]) -> Result<Option<PushGuard>> {
         let now = now_ms();
         let key = key("push", &new_id());
@@ -104,20 +107,33 @@ impl PushGuard {
             expires_ms: now + PUSH_MARKER_TTL.as_millis() as u64,
             blobs: blobs.to_vec(),
         };
-        Ok(write(t, &key, &m).await?.then_some(PushGuard { key }))
+        if !write(t, &key, &m).await? {
+            return Ok(None);
+        }
+        let seen = match list(t, "gc").await {
+            Ok(v) => Some(v.into_iter().map(|(k, _)| k).collect()),
+            Err(e) => {
+                // E.g. a credential that may write but not list.
+                tracing::debug!("cannot list running gcs at {}: {e}", t.location());
+                None
+            }
+        };
+        Ok(Some(PushGuard { key, seen }))
     }
 
-    /// After the commit: waits until every gc record listed now is removed
-    /// or expired. The caller then re-checks its closure and uploads what a
-    /// finished gc removed.
-    pub async fn wait_for_gcs(&self, t: &dyn Transport) -> Result<()> {
-        let seen: Vec<String> = list(t, "gc").await?.into_iter().map(|(k, _)| k).collect();
+    /// After the commit: waits until every gc listed by [`begin`](Self::begin)
+    /// is finished or expired. True when the push must then check its blobs
+    /// and upload what such a gc removed (a gc was running, or gcs could
+    /// not be listed); false when no gc can have removed any.
+    pub async fn wait_for_gcs(&self, t: &dyn Transport) -> Result<bool> {
+        let Some(seen) = &self.seen else {
+            return Ok(true);
+        };
         for key in seen {
             loop {
-                let live = match t.read_key(&key, MAX_MARKER_BYTES).await? {
+                let live = match t.read_key(key, MAX_MARKER_BYTES).await? {
                     None => false,
-                    // An unreadable record is being rewritten or is junk:
-                    // count it live until it expires by its listing age.
+                    // Records are written whole; an unreadable one is junk.
                     Some(b) => match serde_json::from_slice::<Marker>(&b) {
                         Ok(m) => m.expires_ms > now_ms(),
                         Err(_) => false,
@@ -129,7 +145,7 @@ impl PushGuard {
                 tokio::time::sleep(POLL).await;
             }
         }
-        Ok(())
+        Ok(!seen.is_empty())
     }
 
     /// Removes the marker (after the commit has settled).
