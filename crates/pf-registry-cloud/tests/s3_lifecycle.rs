@@ -50,6 +50,7 @@ async fn s3_lifecycle_cases() {
     lifecycle::rm_version(&b).await;
     lifecycle::verify_finds_damage(&b).await;
     lifecycle::gc_refuses_bad_manifests(&b).await;
+    lifecycle::retain_policies(&b).await;
     let (after, fresh) = lifecycle::retain_then_gc(&b)
         .await
         .expect("s3 supports lifecycle");

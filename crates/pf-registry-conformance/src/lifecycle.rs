@@ -468,3 +468,79 @@ fn pinned_transport(backend: &dyn Backend, r: &ImageRef, d: Digest) -> Box<dyn T
         .transport(&pinned(r, d), &backend.config())
         .expect("transport")
 }
+
+/// `retain --keep-within` keeps versions created recently (by their
+/// `created_at`), `--keep-tag` the version a tag names (where the backend
+/// has tags), and a policy that keeps nothing is refused.
+pub async fn retain_policies(backend: &dyn Backend) {
+    let r = backend.fresh_ref("lc-policy");
+    let Some(t) = lifecycle_transport(backend, &r).await else {
+        return;
+    };
+    let src = Arc::new(MemoryStore::new());
+    let mut made = Vec::new();
+    for (i, created) in [
+        "2001-01-01T00:00:00Z",
+        "2002-01-01T00:00:00Z",
+        "2099-01-01T00:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (img, _) = version(&*src, 110 + i as u64, i as u32, None);
+        let mut m = pf_registry_core::Manifest::from_bytes(&img.manifest).expect("manifest");
+        m.created_at = created.to_string();
+        let img = SignedImage::new(&m, None);
+        push(backend, &r, &src, &img).await;
+        made.push(img.digest());
+    }
+    let tagged = sibling(&r, "pinned");
+    let has_tags = tagged != r;
+    if has_tags {
+        let (img, _) = version(&*src, 110, 0, None);
+        let mut m = pf_registry_core::Manifest::from_bytes(&img.manifest).expect("manifest");
+        m.created_at = "2001-01-01T00:00:00Z".into();
+        push(backend, &tagged, &src, &SignedImage::new(&m, None)).await;
+    }
+    let none = lifecycle::retain(&*t, &RetainPolicy::default()).await;
+    assert!(
+        matches!(none, Err(RegistryError::InvalidData { .. })),
+        "{none:?}"
+    );
+    let policy = RetainPolicy {
+        keep_within: Some(Duration::from_secs(7 * 86_400)),
+        keep_tags: if has_tags {
+            vec!["pinned".into()]
+        } else {
+            Vec::new()
+        },
+        dry_run: true,
+        ..RetainPolicy::default()
+    };
+    let dry = lifecycle::retain(&*t, &policy)
+        .await
+        .expect("retain dry run");
+    let inv = Inventory::read(&*t).await.expect("inventory");
+    assert_eq!(inv.manifests.len(), 3, "a dry run removed something");
+    let rep = lifecycle::retain(
+        &*t,
+        &RetainPolicy {
+            dry_run: false,
+            ..policy
+        },
+    )
+    .await
+    .expect("retain");
+    assert_eq!(rep.kept, dry.kept);
+    let mut want = vec![made[2]];
+    if has_tags {
+        want.push(made[0]);
+    }
+    assert_eq!(
+        rep.kept, want,
+        "keep-within keeps the recent one, keep-tag the tagged one"
+    );
+    let inv = Inventory::read(&*t).await.expect("inventory");
+    let left: BTreeSet<Digest> = inv.manifests.keys().copied().collect();
+    assert_eq!(left, want.iter().copied().collect());
+}

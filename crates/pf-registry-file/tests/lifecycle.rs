@@ -67,3 +67,8 @@ async fn file_concurrent_push_and_gc() {
     eprintln!("file: {rounds} rounds of concurrent push + gc");
     assert!(rounds >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_retain_policies() {
+    lifecycle::retain_policies(&backend()).await;
+}
