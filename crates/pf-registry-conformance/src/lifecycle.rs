@@ -13,10 +13,48 @@ use pf_registry_core::lifecycle::{self, GcOptions, Inventory, ReadData, RetainPo
 use pf_registry_core::{layout, ImageRef, Registry, RegistryError, SignedImage, Transport};
 use pf_sign::TrustPolicy;
 
-use crate::{engine, Backend, ImageSpec};
+use crate::{engine, ImageSpec, Subject};
+
+/// The cases: (name, needs mutable references).
+pub const CASES: &[(&str, bool)] = &[
+    ("tags_and_log", true),
+    ("rm_version", true),
+    ("verify_finds_damage", false),
+    ("retain_then_gc", true),
+    ("retain_policies", true),
+    ("gc_refuses_bad_manifests", true),
+    ("concurrent_push_and_gc", true),
+];
+
+/// Runs the lifecycle `case` of [`CASES`] on `backend`.
+pub async fn run(case: &str, backend: &Subject) {
+    match case {
+        "tags_and_log" => tags_and_log(backend).await,
+        "rm_version" => rm_version(backend).await,
+        "verify_finds_damage" => verify_finds_damage(backend).await,
+        "retain_then_gc" => {
+            if let Some((after, fresh)) = retain_then_gc(backend).await {
+                eprintln!(
+                    "{}: 20 versions, keep-last 3, gc: {after} B; fresh push of the 3: {fresh} B",
+                    backend.name()
+                );
+            }
+        }
+        "retain_policies" => retain_policies(backend).await,
+        "gc_refuses_bad_manifests" => gc_refuses_bad_manifests(backend).await,
+        "concurrent_push_and_gc" => {
+            let rounds = concurrent_push_and_gc(backend, 50).await;
+            eprintln!(
+                "{}: {rounds} rounds of concurrent push + gc",
+                backend.name()
+            );
+        }
+        other => panic!("no lifecycle case {other}"),
+    }
+}
 
 /// A transport for `r` when the backend supports lifecycle commands.
-async fn lifecycle_transport(backend: &dyn Backend, r: &ImageRef) -> Option<Box<dyn Transport>> {
+async fn lifecycle_transport(backend: &Subject, r: &ImageRef) -> Option<Box<dyn Transport>> {
     let t = backend
         .transport(r, &backend.config())
         .unwrap_or_else(|e| panic!("{}: transport: {e}", backend.name()));
@@ -55,7 +93,7 @@ fn version(
     (SignedImage::new(&img.manifest, None), img.closure)
 }
 
-async fn push(backend: &dyn Backend, r: &ImageRef, store: &Arc<MemoryStore>, img: &SignedImage) {
+async fn push(backend: &Subject, r: &ImageRef, store: &Arc<MemoryStore>, img: &SignedImage) {
     engine(backend, r, &backend.config())
         .push(store.clone(), img)
         .await
@@ -71,7 +109,7 @@ fn pinned(r: &ImageRef, d: Digest) -> ImageRef {
 
 /// Pulls `r@d` and checks it byte for byte against `closure` in `src`.
 async fn pull_verifies(
-    backend: &dyn Backend,
+    backend: &Subject,
     r: &ImageRef,
     d: Digest,
     src: &dyn BlobStore,
@@ -118,7 +156,7 @@ async fn repo_bytes(t: &dyn Transport) -> u64 {
 }
 
 /// `tags` shows the head with its digest; `log` walks `parents` newest first.
-pub async fn tags_and_log(backend: &dyn Backend) {
+pub async fn tags_and_log(backend: &Subject) {
     let r = backend.fresh_ref("lc-log");
     let Some(t) = lifecycle_transport(backend, &r).await else {
         return;
@@ -150,7 +188,7 @@ pub async fn tags_and_log(backend: &dyn Backend) {
 
 /// `rm` by digest removes a version (it no longer pulls) and leaves the
 /// head; `rm` of a version's blobs is `gc`'s job.
-pub async fn rm_version(backend: &dyn Backend) {
+pub async fn rm_version(backend: &Subject) {
     let r = backend.fresh_ref("lc-rm");
     let Some(t) = lifecycle_transport(backend, &r).await else {
         return;
@@ -196,7 +234,7 @@ pub async fn rm_version(backend: &dyn Backend) {
 
 /// `verify` passes on an intact image, names a deleted blob as missing and
 /// a rewritten one as corrupt (with `ReadData::All`).
-pub async fn verify_finds_damage(backend: &dyn Backend) {
+pub async fn verify_finds_damage(backend: &Subject) {
     let r = backend.fresh_ref("lc-verify");
     let Some(t) = lifecycle_transport(backend, &r).await else {
         return;
@@ -246,7 +284,7 @@ pub async fn verify_finds_damage(backend: &dyn Backend) {
 /// 20 versions, `retain --keep-last 3`, `gc`: the repository is within 10%
 /// of a fresh push of the 3 kept versions, they pull and verify, the 17
 /// others are gone. Returns (size after gc, fresh size).
-pub async fn retain_then_gc(backend: &dyn Backend) -> Option<(u64, u64)> {
+pub async fn retain_then_gc(backend: &Subject) -> Option<(u64, u64)> {
     let r = backend.fresh_ref("lc-retain");
     let t = lifecycle_transport(backend, &r).await?;
     let src = Arc::new(MemoryStore::new());
@@ -316,7 +354,7 @@ pub async fn retain_then_gc(backend: &dyn Backend) -> Option<(u64, u64)> {
 
 /// `gc` refuses, deleting nothing, on an unparseable manifest (named) and
 /// on a manifest of a newer format.
-pub async fn gc_refuses_bad_manifests(backend: &dyn Backend) {
+pub async fn gc_refuses_bad_manifests(backend: &Subject) {
     let r = backend.fresh_ref("lc-bad");
     let Some(t) = lifecycle_transport(backend, &r).await else {
         return;
@@ -375,7 +413,7 @@ pub async fn gc_refuses_bad_manifests(backend: &dyn Backend) {
 /// pushed and `retain` since dropped, one new) racing a gc with no grace;
 /// after every round every committed version pulls and verifies.
 /// `PF_GC_ROUNDS` sets the rounds (default `default`). Returns the rounds run.
-pub async fn concurrent_push_and_gc(backend: &dyn Backend, default: u32) -> u32 {
+pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
     let rounds = std::env::var("PF_GC_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -463,7 +501,7 @@ fn sibling(r: &ImageRef, tag: &str) -> ImageRef {
     s
 }
 
-fn pinned_transport(backend: &dyn Backend, r: &ImageRef, d: Digest) -> Box<dyn Transport> {
+fn pinned_transport(backend: &Subject, r: &ImageRef, d: Digest) -> Box<dyn Transport> {
     backend
         .transport(&pinned(r, d), &backend.config())
         .expect("transport")
@@ -472,7 +510,7 @@ fn pinned_transport(backend: &dyn Backend, r: &ImageRef, d: Digest) -> Box<dyn T
 /// `retain --keep-within` keeps versions created recently (by their
 /// `created_at`), `--keep-tag` the version a tag names (where the backend
 /// has tags), and a policy that keeps nothing is refused.
-pub async fn retain_policies(backend: &dyn Backend) {
+pub async fn retain_policies(backend: &Subject) {
     let r = backend.fresh_ref("lc-policy");
     let Some(t) = lifecycle_transport(backend, &r).await else {
         return;

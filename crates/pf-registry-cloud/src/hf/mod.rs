@@ -1,13 +1,18 @@
-//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
-//! as the official `huggingface_hub` client uses it.
+//! The `hf://` backend: the Hugging Face Hub HTTP API, as the official
+//! `huggingface_hub` client uses it. References are spelled as its
+//! `HfFileSystem` spells them: `hf://owner/repo` (a model repository),
+//! `hf://datasets/owner/repo`, `hf://spaces/owner/repo`, each `[@revision]`.
 //!
 //! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
-//! type `dataset` unless `hf.repo_type=model|space`), uploads new blobs
+//! of the type the reference names; the old `-o hf.repo_type` still applies to
+//! an unprefixed reference, with a deprecation warning), uploads new blobs
 //! through the Git LFS batch API (never base64 in the commit body), then
 //! makes ONE commit listing the manifest, its signature and every new blob
 //! path. Repository layout is the `file://` layout. Blobs already in the
 //! repository's tree are not uploaded again. Pushes return
-//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
+//! `hf://[datasets/|spaces/]owner/repo@<commit id>`. Auth: `HF_TOKEN`, then
+//! the file `$HF_TOKEN_PATH`, then `$HF_HOME/token` (as `huggingface_hub`);
+//! `HF_HUB_OFFLINE` refuses all network access; endpoint: `HF_ENDPOINT`
 //! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
 //! override them (embedders, tests).
 
