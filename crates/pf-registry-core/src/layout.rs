@@ -11,6 +11,8 @@
 //! manifests/sha256/<hex>.json      every committed manifest, by digest (`@sha256:` pulls)
 //! signatures/sha256/<hex>.sig      every committed signature, by MANIFEST digest
 //! blobs/sha256/<aa>/<hex>.zst      zstd-encoded blobs named by their RAW digest
+//! locks/push-<id>.json             a push in progress (see `crate::lifecycle`)
+//! locks/gc-<id>.json               a garbage collection running
 //! ```
 //!
 //! ```
