@@ -4,6 +4,7 @@
 mod browse;
 mod display;
 mod exit;
+mod lifecycle;
 mod options;
 mod progress;
 
@@ -144,6 +145,8 @@ enum Cmd {
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCmd),
     /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
     Keygen {
         /// Output path prefix.
@@ -332,6 +335,7 @@ fn note(cli: &Cli, msg: impl AsRef<str>) {
 
 async fn run(cli: Cli) -> CliResult<u8> {
     match &cli.cmd {
+        Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
         Cmd::Keygen { out } => {
             let key = SigningKey::generate()?;
             let priv_path = out.with_extension("key");

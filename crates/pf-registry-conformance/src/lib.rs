@@ -1,7 +1,8 @@
 //! The shared suites every backend runs against a real server: the
 //! conformance properties ([`conformance`]), the fault scenarios behind a
 //! fault-injecting proxy ([`faults`]), the large-blob memory scenario
-//! ([`large`]) and the `kill -9` crash loop ([`crash`]).
+//! ([`large`]), the `kill -9` crash loop ([`crash`]) and the lifecycle
+//! cases ([`lifecycle`]: tags, log, rm, retain, gc, verify).
 //!
 //! A backend's test file is a `harness = false` test whose `main` returns
 //! [`harness::run`] with the suites to run and one [`Target`] per server
@@ -37,6 +38,7 @@ pub mod faults;
 pub mod harness;
 pub mod image;
 pub mod large;
+pub mod lifecycle;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
