@@ -444,7 +444,7 @@ fn kill_9_during_oci_push_never_leaves_a_torn_image() {
 #[cfg(feature = "s3")]
 #[test]
 fn kill_9_during_s3_push_never_leaves_a_torn_image() {
-    let s3 = pf_testsupport::S3Server::start();
+    let s3 = pf_testsupport::S3Server::start_seaweedfs();
     crash_loop(&Remote {
         name: "s3",
         env: vec![

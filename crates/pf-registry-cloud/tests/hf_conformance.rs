@@ -59,7 +59,7 @@ async fn hf_backend_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_commit_per_push_and_no_reupload() {
+async fn blob_and_manifest_commits_and_no_reupload() {
     let hub = start_hub(10).await;
     let cfg = config_for(&hub);
     let src = Arc::new(MemoryStore::new());
@@ -76,7 +76,8 @@ async fn one_commit_per_push_and_no_reupload() {
         "{}",
         rep.resolved
     );
-    assert_eq!(hub.stats().commits, 1, "one commit per push");
+    // One commit of blobs (fewer than 100), then the manifest's commit.
+    assert_eq!(hub.stats().commits, 2, "blobs commit + manifest commit");
     let uploads = hub.stats().lfs_uploads;
     assert_eq!(
         uploads,

@@ -1,4 +1,5 @@
-//! The shared conformance suite on the S3 backend against a real moto server.
+//! The shared conformance suite on the S3 backend against a real object
+//! store: SeaweedFS (see `pf_testsupport::S3Server::start_seaweedfs`).
 #![cfg(feature = "s3")]
 
 mod common;
@@ -17,7 +18,7 @@ struct S3Backend {
 
 impl Backend for S3Backend {
     fn name(&self) -> String {
-        "s3 (moto)".into()
+        "s3 (SeaweedFS)".into()
     }
     fn fresh_ref(&self, label: &str) -> ImageRef {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
@@ -44,7 +45,7 @@ impl Backend for S3Backend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_backend_conformance() {
     let b = S3Backend {
-        server: S3Server::start(),
+        server: S3Server::start_seaweedfs(),
         n: AtomicU32::new(0),
     };
     run_all(&b, pf_registry_conformance::cases(6)).await;
