@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's automation.
 //!
 //! - `ci`: provision test servers, then fmt, clippy, tests (including the
-//!   conformance suite on every backend against real servers), and the
-//!   minimal-build check. Fails loudly on the first failing step.
+//!   conformance suite on every backend against real servers and the
+//!   doctests), `cargo doc` with `-D warnings`, and the minimal-build check. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
 //! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]`: push/pull
 //!   figures beside baselines, and what each zstd level costs and saves.
@@ -114,6 +114,14 @@ fn ci() -> Result<(), String> {
     run(
         "tests",
         cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]),
+    )?;
+    // Broken intra-doc links, private links and bad HTML fail the build
+    // (the front-page examples ran as doctests in "tests").
+    run(
+        "docs",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     minimal_build()?;
     banned_crates()?;

@@ -3,6 +3,23 @@
 //!
 //! Every write is verified: a blob is stored under the digest of its bytes,
 //! and a streamed write with an expected digest stores nothing on mismatch.
+//!
+//! ```
+//! use pf_cas::{BlobStore, Digest, DirStore, MemoryStore};
+//! # fn main() -> Result<(), pf_cas::CasError> {
+//! let mem = MemoryStore::new();
+//! let d = mem.put(b"blob")?;
+//! assert_eq!(d, Digest::of(b"blob"));
+//! assert_eq!(mem.get(&d)?, b"blob");
+//!
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let disk = DirStore::open(dir.path())?;
+//! // A streamed write with the wrong expected digest stores nothing.
+//! let wrong = Digest::of(b"other");
+//! assert!(disk.put_stream(Some(&wrong), &mut &b"blob"[..]).is_err());
+//! assert!(!disk.has(&wrong)? && !disk.has(&d)?);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

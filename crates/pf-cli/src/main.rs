@@ -50,7 +50,7 @@ struct Cli {
     /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
     /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
     /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
-    /// -o hf.token_file=/run/secrets/hf), or set PF_OPTION_<KEY> with `.`
+    /// -o hf.token_file=/run/secrets/hf), or set `PF_OPTION_<KEY>` with `.`
     /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
     #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
     options: Vec<String>,
@@ -290,7 +290,9 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     }
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    c.options = options::collect(&cli.options, env).map_err(CliError::Usage)?;
+    // `-o` keys are checked against the backend; PF_OPTION_* ones fill in.
+    c.options = options::collect(&cli.options, []).map_err(CliError::Usage)?;
+    c.env_options = options::collect(&[], env).map_err(CliError::Usage)?;
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))

@@ -10,13 +10,7 @@ mod common;
 use common::text;
 
 fn pf(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pf"))
-        .args(args)
-        .env("PF_STORE", store)
-        .env_remove("PF_KEY")
-        .env_remove("PF_TRUST")
-        .output()
-        .expect("run pf")
+    common::pf_env(store, args, &[])
 }
 
 /// A strange string a hostile image puts everywhere it can: a forged

@@ -3,6 +3,18 @@
 //! A [`Digest`] can only be obtained by hashing bytes or by parsing a string
 //! that is exactly `sha256:` followed by 64 lowercase hex characters, so a
 //! value of this type is always safe to splice into a path or URL.
+//!
+//! ```
+//! use pf_digest::{Digest, Hasher};
+//! let d = Digest::of(b"hello");
+//! assert_eq!(d.to_string().len(), "sha256:".len() + 64);
+//! assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
+//! assert!(Digest::parse("sha256:ABC").is_err()); // upper case, too short
+//! let mut h = Hasher::new();
+//! h.update(b"hel");
+//! h.update(b"lo");
+//! assert_eq!(h.finish(), d);
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

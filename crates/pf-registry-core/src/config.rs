@@ -45,13 +45,21 @@ pub struct Config {
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust for TLS.
     pub ca_file: Option<PathBuf>,
-    /// Per-request timeout for network backends.
+    /// Network timeout: for the HTTP backends (OCI, HF, IPFS) an idle
+    /// timeout per read, so a large stream runs as long as bytes flow (the
+    /// connect timeout is at most 30 s); for S3, object_store's request
+    /// timeout and retry deadline.
     pub timeout: Duration,
     /// Directory for temporary encoded blobs; system temp dir when `None`.
     pub spool_dir: Option<PathBuf>,
     /// Backend-specific string options (e.g. `hf.public=true`). Each backend
     /// takes only its own keys (see [`check_options`](Self::check_options)).
     pub options: BTreeMap<String, String>,
+    /// Options from the environment (e.g. the CLI's `PF_OPTION_*`): a
+    /// backend uses those it takes, when [`options`](Self::options) does
+    /// not set them, and ignores the others (one environment serves every
+    /// backend; a typo on the command line is still an error).
+    pub env_options: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -71,6 +79,7 @@ impl Default for Config {
             timeout: Duration::from_secs(300),
             spool_dir: None,
             options: BTreeMap::new(),
+            env_options: BTreeMap::new(),
         }
     }
 }
@@ -88,23 +97,30 @@ impl std::fmt::Debug for Config {
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("env_options", &self.env_options.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
 impl Config {
+    /// The value of backend option `key`: from [`options`](Self::options),
+    /// else from [`env_options`](Self::env_options).
+    pub fn option(&self, key: &str) -> Option<&String> {
+        self.options.get(key).or_else(|| self.env_options.get(key))
+    }
+
     /// A boolean backend option (`true`/`1`/`yes`), `default` when unset.
     pub fn flag(&self, key: &str, default: bool) -> bool {
-        self.options
-            .get(key)
+        self.option(key)
             .map(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"))
             .unwrap_or(default)
     }
 
-    /// Checks that every option key is one the `scheme` backend takes
-    /// (`valid`): an unknown key, or one for another backend, is
-    /// [`RegistryError::BadOption`] listing the valid keys. Backends call
-    /// this when they are opened, so a mistyped key is never ignored.
+    /// Checks that every key of [`options`](Self::options) is one the
+    /// `scheme` backend takes (`valid`): an unknown key, or one for another
+    /// backend, is [`RegistryError::BadOption`] listing the valid keys.
+    /// Backends call this when they are opened, so a mistyped key is never
+    /// ignored. [`env_options`](Self::env_options) are not checked.
     pub fn check_options(&self, scheme: &str, valid: &[&str]) -> Result<()> {
         match self.options.keys().find(|k| !valid.contains(&k.as_str())) {
             None => Ok(()),
@@ -121,6 +137,7 @@ impl Config {
     pub fn only_options(&self, valid: &[&str]) -> Config {
         let mut c = self.clone();
         c.options.retain(|k, _| valid.contains(&k.as_str()));
+        c.env_options.retain(|k, _| valid.contains(&k.as_str()));
         c
     }
 }
@@ -148,5 +165,21 @@ mod tests {
         c.options.insert("s3.region".into(), "x".into());
         let only = c.only_options(&["s3.region"]);
         assert_eq!(only.options.keys().collect::<Vec<_>>(), ["s3.region"]);
+    }
+
+    #[test]
+    fn environment_options_fill_in_and_are_not_checked() {
+        let mut c = Config::default();
+        c.env_options.insert("hf.token".into(), "env".into());
+        c.env_options.insert("hf.public".into(), "yes".into());
+        assert!(c.check_options("file", &[]).is_ok());
+        assert_eq!(c.option("hf.token").map(String::as_str), Some("env"));
+        assert!(c.flag("hf.public", false));
+        c.options.insert("hf.token".into(), "cli".into());
+        assert_eq!(c.option("hf.token").map(String::as_str), Some("cli"));
+        assert!(
+            !format!("{c:?}").contains("env\""),
+            "values are not printed"
+        );
     }
 }

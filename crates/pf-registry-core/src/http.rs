@@ -12,7 +12,7 @@
 //!   never a whole-request timeout, so a multi-GiB stream is not cut off
 //!   while bytes keep flowing).
 //! - [`Failure`] + [`classify`]: one mapping from status, headers and body to
-//!   [`RegistryError`](crate::RegistryError) (with `Retry-After`), where a
+//!   [`RegistryError`] (with `Retry-After`), where a
 //!   backend adds only what is its own through [`Classify`] (OCI error codes,
 //!   Hub error headers, IPFS RPC messages).
 //! - [`send_error`]: a request that got no response, as a transport error

@@ -1,6 +1,20 @@
 //! pf-registry core: image references, the manifest model and closure walk,
 //! the typed error, the [`Transport`] trait backends implement, and the one
 //! push/pull [`Engine`] that turns any transport into a [`Registry`].
+//!
+//! ```
+//! use pf_registry_core::{layout, Config, Digest, ImageRef, Location};
+//! let r = ImageRef::parse("oci://registry.example.com/team/app:v1").unwrap();
+//! assert!(matches!(r.location, Location::Oci { .. }));
+//! assert_eq!(ImageRef::parse(&r.to_string()).unwrap(), r);
+//! // Path-based backends store a blob under one key, written once here.
+//! let d = Digest::of(b"blob");
+//! assert!(layout::blob(&d).starts_with("blobs/sha256/"));
+//! // A mistyped backend option is an error, never ignored.
+//! let mut config = Config::default();
+//! config.options.insert("oci.max_layer".into(), "10".into());
+//! assert!(config.check_options("oci", &["oci.max_layers"]).is_err());
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

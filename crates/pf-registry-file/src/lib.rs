@@ -24,6 +24,36 @@
 //! zstd frames do not end exactly at its end (cut short by a power loss)
 //! as missing and writes it again. Files are created 0666 and directories
 //! 0777, minus the umask.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pf_registry_core::manifest::{AgentInfo, BLOB_MEDIA_TYPE};
+//! use pf_registry_core::{
+//!     layout, BlobStore, Config, Descriptor, ImageRef, Manifest, MemoryStore, Registry,
+//!     SignedImage,
+//! };
+//! # fn main() -> pf_registry_core::Result<()> {
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let repo = ImageRef::parse(&format!("file://{}", dir.path().display()))?;
+//! let store = Arc::new(MemoryStore::new());
+//! let blob = store.put(b"world state")?;
+//! let mut manifest = Manifest::new(
+//!     AgentInfo { name: "demo".into(), version: "1".into() },
+//!     "2026-01-01T00:00:00Z",
+//! );
+//! manifest.layers.push(Descriptor {
+//!     role: "world.env".into(),
+//!     media_type: BLOB_MEDIA_TYPE.into(),
+//!     digest: blob,
+//!     size: 11,
+//! });
+//! let rt = tokio::runtime::Runtime::new().expect("runtime");
+//! let registry = pf_registry_file::open(&repo, &Config::default())?;
+//! rt.block_on(registry.push(store, &SignedImage::new(&manifest, None)))?;
+//! assert!(dir.path().join(layout::MANIFEST).is_file());
+//! assert!(dir.path().join(layout::blob(&blob)).is_file());
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -10,6 +10,22 @@
 //! classifier), `auth` (credentials from env and docker config), `layout`
 //! (the artifact and image-index layout), `dedup` (HEAD checks and
 //! cross-repository mounts), `upload` (monolithic and chunked uploads).
+//!
+//! Opening makes no request (the first push or pull does), so options and
+//! references are checked offline:
+//!
+//! ```
+//! use pf_registry_core::{Config, ImageRef, RegistryError};
+//! let r = ImageRef::parse("oci://registry.example.com/team/app:v1").unwrap();
+//! let mut config = Config::default();
+//! config.options.insert("oci.max_layers".into(), "500".into());
+//! let _registry = pf_registry_oci::open(&r, &config).unwrap();
+//! config.options.insert("oci.max_layer".into(), "500".into());
+//! let Err(err) = pf_registry_oci::open(&r, &config) else {
+//!     panic!("a mistyped option was accepted");
+//! };
+//! assert!(matches!(err, RegistryError::BadOption { .. }), "{err}");
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -114,8 +130,7 @@ impl OciTransport {
         };
         config.check_options("oci", OPTIONS)?;
         let max_layers = config
-            .options
-            .get("oci.max_layers")
+            .option("oci.max_layers")
             .and_then(|v| v.parse().ok())
             .unwrap_or(layout::DEFAULT_MAX_LAYERS);
         Ok(OciTransport {
@@ -124,7 +139,7 @@ impl OciTransport {
             tag: tag.clone().unwrap_or_else(|| "latest".into()),
             pin: reference.digest,
             max_layers,
-            mount_from: config.options.get("oci.mount_from").cloned(),
+            mount_from: config.option("oci.mount_from").cloned(),
             concurrency: config.concurrency.clamp(1, 64),
             known: Mutex::new(HashMap::new()),
             loaded: tokio::sync::OnceCell::new(),

@@ -7,15 +7,53 @@
 //! backend; a scheme whose feature is off yields
 //! [`RegistryError::Unsupported`] naming the feature to enable.
 //!
-//! ```no_run
-//! # async fn demo() -> pf_registry::Result<()> {
+//! Open a reference, push an image, pull it back (here into a temporary
+//! `file://` repository; every other scheme works the same way):
+//!
+//! ```
 //! use std::sync::Arc;
-//! use pf_registry::{open, Config, DirStore, ImageRef, Registry};
-//! let store = Arc::new(DirStore::open("/tmp/pf-store")?);
-//! let reg = open(&ImageRef::parse("file:///tmp/pf-repo")?, &Config::default())?;
-//! let report = reg.pull(store).await?;
-//! println!("{} blobs, {}", report.blobs_total, report.verification);
-//! # Ok(()) }
+//! use pf_registry::manifest::{AgentInfo, BLOB_MEDIA_TYPE};
+//! use pf_registry::{
+//!     open, BlobStore, Config, Descriptor, ImageRef, Manifest, MemoryStore, SignedImage,
+//!     SigningKey, TrustPolicy, Verification,
+//! };
+//! # fn main() -> pf_registry::Result<()> {
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let repo = ImageRef::parse(&format!("file://{}", dir.path().display()))?;
+//!
+//! // A one-blob image, signed.
+//! let local = Arc::new(MemoryStore::new());
+//! let blob = local.put(b"hello, registry")?;
+//! let mut manifest = Manifest::new(
+//!     AgentInfo { name: "demo".into(), version: "1".into() },
+//!     "2026-01-01T00:00:00Z",
+//! );
+//! manifest.layers.push(Descriptor {
+//!     role: "world.env".into(),
+//!     media_type: BLOB_MEDIA_TYPE.into(),
+//!     digest: blob,
+//!     size: 15,
+//! });
+//! let key = SigningKey::generate()?;
+//! let image = SignedImage::new(&manifest, Some(&key));
+//!
+//! let rt = tokio::runtime::Runtime::new().expect("runtime");
+//! rt.block_on(async {
+//!     let pushed = open(&repo, &Config::default())?.push(local, &image).await?;
+//!     assert_eq!(pushed.manifest_digest, image.digest());
+//!
+//!     // Pull into an empty store, requiring the signing key.
+//!     let config = Config {
+//!         trust: TrustPolicy::new(vec![key.public_key()]),
+//!         ..Config::default()
+//!     };
+//!     let fresh = Arc::new(MemoryStore::new());
+//!     let pulled = open(&repo, &config)?.pull(fresh.clone()).await?;
+//!     assert!(matches!(pulled.verification, Verification::Verified { .. }));
+//!     assert_eq!(fresh.get(&blob)?, b"hello, registry");
+//!     Ok(())
+//! })
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -4,6 +4,20 @@
 //! A signature covers the exact manifest bytes. Verification happens before
 //! the manifest is parsed. Key material never appears in `Debug` output or
 //! error messages.
+//!
+//! ```
+//! use pf_sign::{SigningKey, TrustPolicy, Verification};
+//! # fn main() -> Result<(), pf_sign::SignError> {
+//! let key = SigningKey::generate()?;
+//! let manifest = br#"{"schema_version":1}"#;
+//! let envelope = key.sign_manifest(manifest).to_json_bytes();
+//! let trust = TrustPolicy::new(vec![key.public_key()]);
+//! let v = trust.verify(manifest, Some(&envelope))?;
+//! assert_eq!(v, Verification::Verified { key_id: key.key_id() });
+//! // Other bytes under the same envelope are refused.
+//! assert!(trust.verify(b"{}", Some(&envelope)).is_err());
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

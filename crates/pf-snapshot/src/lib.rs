@@ -1,6 +1,6 @@
 //! Directory <-> ProcessFork image.
 //!
-//! [`snapshot`] walks a directory and hashes it into an image: an fs tree
+//! [`snapshot()`] walks a directory and hashes it into an image: an fs tree
 //! index blob (the [`FS_LAYER_ROLE`] layer) whose file contents are blobs
 //! recorded as ranges of the files themselves (large files cut with
 //! FastCDC, small files packed together, unchanged files taken from a stat
@@ -85,7 +85,7 @@ pub use snapshot::{snapshot_dir, Chunking};
 pub use source::SourceStore;
 pub use statcache::StatCache;
 
-/// What [`snapshot`] records in the manifest besides the fs tree, and how
+/// What [`snapshot()`] records in the manifest besides the fs tree, and how
 /// it cuts files.
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {
@@ -124,7 +124,7 @@ pub struct Snapshot {
     /// The manifest: one [`FS_LAYER_ROLE`] layer holding the fs tree.
     pub manifest: Manifest,
     /// Serves every blob of the image: file contents from the directory,
-    /// the fs tree from the store given to [`snapshot`]. Push from this.
+    /// the fs tree from the store given to [`snapshot()`]. Push from this.
     pub source: Arc<SourceStore>,
     /// Entries skipped (special files, names that are not UTF-8), one
     /// sentence each.

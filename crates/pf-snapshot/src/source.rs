@@ -6,7 +6,7 @@
 //! every byte once (into the destination).
 //!
 //! A file that changes after it was hashed must never be uploaded under the
-//! old digest. Ranges recorded with a [`Stamp`] (the file's size, mtime,
+//! old digest. Ranges recorded with a `Stamp` (the file's size, mtime,
 //! ctime, inode and device when hashed, and not modified in the 2 seconds
 //! before the snapshot) are checked against `fstat` when opened and again
 //! when fully read, the rule the stat cache and git's index rely on; the

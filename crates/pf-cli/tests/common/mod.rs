@@ -1,6 +1,21 @@
 //! Helpers shared by the `pf` end-to-end test binaries.
 
-use std::process::Output;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `pf` with `args`, its local store at `store`, no key or trust from
+/// the caller's environment, and the extra environment `env`.
+#[allow(dead_code)] // Not every test binary drives pf this way.
+pub fn pf_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pf"))
+        .args(args)
+        .env("PF_STORE", store)
+        .env_remove("PF_KEY")
+        .env_remove("PF_TRUST")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pf")
+}
 
 /// A finished `pf` run's status, stdout and stderr, for assertion messages.
 pub fn text(o: &Output) -> String {

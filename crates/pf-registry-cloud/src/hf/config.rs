@@ -44,21 +44,18 @@ impl HfConfig {
         config.check_options("hf", OPTIONS)?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let endpoint = config
-            .options
-            .get("hf.endpoint")
+            .option("hf.endpoint")
             .cloned()
             .or_else(|| env("HF_ENDPOINT"))
             .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
             .trim_end_matches('/')
             .to_string();
         let token = config
-            .options
-            .get("hf.token")
+            .option("hf.token")
             .cloned()
             .or_else(|| env("HF_TOKEN"));
         let repo_type = config
-            .options
-            .get("hf.repo_type")
+            .option("hf.repo_type")
             .cloned()
             .unwrap_or_else(|| "dataset".into());
         if !matches!(repo_type.as_str(), "dataset" | "model" | "space") {

@@ -13,8 +13,7 @@ pub const OPTIONS: &[&str] = &["ipfs.api"];
 pub(super) fn api(config: &Config) -> Result<String> {
     config.check_options("ipfs", OPTIONS)?;
     let api = config
-        .options
-        .get("ipfs.api")
+        .option("ipfs.api")
         .cloned()
         .or_else(|| std::env::var("IPFS_API").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| DEFAULT_API.into())

@@ -38,7 +38,7 @@ pub(super) struct Settings {
 }
 
 fn opt_u64(config: &Config, key: &str, default: u64) -> Result<u64> {
-    match config.options.get(key) {
+    match config.option(key) {
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|_| RegistryError::BadReference {
             input: format!("{key}={v}"),
@@ -91,13 +91,7 @@ impl S3Config {
         reference: &ImageRef,
         config: &Config,
     ) -> Result<S3Config> {
-        let opt = |k: &str| {
-            config
-                .options
-                .get(k)
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-        };
+        let opt = |k: &str| config.option(k).filter(|v| !v.trim().is_empty()).cloned();
 
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         let endpoint = opt("s3.endpoint")

@@ -1,5 +1,5 @@
-//! The `s3://bucket/prefix[:tag]` backend: a thin [`Transport`] over the
-//! `object_store` crate's [`AmazonS3`] client, driven by the shared engine.
+//! The `s3://bucket/prefix[:tag]` backend: a thin [`Transport`](pf_registry_core::Transport) over the
+//! `object_store` crate's [`AmazonS3`](object_store::aws::AmazonS3) client, driven by the shared engine.
 //!
 //! # Layout under `<prefix>/`
 //!
@@ -29,10 +29,10 @@
 //! The final manifest write is conditional by default: `If-Match: <etag>` on
 //! the ETag read at the start of `commit`, or `If-None-Match: *` when there
 //! was no manifest (object_store `PutMode::Update` / `PutMode::Create`). The
-//! [`Transport`] trait has no push-start hook that could be correlated with
+//! [`Transport`](pf_registry_core::Transport) trait has no push-start hook that could be correlated with
 //! the commit of the same push, so the ETag is taken at the start of commit:
 //! two commits that overlap cannot both land; the loser gets
-//! [`RegistryError::Conflict`] (never retried silently), unless the tag
+//! [`RegistryError::Conflict`](pf_registry_core::RegistryError::Conflict) (never retried silently), unless the tag
 //! already holds the very manifest it was writing (then it is `Ok`, which also
 //! makes a retried commit idempotent). Commits that do not overlap are
 //! last-writer-wins, like a registry tag.
