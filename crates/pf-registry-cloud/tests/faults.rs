@@ -1,5 +1,5 @@
 //! Fault injection between the client and the REAL servers of the cloud
-//! backends (moto for S3, the Hub test server for HF, js-ipfs for IPFS):
+//! backends (SeaweedFS for S3, the Hub test server for HF, js-ipfs for IPFS):
 //!
 //! * transient faults (500/502/503, 429 + `Retry-After`, connections cut
 //!   mid-body) are retried: push and pull succeed and the pulled blobs equal
@@ -378,7 +378,7 @@ async fn permanent_failure_is_typed_and_previous_version_survives(fx: &dyn Fixtu
     assert_pulled(&still, &v1, &key, &src, &dst);
 }
 
-// ---------------------------------------------------------------- S3 (moto)
+// ---------------------------------------------------------------- S3 (SeaweedFS, a real object store)
 
 #[cfg(feature = "s3")]
 mod s3 {
@@ -392,7 +392,7 @@ mod s3 {
     impl S3Fixture {
         pub fn start() -> S3Fixture {
             S3Fixture {
-                server: S3Server::start(),
+                server: S3Server::start_seaweedfs(),
             }
         }
     }

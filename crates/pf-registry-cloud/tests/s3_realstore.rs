@@ -24,12 +24,30 @@ async fn probe_finds_seaweedfs_honours_conditional_put() {
     assert!(t.probe_conditional_put().await.expect("probe"));
     // The probe cleans up after itself.
     let store = common::raw_store(&server);
-    let left: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
-        object_store::ObjectStore::list(&*store, Some(&"probe".into())),
-    )
-    .await
-    .expect("list");
+    let list = |p: &'static str| {
+        futures::TryStreamExt::try_collect::<Vec<_>>(object_store::ObjectStore::list(
+            &*store,
+            Some(&p.into()),
+        ))
+    };
+    let left = list("probe").await.expect("list");
     assert!(left.is_empty(), "probe objects left behind: {left:?}");
+    // A push probes once and caches the answer under its prefix.
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(299, 2).build(&*src, "probed");
+    common::engine(&r, &common::config(&server))
+        .push(src, &SignedImage::new(&img.manifest, None))
+        .await
+        .expect("push");
+    let marker = object_store::path::Path::from("probe/img/.pf-probe/conditional-put");
+    let cached = object_store::ObjectStore::get(&*store, &marker)
+        .await
+        .expect("cached probe result")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(cached.as_ref(), b"true");
+    assert_eq!(list("probe/img/.pf-probe").await.expect("list").len(), 1);
 }
 
 /// `rounds` rounds of 6 pushers of different signed images to one tag.

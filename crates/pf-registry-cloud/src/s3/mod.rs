@@ -38,9 +38,11 @@
 //! last-writer-wins, like a registry tag.
 //!
 //! Some S3-compatible stores accept `If-None-Match` / `If-Match` and ignore
-//! them. Unless `s3.conditional_put` is given, the first commit of a
-//! transport probes the store ([`S3Transport::probe_conditional_put`]) and
-//! writes plain PUTs when it does not honour them. Either way the tag object
+//! them. Unless `s3.conditional_put` is given, the first push to a prefix
+//! probes the store ([`S3Transport::probe_conditional_put`]), caches the
+//! answer in `<prefix>/.pf-probe/conditional-put` (one GET per later push;
+//! delete it to probe again) and writes plain PUTs when the store does not
+//! honour them. Either way the tag object
 //! is one whole-object PUT written after the manifest and signature copies
 //! by digest, so no reader sees a torn image: without conditional PUT the
 //! guarantee left is last-writer-wins, never torn.

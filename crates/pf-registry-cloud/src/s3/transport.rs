@@ -341,9 +341,26 @@ impl S3Transport {
             return Ok(b);
         }
         self.conditional
-            .get_or_try_init(|| self.probe_conditional_put())
+            .get_or_try_init(|| self.cached_probe())
             .await
             .copied()
+    }
+
+    /// The probe's answer, cached under the prefix in
+    /// `.pf-probe/conditional-put` (`true` / `false`) so later pushes pay
+    /// one GET instead of four requests. Delete it to probe again.
+    async fn cached_probe(&self) -> Result<bool> {
+        let marker = self.key(".pf-probe/conditional-put");
+        match self.get_bounded("probe result", &marker, 16).await? {
+            Some(b) if b.as_ref() == b"true" => return Ok(true),
+            Some(b) if b.as_ref() == b"false" => return Ok(false),
+            _ => {}
+        }
+        let honoured = self.probe_conditional_put().await?;
+        let body = Bytes::from(if honoured { "true" } else { "false" });
+        self.put_small("probe result", &marker, body, PutMode::Overwrite)
+            .await?;
+        Ok(honoured)
     }
 
     /// Some S3-compatible stores accept `If-None-Match` / `If-Match` on
@@ -362,7 +379,7 @@ impl S3Transport {
             )
             .as_bytes(),
         );
-        let path = self.key(&format!(".pf-probe/{}", nonce.hex()));
+        let path = self.key(&format!(".pf-probe/scratch-{}", nonce.hex()));
         let body = Bytes::from_static(b"pf conditional-put probe");
         let what = "conditional-put probe";
         self.put_small(what, &path, body.clone(), PutMode::Create)
