@@ -27,14 +27,21 @@ const FORBIDDEN_IN_MINIMAL: &[&str] = &[
     "aws-",
 ];
 
-/// Backends and the test target that runs the conformance suite for each.
-const CONFORMANCE: &[(&str, &str, &str)] = &[
-    // (backend, package, test target)
-    ("file", "pf-registry-file", "conformance"),
-    ("oci", "pf-registry-oci", "conformance"),
-    ("s3", "pf-registry-cloud", "s3_conformance"),
-    ("hf", "pf-registry-cloud", "hf_conformance"),
-    ("ipfs", "pf-registry-cloud", "ipfs_conformance"),
+/// Backends and the test targets that run the shared suites for each: the
+/// conformance, fault and crash suites, then the large-blob scenario (a
+/// binary of its own, for its peak-RSS figure). Every case is a named test
+/// `<target>::<suite>::<case>`.
+const CONFORMANCE: &[(&str, &str, &[&str])] = &[
+    // (backend, package, test targets)
+    ("file", "pf-registry-file", &["conformance", "large_blob"]),
+    ("oci", "pf-registry-oci", &["conformance", "large_blob"]),
+    ("s3", "pf-registry-cloud", &["s3_conformance", "s3_large"]),
+    ("hf", "pf-registry-cloud", &["hf_conformance", "hf_large"]),
+    (
+        "ipfs",
+        "pf-registry-cloud",
+        &["ipfs_conformance", "ipfs_large"],
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -134,14 +141,16 @@ fn ci() -> Result<(), String> {
 
 fn conformance(only: Option<String>) -> Result<(), String> {
     let mut ran = 0;
-    for (backend, pkg, test) in CONFORMANCE {
+    for (backend, pkg, tests) in CONFORMANCE {
         if only.as_deref().is_some_and(|o| o != *backend) {
             continue;
         }
-        run(
-            &format!("conformance: {backend}"),
-            cargo().args(["test", "-p", pkg, "--all-features", "--test", test]),
-        )?;
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", pkg, "--all-features"]);
+        for t in *tests {
+            cmd.args(["--test", t]);
+        }
+        run(&format!("conformance: {backend}"), &mut cmd)?;
         ran += 1;
     }
     if ran == 0 {
@@ -181,31 +190,26 @@ fn banned_crates() -> Result<(), String> {
 }
 
 fn minimal_build() -> Result<(), String> {
+    // The library embedders pick, and the `pf` binary built the same way.
+    for pkg in ["pf-registry", "pf-cli"] {
+        minimal_build_of(pkg)?;
+    }
+    Ok(())
+}
+
+/// Builds `pkg` with `--no-default-features --features file` and checks its
+/// dependency tree holds none of [`FORBIDDEN_IN_MINIMAL`].
+fn minimal_build_of(pkg: &str) -> Result<(), String> {
+    let args = ["-p", pkg, "--no-default-features", "--features", "file"];
     run(
-        "minimal build (file only)",
-        cargo().args([
-            "build",
-            "-p",
-            "pf-registry",
-            "--no-default-features",
-            "--features",
-            "file",
-        ]),
+        &format!("minimal build of {pkg} (file only)"),
+        cargo().arg("build").args(args),
     )?;
-    eprintln!("\n==> minimal build: dependency tree must contain no HTTP stack");
+    eprintln!("\n==> minimal build of {pkg}: dependency tree must contain no HTTP stack");
     let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "pf-registry",
-            "--no-default-features",
-            "--features",
-            "file",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .arg("tree")
+        .args(args)
+        .args(["-e", "normal", "--prefix", "none"])
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
     if !out.status.success() {
@@ -220,10 +224,12 @@ fn minimal_build() -> Result<(), String> {
         .filter(|l| FORBIDDEN_IN_MINIMAL.iter().any(|f| l.starts_with(f)))
         .collect();
     if !bad.is_empty() {
-        return Err(format!("file-only build pulls in an HTTP stack: {bad:?}"));
+        return Err(format!(
+            "file-only build of {pkg} pulls in an HTTP stack: {bad:?}"
+        ));
     }
     eprintln!(
-        "<== minimal build: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})",
+        "<== minimal build of {pkg}: ok ({} crates, none of {FORBIDDEN_IN_MINIMAL:?})",
         tree.lines().count()
     );
     Ok(())

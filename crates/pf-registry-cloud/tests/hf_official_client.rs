@@ -48,11 +48,14 @@ async fn official_client_reads_pf_pushes_and_pf_reads_upload_folder() {
     let src = Arc::new(MemoryStore::new());
     let img = ImageSpec::sample(21, 8).build(&*src, "interop-agent");
     let signed = SignedImage::new(&img.manifest, None);
-    pf_registry_cloud::hf::open(&ImageRef::parse("hf://pf-tester/pushed").unwrap(), &cfg)
-        .unwrap()
-        .push(src, &signed)
-        .await
-        .expect("pf push");
+    pf_registry_cloud::hf::open(
+        &ImageRef::parse("hf://datasets/pf-tester/pushed").unwrap(),
+        &cfg,
+    )
+    .unwrap()
+    .push(src, &signed)
+    .await
+    .expect("pf push");
 
     let home = tempfile::tempdir().expect("temp HF_HOME");
     let out = tokio::process::Command::new("python3")
@@ -77,7 +80,7 @@ async fn official_client_reads_pf_pushes_and_pf_reads_upload_folder() {
     assert_eq!(v["agent"], "interop-agent", "{v}");
 
     // pf pulls the repository the official client wrote.
-    let copied = ImageRef::parse("hf://pf-tester/copied").unwrap();
+    let copied = ImageRef::parse("hf://datasets/pf-tester/copied").unwrap();
     let dst = Arc::new(MemoryStore::new());
     let pulled = pf_registry_cloud::hf::open(&copied, &cfg)
         .unwrap()

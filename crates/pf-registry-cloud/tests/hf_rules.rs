@@ -94,7 +94,7 @@ async fn many_blobs_use_few_commits_and_full_lfs_batches() {
     // The manifest is in the last commit: the returned commit is the head.
     let head = hub
         .resolve(
-            pf_hub_testserver::RepoType::Dataset,
+            pf_hub_testserver::RepoType::Model,
             "pf-tester/many",
             "main",
         )
@@ -168,9 +168,8 @@ async fn spaces_get_an_sdk() {
     let hub = HubServer::start(HubConfig::with_token(TOKEN))
         .await
         .unwrap();
-    let mut cfg = config_for(&hub);
-    cfg.options.insert("hf.repo_type".into(), "space".into());
-    push(&hub, &cfg, "hf://pf-tester/space", &many_blobs(7, 2)).await;
+    let cfg = config_for(&hub);
+    push(&hub, &cfg, "hf://spaces/pf-tester/space", &many_blobs(7, 2)).await;
     assert!(hub
         .resolve(
             pf_hub_testserver::RepoType::Space,

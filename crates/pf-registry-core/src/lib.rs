@@ -39,7 +39,7 @@ pub use pf_cas::{BlobStore, DirStore, MemoryStore};
 pub use pf_digest::Digest;
 pub use pf_sign::{KeyId, PublicKey, SignatureEnvelope, SigningKey, TrustPolicy, Verification};
 pub use progress::{NoProgress, Progress, ProgressEvent};
-pub use reference::{ImageRef, Location};
+pub use reference::{HfRepoType, ImageRef, Location};
 pub use registry::{
     Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
 };

@@ -40,8 +40,12 @@ pub enum Location {
         /// Tag; `None` is the default manifest.
         tag: Option<String>,
     },
-    /// A Hugging Face Hub repository.
+    /// A Hugging Face Hub repository, spelled as `huggingface_hub`'s
+    /// `HfFileSystem` spells it: `hf://owner/repo` (model),
+    /// `hf://datasets/owner/repo`, `hf://spaces/owner/repo`.
     Hf {
+        /// Model, dataset or Space.
+        repo_type: HfRepoType,
         /// `owner/name`.
         repo_id: String,
         /// Branch, tag or commit id; `None` means `main`.
@@ -52,6 +56,48 @@ pub enum Location {
         /// The root CID.
         cid: Option<String>,
     },
+}
+
+/// The kind of a Hugging Face Hub repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HfRepoType {
+    /// A model repository: `hf://owner/repo`.
+    #[default]
+    Model,
+    /// A dataset repository: `hf://datasets/owner/repo`.
+    Dataset,
+    /// A Space: `hf://spaces/owner/repo`.
+    Space,
+}
+
+impl HfRepoType {
+    /// The Hub API's name (`model`, `dataset`, `space`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HfRepoType::Model => "model",
+            HfRepoType::Dataset => "dataset",
+            HfRepoType::Space => "space",
+        }
+    }
+
+    /// Parses the Hub API's name (`model`, `dataset`, `space`).
+    pub fn from_name(name: &str) -> Option<HfRepoType> {
+        match name {
+            "model" => Some(HfRepoType::Model),
+            "dataset" => Some(HfRepoType::Dataset),
+            "space" => Some(HfRepoType::Space),
+            _ => None,
+        }
+    }
+
+    /// The path prefix in references and Hub URLs: `""`, `datasets/`, `spaces/`.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            HfRepoType::Model => "",
+            HfRepoType::Dataset => "datasets/",
+            HfRepoType::Space => "spaces/",
+        }
+    }
 }
 
 /// A parsed image reference.
@@ -288,15 +334,26 @@ impl ImageRef {
                 }
             }
             "hf" => {
-                let (repo_id, revision) = match rest.split_once('@') {
+                let (path, revision) = match rest.split_once('@') {
                     Some((r, rev)) => (r, Some(rev)),
                     None => (rest, None),
+                };
+                let (repo_type, repo_id) = match path.split_once('/') {
+                    // `datasets/` and `spaces/` always name the type (as in
+                    // HfFileSystem), never an owner.
+                    Some(("datasets", r)) => (HfRepoType::Dataset, r),
+                    Some(("spaces", r)) => (HfRepoType::Space, r),
+                    _ => (HfRepoType::Model, path),
                 };
                 let valid_repo = repo_id
                     .split_once('/')
                     .is_some_and(|(o, n)| is_valid_hf_name(o) && is_valid_hf_name(n));
                 if !valid_repo {
-                    return Err(bad(input, "expected hf://owner/repo[@revision]"));
+                    return Err(bad(
+                        input,
+                        "expected hf://owner/repo (model), hf://datasets/owner/repo or \
+                         hf://spaces/owner/repo, each optionally @revision",
+                    ));
                 }
                 if let Some(r) = revision {
                     if !is_valid_revision(r) {
@@ -304,6 +361,7 @@ impl ImageRef {
                     }
                 }
                 Location::Hf {
+                    repo_type,
                     repo_id: repo_id.to_string(),
                     revision: revision.map(str::to_string),
                 }
@@ -378,8 +436,12 @@ impl fmt::Display for Location {
                 }
                 Ok(())
             }
-            Location::Hf { repo_id, revision } => {
-                write!(f, "hf://{repo_id}")?;
+            Location::Hf {
+                repo_type,
+                repo_id,
+                revision,
+            } => {
+                write!(f, "hf://{}{repo_id}", repo_type.url_prefix())?;
                 if let Some(r) = revision {
                     write!(f, "@{r}")?;
                 }
@@ -452,9 +514,24 @@ mod tests {
         assert_eq!(
             ok("hf://owner/repo@main").location,
             Location::Hf {
+                repo_type: HfRepoType::Model,
                 repo_id: "owner/repo".into(),
                 revision: Some("main".into())
             }
+        );
+        // HfFileSystem's spelling of datasets and Spaces.
+        for (s, t) in [
+            ("hf://datasets/owner/repo", HfRepoType::Dataset),
+            ("hf://spaces/owner/repo@v1", HfRepoType::Space),
+        ] {
+            match ok(s).location {
+                Location::Hf { repo_type, .. } => assert_eq!(repo_type, t, "{s}"),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ok("hf://datasets/owner/repo@v2").to_string(),
+            "hf://datasets/owner/repo@v2"
         );
         let hf_pinned = ok(&format!("hf://owner/repo@v2@{d}"));
         assert_eq!(hf_pinned.digest, Some(d));
@@ -479,6 +556,9 @@ mod tests {
             "s3://bucket/../x",
             "s3://bucket//x",
             "hf://owner",
+            "hf://datasets/a/b/c",
+            "hf://spaces/",
+            "hf://datasets/repo",
             "hf://../x",
             "hf://o/r@../x",
             "ipfs://not-a-cid!",
@@ -530,11 +610,20 @@ mod tests {
                     tag
                 }),
             (
+                prop_oneof![
+                    Just(HfRepoType::Model),
+                    Just(HfRepoType::Dataset),
+                    Just(HfRepoType::Space)
+                ],
                 "[A-Za-z0-9][A-Za-z0-9_-]{0,10}",
                 "[A-Za-z0-9][A-Za-z0-9_-]{0,10}",
                 proptest::option::of("[A-Za-z0-9_-]{1,10}(/[A-Za-z0-9_-]{1,10})?")
             )
-                .prop_map(|(o, n, revision)| Location::Hf {
+                .prop_filter("type prefixes are not owners", |(_, o, _, _)| {
+                    o != "datasets" && o != "spaces"
+                })
+                .prop_map(|(repo_type, o, n, revision)| Location::Hf {
+                    repo_type,
                     repo_id: format!("{o}/{n}"),
                     revision
                 }),

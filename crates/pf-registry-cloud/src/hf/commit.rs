@@ -163,7 +163,7 @@ impl HfTransport {
         // use it only when its envelope names the manifest they fetched.
         lines.push(file(layout::MANIFEST.into(), req.manifest));
         let oid = self.post_commit(&format!("pf push {d}"), &lines).await?;
-        Ok(format!("hf://{}@{oid}", self.repo_id))
+        Ok(format!("hf://{}{}@{oid}", self.url_prefix(), self.repo_id))
     }
 
     /// One NDJSON commit on the revision with `parentCommit`; returns and
@@ -194,8 +194,10 @@ impl HfTransport {
             .await
             .map_err(|e| match e {
                 RegistryError::Conflict(m) => RegistryError::Conflict(format!(
-                    "hf://{}@{} moved during the push (someone else committed): {m}",
-                    self.repo_id, self.revision
+                    "hf://{}{}@{} moved during the push (someone else committed): {m}",
+                    self.url_prefix(),
+                    self.repo_id,
+                    self.revision
                 )),
                 e => e,
             })?;

@@ -1,17 +1,22 @@
-//! The `hf://owner/repo[@revision]` backend: the Hugging Face Hub HTTP API,
-//! as the official `huggingface_hub` client uses it.
+//! The `hf://` backend: the Hugging Face Hub HTTP API, as the official
+//! `huggingface_hub` client uses it. References are spelled as its
+//! `HfFileSystem` spells them: `hf://owner/repo` (a model repository),
+//! `hf://datasets/owner/repo`, `hf://spaces/owner/repo`, each `[@revision]`.
 //!
 //! A push uses an existing repository as is, creating it only when it is
-//! missing (PRIVATE unless `hf.public=true`; type `dataset` unless
-//! `hf.repo_type=model|space`; a Space gets `hf.space_sdk`, default
-//! `static`), uploads new blobs through the Git LFS batch API (up to 256
-//! objects per call, `multipart` when the Hub offers it; never base64 in a
-//! commit body), then commits them in commits of at most `hf.commit_files`
-//! files (default 100), and the manifest and its signature in the LAST
-//! commit. Every commit names its `parentCommit`: a concurrent commit to the
-//! revision fails the push with `Conflict`. Repository layout is the `file://` layout. Blobs already in the
+//! missing (PRIVATE unless `hf.public=true`; of the type the reference names;
+//! the old `-o hf.repo_type` still applies to an unprefixed reference, with a
+//! deprecation warning; a Space gets `hf.space_sdk`, default `static`),
+//! uploads new blobs through the Git LFS batch API (up to 256 objects per
+//! call, `multipart` when the Hub offers it; never base64 in a commit body),
+//! then commits them in commits of at most `hf.commit_files` files (default
+//! 100), and the manifest and its signature in the LAST commit. Every commit
+//! names its `parentCommit`: a concurrent commit to the revision fails the
+//! push with `Conflict`. Repository layout is the `file://` layout. Blobs already in the
 //! repository's tree are not uploaded again. Pushes return
-//! `hf://owner/repo@<commit id>`. Auth: `HF_TOKEN`; endpoint: `HF_ENDPOINT`
+//! `hf://[datasets/|spaces/]owner/repo@<commit id>`. Auth: `HF_TOKEN`, then
+//! the file `$HF_TOKEN_PATH`, then `$HF_HOME/token` (as `huggingface_hub`);
+//! `HF_HUB_OFFLINE` refuses all network access; endpoint: `HF_ENDPOINT`
 //! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
 //! override them (embedders, tests).
 

@@ -26,6 +26,8 @@ pub struct HfTransport {
     pub(super) http: reqwest::Client,
     pub(super) endpoint: String,
     token: Option<String>,
+    /// Where the token came from, or where pf looked (for messages).
+    token_source: String,
     pub(super) repo_id: String,
     pub(super) repo_type: String,
     pub(super) revision: String,
@@ -60,7 +62,12 @@ impl std::fmt::Debug for HfTransport {
 impl HfTransport {
     /// A transport for an `hf://` reference.
     pub fn new(reference: &ImageRef, config: &Config) -> Result<HfTransport> {
-        let Location::Hf { repo_id, revision } = &reference.location else {
+        let Location::Hf {
+            repo_type,
+            repo_id,
+            revision,
+        } = &reference.location
+        else {
             return Err(RegistryError::BadReference {
                 input: reference.to_string(),
                 reason: "not an hf:// reference".into(),
@@ -69,15 +76,17 @@ impl HfTransport {
         let HfConfig {
             endpoint,
             token,
+            token_source,
             repo_type,
             public,
             commit_files,
             space_sdk,
-        } = HfConfig::from_config(config)?;
+        } = HfConfig::from_config(config, *repo_type)?;
         Ok(HfTransport {
             http: http::client(config, "hf")?,
             endpoint,
             token,
+            token_source,
             repo_id: repo_id.clone(),
             repo_type,
             revision: revision.clone().unwrap_or_else(|| "main".into()),
@@ -126,10 +135,12 @@ impl HfTransport {
     pub(super) fn need_token(&self) -> Result<()> {
         if self.token.is_none() {
             return Err(RegistryError::Unauthorized {
-                registry: format!("hf://{}", self.repo_id),
-                detail:
-                    "pushing to the Hugging Face Hub needs a token: set HF_TOKEN (a write token)"
-                        .into(),
+                registry: format!("hf://{}{}", self.url_prefix(), self.repo_id),
+                detail: format!(
+                    "pushing to the Hugging Face Hub needs a write token: set HF_TOKEN or run \
+                     `hf auth login` (pf looked in {})",
+                    self.token_source
+                ),
             });
         }
         Ok(())
@@ -217,11 +228,17 @@ impl Classify for HfTransport {
 
     fn unauthorized(&self) -> RegistryError {
         RegistryError::Unauthorized {
-            registry: format!("hf://{}", self.repo_id),
+            registry: format!("hf://{}{}", self.url_prefix(), self.repo_id),
             detail: if self.token.is_none() {
-                "authentication required: set HF_TOKEN".into()
+                format!(
+                    "authentication required: set HF_TOKEN or run `hf auth login` (pf looked in {})",
+                    self.token_source
+                )
             } else {
-                "the token in HF_TOKEN was rejected or lacks access to this repository".into()
+                format!(
+                    "the token from {} was rejected or lacks access to this repository",
+                    self.token_source
+                )
             },
         }
     }
@@ -235,7 +252,12 @@ impl Classify for HfTransport {
     }
 
     fn not_found(&self, what: &str, _: &str) -> RegistryError {
-        RegistryError::not_found(format!("{what} in hf://{}@{}", self.repo_id, self.revision))
+        RegistryError::not_found(format!(
+            "{what} in hf://{}{}@{}",
+            self.url_prefix(),
+            self.repo_id,
+            self.revision
+        ))
     }
 }
 
@@ -255,7 +277,12 @@ fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
 #[async_trait]
 impl Transport for HfTransport {
     fn location(&self) -> String {
-        format!("hf://{}@{}", self.repo_id, self.revision)
+        format!(
+            "hf://{}{}@{}",
+            self.url_prefix(),
+            self.repo_id,
+            self.revision
+        )
     }
 
     async fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {

@@ -94,12 +94,28 @@ impl S3Config {
         let opt = |k: &str| config.option(k).filter(|v| !v.trim().is_empty()).cloned();
 
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Credentials from options or the environment (static keys, or web
+        // identity, which the AWS CLI also tries before the shared files)
+        // win over the profile, which then only adds region and endpoint.
+        let env_credentials = opt("s3.access_key_id").is_some()
+            || env_first(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]).is_some()
+            || env_first(&["AWS_WEB_IDENTITY_TOKEN_FILE"]).is_some();
+        let profile = super::credentials::profile_settings(
+            &format!("s3://{bucket}"),
+            &|k| std::env::var(k).ok(),
+            !env_credentials,
+        )?;
         let endpoint = opt("s3.endpoint")
-            .or_else(|| env_first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]));
-        if let Some(region) =
-            opt("s3.region").or_else(|| env_first(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+            .or_else(|| env_first(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]))
+            .or(profile.endpoint);
+        if let Some(region) = opt("s3.region")
+            .or_else(|| env_first(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+            .or(profile.region)
         {
             b = b.with_region(region);
+        }
+        if let Some(provider) = profile.credentials {
+            b = b.with_credentials(provider);
         }
         if let Some(v) = opt("s3.access_key_id") {
             b = b.with_access_key_id(v);

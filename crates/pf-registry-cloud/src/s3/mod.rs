@@ -75,10 +75,19 @@
 //! followed by a HEAD of the tag manifest whose typed error decides:
 //! credentials -> `Unauthorized`, otherwise the batch is checked with HEADs.
 //!
+//! # Credentials
+//!
+//! As the AWS CLI: `s3.*` options and `AWS_*` environment variables, then the
+//! `AWS_PROFILE` (or `default`) profile of the shared credentials and config
+//! files (static keys, `credential_process`, `region`, `endpoint_url`; see
+//! `credentials.rs`), then web identity and instance metadata (object_store).
+//! `role_arn` / `source_profile` profiles are refused with a clear error.
+//!
 //! Plain `http://` endpoints are allowed only for loopback hosts or with
 //! `Config.insecure`; `Config.ca_file` adds a trusted root certificate.
 
 mod config;
+mod credentials;
 mod transport;
 
 use pf_registry_core::{Config, Engine, ImageRef, Result};

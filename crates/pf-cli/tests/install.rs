@@ -1,0 +1,54 @@
+//! The `pf` a user installs (`cargo install --locked --path crates/pf-cli`,
+//! default features) has every backend: it pushes to a local OCI registry
+//! with no flag beyond the directory and the reference, and pulls it back.
+#![cfg(feature = "oci")]
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::text;
+use pf_testsupport::registry::{OciAuth, OciRegistry};
+
+#[test]
+fn default_build_pushes_to_oci_without_any_flag() {
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("world");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), b"hello from a fresh install\n").unwrap();
+    fs::write(src.join("sub/b.bin"), vec![7u8; 70_000]).unwrap();
+    let reference = format!("oci://{}/x", reg.host);
+    let pf = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(args)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(home.path())
+            .output()
+            .unwrap()
+    };
+
+    let push = pf(&["push", "world", &reference]);
+    assert!(push.status.success(), "{}", text(&push));
+    let resolved = String::from_utf8_lossy(&push.stdout).trim().to_string();
+    assert!(
+        resolved.starts_with(&format!("{reference}@sha256:")),
+        "push printed {resolved:?}; {}",
+        text(&push)
+    );
+
+    let pull = pf(&["pull", &resolved, "--into", "restored"]);
+    assert!(pull.status.success(), "{}", text(&pull));
+    let restored = home.path().join("restored");
+    assert_eq!(
+        fs::read(restored.join("a.txt")).unwrap(),
+        b"hello from a fresh install\n"
+    );
+    assert_eq!(
+        fs::read(restored.join("sub/b.bin")).unwrap(),
+        vec![7u8; 70_000]
+    );
+}
