@@ -93,11 +93,7 @@ async fn many_blobs_use_few_commits_and_full_lfs_batches() {
     assert_eq!(s.route("repo.create"), 1);
     // The manifest is in the last commit: the returned commit is the head.
     let head = hub
-        .resolve(
-            pf_hub_testserver::RepoType::Model,
-            "pf-tester/many",
-            "main",
-        )
+        .resolve(pf_hub_testserver::RepoType::Model, "pf-tester/many", "main")
         .unwrap();
     assert!(resolved.ends_with(&head), "{resolved} vs head {head}");
     let pulled = pf_registry_cloud::hf::open(&ImageRef::parse(&resolved).unwrap(), &cfg)
