@@ -51,6 +51,21 @@ const TOOLS: &[Tool] = &[
         install: &["apt-get", "install", "-y", "-q", "skopeo"],
     },
     Tool {
+        name: "SeaweedFS (S3 tests: a real object store), built into $PF_GOBIN",
+        present: || {
+            let dir = std::env::var("PF_GOBIN")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "/opt/pf-go/bin".into());
+            Path::new(&dir).join("weed").is_file()
+        },
+        // `go install m@v` refuses SeaweedFS: its go.mod has a `replace`
+        // (go-bip39 -> the cosmos fork, the original repository is gone), so
+        // it is built inside its own module directory, where the
+        // replacement applies. Pinned to the pseudo-version the proxy serves.
+        install: &["sh", "-c", SEAWEEDFS_BUILD],
+    },
+    Tool {
         name: "oras-py (OCI interop test)",
         present: || has_py("oras.provider"),
         install: &["python3", "-m", "pip", "install", "-q", "oras"],
@@ -218,6 +233,19 @@ fn install_go_tools() -> Result<(), String> {
     }
     Ok(())
 }
+/// Builds SeaweedFS's `weed` into `$PF_GOBIN` (default `/opt/pf-go/bin`).
+const SEAWEEDFS_BUILD: &str = r#"set -eu
+v=v0.0.0-20261109003541-7506e5f91cd6
+bin="${PF_GOBIN:-/opt/pf-go/bin}"
+mkdir -p "$bin"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+src=$(GOFLAGS=-mod=mod go mod download -json "github.com/seaweedfs/seaweedfs@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+cp -r "$src" "$tmp/src"
+chmod -R u+w "$tmp/src"
+cd "$tmp/src"
+GOFLAGS=-mod=mod go build -o "$bin/weed" ./weed
+"#;
 
 fn run_install(args: &[&str]) -> Result<(), String> {
     eprintln!("    $ {}", args.join(" "));

@@ -1,6 +1,7 @@
-//! Git LFS: the batch API (`basic` transfer), verify, and the storage origin
-//! (a second listener standing in for S3/CloudFront) that takes signed
-//! single-PUT uploads and serves signed, range-capable downloads. Uploads
+//! Git LFS: the batch API (`basic` and, when configured, the Hub's
+//! `multipart` transfer), verify, and the storage origin (a second listener
+//! standing in for S3/CloudFront) that takes signed single-PUT or per-part
+//! uploads and serves signed, range-capable downloads. Uploads
 //! are checked (sha256 and size) while they stream to disk.
 
 use std::collections::HashMap;
@@ -135,6 +136,10 @@ pub(crate) fn batch(sh: &Shared, caller: Caller, repo: &Repo, body: &[u8]) -> Hu
     if upload {
         auth::check_write(caller, &repo.id)?;
     }
+    let offers_multipart = req["transfers"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "multipart"));
+    let multipart = sh.cfg.multipart_chunk.filter(|_| offers_multipart);
     let objects = req["objects"]
         .as_array()
         .ok_or_else(|| HubError::bad("objects must be a list"))?;
@@ -164,6 +169,9 @@ pub(crate) fn batch(sh: &Shared, caller: Caller, repo: &Repo, body: &[u8]) -> Hu
                 (true, None) => {
                     let sig = sh.objects.sign(&format!("up {kind} {id} {oid} {size}"));
                     let (hub, prefix) = (&sh.hub_url, repo.kind.url_prefix());
+                    if let Some(chunk) = multipart.filter(|c| size > *c) {
+                        return multipart_action(sh, kind, id, oid, size, chunk, &sig);
+                    }
                     let put = format!("{}/lfs-upload/{kind}/{id}/{oid}", sh.storage_url);
                     let mut a = action("upload", format!("{put}?size={size}&sig={sig}"));
                     let verify = format!("{hub}/{prefix}{id}.git/info/lfs/objects/verify");
@@ -177,6 +185,123 @@ pub(crate) fn batch(sh: &Shared, caller: Caller, repo: &Repo, body: &[u8]) -> Hu
     let ct = HeaderValue::from_static("application/vnd.git-lfs+json");
     r.headers_mut().insert(header::CONTENT_TYPE, ct);
     Ok(r)
+}
+
+/// The `multipart` answer for one object: `header` holds `chunk_size` and
+/// one signed part URL per part (`00001`, ...); `href` is the completion URL.
+fn multipart_action(
+    sh: &Shared,
+    kind: &str,
+    id: &str,
+    oid: &str,
+    size: u64,
+    chunk: u64,
+    sig: &str,
+) -> Value {
+    let base = format!("{}/lfs-part/{kind}/{id}/{oid}", sh.storage_url);
+    let mut header = serde_json::Map::new();
+    header.insert("chunk_size".into(), json!(chunk.to_string()));
+    for n in 1..=size.div_ceil(chunk) {
+        let part_sig = sh.objects.sign(&format!("part {kind} {id} {oid} {n}"));
+        header.insert(
+            format!("{n:05}"),
+            json!(format!("{base}/{n}?sig={part_sig}")),
+        );
+    }
+    let complete = format!(
+        "{}/lfs-complete/{kind}/{id}/{oid}?size={size}&sig={sig}",
+        sh.storage_url
+    );
+    let (hub, prefix) = (
+        &sh.hub_url,
+        RepoType::parse(kind).map_or("", |k| k.url_prefix()),
+    );
+    json!({"oid": oid, "size": size, "authenticated": true, "actions": {
+        "upload": {"href": complete, "header": header, "expires_in": 3600},
+        "verify": {"href": format!("{hub}/{prefix}{id}.git/info/lfs/objects/verify"), "expires_in": 3600},
+    }})
+}
+
+/// `PUT /lfs-part/{type}/{owner}/{name}/{oid}/{n}?sig=` (storage origin,
+/// no auth): stores one part; answers with its ETag (the part's sha256).
+pub(crate) async fn upload_part(
+    sh: &Shared,
+    segs: &[&str],
+    q: Option<&str>,
+    body: Body,
+) -> HubResult {
+    let [kind, owner, name, oid, n] = segs else {
+        return Err(forbidden());
+    };
+    let sig = sh
+        .objects
+        .sign(&format!("part {kind} {owner}/{name} {oid} {n}"));
+    let n: u64 = n.parse().map_err(|_| forbidden())?;
+    if !is_sha256_hex(oid) || query_param(q, "sig") != Some(sig) {
+        return Err(forbidden());
+    }
+    let bytes = axum::body::to_bytes(body, 1 << 30)
+        .await
+        .map_err(|e| HubError::bad(format!("reading part: {e}")))?;
+    let etag = sha256_hex(&bytes);
+    let path = sh.objects.dir.path().join(format!("{oid}.part{n}"));
+    tokio::fs::write(&path, &bytes).await.map_err(io_err)?;
+    let etag = HeaderValue::from_str(&format!("\"{etag}\"")).map_err(|_| forbidden())?;
+    Ok(([(header::ETAG, etag)], "").into_response())
+}
+
+/// `POST /lfs-complete/{type}/{owner}/{name}/{oid}?size=&sig=` with
+/// `{oid, parts: [{partNumber, etag}]}`: joins the parts in order (every
+/// ETag must match its part) into the object, checked like a single PUT.
+pub(crate) async fn complete(sh: &Shared, segs: &[&str], q: Option<&str>, body: Body) -> HubResult {
+    let [kind, owner, name, oid] = segs else {
+        return Err(forbidden());
+    };
+    let size: u64 = query_param(q, "size")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(forbidden)?;
+    let id = format!("{owner}/{name}");
+    let sig = sh.objects.sign(&format!("up {kind} {id} {oid} {size}"));
+    let kind = RepoType::parse(kind).ok_or_else(forbidden)?;
+    if !is_sha256_hex(oid) || query_param(q, "sig") != Some(sig) {
+        return Err(forbidden());
+    }
+    let req = json_body(
+        &axum::body::to_bytes(body, 1 << 20)
+            .await
+            .map_err(|e| HubError::bad(format!("reading body: {e}")))?,
+    )?;
+    let parts = req["parts"]
+        .as_array()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| HubError::bad("parts must be a non-empty list"))?;
+    let mut joined = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if p["partNumber"].as_u64() != Some(i as u64 + 1) {
+            return Err(HubError::bad("parts must be numbered 1, 2, ... in order"));
+        }
+        let path = sh.objects.dir.path().join(format!("{oid}.part{}", i + 1));
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|_| HubError::bad(format!("part {} was not uploaded", i + 1)))?;
+        let etag = p["etag"].as_str().unwrap_or("").trim_matches('"');
+        if etag != sha256_hex(&bytes) {
+            return Err(HubError::bad(format!(
+                "ETag of part {} does not match",
+                i + 1
+            )));
+        }
+        joined.extend_from_slice(&bytes);
+    }
+    sh.objects.receive(Body::from(joined), oid, size).await?;
+    for i in 1..=parts.len() {
+        let _ = tokio::fs::remove_file(sh.objects.dir.path().join(format!("{oid}.part{i}"))).await;
+    }
+    if let Some(repo) = sh.repos().get_mut(&(kind, id)) {
+        repo.lfs.insert(oid.to_string(), size);
+    }
+    sh.count_upload(size);
+    ok_json(json!({"success": true}))
 }
 
 /// The signed storage URL serving object `oid`.

@@ -36,6 +36,18 @@ pub struct HubConfig {
     pub lfs_threshold: u64,
     /// Port of the hub origin on 127.0.0.1 (0: pick a free one).
     pub port: u16,
+    /// Most file operations in one commit (the Hub recommends about 100 per
+    /// commit; more fail with `400`). Default 100.
+    pub commit_file_limit: usize,
+    /// Most entries in one folder of a revision's tree (Hub: 10,000); a
+    /// commit going over fails with `400`.
+    pub folder_entry_limit: usize,
+    /// Rate limit on the hub origin: at most `n` requests per `window`;
+    /// more get `429` with `Retry-After` (seconds). `None`: unlimited.
+    pub rate_limit: Option<(u64, std::time::Duration)>,
+    /// Objects larger than this get the `multipart` transfer (parts of this
+    /// size) when the client offers it in `transfers`. `None`: basic only.
+    pub multipart_chunk: Option<u64>,
 }
 
 impl Default for HubConfig {
@@ -45,6 +57,10 @@ impl Default for HubConfig {
             page_size: 50,
             lfs_threshold: 10 << 20,
             port: 0,
+            commit_file_limit: 100,
+            folder_entry_limit: 10_000,
+            rate_limit: None,
+            multipart_chunk: None,
         }
     }
 }
@@ -69,6 +85,26 @@ impl HubConfig {
         self.lfs_threshold = bytes;
         self
     }
+    /// Sets the most file operations per commit (at least 1).
+    pub fn commit_file_limit(mut self, n: usize) -> Self {
+        self.commit_file_limit = n.max(1);
+        self
+    }
+    /// Sets the most entries per folder (at least 1).
+    pub fn folder_entry_limit(mut self, n: usize) -> Self {
+        self.folder_entry_limit = n.max(1);
+        self
+    }
+    /// Allows at most `n` hub-origin requests per `window` (429 beyond).
+    pub fn rate_limit(mut self, n: u64, window: std::time::Duration) -> Self {
+        self.rate_limit = Some((n.max(1), window));
+        self
+    }
+    /// Offers the `multipart` transfer for objects over `chunk` bytes.
+    pub fn multipart_chunk(mut self, chunk: u64) -> Self {
+        self.multipart_chunk = Some(chunk.max(1));
+        self
+    }
     /// Sets the hub port (0: random).
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
@@ -79,7 +115,8 @@ impl HubConfig {
 /// Request counters. Route names: `whoami`, `repo.create`, `repo.info`,
 /// `preupload`, `commit`, `tree`, `refs`, `branch.create`, `tag.create`,
 /// `lfs.batch`, `lfs.verify`, `resolve` (hub origin), `lfs.upload`,
-/// `lfs.download` (storage origin) and `unknown`.
+/// `lfs.part`, `lfs.complete`, `lfs.download` (storage origin), `unknown`,
+/// and `rate_limited` (429 answers).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// All requests on both origins.
@@ -114,6 +151,8 @@ pub(crate) struct Shared {
     objects: lfs::ObjectStore,
     stats: Mutex<Stats>,
     seq: AtomicU64,
+    /// Start of the current rate-limit window and requests seen in it.
+    window: Mutex<(std::time::Instant, u64)>,
 }
 
 impl Shared {
@@ -127,6 +166,20 @@ impl Shared {
         let mut s = self.stats();
         s.requests += 1;
         *s.routes.entry(route.to_string()).or_insert(0) += 1;
+    }
+    /// `Some(seconds to wait)` when this request goes over the rate limit.
+    fn over_rate_limit(&self) -> Option<u64> {
+        let (n, window) = self.cfg.rate_limit?;
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(w.0) >= window {
+            *w = (now, 0);
+        }
+        w.1 += 1;
+        (w.1 > n).then(|| {
+            let left = window.saturating_sub(now.duration_since(w.0));
+            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        })
     }
     fn count_upload(&self, bytes: u64) {
         let mut s = self.stats();
@@ -157,6 +210,7 @@ impl HubServer {
             objects: lfs::ObjectStore::new()?,
             stats: Mutex::new(Stats::default()),
             seq: AtomicU64::new(1),
+            window: Mutex::new((std::time::Instant::now(), 0)),
         });
         let tasks = vec![
             tokio::spawn(serve(hub, routes::hub_router(shared.clone()))),

@@ -143,6 +143,14 @@ async fn hub(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let route = parse(&parts.method, parts.uri.path()).unwrap_or(Route::Unknown);
     if !matches!(route, Route::Stats) {
         sh.count(route.name());
+        if let Some(wait) = sh.over_rate_limit() {
+            sh.count("rate_limited");
+            let mut r =
+                HubError::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+            return r;
+        }
     }
     let q: Query = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
         .into_owned()
@@ -196,10 +204,24 @@ async fn storage_origin(State(sh): State<Arc<Shared>>, req: Request) -> Response
         .split('/')
         .collect();
     let (m, q) = (&parts.method, parts.uri.query());
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        // S3 refuses a pre-signed URL that also carries an Authorization header.
+        sh.count("unknown");
+        let msg = "InvalidArgument: Only one auth mechanism allowed";
+        return HubError::bad(msg).into_response();
+    }
     let res = match segs.as_slice() {
         ["lfs-upload", rest @ ..] if m == Method::PUT => {
             sh.count("lfs.upload");
             lfs::upload(&sh, rest, q, body).await
+        }
+        ["lfs-part", rest @ ..] if m == Method::PUT => {
+            sh.count("lfs.part");
+            lfs::upload_part(&sh, rest, q, body).await
+        }
+        ["lfs-complete", rest @ ..] if m == Method::POST => {
+            sh.count("lfs.complete");
+            lfs::complete(&sh, rest, q, body).await
         }
         ["lfs-cdn", oid] if m == Method::GET || m == Method::HEAD => {
             sh.count("lfs.download");
@@ -252,6 +274,11 @@ fn create(sh: &Shared, caller: Caller, repos: &mut crate::RepoMap, body: &[u8]) 
     let kind = RepoType::parse(type_str).ok_or_else(|| HubError::bad("invalid repo type"))?;
     let id = format!("{ns}/{name}");
     auth::check_write(caller, &id)?;
+    if kind == RepoType::Space && v["sdk"].as_str().is_none_or(str::is_empty) {
+        return Err(HubError::bad(
+            "sdk is required for a Space: gradio, streamlit, docker or static",
+        ));
+    }
     if !valid_name(ns) || !valid_name(name) {
         return Err(HubError::bad(format!("invalid repo name {id}")));
     }
@@ -361,6 +388,13 @@ fn commit(sh: &Shared, caller: Caller, repo: &mut Repo, rev: &str, body: &[u8]) 
                 .map_err(|e| HubError::bad(format!("invalid NDJSON line: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    let ops = lines.iter().filter(|l| l["key"] != "header").count();
+    if ops > sh.cfg.commit_file_limit {
+        return Err(HubError::bad(format!(
+            "Too many files in one commit: {ops} (at most {}); split it into several commits",
+            sh.cfg.commit_file_limit
+        )));
+    }
     for (n, line) in lines.iter().enumerate() {
         let (key, val) = (line["key"].as_str().unwrap_or_default(), &line["value"]);
         let path = val["path"].as_str().unwrap_or_default();
@@ -444,6 +478,7 @@ fn commit(sh: &Shared, caller: Caller, repo: &mut Repo, rev: &str, body: &[u8]) 
         );
     }
     let header = header.ok_or_else(|| HubError::bad("the first line must be the header"))?;
+    check_folders(&files, sh.cfg.folder_entry_limit)?;
     let title = (header["summary"].as_str().filter(|s| !s.is_empty()))
         .ok_or_else(|| HubError::bad("summary is required"))?;
     if let Some(parent) = header["parentCommit"].as_str() {
@@ -467,6 +502,30 @@ fn commit(sh: &Shared, caller: Caller, repo: &mut Repo, rev: &str, body: &[u8]) 
         "pullRequestUrl": null,
         "commitUrl": format!("{}/commit/{oid}", repo_url(sh, repo.kind, &repo.id)),
     }))
+}
+
+/// Fails when a folder of the tree would hold more than `limit` entries
+/// (files and subfolders directly inside it).
+fn check_folders<V>(
+    files: &std::collections::BTreeMap<String, V>,
+    limit: usize,
+) -> Result<(), HubError> {
+    let mut entries: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for path in files.keys() {
+        let mut rest = path.as_str();
+        while let Some((dir, _)) = rest.rsplit_once('/') {
+            entries.entry(dir).or_default().insert(rest);
+            rest = dir;
+        }
+        entries.entry("").or_default().insert(rest);
+    }
+    match entries.iter().find(|(_, e)| e.len() > limit) {
+        Some((dir, e)) => Err(HubError::bad(format!(
+            "Your push was rejected because folder {dir:?} would hold {} entries (at most {limit})",
+            e.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn entry_missing(what: &str, path: &str) -> HubError {

@@ -1,4 +1,4 @@
-//! HF-specific behaviour against the Hub test server: one commit per push,
+//! HF-specific behaviour against the Hub test server: blob and manifest commits,
 //! LFS uploads, paginated listings, a missing token. (The shared suites run
 //! in hf_conformance.rs.)
 #![cfg(feature = "hf")]
@@ -27,7 +27,7 @@ fn config_for(hub: &HubServer) -> Config {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_commit_per_push_and_no_reupload() {
+async fn blob_and_manifest_commits_and_no_reupload() {
     let hub = start_hub(10).await;
     let cfg = config_for(&hub);
     let src = Arc::new(MemoryStore::new());
@@ -44,7 +44,8 @@ async fn one_commit_per_push_and_no_reupload() {
         "{}",
         rep.resolved
     );
-    assert_eq!(hub.stats().commits, 1, "one commit per push");
+    // One commit of blobs (fewer than 100), then the manifest's commit.
+    assert_eq!(hub.stats().commits, 2, "blobs commit + manifest commit");
     let uploads = hub.stats().lfs_uploads;
     assert_eq!(
         uploads,

@@ -11,7 +11,7 @@ use pf_testsupport::S3Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_env_vars_configure_the_client() {
-    let server = S3Server::start();
+    let server = S3Server::start_seaweedfs();
     std::env::set_var("AWS_ENDPOINT_URL", &server.endpoint);
     std::env::set_var("AWS_ACCESS_KEY_ID", &server.access_key);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", &server.secret_key);

@@ -1,5 +1,6 @@
 //! The shared large-blob memory scenario on the s3 backend, alone in its
-//! test binary so the peak-RSS figure is its own.
+//! test binary so the peak-RSS figure is its own. On moto: the check counts
+//! multipart requests in its request log.
 
 mod common;
 
@@ -8,5 +9,5 @@ use std::process::ExitCode;
 use pf_registry_conformance::{harness, Suite};
 
 fn main() -> ExitCode {
-    harness::run(&[Suite::LargeBlob], vec![common::s3_target::target()])
+    harness::run(&[Suite::LargeBlob], vec![common::s3_target::target_moto()])
 }

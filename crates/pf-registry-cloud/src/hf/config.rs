@@ -10,7 +10,20 @@ const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Every option key the `hf://` backend takes (`hf.repo_type` is
 /// deprecated: the reference names the type, `hf://datasets/owner/repo`).
-pub const OPTIONS: &[&str] = &["hf.endpoint", "hf.token", "hf.repo_type", "hf.public"];
+pub const OPTIONS: &[&str] = &[
+    "hf.endpoint",
+    "hf.token",
+    "hf.repo_type",
+    "hf.public",
+    "hf.commit_files",
+    "hf.space_sdk",
+];
+
+/// Most files in one commit by default (the Hub's recommendation).
+pub(super) const DEFAULT_COMMIT_FILES: usize = 100;
+
+/// Most objects in one LFS batch call (what `huggingface_hub` sends).
+pub(super) const LFS_BATCH_OBJECTS: usize = 256;
 
 /// The Hub endpoint, credentials and repository settings of one transport.
 pub(super) struct HfConfig {
@@ -24,6 +37,11 @@ pub(super) struct HfConfig {
     pub(super) repo_type: String,
     /// Whether a created repository is public (`hf.public`, default private).
     pub(super) public: bool,
+    /// Most files per commit (`hf.commit_files`, default 100, at least 5 so
+    /// the manifest and its signature copies fit one commit).
+    pub(super) commit_files: usize,
+    /// The SDK a created Space gets (`hf.space_sdk`, default `static`).
+    pub(super) space_sdk: String,
 }
 
 /// A token and a description of where it came from (or where pf looked).
@@ -177,12 +195,33 @@ impl HfConfig {
             None => find_token(&env)?,
         };
         http::check_plain_http("HF_ENDPOINT", &endpoint, config.insecure)?;
+        let commit_files = match config.option("hf.commit_files") {
+            None => DEFAULT_COMMIT_FILES,
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 5).ok_or_else(|| {
+                RegistryError::invalid("hf.commit_files", "must be a number >= 5")
+            })?,
+        };
+        let space_sdk = config
+            .option("hf.space_sdk")
+            .cloned()
+            .unwrap_or_else(|| "static".into());
+        if !matches!(
+            space_sdk.as_str(),
+            "gradio" | "streamlit" | "docker" | "static"
+        ) {
+            return Err(RegistryError::invalid(
+                "hf.space_sdk",
+                "must be gradio, streamlit, docker or static",
+            ));
+        }
         Ok(HfConfig {
             endpoint,
             token: found.token,
             token_source: found.source,
             repo_type: repo_type.as_str().into(),
             public: config.flag("hf.public", false),
+            commit_files,
+            space_sdk,
         })
     }
 }

@@ -3,12 +3,16 @@
 //! `HfFileSystem` spells them: `hf://owner/repo` (a model repository),
 //! `hf://datasets/owner/repo`, `hf://spaces/owner/repo`, each `[@revision]`.
 //!
-//! A push creates the repository if missing (PRIVATE unless `hf.public=true`;
-//! of the type the reference names; the old `-o hf.repo_type` still applies to
-//! an unprefixed reference, with a deprecation warning), uploads new blobs
-//! through the Git LFS batch API (never base64 in the commit body), then
-//! makes ONE commit listing the manifest, its signature and every new blob
-//! path. Repository layout is the `file://` layout. Blobs already in the
+//! A push uses an existing repository as is, creating it only when it is
+//! missing (PRIVATE unless `hf.public=true`; of the type the reference names;
+//! the old `-o hf.repo_type` still applies to an unprefixed reference, with a
+//! deprecation warning; a Space gets `hf.space_sdk`, default `static`),
+//! uploads new blobs through the Git LFS batch API (up to 256 objects per
+//! call, `multipart` when the Hub offers it; never base64 in a commit body),
+//! then commits them in commits of at most `hf.commit_files` files (default
+//! 100), and the manifest and its signature in the LAST commit. Every commit
+//! names its `parentCommit`: a concurrent commit to the revision fails the
+//! push with `Conflict`. Repository layout is the `file://` layout. Blobs already in the
 //! repository's tree are not uploaded again. Pushes return
 //! `hf://[datasets/|spaces/]owner/repo@<commit id>`. Auth: `HF_TOKEN`, then
 //! the file `$HF_TOKEN_PATH`, then `$HF_HOME/token` (as `huggingface_hub`);
@@ -16,8 +20,10 @@
 //! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
 //! override them (embedders, tests).
 
+mod commit;
 mod config;
 mod transport;
+mod upload;
 
 use pf_registry_core::{Config, Engine, ImageRef, Result};
 

@@ -1,12 +1,10 @@
-//! The `hf://` transport: Hub API calls, LFS uploads and the one commit per
-//! push (see the module docs of [`super`]).
+//! The `hf://` transport: Hub API calls, tree listing and reads (see the
+//! module docs of [`super`]; uploads in `upload`, commits in `commit`).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
@@ -16,30 +14,38 @@ use pf_registry_core::{
     RegistryError, Result, Transport, UploadedBlob,
 };
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::config::HfConfig;
+use super::upload::Pending;
 
 const TREE_PAGE_LIMIT: usize = 100_000;
 
 /// Transport for one Hub repository and revision.
 pub struct HfTransport {
-    http: reqwest::Client,
-    endpoint: String,
+    pub(super) http: reqwest::Client,
+    pub(super) endpoint: String,
     token: Option<String>,
     /// Where the token came from, or where pf looked (for messages).
     token_source: String,
-    repo_id: String,
-    repo_type: String,
-    revision: String,
-    public: bool,
+    pub(super) repo_id: String,
+    pub(super) repo_type: String,
+    pub(super) revision: String,
+    pub(super) public: bool,
     pin: Option<Digest>,
+    /// Most files per commit (`hf.commit_files`).
+    pub(super) commit_files: usize,
+    /// SDK of a created Space (`hf.space_sdk`).
+    pub(super) space_sdk: String,
     /// Blob paths known to be in the tree (from listing or earlier commits).
-    present: Mutex<Option<HashSet<Digest>>>,
-    /// Encoded (LFS) oid and size of blobs uploaded during this push.
-    uploaded: Mutex<std::collections::HashMap<Digest, (Digest, u64)>>,
+    pub(super) present: Mutex<Option<HashSet<Digest>>>,
+    /// Encoded blobs waiting for a full LFS batch (flushed at 256 or at commit).
+    pub(super) pending: Mutex<Vec<Pending>>,
+    /// The commit the next commit names as `parentCommit`: the revision's
+    /// head when the push began, then each commit this push made.
+    pub(super) parent: Mutex<Option<String>>,
     /// Set once the repository is known to exist (created if needed).
-    repo_ready: tokio::sync::OnceCell<()>,
+    pub(super) repo_ready: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for HfTransport {
@@ -73,6 +79,8 @@ impl HfTransport {
             token_source,
             repo_type,
             public,
+            commit_files,
+            space_sdk,
         } = HfConfig::from_config(config, *repo_type)?;
         Ok(HfTransport {
             http: http::client(config, "hf")?,
@@ -84,13 +92,16 @@ impl HfTransport {
             revision: revision.clone().unwrap_or_else(|| "main".into()),
             public,
             pin: reference.digest,
+            commit_files,
+            space_sdk,
             present: Mutex::new(None),
-            uploaded: Mutex::new(Default::default()),
+            pending: Mutex::new(Vec::new()),
+            parent: Mutex::new(None),
             repo_ready: tokio::sync::OnceCell::new(),
         })
     }
 
-    fn url_prefix(&self) -> &'static str {
+    pub(super) fn url_prefix(&self) -> &'static str {
         match self.repo_type.as_str() {
             "dataset" => "datasets/",
             "space" => "spaces/",
@@ -98,18 +109,18 @@ impl HfTransport {
         }
     }
 
-    fn api(&self, rest: &str) -> String {
+    pub(super) fn api(&self, rest: &str) -> String {
         format!(
             "{}/api/{}s/{}{rest}",
             self.endpoint, self.repo_type, self.repo_id
         )
     }
 
-    fn rev_enc(&self) -> String {
+    pub(super) fn rev_enc(&self) -> String {
         self.revision.replace('/', "%2F")
     }
 
-    fn req(&self, m: Method, url: &str) -> RequestBuilder {
+    pub(super) fn req(&self, m: Method, url: &str) -> RequestBuilder {
         let r = self.http.request(m, url);
         match &self.token {
             Some(t) => r.bearer_auth(t),
@@ -117,11 +128,11 @@ impl HfTransport {
         }
     }
 
-    fn backend(&self) -> String {
+    pub(super) fn backend(&self) -> String {
         format!("hf {}", self.repo_id)
     }
 
-    fn need_token(&self) -> Result<()> {
+    pub(super) fn need_token(&self) -> Result<()> {
         if self.token.is_none() {
             return Err(RegistryError::Unauthorized {
                 registry: format!("hf://{}{}", self.url_prefix(), self.repo_id),
@@ -137,7 +148,7 @@ impl HfTransport {
 
     /// Sends `rb`; a non-success answer becomes a typed error through the
     /// shared classifier (see the [`Classify`] impl below).
-    async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
+    pub(super) async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
         let resp = rb
             .send()
             .await
@@ -146,28 +157,6 @@ impl HfTransport {
             return Ok(resp);
         }
         Err(http::classify(&Failure::read(resp).await, what, self))
-    }
-
-    async fn ensure_repo(&self) -> Result<()> {
-        self.need_token()?;
-        self.repo_ready
-            .get_or_try_init(|| self.create_repo())
-            .await
-            .map(|_| ())
-    }
-
-    async fn create_repo(&self) -> Result<()> {
-        let (org, name) = self.repo_id.split_once('/').unwrap_or(("", &self.repo_id));
-        let body = json!({"name": name, "organization": org, "type": self.repo_type, "private": !self.public,
-            "visibility": if self.public { "public" } else { "private" }});
-        let create = self
-            .req(Method::POST, &format!("{}/api/repos/create", self.endpoint))
-            .json(&body);
-        match self.send(create, "create repo").await {
-            // 409: the repository exists already.
-            Ok(_) | Err(RegistryError::Conflict(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Lists every blob in the revision's tree (paginated).
@@ -197,86 +186,6 @@ impl HfTransport {
             }
         }
         Ok(out)
-    }
-
-    /// LFS upload of an encoded blob; no-op if the Hub already has the object.
-    async fn lfs_upload(&self, blob: &EncodedBlob, oid: Digest) -> Result<()> {
-        let oid = oid.hex();
-        let batch = json!({
-            "operation": "upload",
-            "transfers": ["basic"],
-            "objects": [{"oid": oid, "size": blob.encoded_size}],
-            "hash_algo": "sha256",
-            "ref": {"name": self.revision},
-        });
-        let url = format!(
-            "{}/{}{}.git/info/lfs/objects/batch",
-            self.endpoint,
-            self.url_prefix(),
-            self.repo_id
-        );
-        let resp = self
-            .send(
-                self.req(Method::POST, &url)
-                    .header("Accept", "application/vnd.git-lfs+json")
-                    .header("Content-Type", "application/vnd.git-lfs+json")
-                    .body(batch.to_string()),
-                "LFS batch",
-            )
-            .await?;
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::invalid("LFS batch response", e.to_string()))?;
-        let obj = &v["objects"][0];
-        if let Some(err) = obj.get("error") {
-            return Err(RegistryError::permanent(
-                self.backend(),
-                format!("LFS batch: {err}"),
-            ));
-        }
-        let Some(upload) = obj["actions"].get("upload") else {
-            return Ok(()); // already stored
-        };
-        let href = upload["href"].as_str().ok_or_else(|| {
-            RegistryError::invalid("LFS batch response", "upload action without href")
-        })?;
-        // The upload URL is pre-signed: never send our token to it.
-        let mut put = self.http.put(href);
-        if let Some(h) = upload["header"].as_object() {
-            for (k, val) in h {
-                if let Some(s) = val.as_str() {
-                    put = put.header(k, s);
-                }
-            }
-        }
-        let body = match blob.as_bytes() {
-            Some(b) => reqwest::Body::from(b.clone()),
-            None => {
-                reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io())))
-            }
-        };
-        self.send(
-            put.header("Content-Length", blob.encoded_size).body(body),
-            "LFS upload",
-        )
-        .await?;
-        if let Some(verify) = obj["actions"].get("verify") {
-            if let Some(vh) = verify["href"].as_str() {
-                let mut rb = self
-                    .req(Method::POST, vh)
-                    .json(&json!({"oid": oid, "size": blob.encoded_size}));
-                if let Some(h) = verify["header"].as_object() {
-                    for (k, val) in h {
-                        if let Some(s) = val.as_str() {
-                            rb = rb.header(k, s);
-                        }
-                    }
-                }
-                self.send(rb, "LFS verify").await?;
-            }
-        }
-        Ok(())
     }
 
     async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
@@ -403,10 +312,11 @@ impl Transport for HfTransport {
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         self.ensure_repo().await?;
         let oid = blob.encoded_digest()?;
-        self.lfs_upload(blob, oid).await?;
-        if let Ok(mut u) = self.uploaded.lock() {
-            u.insert(blob.digest, (oid, blob.encoded_size));
-        }
+        self.enqueue(Pending {
+            blob: blob.clone(),
+            oid,
+        })
+        .await?;
         Ok(UploadedBlob {
             digest: blob.digest,
             encoded_digest: Some(oid),
@@ -417,58 +327,8 @@ impl Transport for HfTransport {
 
     async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
         self.ensure_repo().await?;
-        let d = req.manifest_digest;
-        let file = |path: String, content: &[u8]| json!({"key": "file", "value": {"path": path, "content": STANDARD.encode(content), "encoding": "base64"}});
-        let mut lines = vec![json!({"key": "header", "value": {
-            "summary": format!("pf push {d}"),
-            "description": "ProcessFork snapshot pushed by pf-registry",
-        }})];
-        for b in req.blobs {
-            if let Some(u) = &b.uploaded {
-                let oid = u.require_encoded_digest()?;
-                lines.push(json!({"key": "lfsFile", "value": {
-                    "path": layout::blob(&b.digest), "algo": "sha256",
-                    "oid": oid.hex(), "size": u.encoded_size,
-                }}));
-            }
-        }
-        lines.push(file(layout::manifest_by_digest(&d), req.manifest));
-        if let Some(sig) = req.signature {
-            lines.push(file(layout::signature_by_digest(&d), sig));
-            lines.push(file(layout::SIGNATURE.into(), sig));
-        }
-        // An older manifest.json.sig may stay after an unsigned push; readers
-        // use it only when its envelope names the manifest they fetched.
-        lines.push(file(layout::MANIFEST.into(), req.manifest));
-        let mut body = String::new();
-        for l in &lines {
-            body.push_str(&l.to_string());
-            body.push('\n');
-        }
-        let resp = self
-            .send(
-                self.req(
-                    Method::POST,
-                    &self.api(&format!("/commit/{}", self.rev_enc())),
-                )
-                .header("Content-Type", "application/x-ndjson")
-                .body(body),
-                "commit",
-            )
-            .await?;
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::invalid("commit response", e.to_string()))?;
-        let oid = v["commitOid"]
-            .as_str()
-            .ok_or_else(|| RegistryError::invalid("commit response", "no commitOid"))?;
-        if let Ok(mut g) = self.present.lock() {
-            if let Some(p) = g.as_mut() {
-                p.extend(req.blobs.iter().map(|b| b.digest));
-            }
-        }
-        Ok(format!("hf://{}{}@{oid}", self.url_prefix(), self.repo_id))
+        self.flush_pending().await?;
+        self.commit_push(&req).await
     }
 
     async fn get_manifest(&self) -> Result<FetchedManifest> {

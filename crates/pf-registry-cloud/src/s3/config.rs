@@ -28,7 +28,9 @@ pub const OPTIONS: &[&str] = &[
 /// Tunables read from `Config.options` (see the module docs).
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
-    pub(super) conditional_put: bool,
+    /// `s3.conditional_put`: `Some` when given, `None` to probe the store
+    /// at the first commit (see `probe`).
+    pub(super) conditional_put: Option<bool>,
     pub(super) part_size: u64,
     pub(super) multipart_threshold: u64,
     pub(super) upload_parallelism: usize,
@@ -153,11 +155,18 @@ impl S3Config {
                 client = client.with_root_certificate(c);
             }
         }
-        let conditional_put = config.flag("s3.conditional_put", true);
+        let conditional_put = match config.options.get("s3.conditional_put").map(String::as_str) {
+            None | Some("auto") => None,
+            Some(_) => Some(config.flag("s3.conditional_put", true)),
+        };
         b = b
             .with_config(
                 AmazonS3ConfigKey::ConditionalPut,
-                if conditional_put { "etag" } else { "disabled" },
+                if conditional_put == Some(false) {
+                    "disabled"
+                } else {
+                    "etag"
+                },
             )
             .with_client_options(client)
             // object_store retries 5xx, 429, dropped connections and body

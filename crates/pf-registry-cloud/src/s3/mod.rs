@@ -35,8 +35,17 @@
 //! [`RegistryError::Conflict`](pf_registry_core::RegistryError::Conflict) (never retried silently), unless the tag
 //! already holds the very manifest it was writing (then it is `Ok`, which also
 //! makes a retried commit idempotent). Commits that do not overlap are
-//! last-writer-wins, like a registry tag. For servers without conditional
-//! writes set option `s3.conditional_put=false` (plain PUT, no protection).
+//! last-writer-wins, like a registry tag.
+//!
+//! Some S3-compatible stores accept `If-None-Match` / `If-Match` and ignore
+//! them. Unless `s3.conditional_put` is given, the first push to a prefix
+//! probes the store ([`S3Transport::probe_conditional_put`]), caches the
+//! answer in `<prefix>/.pf-probe/conditional-put` (one GET per later push;
+//! delete it to probe again) and writes plain PUTs when the store does not
+//! honour them. Either way the tag object
+//! is one whole-object PUT written after the manifest and signature copies
+//! by digest, so no reader sees a torn image: without conditional PUT the
+//! guarantee left is last-writer-wins, never torn.
 //!
 //! # Options (`Config.options`)
 //!
@@ -46,7 +55,7 @@
 //! | `s3.region` | `AWS_REGION` / `AWS_DEFAULT_REGION` / `us-east-1` | region |
 //! | `s3.access_key_id`, `s3.secret_access_key`, `s3.session_token` | env | credentials for embedders; prefer the `AWS_*` env vars |
 //! | `s3.virtual_hosted` | `false` with a custom endpoint, `true` on AWS | virtual-hosted vs path-style requests |
-//! | `s3.conditional_put` | `true` | conditional final manifest write |
+//! | `s3.conditional_put` | probed | conditional final manifest write: `true`, `false`, or `auto` (probe the store once) |
 //! | `s3.part_size_mib` | `8` | multipart part size (grown to stay under 10 000 parts) |
 //! | `s3.multipart_threshold_mib` | `16` | encoded size above which multipart is used |
 //! | `s3.upload_parallelism` | `4` | parts in flight per multipart upload |

@@ -48,6 +48,9 @@ pub struct S3Transport {
     listing: Mutex<Option<Arc<HashSet<Digest>>>>,
     /// Set when LIST was refused (policy without `s3:ListBucket`): HEAD instead.
     list_denied: AtomicBool,
+    /// Whether the store honours conditional PUT: the option, or the
+    /// probe's answer, taken once per transport at the first commit.
+    conditional: tokio::sync::OnceCell<bool>,
 }
 
 impl std::fmt::Debug for S3Transport {
@@ -94,6 +97,7 @@ impl S3Transport {
             memory_units,
             listing: Mutex::new(None),
             list_denied: AtomicBool::new(false),
+            conditional: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -332,6 +336,81 @@ impl S3Transport {
         Ok(found.into_iter().flatten().collect())
     }
 
+    /// Whether to write the tag conditionally: `s3.conditional_put` when
+    /// given, else what [`probe_conditional_put`](Self::probe_conditional_put)
+    /// found (once per transport).
+    async fn conditional_put(&self) -> Result<bool> {
+        if let Some(b) = self.settings.conditional_put {
+            return Ok(b);
+        }
+        self.conditional
+            .get_or_try_init(|| self.cached_probe())
+            .await
+            .copied()
+    }
+
+    /// The probe's answer, cached under the prefix in
+    /// `.pf-probe/conditional-put` (`true` / `false`) so later pushes pay
+    /// one GET instead of four requests. Delete it to probe again.
+    async fn cached_probe(&self) -> Result<bool> {
+        let marker = self.key(".pf-probe/conditional-put");
+        match self.get_bounded("probe result", &marker, 16).await? {
+            Some(b) if b.as_ref() == b"true" => return Ok(true),
+            Some(b) if b.as_ref() == b"false" => return Ok(false),
+            _ => {}
+        }
+        let honoured = self.probe_conditional_put().await?;
+        let body = Bytes::from(if honoured { "true" } else { "false" });
+        self.put_small("probe result", &marker, body, PutMode::Overwrite)
+            .await?;
+        Ok(honoured)
+    }
+
+    /// Some S3-compatible stores accept `If-None-Match` / `If-Match` on
+    /// PutObject and ignore them (both writes land). The probe writes a
+    /// scratch object under the prefix with `If-None-Match: *` twice and
+    /// then with `If-Match` on a made-up ETag: the store honours conditional
+    /// PUT only if the second and third writes are refused. The scratch
+    /// object is deleted afterwards.
+    pub async fn probe_conditional_put(&self) -> Result<bool> {
+        let nonce = Digest::of(
+            format!(
+                "{:?} {} {:p}",
+                std::time::SystemTime::now(),
+                std::process::id(),
+                self
+            )
+            .as_bytes(),
+        );
+        let path = self.key(&format!(".pf-probe/scratch-{}", nonce.hex()));
+        let body = Bytes::from_static(b"pf conditional-put probe");
+        let what = "conditional-put probe";
+        self.put_small(what, &path, body.clone(), PutMode::Create)
+            .await?;
+        let again = self
+            .put_small(what, &path, body.clone(), PutMode::Create)
+            .await;
+        let stale = self
+            .put_small(
+                what,
+                &path,
+                body,
+                PutMode::Update(UpdateVersion {
+                    e_tag: Some("\"00000000000000000000000000000000\"".into()),
+                    version: None,
+                }),
+            )
+            .await;
+        let _ = self.store.delete(&path).await;
+        // A refusal is a Conflict; any other failure is the store's answer.
+        let refused = |r: Result<()>| match r {
+            Ok(()) => Ok(false),
+            Err(RegistryError::Conflict(_)) => Ok(true),
+            Err(e) => Err(e),
+        };
+        Ok(refused(again)? & refused(stale)?)
+    }
+
     /// Reads the tag manifest after a lost conditional write: `Ok` if it is ours.
     async fn resolve_conflict(&self, ours: &Digest, err: RegistryError) -> Result<()> {
         let current = self
@@ -429,7 +508,8 @@ impl Transport for S3Transport {
         let digest = req.manifest_digest;
         let tag_manifest = self.tag_manifest();
         // 1. The version we are replacing (for the conditional write).
-        let base = if self.settings.conditional_put {
+        let conditional = self.conditional_put().await?;
+        let base = if conditional {
             self.head_etag("manifest", &tag_manifest).await?
         } else {
             None
@@ -464,7 +544,7 @@ impl Transport for S3Transport {
             },
         }
         // 4. The commit point: the tag manifest, LAST, conditionally.
-        let mode = match (self.settings.conditional_put, base) {
+        let mode = match (conditional, base) {
             (false, _) => PutMode::Overwrite,
             (true, None) => PutMode::Create,
             (true, Some(Some(etag))) => PutMode::Update(UpdateVersion {

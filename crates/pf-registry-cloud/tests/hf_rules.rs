@@ -1,0 +1,221 @@
+//! The Hub's rules, against the Hub test server enforcing them: LFS batches
+//! of up to 256 objects, commits of at most `hf.commit_files` files with the
+//! manifest in the last one, `parentCommit` (a stale parent is a
+//! `Conflict`), existing repositories used without `repos/create`, `sdk`
+//! for Spaces, the `multipart` transfer, and 429 rate limiting.
+#![cfg(feature = "hf")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pf_cas::MemoryStore;
+use pf_hub_testserver::{HubConfig, HubServer};
+use pf_registry_cloud::hf::HfTransport;
+use pf_registry_conformance::ImageSpec;
+use pf_registry_core::{
+    CommitRequest, Config, ImageRef, Registry, RegistryError, SignedImage, Transport,
+};
+
+const TOKEN: &str = "hf_rules_token_abc";
+
+fn config_for(hub: &HubServer) -> Config {
+    let mut c = Config::default();
+    c.options
+        .insert("hf.endpoint".into(), hub.url().to_string());
+    c.options.insert("hf.token".into(), TOKEN.into());
+    c
+}
+
+/// An image of `n` small files, each its own blob.
+fn many_blobs(seed: u64, n: usize) -> ImageSpec {
+    let mut spec = ImageSpec::sample(seed, 0);
+    spec.files = (0..n)
+        .map(|i| {
+            let body = format!("file {i} of image {seed}: {}", "x".repeat(i % 17));
+            (format!("d{}/f{i}.txt", i % 7), body.into_bytes())
+        })
+        .collect();
+    spec.pack_max = 0;
+    spec
+}
+
+async fn push(hub: &HubServer, cfg: &Config, r: &str, spec: &ImageSpec) -> (usize, String) {
+    let (n, resolved, _) = push_image(hub, cfg, r, spec).await;
+    (n, resolved)
+}
+
+async fn push_image(
+    hub: &HubServer,
+    cfg: &Config,
+    r: &str,
+    spec: &ImageSpec,
+) -> (usize, String, pf_registry_core::Manifest) {
+    let src = Arc::new(MemoryStore::new());
+    let img = spec.build(&*src, "hf-rules");
+    let r = ImageRef::parse(r).unwrap();
+    let rep = pf_registry_cloud::hf::open(&r, cfg)
+        .unwrap()
+        .push(src, &SignedImage::new(&img.manifest, None))
+        .await
+        .unwrap_or_else(|e| panic!("push to {}: {e}", hub.url()));
+    (img.closure.len(), rep.resolved, img.manifest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_blobs_use_few_commits_and_full_lfs_batches() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN).page_size(1000))
+        .await
+        .unwrap();
+    let cfg = config_for(&hub);
+    let (blobs, resolved, manifest) =
+        push_image(&hub, &cfg, "hf://pf-tester/many", &many_blobs(1, 600)).await;
+    let s = hub.stats();
+    // Files: every blob, manifest by digest and manifest.json.
+    let files = blobs + 2;
+    eprintln!(
+        "{blobs} blobs: {} commits, {} LFS batch calls, {} uploads",
+        s.commits,
+        s.route("lfs.batch"),
+        s.lfs_uploads
+    );
+    assert!(blobs > 512, "the image must need several batches: {blobs}");
+    assert_eq!(s.lfs_uploads, blobs as u64);
+    assert!(
+        s.commits as usize <= files.div_ceil(100) + 1,
+        "{} commits",
+        s.commits
+    );
+    assert!(
+        s.route("lfs.batch") as usize <= blobs.div_ceil(256),
+        "{} batch calls for {blobs} blobs",
+        s.route("lfs.batch")
+    );
+    assert_eq!(s.route("repo.create"), 1);
+    // The manifest is in the last commit: the returned commit is the head.
+    let head = hub
+        .resolve(pf_hub_testserver::RepoType::Model, "pf-tester/many", "main")
+        .unwrap();
+    assert!(resolved.ends_with(&head), "{resolved} vs head {head}");
+    let pulled = pf_registry_cloud::hf::open(&ImageRef::parse(&resolved).unwrap(), &cfg)
+        .unwrap()
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+        .expect("pull");
+    assert_eq!(pulled.manifest, manifest);
+
+    // A second push to the existing repository never calls repos/create.
+    hub.reset_stats();
+    push(&hub, &cfg, "hf://pf-tester/many", &many_blobs(2, 20)).await;
+    assert_eq!(hub.stats().route("repo.create"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commit_file_option_splits_commits_and_server_limit_holds() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN).commit_file_limit(10))
+        .await
+        .unwrap();
+    let mut cfg = config_for(&hub);
+    cfg.options.insert("hf.commit_files".into(), "10".into());
+    let (blobs, _) = push(&hub, &cfg, "hf://pf-tester/small", &many_blobs(3, 35)).await;
+    assert_eq!(hub.stats().commits as usize, blobs.div_ceil(10) + 1);
+
+    // With the default 100 files per commit the server's limit of 10 refuses.
+    let src = Arc::new(MemoryStore::new());
+    let img = many_blobs(4, 35).build(&*src, "x");
+    let err = pf_registry_cloud::hf::open(
+        &ImageRef::parse("hf://pf-tester/refused").unwrap(),
+        &config_for(&hub),
+    )
+    .unwrap()
+    .push(src, &SignedImage::new(&img.manifest, None))
+    .await
+    .expect_err("a commit over the server's file limit must fail");
+    assert!(err.to_string().contains("Too many files"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_parent_commit_is_a_conflict() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN))
+        .await
+        .unwrap();
+    let cfg = config_for(&hub);
+    push(&hub, &cfg, "hf://pf-tester/race", &many_blobs(5, 3)).await;
+    // A writer that read the head ...
+    let r = ImageRef::parse("hf://pf-tester/race").unwrap();
+    let slow = HfTransport::new(&r, &cfg).unwrap();
+    slow.missing(&[]).await.expect("reads the head");
+    // ... loses to a commit made meanwhile.
+    push(&hub, &cfg, "hf://pf-tester/race", &many_blobs(6, 3)).await;
+    let manifest = br#"{"not":"read by the server"}"#;
+    let err = slow
+        .commit(CommitRequest {
+            manifest,
+            manifest_digest: pf_digest::Digest::of(manifest),
+            signature: None,
+            blobs: &[],
+        })
+        .await
+        .expect_err("a stale parent must not win");
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spaces_get_an_sdk() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN))
+        .await
+        .unwrap();
+    let cfg = config_for(&hub);
+    push(&hub, &cfg, "hf://spaces/pf-tester/space", &many_blobs(7, 2)).await;
+    assert!(hub
+        .resolve(
+            pf_hub_testserver::RepoType::Space,
+            "pf-tester/space",
+            "main"
+        )
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_blobs_use_multipart_when_offered() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN).multipart_chunk(32 * 1024))
+        .await
+        .unwrap();
+    let cfg = config_for(&hub);
+    // Two incompressible 100 KB layers: 4 parts each.
+    let mut spec = ImageSpec::sample(8, 2);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    spec.layers = (0..2)
+        .map(|_| {
+            (0..100_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect();
+    let (_, resolved) = push(&hub, &cfg, "hf://pf-tester/mp", &spec).await;
+    let s = hub.stats();
+    assert!(s.route("lfs.complete") > 0, "{s:?}");
+    assert!(s.route("lfs.part") > s.route("lfs.complete"), "{s:?}");
+    pf_registry_cloud::hf::open(&ImageRef::parse(&resolved).unwrap(), &cfg)
+        .unwrap()
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+        .expect("pull what multipart uploaded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_push_waits_and_succeeds() {
+    let hub = HubServer::start(HubConfig::with_token(TOKEN).rate_limit(40, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let cfg = config_for(&hub);
+    push(&hub, &cfg, "hf://pf-tester/slow", &many_blobs(9, 60)).await;
+    assert!(
+        hub.stats().route("rate_limited") > 0,
+        "the limit was never hit"
+    );
+}
