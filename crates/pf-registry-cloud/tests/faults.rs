@@ -29,7 +29,7 @@ use pf_registry_core::{
     TrustPolicy, Verification,
 };
 use pf_testsupport::{Fault, FaultProxy};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// Response offset (per connection) at which blob bytes are flipped: past
 /// the manifest and signature responses, inside the first (96 KiB) layer.
@@ -104,7 +104,7 @@ fn image(seed: u64, src: &MemoryStore, name: &str) -> TestImage {
     let mut spec = ImageSpec::sample(seed, 6);
     spec.layers = [96 << 10, 24 << 10]
         .iter()
-        .map(|&n| (0..n).map(|_| rng.gen()).collect())
+        .map(|&n| (0..n).map(|_| rng.random()).collect())
         .collect();
     spec.build(src, name)
 }
