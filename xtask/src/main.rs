@@ -28,14 +28,21 @@ const FORBIDDEN_IN_MINIMAL: &[&str] = &[
     "aws-",
 ];
 
-/// Backends and the test target that runs the conformance suite for each.
-const CONFORMANCE: &[(&str, &str, &str)] = &[
-    // (backend, package, test target)
-    ("file", "pf-registry-file", "conformance"),
-    ("oci", "pf-registry-oci", "conformance"),
-    ("s3", "pf-registry-cloud", "s3_conformance"),
-    ("hf", "pf-registry-cloud", "hf_conformance"),
-    ("ipfs", "pf-registry-cloud", "ipfs_conformance"),
+/// Backends and the test targets that run the shared suites for each: the
+/// conformance, fault and crash suites, then the large-blob scenario (a
+/// binary of its own, for its peak-RSS figure). Every case is a named test
+/// `<target>::<suite>::<case>`.
+const CONFORMANCE: &[(&str, &str, &[&str])] = &[
+    // (backend, package, test targets)
+    ("file", "pf-registry-file", &["conformance", "large_blob"]),
+    ("oci", "pf-registry-oci", &["conformance", "large_blob"]),
+    ("s3", "pf-registry-cloud", &["s3_conformance", "s3_large"]),
+    ("hf", "pf-registry-cloud", &["hf_conformance", "hf_large"]),
+    (
+        "ipfs",
+        "pf-registry-cloud",
+        &["ipfs_conformance", "ipfs_large"],
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -135,14 +142,16 @@ fn ci() -> Result<(), String> {
 
 fn conformance(only: Option<String>) -> Result<(), String> {
     let mut ran = 0;
-    for (backend, pkg, test) in CONFORMANCE {
+    for (backend, pkg, tests) in CONFORMANCE {
         if only.as_deref().is_some_and(|o| o != *backend) {
             continue;
         }
-        run(
-            &format!("conformance: {backend}"),
-            cargo().args(["test", "-p", pkg, "--all-features", "--test", test]),
-        )?;
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", pkg, "--all-features"]);
+        for t in *tests {
+            cmd.args(["--test", t]);
+        }
+        run(&format!("conformance: {backend}"), &mut cmd)?;
         ran += 1;
     }
     if ran == 0 {

@@ -55,12 +55,10 @@ async fn official_huggingface_hub_client_works_against_the_test_server() {
         .output()
         .await
         .expect("run python3");
-    assert!(
-        out.status.success(),
-        "huggingface_hub {version} failed against the test server:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = pf_testsupport::script_json(
+        &out,
+        &format!("huggingface_hub {version} against the test server"),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from the script");
     assert_eq!(v["client_version"], version.as_str());
     assert_eq!(v["lfs_in_tree"], 6, "{v}");
     assert_eq!(v["reupload_lfs_puts"], 0, "{v}");

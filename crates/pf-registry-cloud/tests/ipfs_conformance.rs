@@ -1,60 +1,16 @@
-//! The shared conformance suite against a real IPFS node (js-ipfs speaking
-//! the Kubo RPC API) on loopback.
-#![cfg(feature = "ipfs")]
+//! The shared suites on the ipfs backend against its real test server:
+//! conformance properties, fault scenarios, the `kill -9` crash loop. Each
+//! case is its own test: `ipfs::<suite>::<case>`.
 
-use std::sync::Arc;
+mod common;
 
-use pf_cas::MemoryStore;
-use pf_registry_cloud::ipfs::IpfsTransport;
-use pf_registry_conformance::{run_all, Backend, ImageSpec};
-use pf_registry_core::{Config, ImageRef, Registry, SignedImage, Transport};
-use pf_testsupport::IpfsServer;
+use std::process::ExitCode;
 
-struct IpfsBackend {
-    node: IpfsServer,
-}
+use pf_registry_conformance::{harness, Suite};
 
-impl Backend for IpfsBackend {
-    fn name(&self) -> String {
-        format!("ipfs {}", self.node.api)
-    }
-    fn fresh_ref(&self, _label: &str) -> ImageRef {
-        ImageRef::parse("ipfs://").expect("ref")
-    }
-    fn transport(&self, r: &ImageRef, c: &Config) -> pf_registry_core::Result<Box<dyn Transport>> {
-        Ok(Box::new(IpfsTransport::new(r, c)?))
-    }
-    fn mutable_refs(&self) -> bool {
-        false
-    }
-    fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.options.insert("ipfs.api".into(), self.node.api.clone());
-        c
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ipfs_backend_conformance() {
-    let b = IpfsBackend {
-        node: IpfsServer::start(),
-    };
-    run_all(&b, pf_registry_conformance::cases(3)).await;
-
-    // Push returns a root CID; re-pushing the same image gives the same root and uploads nothing.
-    let src = Arc::new(MemoryStore::new());
-    let img = ImageSpec::sample(50, 3).build(&*src, "cid");
-    let signed = SignedImage::new(&img.manifest, None);
-    let c = b.config();
-    let e = pf_registry_cloud::ipfs::open(&ImageRef::parse("ipfs://").unwrap(), &c).unwrap();
-    let a = e.push(src.clone(), &signed).await.expect("push");
-    // Blobs are raw-leaf CIDv1; js-ipfs's MFS directories come out as CIDv0.
-    assert!(
-        a.resolved.starts_with("ipfs://b") || a.resolved.starts_with("ipfs://Qm"),
-        "root CID expected: {}",
-        a.resolved
-    );
-    let again = e.push(src.clone(), &signed).await.expect("re-push");
-    assert_eq!(again.resolved, a.resolved, "same image, same root CID");
-    assert_eq!(again.blobs_uploaded, 0);
+fn main() -> ExitCode {
+    harness::run(
+        &[Suite::Conformance, Suite::Faults, Suite::Crash],
+        vec![common::ipfs_target::target()],
+    )
 }

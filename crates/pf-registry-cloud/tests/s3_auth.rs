@@ -17,7 +17,7 @@ use std::sync::Arc;
 use pf_cas::MemoryStore;
 use pf_registry_conformance::ImageSpec;
 use pf_registry_core::{Registry, RegistryError, SignedImage};
-use pf_testsupport::S3Server;
+use pf_testsupport::{S3Server, ServerProcess};
 
 const WRONG_SECRET: &str = "WrongSecret/0123456789abcdefDoNotPrintMe";
 

@@ -14,7 +14,7 @@ use pf_registry_core::{
     Registry, RegistryError, SignedImage, Transport, TrustPolicy, Verification,
 };
 use pf_sign::SigningKey;
-use pf_testsupport::S3Server;
+use pf_testsupport::{S3Server, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn layout_tags_and_pinned_pulls() {

@@ -1,63 +1,185 @@
-//! The conformance suite: one set of behavioural checks every backend runs
-//! against a real server. A backend provides a [`Backend`] (fresh references
-//! and a transport for each); [`run_all`] drives the shared engine over it.
+//! The shared suites every backend runs against a real server: the
+//! conformance properties ([`conformance`]), the fault scenarios behind a
+//! fault-injecting proxy ([`faults`]), the large-blob memory scenario
+//! ([`large`]) and the `kill -9` crash loop ([`crash`]).
+//!
+//! A backend's test file is a `harness = false` test whose `main` returns
+//! [`harness::run`] with the suites to run and one [`Target`] per server
+//! flavour: how to start the server ([`Backend`]) and how to open a
+//! transport ([`Opener`]). Every case is its own named test
+//! (`<target>::<suite>::<case>`), so a failure names the promise and the
+//! backend; one server per target is started lazily and shared by the
+//! binary's cases.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conformance;
+pub mod crash;
+pub mod faults;
+pub mod harness;
 pub mod image;
+pub mod large;
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use pf_cas::{BlobStore, MemoryStore};
+use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::{
-    CommitBlob, CommitRequest, Config, EncodedBlob, Engine, ImageRef, Registry, RegistryError,
-    SignedImage, Transport, Verification,
-};
-use pf_sign::{SignError, SigningKey, TrustPolicy};
+use pf_registry_core::{Config, Engine, ImageRef, Transport};
+use pf_sign::{SigningKey, TrustPolicy};
 
+pub use faults::Route;
+pub use harness::{Suite, Target};
 pub use image::{ImageSpec, TestImage};
+pub use large::LargeBlobs;
 
-/// What a backend must provide to be tested.
-#[async_trait]
+/// Opens a transport for a reference with a configuration: the backend
+/// crate's constructor (e.g. `OciTransport::new`), boxed.
+pub type Opener = fn(&ImageRef, &Config) -> pf_registry_core::Result<Box<dyn Transport>>;
+
+/// A running server a backend is tested against.
 pub trait Backend: Send + Sync {
     /// Short name for messages.
     fn name(&self) -> String;
     /// A reference no other test uses; `label` helps debugging.
     fn fresh_ref(&self, label: &str) -> ImageRef;
-    /// A transport for `reference` (credentials, CA etc. already configured).
-    fn transport(
-        &self,
-        reference: &ImageRef,
-        config: &Config,
-    ) -> pf_registry_core::Result<Box<dyn Transport>>;
-    /// Whether pushing to the same reference again replaces the image (false for IPFS).
-    fn mutable_refs(&self) -> bool {
-        true
-    }
-    /// Base configuration (e.g. `ca_file`, `insecure`).
+    /// What reaches the server: endpoint options, `ca_file`, credentials.
+    /// Merged into every configuration a case uses (the case's own options
+    /// win), and handed to crash-loop child processes.
     fn config(&self) -> Config {
         Config::default()
     }
+    /// Number of generated images the round-trip property pushes
+    /// (`PF_CONFORMANCE_CASES` overrides it).
+    fn generated_cases(&self) -> u32 {
+        4
+    }
+    /// Fresh fault proxies in front of the server (see [`faults`]); `None`
+    /// when nothing can stand between client and storage.
+    fn route(&self) -> Option<Route> {
+        None
+    }
+    /// The configuration option holding the server's base URL (e.g.
+    /// `s3.endpoint`), if the backend has one; see [`through`](Self::through).
+    fn endpoint_option(&self) -> Option<&'static str> {
+        None
+    }
+    /// Points `reference` and `config` at `endpoint` (a [`Route`]'s) instead
+    /// of the server; returns the reference to use. By default: sets the
+    /// [`endpoint_option`](Self::endpoint_option) to `http://<endpoint>`.
+    fn through(&self, reference: &ImageRef, config: &mut Config, endpoint: &str) -> ImageRef {
+        if let Some(key) = self.endpoint_option() {
+            config
+                .options
+                .insert(key.into(), format!("http://{endpoint}"));
+        }
+        reference.clone()
+    }
+    /// Loopback ports the server listens on (the crash loop waits until the
+    /// server has finished a killed client's requests on them).
+    fn ports(&self) -> Vec<u16> {
+        Vec::new()
+    }
+    /// Kills in the crash loop (`PF_CRASH_ITERATIONS` overrides it).
+    fn crash_kills(&self) -> u64 {
+        6
+    }
+    /// Size of the large-blob scenario.
+    fn large_blobs(&self) -> LargeBlobs {
+        LargeBlobs::default()
+    }
+    /// Backend-specific checks after the large-blob push (e.g. that it was
+    /// chunked), given the blob count and size.
+    fn check_large_push(&self, count: u64, size: u64) {
+        let _ = (count, size);
+    }
+}
+
+/// A started backend with its transport constructor: what every case runs on.
+pub struct Subject {
+    backend: Box<dyn Backend>,
+    open: Opener,
+    mutable: bool,
+    target: String,
+}
+
+impl Subject {
+    /// `backend` opened with `open`; `mutable` says whether pushing to a
+    /// reference again replaces the image (false for IPFS).
+    pub fn new(target: &str, backend: Box<dyn Backend>, open: Opener, mutable: bool) -> Subject {
+        Subject {
+            backend,
+            open,
+            mutable,
+            target: target.to_string(),
+        }
+    }
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+    /// The target's name (e.g. `oci_token`).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+    /// Short name for messages.
+    pub fn name(&self) -> String {
+        self.backend.name()
+    }
+    /// See [`Backend::fresh_ref`].
+    pub fn fresh_ref(&self, label: &str) -> ImageRef {
+        self.backend.fresh_ref(label)
+    }
+    /// See [`Backend::config`].
+    pub fn config(&self) -> Config {
+        self.backend.config()
+    }
+    /// See [`Backend::generated_cases`].
+    pub fn generated_cases(&self) -> u32 {
+        self.backend.generated_cases()
+    }
+    /// Whether pushing to the same reference again replaces the image.
+    pub fn mutable_refs(&self) -> bool {
+        self.mutable
+    }
+    /// A transport for `reference` with `config` plus the server's settings.
+    pub fn transport(
+        &self,
+        reference: &ImageRef,
+        config: &Config,
+    ) -> pf_registry_core::Result<Box<dyn Transport>> {
+        (self.open)(reference, &with_server(config, &self.backend.config()))
+    }
+}
+
+/// `config` with what `server` sets and `config` does not (options,
+/// `ca_file`, `insecure`).
+pub fn with_server(config: &Config, server: &Config) -> Config {
+    let mut c = config.clone();
+    for (k, v) in &server.options {
+        c.options.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if c.ca_file.is_none() {
+        c.ca_file.clone_from(&server.ca_file);
+    }
+    c.insecure |= server.insecure;
+    c
 }
 
 /// Opens the engine for `r` on `backend` with `config`.
-pub fn engine(backend: &dyn Backend, r: &ImageRef, config: &Config) -> Engine<Box<dyn Transport>> {
+pub fn engine(backend: &Subject, r: &ImageRef, config: &Config) -> Engine<Box<dyn Transport>> {
     let t = backend
         .transport(r, config)
         .unwrap_or_else(|e| panic!("{}: cannot open transport for {r}: {e}", backend.name()));
     Engine::new(t, config.clone(), r.digest)
 }
 
-fn trusting(base: &Config, key: &SigningKey) -> Config {
+/// `base` trusting only `key`.
+pub fn trusting(base: &Config, key: &SigningKey) -> Config {
     let mut c = base.clone();
     c.trust = TrustPolicy::new(vec![key.public_key()]);
     c
 }
 
 /// The reference to pull from after a push (the resolved one for immutable backends).
-pub fn pull_ref(backend: &dyn Backend, pushed: &ImageRef, resolved: &str) -> ImageRef {
+pub fn pull_ref(backend: &Subject, pushed: &ImageRef, resolved: &str) -> ImageRef {
     if backend.mutable_refs() {
         pushed.clone()
     } else {
@@ -66,7 +188,8 @@ pub fn pull_ref(backend: &dyn Backend, pushed: &ImageRef, resolved: &str) -> Ima
     }
 }
 
-fn assert_same_blobs(src: &dyn BlobStore, dst: &dyn BlobStore, digests: &[Digest]) {
+/// Every blob of `digests` in `dst` equals the one in `src`.
+pub fn assert_same_blobs(src: &dyn BlobStore, dst: &dyn BlobStore, digests: &[Digest]) {
     for d in digests {
         let a = src.get(d).expect("source blob");
         let b = dst
@@ -76,500 +199,7 @@ fn assert_same_blobs(src: &dyn BlobStore, dst: &dyn BlobStore, digests: &[Digest
     }
 }
 
-/// Push, exists, pull round trip on `cases` proptest-generated images;
-/// re-push uploads nothing.
-pub async fn roundtrip_and_idempotent(backend: &dyn Backend, cases: u32) {
-    let key = SigningKey::generate().expect("keygen");
-    let base = backend.config();
-    for (i, spec) in image::generated_specs(cases, 0x5eed)
-        .into_iter()
-        .enumerate()
-    {
-        let r = backend.fresh_ref(&format!("rt{i}"));
-        let src = Arc::new(MemoryStore::new());
-        let img = spec.build(&*src, "roundtrip");
-        let signed = SignedImage::new(&img.manifest, Some(&key));
-        let reg = engine(backend, &r, &base);
-        if backend.mutable_refs() {
-            assert!(
-                !reg.exists().await.expect("exists before push"),
-                "{r} exists before push"
-            );
-        }
-        let rep = reg
-            .push(src.clone(), &signed)
-            .await
-            .unwrap_or_else(|e| panic!("push {r}: {e}"));
-        assert_eq!(rep.manifest_digest, signed.digest());
-        assert_eq!(rep.blobs_total as usize, img.closure.len());
-        assert_eq!(
-            rep.blobs_uploaded as usize,
-            img.closure.len(),
-            "first push uploads every blob"
-        );
-        let pr = pull_ref(backend, &r, &rep.resolved);
-        let reg2 = engine(backend, &pr, &trusting(&base, &key));
-        assert!(reg2.exists().await.expect("exists after push"));
-        let dst = Arc::new(MemoryStore::new());
-        let pulled = reg2
-            .pull(dst.clone())
-            .await
-            .unwrap_or_else(|e| panic!("pull {pr}: {e}"));
-        assert_eq!(pulled.manifest, img.manifest);
-        assert_eq!(pulled.manifest_digest, signed.digest());
-        assert!(matches!(pulled.verification, Verification::Verified { .. }));
-        assert_eq!(pulled.blobs_total as usize, img.closure.len());
-        assert_eq!(pulled.blobs_fetched as usize, img.closure.len());
-        assert_same_blobs(&*src, &*dst, &img.closure);
-        assert_eq!(
-            dst.list().expect("list").len(),
-            img.closure.len(),
-            "pull fetched blobs outside the closure"
-        );
-
-        // Also pullable through the resolved (immutable) reference.
-        let resolved = ImageRef::parse(&rep.resolved)
-            .unwrap_or_else(|e| panic!("resolved {}: {e}", rep.resolved));
-        let again = engine(backend, &resolved, &base)
-            .pull(Arc::new(MemoryStore::new()))
-            .await
-            .unwrap_or_else(|e| panic!("pull resolved {resolved}: {e}"));
-        assert_eq!(again.manifest_digest, signed.digest());
-
-        let rep2 = reg.push(src.clone(), &signed).await.expect("re-push");
-        assert_eq!(
-            rep2.blobs_uploaded, 0,
-            "re-push of an unchanged image uploaded blobs"
-        );
-        assert_eq!(rep2.wire_bytes_uploaded, 0);
-    }
-}
-
-/// A second image sharing blobs with the first uploads only the new ones;
-/// a pull into a store that has the first image fetches only the rest.
-pub async fn incremental(backend: &dyn Backend) {
-    let base = backend.config();
-    let spec_a = ImageSpec::sample(1, 6);
-    let mut spec_b = spec_a.clone();
-    spec_b.layers.push(b"a brand new layer".to_vec());
-    spec_b
-        .files
-        .push(("new/file.txt".into(), b"new content here".to_vec()));
-    let src = Arc::new(MemoryStore::new());
-    let a = spec_a.build(&*src, "inc-a");
-    let b = spec_b.build(&*src, "inc-b");
-    let new_blobs = b.closure.iter().filter(|d| !a.closure.contains(d)).count();
-    assert!(
-        new_blobs >= 3,
-        "test image B must add blobs (layer, file, fs tree)"
-    );
-
-    let r = backend.fresh_ref("inc");
-    let reg = engine(backend, &r, &base);
-    let ra = reg
-        .push(src.clone(), &SignedImage::new(&a.manifest, None))
-        .await
-        .expect("push a");
-    let rb = engine(backend, &r, &base)
-        .push(src.clone(), &SignedImage::new(&b.manifest, None))
-        .await
-        .expect("push b");
-    assert_eq!(
-        rb.blobs_uploaded as usize, new_blobs,
-        "second image must upload only its new blobs"
-    );
-
-    // Pull A (by its resolved ref) into a fresh store, then B: only B's new blobs are fetched.
-    let dst = Arc::new(MemoryStore::new());
-    let pa = engine(
-        backend,
-        &ImageRef::parse(&ra.resolved).expect("resolved parses"),
-        &base,
-    );
-    let rep_a = pa.pull(dst.clone()).await.expect("pull a");
-    assert_eq!(
-        rep_a.manifest.layers, a.manifest.layers,
-        "resolved ref of A still gives A"
-    );
-    let pb = engine(backend, &pull_ref(backend, &r, &rb.resolved), &base);
-    let rep_b = pb.pull(dst.clone()).await.expect("pull b");
-    assert_eq!(rep_b.manifest, b.manifest);
-    assert_eq!(
-        rep_b.blobs_fetched as usize, new_blobs,
-        "pull fetched blobs the store already had"
-    );
-    assert_eq!(rep_b.blobs_present as usize, b.closure.len() - new_blobs);
-    assert_same_blobs(&*src, &*dst, &b.closure);
-}
-
-/// A reference with nothing pushed: exists is false and pull is NotFound.
-pub async fn missing_is_not_found(backend: &dyn Backend) {
-    if !backend.mutable_refs() {
-        return;
-    }
-    let r = backend.fresh_ref("missing");
-    let reg = engine(backend, &r, &backend.config());
-    assert!(!reg.exists().await.expect("exists on missing ref"));
-    match reg.pull(Arc::new(MemoryStore::new())).await {
-        Err(RegistryError::NotFound { .. }) => {}
-        other => panic!(
-            "pull of missing {r}: expected NotFound, got {:?}",
-            other.map(|_| ())
-        ),
-    }
-}
-
-/// Pushes `manifest`/`signature` with blobs, where blob `evil_for` is stored
-/// with the content `evil` instead, bypassing the engine's checks.
-async fn push_raw(
-    backend: &dyn Backend,
-    r: &ImageRef,
-    src: &dyn BlobStore,
-    closure: &[Digest],
-    manifest: &[u8],
-    signature: Option<&[u8]>,
-    evil: Option<(Digest, &[u8])>,
-) -> String {
-    let t = backend.transport(r, &backend.config()).expect("transport");
-    let mut blobs = Vec::new();
-    for d in closure {
-        let raw = match evil {
-            Some((e, bytes)) if e == *d => bytes.to_vec(),
-            _ => src.get(d).expect("blob"),
-        };
-        let enc = zstd_frame(&raw);
-        let blob = EncodedBlob::in_memory(*d, raw.len() as u64, enc.into());
-        let up = t.put_blob(&blob).await.expect("raw put_blob");
-        blobs.push(CommitBlob {
-            digest: *d,
-            raw_size: Some(raw.len() as u64),
-            uploaded: Some(up),
-        });
-    }
-    t.commit(CommitRequest {
-        manifest,
-        manifest_digest: Digest::of(manifest),
-        signature,
-        blobs: &blobs,
-    })
-    .await
-    .expect("raw commit")
-}
-
-fn zstd_frame(raw: &[u8]) -> Vec<u8> {
-    pf_registry_core::codec::zstd_encode_bytes(raw, 1).expect("zstd encode")
-}
-
-/// A blob whose stored bytes do not hash to its name fails the pull with
-/// Integrity and the store does not keep it.
-pub async fn tampered_blob_is_integrity_error(backend: &dyn Backend) {
-    let src = MemoryStore::new();
-    let img = ImageSpec::sample(2, 3).build(&src, "tamper");
-    let victim = img.manifest.layers[0].digest;
-    let size = img.manifest.layers[0].size as usize;
-    let mut evil = src.get(&victim).expect("victim");
-    evil[size / 2] ^= 0xff;
-    let r = backend.fresh_ref("tampered-blob");
-    let manifest = img.manifest.to_bytes();
-    let resolved = push_raw(
-        backend,
-        &r,
-        &src,
-        &img.closure,
-        &manifest,
-        None,
-        Some((victim, &evil)),
-    )
-    .await;
-    let dst = Arc::new(MemoryStore::new());
-    let err = engine(
-        backend,
-        &pull_ref(backend, &r, &resolved),
-        &backend.config(),
-    )
-    .pull(dst.clone())
-    .await
-    .expect_err("tampered blob accepted");
-    match err {
-        RegistryError::Integrity { expected, .. } => assert_eq!(expected, victim),
-        other => panic!("expected Integrity naming {victim}, got {other}"),
-    }
-    assert!(!dst.has(&victim).expect("has"), "corrupt blob was stored");
-}
-
-/// A manifest changed after signing, and an image signed by an untrusted key,
-/// are rejected with a Signature error when keys are trusted.
-pub async fn signature_checks(backend: &dyn Backend) {
-    let key = SigningKey::generate().expect("keygen");
-    let other = SigningKey::generate().expect("keygen");
-    let src = Arc::new(MemoryStore::new());
-    let img = ImageSpec::sample(3, 2).build(&*src, "sig");
-    let good = SignedImage::new(&img.manifest, Some(&key));
-
-    // Tampered manifest: same blobs, one annotation changed, old signature kept.
-    let mut m2 = img.manifest.clone();
-    m2.annotations.insert("evil".into(), "yes".into());
-    let r = backend.fresh_ref("tampered-manifest");
-    let sig = good.signature.clone().expect("signed");
-    let resolved = push_raw(
-        backend,
-        &r,
-        &*src,
-        &img.closure,
-        &m2.to_bytes(),
-        Some(&sig),
-        None,
-    )
-    .await;
-    let err = engine(
-        backend,
-        &pull_ref(backend, &r, &resolved),
-        &trusting(&backend.config(), &key),
-    )
-    .pull(Arc::new(MemoryStore::new()))
-    .await
-    .expect_err("tampered manifest accepted");
-    assert!(
-        matches!(
-            err,
-            RegistryError::Signature(SignError::DigestMismatch { .. })
-        ),
-        "{err}"
-    );
-    // Even without trusted keys a mismatched envelope is an error.
-    let err = engine(
-        backend,
-        &pull_ref(backend, &r, &resolved),
-        &backend.config(),
-    )
-    .pull(Arc::new(MemoryStore::new()))
-    .await
-    .expect_err("mismatched envelope accepted without trust");
-    assert!(matches!(err, RegistryError::Signature(_)), "{err}");
-
-    // Untrusted key.
-    let r2 = backend.fresh_ref("wrong-key");
-    let rep = engine(backend, &r2, &backend.config())
-        .push(src.clone(), &good)
-        .await
-        .expect("push signed");
-    let pr = pull_ref(backend, &r2, &rep.resolved);
-    let err = engine(backend, &pr, &trusting(&backend.config(), &other))
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect_err("untrusted key accepted");
-    assert!(
-        matches!(err, RegistryError::Signature(SignError::Untrusted { .. })),
-        "{err}"
-    );
-    // Without trust configured it is reported, not rejected.
-    let rep = engine(backend, &pr, &backend.config())
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect("pull with no trust configured");
-    assert_eq!(
-        rep.verification,
-        Verification::UnknownKey {
-            key_id: key.key_id()
-        }
-    );
-
-    // Unsigned image: reported as such, rejected when keys are trusted.
-    let r3 = backend.fresh_ref("unsigned");
-    let rep = engine(backend, &r3, &backend.config())
-        .push(src.clone(), &SignedImage::new(&img.manifest, None))
-        .await
-        .expect("push unsigned");
-    let pr = pull_ref(backend, &r3, &rep.resolved);
-    let pulled = engine(backend, &pr, &backend.config())
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect("pull unsigned");
-    assert_eq!(pulled.verification, Verification::Unsigned);
-    let err = engine(backend, &pr, &trusting(&backend.config(), &key))
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect_err("unsigned accepted with trust");
-    assert!(
-        matches!(err, RegistryError::Signature(SignError::Unsigned)),
-        "{err}"
-    );
-}
-
-/// A pull pinned to another digest fails; pinned to the right one succeeds.
-pub async fn pinned_digest(backend: &dyn Backend) {
-    let src = Arc::new(MemoryStore::new());
-    let img = ImageSpec::sample(4, 2).build(&*src, "pin");
-    let signed = SignedImage::new(&img.manifest, None);
-    let r = backend.fresh_ref("pinned");
-    let rep = engine(backend, &r, &backend.config())
-        .push(src.clone(), &signed)
-        .await
-        .expect("push");
-    let resolved = ImageRef::parse(&rep.resolved).expect("resolved parses");
-    let ok = engine(backend, &resolved, &backend.config())
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect("pull by resolved ref");
-    assert_eq!(ok.manifest_digest, signed.digest());
-    if backend.mutable_refs() {
-        let pinned_ok = r.with_digest(signed.digest());
-        let rep = engine(backend, &pinned_ok, &backend.config())
-            .pull(Arc::new(MemoryStore::new()))
-            .await
-            .unwrap_or_else(|e| panic!("pull pinned to the right digest {pinned_ok}: {e}"));
-        assert_eq!(rep.manifest_digest, signed.digest());
-    }
-    let wrong =
-        pull_ref(backend, &r, &rep.resolved).with_digest(Digest::of(b"some other manifest"));
-    match engine(backend, &wrong, &backend.config())
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-    {
-        Err(RegistryError::Integrity { .. }) | Err(RegistryError::NotFound { .. }) => {}
-        other => panic!(
-            "pinned mismatch: expected Integrity or NotFound, got {:?}",
-            other.map(|r| r.manifest_digest)
-        ),
-    }
-}
-
-/// Two images pushed concurrently to two references both land intact.
-pub async fn concurrent_pushes(backend: &dyn Backend) {
-    let src = Arc::new(MemoryStore::new());
-    let a = ImageSpec::sample(5, 4).build(&*src, "conc-a");
-    let b = ImageSpec::sample(6, 4).build(&*src, "conc-b");
-    let (ra, rb) = (backend.fresh_ref("conc-a"), backend.fresh_ref("conc-b"));
-    let base = backend.config();
-    let (ea, eb) = (engine(backend, &ra, &base), engine(backend, &rb, &base));
-    let (sa, sb) = (
-        SignedImage::new(&a.manifest, None),
-        SignedImage::new(&b.manifest, None),
-    );
-    let (x, y) = tokio::join!(ea.push(src.clone(), &sa), eb.push(src.clone(), &sb));
-    let (x, y) = (x.expect("push a"), y.expect("push b"));
-    for (r, rep, img) in [(&ra, &x, &a), (&rb, &y, &b)] {
-        let dst = Arc::new(MemoryStore::new());
-        let pulled = engine(backend, &pull_ref(backend, r, &rep.resolved), &base)
-            .pull(dst.clone())
-            .await
-            .expect("pull after concurrent push");
-        assert_eq!(pulled.manifest, img.manifest);
-        assert_same_blobs(&*src, &*dst, &img.closure);
-    }
-}
-
-/// A push that fails (a blob missing locally) leaves the previous version readable.
-pub async fn failed_push_keeps_previous(backend: &dyn Backend) {
-    if !backend.mutable_refs() {
-        return;
-    }
-    let src = Arc::new(MemoryStore::new());
-    let a = ImageSpec::sample(7, 3).build(&*src, "prev");
-    let r = backend.fresh_ref("failed-push");
-    let reg = engine(backend, &r, &backend.config());
-    reg.push(src.clone(), &SignedImage::new(&a.manifest, None))
-        .await
-        .expect("push a");
-    // B references a blob the local store does not have.
-    let partial = Arc::new(MemoryStore::new());
-    let mut spec_b = ImageSpec::sample(8, 3);
-    spec_b.layers.push(b"only in the other store".to_vec());
-    let b = spec_b.build(&*partial, "broken");
-    let missing_blob = b.manifest.layers.last().expect("layer").digest;
-    let broken = Arc::new(MemoryStore::new());
-    for d in b.closure.iter().filter(|d| **d != missing_blob) {
-        broken.put(&partial.get(d).expect("blob")).expect("put");
-    }
-    let err = reg
-        .push(broken, &SignedImage::new(&b.manifest, None))
-        .await
-        .expect_err("push with a missing local blob succeeded");
-    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&missing_blob.to_string()),
-        "error must name the digest: {err}"
-    );
-    let pulled = reg
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect("pull previous");
-    assert_eq!(
-        pulled.manifest, a.manifest,
-        "previous version must stay readable"
-    );
-}
-
-/// Rollback: after v2 is pushed, an attacker re-publishes the older, validly
-/// signed v1 under the same reference. A pull pinned to v2's digest never
-/// yields v1 (it gets v2 by digest, or fails with Integrity / NotFound); an
-/// unpinned pull sees v1 with a valid signature, which is why pins exist.
-pub async fn rollback_under_pin(backend: &dyn Backend) {
-    if !backend.mutable_refs() {
-        return;
-    }
-    let key = SigningKey::generate().expect("keygen");
-    let src = Arc::new(MemoryStore::new());
-    let v1 = ImageSpec::sample(9, 2).build(&*src, "rollback-v1");
-    let v2 = ImageSpec::sample(10, 2).build(&*src, "rollback-v2");
-    let (s1, s2) = (
-        SignedImage::new(&v1.manifest, Some(&key)),
-        SignedImage::new(&v2.manifest, Some(&key)),
-    );
-    let r = backend.fresh_ref("rollback");
-    let trust = trusting(&backend.config(), &key);
-    for s in [&s1, &s2] {
-        engine(backend, &r, &trust)
-            .push(src.clone(), s)
-            .await
-            .expect("push signed version");
-    }
-    // The attacker replays v1's exact bytes and signature under the tag.
-    let sig1 = s1.signature.clone().expect("signed");
-    push_raw(
-        backend,
-        &r,
-        &*src,
-        &v1.closure,
-        &v1.manifest.to_bytes(),
-        Some(&sig1),
-        None,
-    )
-    .await;
-    let pinned = r.with_digest(s2.digest());
-    match engine(backend, &pinned, &trust)
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-    {
-        Ok(rep) => assert_eq!(
-            rep.manifest_digest,
-            s2.digest(),
-            "a pull pinned to v2 returned another manifest (rollback accepted)"
-        ),
-        Err(RegistryError::Integrity { .. }) | Err(RegistryError::NotFound { .. }) => {}
-        Err(e) => panic!("pinned pull after rollback: unexpected error {e}"),
-    }
-    let unpinned = engine(backend, &r, &trust)
-        .pull(Arc::new(MemoryStore::new()))
-        .await
-        .expect("unpinned pull of the replayed v1");
-    assert_eq!(unpinned.manifest_digest, s1.digest());
-}
-
-/// Runs the whole suite; `cases` controls how many generated images round-trip.
-pub async fn run_all(backend: &dyn Backend, cases: u32) {
-    roundtrip_and_idempotent(backend, cases).await;
-    incremental(backend).await;
-    missing_is_not_found(backend).await;
-    tampered_blob_is_integrity_error(backend).await;
-    signature_checks(backend).await;
-    pinned_digest(backend).await;
-    concurrent_pushes(backend).await;
-    failed_push_keeps_previous(backend).await;
-    rollback_under_pin(backend).await;
-}
-
-/// Number of generated images per run: `PF_CONFORMANCE_CASES` or `default`.
+/// `PF_CONFORMANCE_CASES`, or `default`.
 pub fn cases(default: u32) -> u32 {
     std::env::var("PF_CONFORMANCE_CASES")
         .ok()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pf_cas::MemoryStore;
 use pf_registry_conformance::ImageSpec;
 use pf_registry_core::{Config, ImageRef, Registry, RegistryError, SignedImage};
-use pf_testsupport::{OciAuth, OciRegistry};
+use pf_testsupport::{OciAuth, OciRegistry, ServerProcess};
 
 /// Serialises tests that set the process-global credential env vars.
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -218,12 +218,7 @@ async fn independent_oci_client_can_read_our_artifact() {
         .args([script, &format!("{}/interop/img:v1", reg.host)])
         .output()
         .expect("python3 is required for the interop test");
-    assert!(
-        out.status.success(),
-        "oras-py failed (install it with `pip install oras`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from oras script");
+    let v = pf_testsupport::script_json(&out, "oras-py (install it with `pip install oras`)");
     assert_eq!(
         v["artifactType"],
         "application/vnd.processfork.image.v1+json"

@@ -23,6 +23,11 @@ pub enum Fault {
     CutAfter(usize),
     /// Forward, but flip the byte at response offset `n` (after headers and all).
     FlipAt(usize),
+    /// Forward, but flip the byte `n` bytes into the first response's body
+    /// (counted from the end of its headers; not at all when its
+    /// Content-Length is shorter), so the HTTP framing stays intact whatever
+    /// the headers' length.
+    FlipBodyAt(usize),
     /// Accept and say nothing for this long (longer than the client timeout).
     Stall(Duration),
 }
@@ -149,6 +154,16 @@ pub fn forward_requests(client: TcpStream, upstream: &str) -> Option<(TcpStream,
     Some((server, client))
 }
 
+/// The Content-Length of a response head, if it declares one.
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
 fn handle(client: TcpStream, upstream: &str, fault: Fault) {
     match fault {
         Fault::Status(s) => return respond(client, s, ""),
@@ -168,6 +183,10 @@ fn handle(client: TcpStream, upstream: &str, fault: Fault) {
     // server -> client with the fault
     let mut sent = 0usize;
     let mut buf = [0u8; 16 * 1024];
+    // For FlipBodyAt: the first response's head, then where its body starts
+    // in the stream and its Content-Length.
+    let mut head: Vec<u8> = Vec::new();
+    let mut body: Option<(usize, Option<usize>)> = None;
     loop {
         let n = match s_read.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -183,6 +202,23 @@ fn handle(client: TcpStream, upstream: &str, fault: Fault) {
                 return;
             }
             Fault::FlipAt(at) if at >= sent && at < sent + n => chunk[at - sent] ^= 0x5a,
+            Fault::FlipBodyAt(k) => {
+                if body.is_none() {
+                    head.extend_from_slice(chunk);
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        body = Some((i + 4, content_length(&head[..i])));
+                    }
+                }
+                // Only inside the first response's declared body, never in
+                // the framing of a later response on the same connection
+                // (a chunked body has no declared length: flipped as is).
+                if let Some((start, len)) = body {
+                    let at = start + k;
+                    if len.is_none_or(|len| k < len) && at >= sent && at < sent + n {
+                        chunk[at - sent] ^= 0x5a;
+                    }
+                }
+            }
             _ => {}
         }
         sent += n;

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{free_port, ChildServer};
+use crate::process::{free_port, ChildServer, ServerProcess};
 
 /// Where `cargo xtask servers install` puts js-ipfs.
 pub const JSIPFS_DIR: &str = "/opt/pf-jsipfs";
@@ -67,22 +67,19 @@ impl IpfsServer {
         cmd.args(["daemon", "--offline"])
             .env("IPFS_PATH", &repo)
             .env("NODE_OPTIONS", &node_options);
-        let server = ChildServer::spawn(
-            "jsipfs daemon",
-            cmd,
-            &dir.path().join("daemon.log"),
-            api,
-            INSTALL_HINT,
-        );
+        let log = dir.path().join("daemon.log");
+        let server = ChildServer::spawn("jsipfs daemon", cmd, &log, api, INSTALL_HINT);
         IpfsServer {
             api: format!("http://127.0.0.1:{api}"),
             server,
             _dir: dir,
         }
     }
+}
 
-    /// The daemon's log.
-    pub fn log_text(&self) -> String {
-        self.server.log_text()
+impl ServerProcess for IpfsServer {
+    /// The daemon.
+    fn process(&self) -> &ChildServer {
+        &self.server
     }
 }

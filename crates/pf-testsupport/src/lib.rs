@@ -10,10 +10,11 @@ pub mod ipfs;
 pub mod memory;
 pub mod process;
 pub mod registry;
+pub mod rewrite;
 pub mod s3;
 
 pub use faults::{Fault, FaultProxy};
 pub use ipfs::IpfsServer;
-pub use process::{free_port, ChildServer};
+pub use process::{free_port, script_json, ChildServer, ServerProcess};
 pub use registry::{OciAuth, OciRegistry};
 pub use s3::S3Server;

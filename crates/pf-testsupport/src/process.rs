@@ -32,6 +32,35 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {PORT_RANGE:?}")
 }
 
+/// A test server that runs as a [`ChildServer`]: its log, and requests
+/// counted from it, written once for every launcher.
+pub trait ServerProcess {
+    /// The server process.
+    fn process(&self) -> &ChildServer;
+
+    /// The server's log as it is now.
+    fn log_text(&self) -> String {
+        self.process().log_text()
+    }
+
+    /// Log lines for `method` requests whose line contains `needle`.
+    fn count_requests(&self, method: &str, needle: &str) -> usize {
+        self.process().count_requests(method, needle)
+    }
+}
+
+/// The output of a helper script (`what` names it in the failure): must
+/// have exited 0; its stdout parsed as JSON.
+pub fn script_json(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: stdout is not JSON: {e}"))
+}
+
 /// A server process that is killed when dropped. Its stdout+stderr go to `log`.
 pub struct ChildServer {
     child: Child,
@@ -88,6 +117,23 @@ impl ChildServer {
         );
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds the server process has used so far
+    /// (Linux `/proc/<pid>/stat`; 0 when unreadable).
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// The server's log file.
     pub fn log(&self) -> &Path {
         &self.log
@@ -96,6 +142,16 @@ impl ChildServer {
     /// The log's current contents.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines (access-log style, `"METHOD path ..."`) for `method`
+    /// requests whose line contains `needle`.
+    pub fn count_requests(&self, method: &str, needle: &str) -> usize {
+        let m = format!("\"{method} ");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&m) && l.contains(needle))
+            .count()
     }
 }
 

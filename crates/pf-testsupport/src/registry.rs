@@ -11,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::process::{free_port, ChildServer};
+use crate::process::{free_port, ChildServer, ServerProcess};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const INSTALL_HINT: &str =
@@ -135,13 +135,8 @@ impl OciRegistry {
         std::fs::write(&cfg_path, cfg).expect("config");
         let mut cmd = Command::new(REGISTRY_BIN);
         cmd.arg("serve").arg(&cfg_path);
-        let server = ChildServer::spawn(
-            "docker-registry",
-            cmd,
-            &dir.path().join("registry.log"),
-            port,
-            INSTALL_HINT,
-        );
+        let log = dir.path().join("registry.log");
+        let server = ChildServer::spawn("docker-registry", cmd, &log, port, INSTALL_HINT);
         OciRegistry {
             host: format!("127.0.0.1:{port}"),
             username,
@@ -162,19 +157,12 @@ impl OciRegistry {
         };
         format!("{scheme}://{}", self.host)
     }
+}
 
-    /// The registry's log (access log included).
-    pub fn log_text(&self) -> String {
-        self.server.log_text()
-    }
-
-    /// Access-log lines for `method` requests whose path contains `needle`.
-    pub fn count_requests(&self, method: &str, needle: &str) -> usize {
-        let m = format!("\"{method} ");
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(&m) && l.contains(needle))
-            .count()
+impl ServerProcess for OciRegistry {
+    /// The registry (its log includes the access log).
+    fn process(&self) -> &ChildServer {
+        &self.server
     }
 }
 

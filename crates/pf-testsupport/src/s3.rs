@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{free_port, ChildServer};
+use crate::process::{free_port, ChildServer, ServerProcess};
 
 const INSTALL_HINT: &str =
     "install it with `pip install 'moto[server]'` (or run `cargo xtask servers install`)";
@@ -50,13 +50,8 @@ impl S3Server {
         if enforce_auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
         }
-        let server = ChildServer::spawn(
-            "moto_server",
-            cmd,
-            &dir.path().join("moto.log"),
-            port,
-            INSTALL_HINT,
-        );
+        let log = dir.path().join("moto.log");
+        let server = ChildServer::spawn("moto_server", cmd, &log, port, INSTALL_HINT);
         let s = S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             region: "us-east-1".into(),
@@ -88,19 +83,12 @@ impl S3Server {
         assert!(status.success(), "creating bucket {name} on moto failed");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
 
-    /// The server log (one line per request).
-    pub fn log_text(&self) -> String {
-        self.server.log_text()
-    }
-
-    /// Log lines for `method` requests whose path contains `needle`.
-    pub fn count_requests(&self, method: &str, needle: &str) -> usize {
-        let m = format!("\"{method} ");
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(&m) && l.contains(needle))
-            .count()
+impl ServerProcess for S3Server {
+    /// moto (its log has one line per request).
+    fn process(&self) -> &ChildServer {
+        &self.server
     }
 }
 

@@ -1,0 +1,12 @@
+//! The shared large-blob memory scenario on the file backend, alone in its
+//! test binary so the peak-RSS figure is its own.
+
+mod common;
+
+use std::process::ExitCode;
+
+use pf_registry_conformance::{harness, Suite};
+
+fn main() -> ExitCode {
+    harness::run(&[Suite::LargeBlob], vec![common::target()])
+}
