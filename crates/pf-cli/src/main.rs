@@ -150,6 +150,14 @@ enum Cmd {
         #[arg(long, default_value = "pf-signing")]
         out: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  pf completions bash > ~/.local/share/bash-completion/completions/pf"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Errors of the CLI itself (usage and local input), exit code 1.
@@ -293,6 +301,16 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     // `-o` keys are checked against the backend; PF_OPTION_* ones fill in.
     c.options = options::collect(&cli.options, []).map_err(CliError::Usage)?;
     c.env_options = options::collect(&[], env).map_err(CliError::Usage)?;
+    if let Some(t) = c.option("hf.repo_type") {
+        note(
+            cli,
+            format!(
+                "note: -o hf.repo_type is deprecated; write the type in the reference \
+                 (hf://owner/repo is a model, hf://datasets/owner/repo, hf://spaces/owner/repo; \
+                 hf.repo_type={t} applies only to hf://owner/repo)"
+            ),
+        );
+    }
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))
@@ -332,6 +350,11 @@ fn note(cli: &Cli, msg: impl AsRef<str>) {
 
 async fn run(cli: Cli) -> CliResult<u8> {
     match &cli.cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "pf", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Keygen { out } => {
             let key = SigningKey::generate()?;
             let priv_path = out.with_extension("key");
