@@ -61,6 +61,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Snapshot DIR and push it to REF.
+    #[command(
+        after_help = "Example:\n  pf push ./world oci://registry.example/agent:latest --key pf-signing.key\n  pf push ./world s3://bucket/agents:v2 --json"
+    )]
     Push {
         /// Directory to snapshot.
         dir: PathBuf,
@@ -80,6 +83,9 @@ enum Cmd {
         annotation: Vec<String>,
     },
     /// Pull REF into the local store, optionally restoring files.
+    #[command(
+        after_help = "Example:\n  pf pull oci://registry.example/agent:latest --into ./restored --trust pf-signing.pub\n  pf pull hf://datasets/owner/repo@main --into ./restored --include etc/app.toml"
+    )]
     Pull {
         /// Source reference.
         reference: String,
@@ -101,6 +107,7 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Write one regular file of REF to stdout, fetching only its blobs.
+    #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
     Cat {
         /// Source reference.
         reference: String,
@@ -112,6 +119,7 @@ enum Cmd {
     },
     /// List REF's fs tree (kind, octal mode, size, path), or the part at
     /// PATH; fetches no file content.
+    #[command(after_help = "Example:\n  pf ls s3://bucket/agents:v2 var/log --json")]
     Ls {
         /// Source reference.
         reference: String,
@@ -122,11 +130,17 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Exit 0 if REF exists, 2 if not.
+    #[command(
+        after_help = "Example:\n  pf exists oci://registry.example/agent:latest && echo present"
+    )]
     Exists {
         /// Reference.
         reference: String,
     },
     /// Show the manifest, sizes and signer of REF.
+    #[command(
+        after_help = "Example:\n  pf inspect hf://owner/repo@main --trust pf-signing.pub --json"
+    )]
     Inspect {
         /// Reference.
         reference: String,
@@ -135,6 +149,9 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Copy an image between registries, keeping its signature.
+    #[command(
+        after_help = "Example:\n  pf copy oci://registry.example/agent:v1 s3://bucket/agents:v1"
+    )]
     Copy {
         /// Source reference.
         src: String,
@@ -145,6 +162,9 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
+    #[command(
+        after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub"
+    )]
     Keygen {
         /// Output path prefix.
         #[arg(long, default_value = "pf-signing")]

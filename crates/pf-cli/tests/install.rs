@@ -95,3 +95,30 @@ fn deprecated_hf_repo_type_option_says_so() {
     assert!(err.contains("hf.repo_type is deprecated"), "{}", text(&o));
     assert!(err.contains("hf://datasets/owner/repo"), "{}", text(&o));
 }
+
+#[test]
+fn every_command_help_shows_an_example() {
+    let cmds = [
+        "push",
+        "pull",
+        "cat",
+        "ls",
+        "exists",
+        "inspect",
+        "copy",
+        "keygen",
+        "completions",
+    ];
+    for cmd in cmds {
+        let o = Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            help.contains("Example:\n  pf "),
+            "{cmd} --help has no example:\n{help}"
+        );
+    }
+}
