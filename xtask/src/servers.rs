@@ -1,8 +1,9 @@
 //! Provisioning of the real servers and clients the tests use. Idempotent:
-//! installs only what is missing, as root via apt-get / pip, and fails
-//! loudly with the installer's output when something cannot be installed.
+//! installs only what is missing, as root via apt-get / pip, builds the Go
+//! test peers ([`GO_TOOLS`]) from the Go module proxy, and fails loudly with
+//! the installer's output when something cannot be installed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One tool the test suite needs.
@@ -45,17 +46,9 @@ const TOOLS: &[Tool] = &[
         install: &["python3", "-m", "pip", "install", "-q", "moto[server]"],
     },
     Tool {
-        name: "js-ipfs 0.66 (IPFS tests; Kubo RPC API)",
-        present: || Path::new("/opt/pf-jsipfs/node_modules/.bin/jsipfs").exists(),
-        install: &[
-            "npm",
-            "install",
-            "--prefix",
-            "/opt/pf-jsipfs",
-            "--no-audit",
-            "--no-fund",
-            "ipfs@0.66.1",
-        ],
+        name: "skopeo (OCI interop: copy --all to an OCI layout)",
+        present: || has_bin("skopeo"),
+        install: &["apt-get", "install", "-y", "-q", "skopeo"],
     },
     Tool {
         name: "oras-py (OCI interop test)",
@@ -74,6 +67,163 @@ const TOOLS: &[Tool] = &[
         install: &["python3", "-m", "pip", "install", "-q", "huggingface_hub"],
     },
 ];
+
+/// Where the Go peers go unless `PF_GOBIN` says otherwise (the same
+/// default as `pf_testsupport::go::DEFAULT_GOBIN`, which finds them there).
+const DEFAULT_GOBIN: &str = "/opt/pf-go/bin";
+
+/// One Go test peer, built with `go install <module>/<package>@<version>`.
+struct GoTool {
+    /// The binary `go install` writes into GOBIN.
+    bin: &'static str,
+    /// Human name.
+    name: &'static str,
+    /// The Go module.
+    module: &'static str,
+    /// The main package inside the module (`cmd/x`).
+    package: &'static str,
+    /// The pinned module version.
+    version: &'static str,
+    /// The module's go.mod has `replace` or `exclude` directives, which
+    /// `go install m@v` refuses: build it as a dependency of a throwaway
+    /// module instead, where those directives do not apply.
+    as_dependency: bool,
+}
+
+/// The Go test peers. Cold build times on 2 loaded cores are in the README.
+const GO_TOOLS: &[GoTool] = &[
+    GoTool {
+        bin: "ipfs",
+        name: "Kubo (IPFS tests)",
+        module: "github.com/ipfs/kubo",
+        package: "cmd/ipfs",
+        // Not v0.43.1: its go.mod replaces go-libp2p with a fork
+        // (github.com/lidel/go-libp2p) whose version the module proxy does
+        // not serve (403), and as a dependency of another module upstream
+        // go-libp2p v0.49.0 does not compile against the webtransport-go
+        // v0.13 it requires. v0.43.0 differs only by that QUIC dependency
+        // bump (an offline test node speaks no QUIC).
+        version: "v0.43.0",
+        as_dependency: true,
+    },
+    GoTool {
+        bin: "oras",
+        name: "oras CLI (OCI interop)",
+        module: "oras.land/oras",
+        package: "cmd/oras",
+        version: "v1.3.6",
+        as_dependency: false,
+    },
+    GoTool {
+        bin: "crane",
+        name: "crane (OCI interop)",
+        module: "github.com/google/go-containerregistry",
+        package: "cmd/crane",
+        version: "v0.22.1",
+        as_dependency: false,
+    },
+    GoTool {
+        bin: "registry",
+        name: "distribution v3 registry (OCI tests)",
+        module: "github.com/distribution/distribution/v3",
+        package: "cmd/registry",
+        version: "v3.1.2",
+        as_dependency: false,
+    },
+];
+
+fn gobin() -> PathBuf {
+    std::env::var_os("PF_GOBIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_GOBIN))
+}
+
+impl GoTool {
+    fn path(&self) -> PathBuf {
+        gobin().join(self.bin)
+    }
+
+    /// `<module>@<version>` recorded next to the binary once it is built.
+    fn stamp(&self) -> PathBuf {
+        gobin().join(format!(".{}.version", self.bin))
+    }
+
+    fn pin(&self) -> String {
+        format!("{}@{}", self.module, self.version)
+    }
+
+    /// Present and built from the pinned version.
+    fn present(&self) -> bool {
+        self.path().is_file()
+            && std::fs::read_to_string(self.stamp()).is_ok_and(|s| s.trim() == self.pin())
+    }
+
+    /// Builds the peer into GOBIN with CI-friendly settings: `-trimpath`,
+    /// no VCS stamping, static (`CGO_ENABLED=0`); GOMAXPROCS, GOCACHE and
+    /// GOMODCACHE stay as the caller set them.
+    fn install(&self) -> Result<(), String> {
+        let bin = gobin();
+        std::fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
+        let go = |args: &[&str], dir: Option<&Path>| -> Result<String, String> {
+            eprintln!("    $ go {}", args.join(" "));
+            let mut cmd = Command::new("go");
+            cmd.args(args)
+                .env("GOBIN", &bin)
+                .env("GOFLAGS", "-trimpath -buildvcs=false")
+                .env("CGO_ENABLED", "0");
+            if let Some(d) = dir {
+                cmd.current_dir(d);
+            }
+            let out = cmd
+                .output()
+                .map_err(|e| format!("cannot run go (install Go from go.dev): {e}"))?;
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(format!(
+                    "go {} failed ({}):\n{}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let target = format!("{}/{}", self.module, self.package);
+        if self.as_dependency {
+            let dir =
+                std::env::temp_dir().join(format!("pf-go-{}-{}", self.bin, std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let out = self.path();
+            let out = out.to_string_lossy();
+            let built = go(&["mod", "init", "pf-go-peer"], Some(&dir))
+                .and_then(|_| go(&["get", &format!("{target}@{}", self.version)], Some(&dir)))
+                .and_then(|_| go(&["build", "-o", &out, &target], Some(&dir)));
+            let _ = std::fs::remove_dir_all(&dir);
+            built?;
+        } else {
+            go(&["install", &format!("{target}@{}", self.version)], None)?;
+        }
+        std::fs::write(self.stamp(), self.pin())
+            .map_err(|e| format!("writing {}: {e}", self.stamp().display()))
+    }
+}
+
+fn install_go_tools() -> Result<(), String> {
+    for t in GO_TOOLS {
+        if t.present() {
+            eprintln!("    ok: {} ({})", t.name, t.path().display());
+            continue;
+        }
+        eprintln!("    building: {} {}", t.name, t.pin());
+        t.install()?;
+        if !t.present() {
+            return Err(format!("{} is still missing after building it", t.name));
+        }
+    }
+    Ok(())
+}
 
 fn run_install(args: &[&str]) -> Result<(), String> {
     eprintln!("    $ {}", args.join(" "));
@@ -119,7 +269,7 @@ pub fn install_all() -> Result<(), String> {
             return Err(format!("{} is still missing after installing it", t.name));
         }
     }
-    Ok(())
+    install_go_tools()
 }
 
 /// Checks every tool is present, naming the missing ones.
@@ -128,6 +278,7 @@ pub fn check_all() -> Result<(), String> {
         .iter()
         .filter(|t| !(t.present)())
         .map(|t| t.name)
+        .chain(GO_TOOLS.iter().filter(|t| !t.present()).map(|t| t.name))
         .collect();
     if missing.is_empty() {
         Ok(())

@@ -13,7 +13,8 @@ pub fn code(e: &RegistryError) -> u8 {
         | RegistryError::Signature(_) => 4,
         RegistryError::BadReference { .. }
         | RegistryError::BadOption { .. }
-        | RegistryError::Unsupported { .. } => 1,
+        | RegistryError::Unsupported { .. }
+        | RegistryError::NotSupported { .. } => 1,
         // Transport, Conflict, Io, and whatever a newer library adds.
         _ => 5,
     }

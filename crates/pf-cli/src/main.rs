@@ -4,6 +4,7 @@
 mod browse;
 mod display;
 mod exit;
+mod lifecycle;
 mod options;
 mod progress;
 
@@ -161,6 +162,8 @@ enum Cmd {
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCmd),
     /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
     #[command(
         after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub"
@@ -375,6 +378,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             clap_complete::generate(*shell, &mut Cli::command(), "pf", &mut std::io::stdout());
             Ok(0)
         }
+        Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
         Cmd::Keygen { out } => {
             let key = SigningKey::generate()?;
             let priv_path = out.with_extension("key");

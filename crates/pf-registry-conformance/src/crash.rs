@@ -9,7 +9,7 @@
 //! completed push's reference as its v2, and the next push must cope with
 //! whatever the killed pushes left behind. After each kill the loop first
 //! waits for the server to finish the requests the dead client had fully
-//! sent (see [`settle`]): those may still move the reference.
+//! sent (see `settle`): those may still move the reference.
 //!
 //! The child is the test binary itself, re-executed with
 //! `PF_CONFORMANCE_CRASH_JOB` naming a job file (target, reference, source

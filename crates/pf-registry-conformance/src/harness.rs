@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use libtest_mimic::{Arguments, Trial};
 use tokio::runtime::Handle;
 
-use crate::{conformance, crash, faults, large, Backend, Opener, Subject};
+use crate::{conformance, crash, faults, large, lifecycle, Backend, Opener, Subject};
 
 /// One of the shared suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,18 @@ pub enum Suite {
     /// process-wide, so a binary running it runs its cases one at a time and
     /// should run nothing else.
     LargeBlob,
+    /// The lifecycle cases ([`lifecycle`]); a backend without the key
+    /// methods answers them as not supported (the case says so and passes).
+    Lifecycle,
 }
 
 impl Suite {
-    const ALL: [Suite; 4] = [
+    const ALL: [Suite; 5] = [
         Suite::Conformance,
         Suite::Faults,
         Suite::Crash,
         Suite::LargeBlob,
+        Suite::Lifecycle,
     ];
 
     fn label(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Suite {
             Suite::Faults => "faults",
             Suite::Crash => "crash",
             Suite::LargeBlob => "large",
+            Suite::Lifecycle => "lifecycle",
         }
     }
 
@@ -55,6 +60,7 @@ impl Suite {
             Suite::Faults => faults::CASES,
             Suite::Crash => crash::CASES,
             Suite::LargeBlob => large::CASES,
+            Suite::Lifecycle => lifecycle::CASES,
         }
     }
 }
@@ -199,6 +205,7 @@ pub fn run(suites: &[Suite], targets: Vec<Target>) -> ExitCode {
                         Suite::Faults => rt.block_on(faults::run(case, s)),
                         Suite::Crash => rt.block_on(crash::run(case, s)),
                         Suite::LargeBlob => rt.block_on(large::run(case, s)),
+                        Suite::Lifecycle => rt.block_on(lifecycle::run(case, s)),
                     }
                     Ok(())
                 });

@@ -1,7 +1,8 @@
 //! The shared suites every backend runs against a real server: the
 //! conformance properties ([`conformance`]), the fault scenarios behind a
 //! fault-injecting proxy ([`faults`]), the large-blob memory scenario
-//! ([`large`]) and the `kill -9` crash loop ([`crash`]).
+//! ([`large`]), the `kill -9` crash loop ([`crash`]) and the lifecycle
+//! cases ([`lifecycle`]: tags, log, rm, retain, gc, verify).
 //!
 //! A backend's test file is a `harness = false` test whose `main` returns
 //! [`harness::run`] with the suites to run and one [`Target`] per server
@@ -10,6 +11,24 @@
 //! (`<target>::<suite>::<case>`), so a failure names the promise and the
 //! backend; one server per target is started lazily and shared by the
 //! binary's cases.
+//!
+//! ```text
+//! // crates/pf-registry-file/tests/conformance.rs (harness = false)
+//! fn main() -> ExitCode {
+//!     harness::run(&[Suite::Conformance, Suite::Faults, Suite::Crash], vec![common::target()])
+//! }
+//! ```
+//!
+//! The images the cases push are built into any blob store:
+//!
+//! ```
+//! use pf_cas::{BlobStore, MemoryStore};
+//! use pf_registry_conformance::ImageSpec;
+//!
+//! let store = MemoryStore::new();
+//! let img = ImageSpec::sample(1, 3).build(&store, "example");
+//! assert!(img.closure.iter().all(|d| store.has(d).unwrap()));
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +38,7 @@ pub mod faults;
 pub mod harness;
 pub mod image;
 pub mod large;
+pub mod lifecycle;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;

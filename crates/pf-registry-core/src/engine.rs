@@ -154,6 +154,148 @@ impl<T: Transport> Engine<T> {
         Ok((counter.load(Ordering::Relaxed), raw))
     }
 
+    /// Encodes and uploads `blobs` from `store`, `concurrency` at a time.
+    async fn upload(
+        &self,
+        store: &Arc<dyn BlobStore>,
+        blobs: Vec<ClosureBlob>,
+    ) -> Result<Vec<UploadedBlob>> {
+        let to_upload = blobs;
+        // Bounded concurrency (memory = concurrency x buffer).
+        let level = self.config.zstd_level;
+        let spool = self
+            .transport
+            .spool_dir()
+            .or_else(|| self.config.spool_dir.clone());
+        let hash_encoded = self.transport.wants_encoded_digest();
+        futures::stream::iter(to_upload)
+            .map(|b| {
+                let store = store.clone();
+                let spool = spool.clone();
+                async move {
+                    let enc = blocking(move || {
+                        codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
+                    })
+                    .await?;
+                    let what = format!("upload blob {}", b.digest.short());
+                    let t = self.transport.clone();
+                    let up = self
+                        .config
+                        .retry
+                        .run(&what, &*self.config.progress, || t.put_blob(&enc))
+                        .await?;
+                    self.config.progress.on_event(&ProgressEvent::BlobDone {
+                        digest: b.digest,
+                        raw_bytes: enc.raw_size,
+                        wire_bytes: enc.encoded_size,
+                    });
+                    Ok::<_, RegistryError>(up)
+                }
+            })
+            .buffer_unordered(self.concurrency())
+            .try_collect()
+            .await
+    }
+
+    /// Push steps after the closure walk: dedup, upload, commit.
+    async fn push_closure(
+        &self,
+        store: &Arc<dyn BlobStore>,
+        image: &SignedImage,
+        manifest_digest: Digest,
+        closure: &[ClosureBlob],
+    ) -> Result<PushReport> {
+        // 2. dedup against the backend.
+        let missing: HashSet<Digest> = self
+            .missing(closure.iter().map(|b| b.digest).collect())
+            .await?
+            .into_iter()
+            .collect();
+        let to_upload: Vec<ClosureBlob> = closure
+            .iter()
+            .filter(|b| missing.contains(&b.digest))
+            .copied()
+            .collect();
+        self.config.progress.on_event(&ProgressEvent::Plan {
+            op: "push",
+            blobs: to_upload.len() as u64,
+            bytes: to_upload.iter().filter_map(|b| b.size).sum(),
+        });
+
+        let mut uploaded = self.upload(store, to_upload).await?;
+
+        // 4. commit: signature and manifest last.
+        let mut again = 0;
+        let resolved = loop {
+            let mut by_digest: std::collections::HashMap<Digest, UploadedBlob> =
+                uploaded.iter().map(|u| (u.digest, u.clone())).collect();
+            let commit_blobs: Vec<CommitBlob> = closure
+                .iter()
+                .map(|b| CommitBlob {
+                    digest: b.digest,
+                    raw_size: b.size,
+                    uploaded: by_digest.remove(&b.digest),
+                })
+                .collect();
+            let t = self.transport.clone();
+            let res = self
+                .config
+                .retry
+                .run("commit manifest", &*self.config.progress, || {
+                    t.commit(CommitRequest {
+                        manifest: &image.manifest,
+                        manifest_digest,
+                        signature: image.signature.as_deref(),
+                        blobs: &commit_blobs,
+                    })
+                })
+                .await;
+            match res {
+                Ok(r) => break r,
+                // A blob dedup found went away before the commit (a gc
+                // that started before this push's marker): upload what is
+                // missing now and commit again.
+                Err(RegistryError::NotFound { .. }) if again < 3 => {
+                    again += 1;
+                    let gone: HashSet<Digest> = self
+                        .missing(closure.iter().map(|b| b.digest).collect())
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let blobs = closure
+                        .iter()
+                        .filter(|b| gone.contains(&b.digest))
+                        .copied()
+                        .collect();
+                    uploaded.extend(self.upload(store, blobs).await?);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.config.progress.on_event(&ProgressEvent::Manifest {
+            digest: manifest_digest,
+        });
+
+        Ok(PushReport {
+            manifest_digest,
+            resolved,
+            blobs_total: closure.len() as u64,
+            blobs_uploaded: uploaded.len() as u64,
+            raw_bytes_uploaded: {
+                let sizes: std::collections::HashMap<Digest, u64> = closure
+                    .iter()
+                    .filter_map(|b| b.size.map(|s| (b.digest, s)))
+                    .collect();
+                uploaded
+                    .iter()
+                    .map(|u| sizes.get(&u.digest).copied().unwrap_or(0))
+                    .sum()
+            },
+            wire_bytes_uploaded: uploaded.iter().map(|u| u.encoded_size).sum(),
+            signed: image.signature.is_some(),
+        })
+    }
+
     async fn missing(&self, digests: Vec<Digest>) -> Result<Vec<Digest>> {
         let batch = self.transport.max_batch().max(1);
         let mut out = Vec::new();
@@ -239,104 +381,53 @@ impl<T: Transport> Registry for Engine<T> {
         })
         .await?;
 
-        // 2. dedup against the backend.
-        let missing: HashSet<Digest> = self
-            .missing(closure.iter().map(|b| b.digest).collect())
-            .await?
-            .into_iter()
-            .collect();
-        let to_upload: Vec<ClosureBlob> = closure
-            .iter()
-            .filter(|b| missing.contains(&b.digest))
-            .copied()
-            .collect();
-        self.config.progress.on_event(&ProgressEvent::Plan {
-            op: "push",
-            blobs: to_upload.len() as u64,
-            bytes: to_upload.iter().filter_map(|b| b.size).sum(),
-        });
-
-        // 3. encode + upload, bounded concurrency (memory = concurrency x buffer).
-        let level = self.config.zstd_level;
-        let spool = self
-            .transport
-            .spool_dir()
-            .or_else(|| self.config.spool_dir.clone());
-        let hash_encoded = self.transport.wants_encoded_digest();
-        let uploaded: Vec<UploadedBlob> = futures::stream::iter(to_upload)
-            .map(|b| {
-                let store = store.clone();
-                let spool = spool.clone();
-                async move {
-                    let enc = blocking(move || {
-                        codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
-                    })
-                    .await?;
-                    let what = format!("upload blob {}", b.digest.short());
-                    let t = self.transport.clone();
-                    let up = self
-                        .config
-                        .retry
-                        .run(&what, &*self.config.progress, || t.put_blob(&enc))
-                        .await?;
-                    self.config.progress.on_event(&ProgressEvent::BlobDone {
-                        digest: b.digest,
-                        raw_bytes: enc.raw_size,
-                        wire_bytes: enc.encoded_size,
-                    });
-                    Ok::<_, RegistryError>(up)
+        // 2. announce the push (a marker gc respects; see `crate::lifecycle`),
+        //    then dedup, upload and commit; settle before removing the marker.
+        let all: Vec<Digest> = closure.iter().map(|b| b.digest).collect();
+        let t: &dyn Transport = &*self.transport;
+        let guard = crate::lifecycle::PushGuard::begin(t, &all).await?;
+        let res = self
+            .push_closure(&store, image, manifest_digest, &closure)
+            .await;
+        match (res, guard) {
+            (Ok(report), Some(g)) => {
+                // Wait out any gc that may have missed the marker, then put
+                // back whatever it removed.
+                let check = match g.wait_for_gcs(t).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("cannot read gc records at {}: {e}", t.location());
+                        true
+                    }
+                };
+                let gone: HashSet<Digest> = if check {
+                    self.missing(all).await?.into_iter().collect()
+                } else {
+                    HashSet::new()
+                };
+                if !gone.is_empty() {
+                    let again: Vec<ClosureBlob> = closure
+                        .iter()
+                        .filter(|b| gone.contains(&b.digest))
+                        .copied()
+                        .collect();
+                    self.upload(&store, again).await?;
                 }
-            })
-            .buffer_unordered(self.concurrency())
-            .try_collect()
-            .await?;
-
-        // 4. commit: signature and manifest last.
-        let mut by_digest: std::collections::HashMap<Digest, UploadedBlob> =
-            uploaded.iter().map(|u| (u.digest, u.clone())).collect();
-        let commit_blobs: Vec<CommitBlob> = closure
-            .iter()
-            .map(|b| CommitBlob {
-                digest: b.digest,
-                raw_size: b.size,
-                uploaded: by_digest.remove(&b.digest),
-            })
-            .collect();
-        let t = self.transport.clone();
-        let resolved = self
-            .config
-            .retry
-            .run("commit manifest", &*self.config.progress, || {
-                t.commit(CommitRequest {
-                    manifest: &image.manifest,
-                    manifest_digest,
-                    signature: image.signature.as_deref(),
-                    blobs: &commit_blobs,
-                })
-            })
-            .await?;
-        self.config.progress.on_event(&ProgressEvent::Manifest {
-            digest: manifest_digest,
-        });
-
-        Ok(PushReport {
-            manifest_digest,
-            resolved,
-            blobs_total: closure.len() as u64,
-            blobs_uploaded: uploaded.len() as u64,
-            raw_bytes_uploaded: {
-                let sizes: std::collections::HashMap<Digest, u64> = closure
-                    .iter()
-                    .filter_map(|b| b.size.map(|s| (b.digest, s)))
-                    .collect();
-                uploaded
-                    .iter()
-                    .map(|u| sizes.get(&u.digest).copied().unwrap_or(0))
-                    .sum()
-            },
-            wire_bytes_uploaded: uploaded.iter().map(|u| u.encoded_size).sum(),
-            signed: image.signature.is_some(),
-        })
+                // The marker names only blobs the committed manifest now
+                // references: one left behind (no delete permission) is
+                // harmless and expires.
+                if let Err(e) = g.release(t).await {
+                    tracing::warn!("cannot remove push marker at {}: {e}", t.location());
+                }
+                Ok(report)
+            }
+            (Err(e), Some(g)) => {
+                // Best effort: an orphaned marker only delays gc until it expires.
+                let _ = g.release(t).await;
+                Err(e)
+            }
+            (res, None) => res,
+        }
     }
 
     async fn pull_into(

@@ -106,6 +106,15 @@ pub enum RegistryError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The backend cannot do this operation (e.g. garbage collection on a
+    /// registry that collects its own garbage).
+    #[error("{backend}: {operation} is not supported by this backend")]
+    NotSupported {
+        /// The backend location.
+        backend: String,
+        /// What was asked.
+        operation: String,
+    },
     /// A concurrent writer changed the target; nothing was overwritten.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -137,6 +146,14 @@ fn attempts_note(attempts: u32) -> String {
 }
 
 impl RegistryError {
+    /// [`RegistryError::NotSupported`] for `operation` at `backend`.
+    pub fn not_supported(backend: impl Into<String>, operation: impl Into<String>) -> Self {
+        RegistryError::NotSupported {
+            backend: backend.into(),
+            operation: operation.into(),
+        }
+    }
+
     /// A retryable transport error.
     pub fn transient(backend: impl Into<String>, message: impl Into<String>) -> Self {
         RegistryError::transient_after(backend, message, None)

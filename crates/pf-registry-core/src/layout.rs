@@ -11,6 +11,8 @@
 //! manifests/sha256/<hex>.json      every committed manifest, by digest (`@sha256:` pulls)
 //! signatures/sha256/<hex>.sig      every committed signature, by MANIFEST digest
 //! blobs/sha256/<aa>/<hex>.zst      zstd-encoded blobs named by their RAW digest
+//! locks/push-<id>.json             a push in progress (see `crate::lifecycle`)
+//! locks/gc-<id>.json               a garbage collection running
 //! ```
 //!
 //! ```
@@ -56,6 +58,34 @@ pub fn manifest_by_digest(digest: &Digest) -> String {
 /// `signatures/sha256/<hex>.sig`: the signature of the manifest `digest`.
 pub fn signature_by_digest(digest: &Digest) -> String {
     format!("signatures/sha256/{}.sig", digest.hex())
+}
+
+/// The directory of tag pointers (`tags/<tag>/manifest.json`).
+pub const TAGS: &str = "tags";
+/// The directory of manifests by digest.
+pub const MANIFESTS: &str = "manifests/sha256";
+/// The directory of lifecycle markers: `locks/push-<id>.json` (a push in
+/// progress) and `locks/gc-<id>.json` (a garbage collection running).
+/// Neither is a lock: see `crate::lifecycle`.
+pub const LOCKS: &str = "locks";
+
+/// The tag a key made by [`tag_manifest`] names (`Some(None)` for the
+/// untagged [`MANIFEST`]); `None` for any other key.
+pub fn tag_of(key: &str) -> Option<Option<String>> {
+    if key == MANIFEST {
+        return Some(None);
+    }
+    let t = key.strip_prefix("tags/")?.strip_suffix("/manifest.json")?;
+    (!t.is_empty() && !t.contains('/')).then(|| Some(t.to_string()))
+}
+
+/// The manifest digest a key made by [`manifest_by_digest`] names.
+pub fn manifest_digest(key: &str) -> Option<Digest> {
+    let hex = key
+        .strip_prefix("manifests/sha256/")?
+        .strip_suffix(".json")?;
+    let d = Digest::parse_hex(hex).ok()?;
+    (manifest_by_digest(&d) == key).then_some(d)
 }
 
 /// The manifest a tag points at: `tags/<tag>/manifest.json`, or

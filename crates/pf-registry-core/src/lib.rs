@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod lifecycle;
 pub mod manifest;
 pub mod progress;
 pub mod reference;

@@ -12,6 +12,7 @@ use futures::stream::BoxStream;
 use pf_digest::Digest;
 
 use crate::error::{RegistryError, Result};
+use crate::lifecycle::StoredKey;
 
 /// A stream of encoded bytes coming from a backend.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -285,6 +286,50 @@ pub trait Transport: Send + Sync + 'static {
             Err(e) => Err(e),
         }
     }
+
+    // Lifecycle (see `crate::lifecycle`): raw access to the repository's
+    // keys ([`crate::layout`]), for the backends where pf owns the storage.
+    // Each defaults to [`RegistryError::NotSupported`]; backends opt in.
+
+    /// Every stored object under the directory `dir` (a layout key prefix
+    /// such as `blobs/sha256` or `tags`), recursively, with keys relative to
+    /// the repository root. An absent directory lists as empty.
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        let _ = dir;
+        Err(RegistryError::not_supported(
+            self.location(),
+            "listing keys",
+        ))
+    }
+
+    /// The object at `key`, at most `limit` bytes (more is `InvalidData`);
+    /// `None` when absent.
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        let _ = (key, limit);
+        Err(RegistryError::not_supported(
+            self.location(),
+            "reading keys",
+        ))
+    }
+
+    /// Writes `bytes` at `key` atomically (readers see all or nothing) and
+    /// durably before returning.
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let _ = (key, bytes);
+        Err(RegistryError::not_supported(
+            self.location(),
+            "writing keys",
+        ))
+    }
+
+    /// Deletes the object at `key`; an absent key is not an error.
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Err(RegistryError::not_supported(
+            self.location(),
+            "deleting keys",
+        ))
+    }
 }
 
 /// Boxed transports are transports, so tests and facades can erase types.
@@ -319,5 +364,17 @@ impl Transport for Box<dyn Transport> {
     }
     async fn exists(&self) -> Result<bool> {
         (**self).exists().await
+    }
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        (**self).list_keys(dir).await
+    }
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        (**self).read_key(key, limit).await
+    }
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        (**self).write_key(key, bytes).await
+    }
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        (**self).delete_key(key).await
     }
 }

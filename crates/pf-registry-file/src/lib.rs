@@ -72,6 +72,7 @@ use pf_registry_core::{
 };
 
 mod frames;
+mod lifecycle;
 
 const TMP: &str = ".tmp";
 
@@ -490,6 +491,22 @@ impl Transport for FileTransport {
     async fn exists(&self) -> Result<bool> {
         let path = self.root.join(layout::MANIFEST);
         blocking(move || Ok(open_repo_file(&path)?.is_some())).await
+    }
+
+    async fn list_keys(&self, dir: &str) -> Result<Vec<pf_registry_core::lifecycle::StoredKey>> {
+        self.list_keys_impl(dir).await
+    }
+
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        self.read_key_impl(key, limit).await
+    }
+
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.write_key_impl(key, bytes).await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        self.delete_key_impl(key).await
     }
 }
 

@@ -7,7 +7,9 @@
 //!   (`application/vnd.processfork.signature.v1+json`).
 //! - Every pf blob is a layer (`application/vnd.processfork.blob.v1+zstd`)
 //!   whose OCI digest is that of the zstd bytes; the raw digest and size are
-//!   annotations (`org.processfork.raw.digest`, `org.processfork.raw.size`).
+//!   annotations (`org.processfork.raw.digest`, `org.processfork.raw.size`);
+//!   every layer has an `org.opencontainers.image.title` so `oras pull`
+//!   writes it out (`<raw hex>.zst`, `manifest.json.sig`).
 //! - Up to `max_layers` blobs fit in one image manifest. Larger images become
 //!   an OCI image index of part manifests (part 0 carries config and
 //!   signature; the others use the empty config), so each manifest stays far
@@ -37,6 +39,11 @@ pub const EMPTY_JSON: &[u8] = b"{}";
 pub const RAW_DIGEST: &str = "org.processfork.raw.digest";
 /// Annotation holding a layer's raw size.
 pub const RAW_SIZE: &str = "org.processfork.raw.size";
+/// The OCI annotation naming a layer's file (what `oras pull` writes it as):
+/// `<raw hex>.zst` for blobs, [`SIGNATURE_TITLE`] for the signature.
+pub const TITLE: &str = "org.opencontainers.image.title";
+/// The signature layer's file name.
+pub const SIGNATURE_TITLE: &str = "manifest.json.sig";
 /// Annotation numbering part manifests in an index.
 pub const PART: &str = "org.processfork.part";
 /// Default maximum layers in one manifest.
@@ -122,6 +129,8 @@ pub struct StoredBlob {
 pub fn blob_layer(b: &StoredBlob) -> Descriptor {
     let mut d = Descriptor::new(BLOB_MT, b.encoded, b.encoded_size);
     d.annotations.insert(RAW_DIGEST.into(), b.raw.to_string());
+    d.annotations
+        .insert(TITLE.into(), format!("{}.zst", b.raw.hex()));
     if let Some(s) = b.raw_size {
         d.annotations.insert(RAW_SIZE.into(), s.to_string());
     }

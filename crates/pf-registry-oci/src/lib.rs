@@ -437,7 +437,10 @@ impl Transport for OciTransport {
             Some(s) => {
                 let d = Digest::of(s);
                 self.put_bytes(&d, Bytes::copy_from_slice(s)).await?;
-                Some(Descriptor::new(SIGNATURE_MT, d, s.len() as u64))
+                let mut desc = Descriptor::new(SIGNATURE_MT, d, s.len() as u64);
+                desc.annotations
+                    .insert(layout::TITLE.into(), layout::SIGNATURE_TITLE.into());
+                Some(desc)
             }
             None => None,
         };

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod faults;
+pub mod go;
 pub mod ipfs;
 pub mod memory;
 pub mod process;
@@ -14,7 +15,8 @@ pub mod rewrite;
 pub mod s3;
 
 pub use faults::{Fault, FaultProxy};
+pub use go::{go_tool, gobin};
 pub use ipfs::IpfsServer;
 pub use process::{free_port, script_json, ChildServer, ServerProcess};
-pub use registry::{OciAuth, OciRegistry};
+pub use registry::{Distribution, OciAuth, OciRegistry};
 pub use s3::S3Server;

@@ -31,6 +31,17 @@ pub enum OciAuth {
     Token,
 }
 
+/// Which CNCF distribution release serves the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Distribution {
+    /// Debian's `docker-registry` (distribution 2.8).
+    Debian,
+    /// distribution v3's `registry`, built by `cargo xtask servers install`
+    /// into the Go peers' GOBIN.
+    V3,
+}
+
 /// A running registry. Killed on drop.
 pub struct OciRegistry {
     /// `127.0.0.1:<port>`.
@@ -72,6 +83,26 @@ impl OciRegistry {
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: {INSTALL_HINT}"
         );
+        Self::start_bin(Path::new(REGISTRY_BIN), auth, in_memory, base_url)
+    }
+
+    /// An anonymous registry with filesystem storage run by `flavour`'s binary.
+    pub fn start_distribution(flavour: Distribution) -> OciRegistry {
+        match flavour {
+            Distribution::Debian => Self::start(OciAuth::Anonymous),
+            Distribution::V3 => {
+                let bin = crate::go::go_tool("registry");
+                Self::start_bin(&bin, OciAuth::Anonymous, false, None)
+            }
+        }
+    }
+
+    fn start_bin(
+        bin: &Path,
+        auth: OciAuth,
+        in_memory: bool,
+        base_url: Option<&str>,
+    ) -> OciRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let storage = dir.path().join("storage");
@@ -133,7 +164,7 @@ impl OciRegistry {
         }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).expect("config");
-        let mut cmd = Command::new(REGISTRY_BIN);
+        let mut cmd = Command::new(bin);
         cmd.arg("serve").arg(&cfg_path);
         let log = dir.path().join("registry.log");
         let server = ChildServer::spawn("docker-registry", cmd, &log, port, INSTALL_HINT);

@@ -1,11 +1,12 @@
-//! `ipfs://` settings: the RPC API address from `ipfs.api` or `IPFS_API`.
+//! `ipfs://` settings: the RPC API address from `ipfs.api` or `IPFS_API`,
+//! and an optional trustless gateway for pulls (`ipfs.gateway`).
 
 use pf_registry_core::{http, Config, Result};
 
 const DEFAULT_API: &str = "http://127.0.0.1:5001";
 
 /// Every option key the `ipfs://` backend takes.
-pub const OPTIONS: &[&str] = &["ipfs.api"];
+pub const OPTIONS: &[&str] = &["ipfs.api", "ipfs.gateway"];
 
 /// The Kubo RPC API root without a trailing `/`: option `ipfs.api`, else
 /// `IPFS_API`, else the local node. Plain `http://` only to loopback or
@@ -21,4 +22,15 @@ pub(super) fn api(config: &Config) -> Result<String> {
         .to_string();
     http::check_plain_http("IPFS_API", &api, config.insecure)?;
     Ok(api)
+}
+
+/// The trustless gateway root pulls go through instead of the RPC API
+/// (option `ipfs.gateway`), without a trailing `/`; the same plain-HTTP rule.
+pub(super) fn gateway(config: &Config) -> Result<Option<String>> {
+    let Some(url) = config.options.get("ipfs.gateway") else {
+        return Ok(None);
+    };
+    let url = url.trim_end_matches('/').to_string();
+    http::check_plain_http("ipfs.gateway", &url, config.insecure)?;
+    Ok(Some(url))
 }

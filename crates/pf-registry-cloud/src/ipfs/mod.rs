@@ -6,10 +6,14 @@
 //! node already has is not added again. A push builds the image directory
 //! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
 //! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
-//! returns `ipfs://<root CID>`. Pulls read `/ipfs/<cid>/...` with `cat`; the
-//! engine verifies every blob by its sha256 on top of IPFS's own addressing.
+//! returns `ipfs://<root CID>` (CIDv1, base32). Pulls read `/ipfs/<cid>/...`
+//! with `cat`, or, with `-o ipfs.gateway=URL`, fetch raw blocks from a
+//! trustless gateway and check each against its CID (no RPC access needed);
+//! the engine verifies every blob by its sha256 on top of that.
 
 mod config;
+mod dag;
+mod gateway;
 mod transport;
 
 use pf_registry_core::{Config, Engine, ImageRef, Result};

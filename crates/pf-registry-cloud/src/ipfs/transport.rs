@@ -13,6 +13,8 @@ use pf_registry_core::{
 use serde_json::Value;
 
 use super::config;
+use super::dag::Cid;
+use super::gateway::Gateway;
 
 /// MFS directory of the dedup index; blob keys of [`layout`] go below it.
 const INDEX: &str = "/pf-registry";
@@ -23,6 +25,7 @@ pub struct IpfsTransport {
     http: reqwest::Client,
     api: String,
     cid: Option<String>,
+    gateway: Option<Gateway>,
 }
 
 fn index_path(d: &Digest) -> String {
@@ -40,10 +43,12 @@ impl IpfsTransport {
         };
         let api = config::api(config)?;
         let http = http::client(config, "ipfs")?;
+        let gateway = config::gateway(config)?.map(|url| Gateway::new(http.clone(), url));
         Ok(IpfsTransport {
             http,
             api,
             cid: cid.clone(),
+            gateway,
         })
     }
 
@@ -120,7 +125,11 @@ impl IpfsTransport {
         .map(|_| ())
     }
 
-    /// `files/cp`, treating "already exists" as success (idempotent).
+    /// `files/cp` onto `to`. An entry already at `to` (Kubo answers HTTP 500
+    /// "directory already has entry by that name": two pushes raced on one
+    /// blob) is success when it holds the same CID, and a
+    /// [`RegistryError::Conflict`] when it holds other content; never a
+    /// transient error to retry.
     async fn cp(&self, from: &str, to: &str) -> Result<()> {
         if let Some((parent, _)) = to.rsplit_once('/') {
             if !parent.is_empty() {
@@ -131,7 +140,17 @@ impl IpfsTransport {
             .rpc("files/cp", &[("arg", from), ("arg", to)], None)
             .await
         {
-            Ok(_) | Err(RegistryError::Conflict(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(RegistryError::Conflict(msg)) => {
+                let (have, want) = (self.stat_hash(to).await?, self.stat_hash(from).await?);
+                if have == want {
+                    Ok(())
+                } else {
+                    Err(RegistryError::Conflict(format!(
+                        "{msg}: {to} holds {have}, not {want}"
+                    )))
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -214,7 +233,9 @@ impl Classify for IpfsTransport {
             .any(|m| lower.contains(m))
         {
             Some(Class::NotFound)
-        } else if lower.contains("already exists") {
+        } else if lower.contains("already exists") || lower.contains("already has entry") {
+            // Kubo's MFS answers a copy onto an existing name with HTTP 500
+            // "directory already has entry by that name"; not transient.
             Some(Class::Conflict)
         } else if failure.status.is_server_error() && lower.contains("invalid") {
             // A rejected argument: another attempt gets the same answer.
@@ -268,8 +289,17 @@ impl Transport for IpfsTransport {
                 blob.encoded_size,
             )
             .await?;
-        self.cp(&format!("/ipfs/{cid}"), &index_path(&blob.digest))
-            .await?;
+        // The index is a dedup hint keyed by the raw digest: another pusher
+        // may have indexed a different (equally valid) encoding first; this
+        // push keeps its own CID for the image directory either way, and
+        // pulls verify every blob by its digest.
+        match self
+            .cp(&format!("/ipfs/{cid}"), &index_path(&blob.digest))
+            .await
+        {
+            Ok(()) | Err(RegistryError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
         Ok(UploadedBlob {
             digest: blob.digest,
             encoded_digest: None,
@@ -335,6 +365,23 @@ impl Transport for IpfsTransport {
 
     async fn get_manifest(&self) -> Result<FetchedManifest> {
         let root = self.root()?;
+        if let Some(gw) = &self.gateway {
+            let root = Cid::parse(root)?;
+            let manifest = gw
+                .small(
+                    root,
+                    layout::MANIFEST,
+                    pf_registry_core::manifest::MAX_MANIFEST_BYTES,
+                )
+                .await?
+                .ok_or_else(|| RegistryError::not_found(format!("manifest at ipfs://{root}")))?;
+            let signature = gw.small(root, layout::SIGNATURE, 64 * 1024).await?;
+            return Ok(FetchedManifest {
+                manifest,
+                signature,
+                pin_verified: false,
+            });
+        }
         let manifest = self
             .cat_small(
                 &format!("/ipfs/{root}/{}", layout::MANIFEST),
@@ -354,6 +401,10 @@ impl Transport for IpfsTransport {
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         let root = self.root()?;
+        if let Some(gw) = &self.gateway {
+            let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
+            return Ok(gw.file(cid));
+        }
         let resp = self
             .cat(&format!("/ipfs/{root}/{}", layout::blob(digest)))
             .await?;
@@ -375,10 +426,16 @@ impl Transport for IpfsTransport {
     }
 }
 
+/// A staging-directory suffix unique per push: time, process id and a
+/// per-process counter (concurrent pushes of one image in one process must
+/// not share a staging directory).
 fn rand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    t ^ (std::process::id() as u64).rotate_left(32)
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    t ^ (std::process::id() as u64).rotate_left(32) ^ n.rotate_left(48)
 }

@@ -29,6 +29,9 @@ const HEAD_CONCURRENCY: usize = 16;
 /// Chunk size when streaming a spooled blob into a multipart upload.
 const STREAM_CHUNK: usize = 256 * 1024;
 
+#[path = "lifecycle.rs"]
+mod lifecycle;
+
 /// A transport for one `s3://bucket/prefix[:tag]` reference.
 pub struct S3Transport {
     store: Arc<AmazonS3>,
@@ -564,6 +567,22 @@ impl Transport for S3Transport {
             .head_etag("manifest", &self.tag_manifest())
             .await?
             .is_some())
+    }
+
+    async fn list_keys(&self, dir: &str) -> Result<Vec<pf_registry_core::lifecycle::StoredKey>> {
+        self.list_keys_impl(dir).await
+    }
+
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        self.read_key_impl(key, limit).await
+    }
+
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.write_key_impl(key, bytes).await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        self.delete_key_impl(key).await
     }
 }
 

@@ -1,5 +1,4 @@
-//! A real IPFS node (js-ipfs speaking the Kubo RPC API) as a target of the
-//! shared suites.
+//! A real Kubo node as a target of the shared suites.
 
 use std::sync::Arc;
 
@@ -53,9 +52,9 @@ fn push_returns_a_stable_root_cid(s: &Subject, rt: &tokio::runtime::Handle) {
         let c = s.config();
         let e = pf_registry_cloud::ipfs::open(&ImageRef::parse("ipfs://").unwrap(), &c).unwrap();
         let a = e.push(src.clone(), &signed).await.expect("push");
-        // Blobs are raw-leaf CIDv1; js-ipfs's MFS directories come out as CIDv0.
+        // The root is a dag-pb CIDv1 in base32.
         assert!(
-            a.resolved.starts_with("ipfs://b") || a.resolved.starts_with("ipfs://Qm"),
+            a.resolved.starts_with("ipfs://bafybei"),
             "root CID expected: {}",
             a.resolved
         );

@@ -83,7 +83,7 @@ pub fn target() -> Target {
     })
     .known_gap(
         "faults::stalled_connections_time_out_and_are_retried",
-        "object_store's retry_timeout is Config.timeout, so a timed-out request is never retried",
+        "a request that times out is retried neither by object_store nor by the engine",
     )
     .known_gap(
         "faults::failing_server_errors_report_their_attempts",

@@ -1,0 +1,211 @@
+//! What only a real Kubo node shows: base32 CIDv1 roots, pulls through the
+//! trustless HTTP gateway with no RPC access, and many pushes of
+//! overlapping content racing on one node's MFS.
+#![cfg(feature = "ipfs")]
+
+use std::sync::Arc;
+
+use pf_cas::{BlobStore, MemoryStore};
+use pf_registry_conformance::ImageSpec;
+use pf_registry_core::{Config, ImageRef, Registry, SignedImage, SigningKey, TrustPolicy};
+use pf_registry_core::{RegistryError, Verification};
+use pf_testsupport::{Fault, FaultProxy, IpfsServer};
+
+fn api_config(node: &IpfsServer) -> Config {
+    let mut c = Config::default();
+    c.options.insert("ipfs.api".into(), node.api.clone());
+    c
+}
+
+fn push_ref() -> ImageRef {
+    ImageRef::parse("ipfs://").expect("ref")
+}
+
+/// A config that can only reach the node's gateway: the RPC API points at a
+/// closed port.
+fn gateway_only(node: &IpfsServer, key: &SigningKey) -> Config {
+    let mut c = Config::default();
+    let closed = pf_testsupport::free_port();
+    c.options
+        .insert("ipfs.api".into(), format!("http://127.0.0.1:{closed}"));
+    c.options
+        .insert("ipfs.gateway".into(), node.gateway.clone());
+    c.trust = TrustPolicy::new(vec![key.public_key()]);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pull_through_the_trustless_gateway_alone_verifies_signature_and_blobs() {
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let src = Arc::new(MemoryStore::new());
+    let mut spec = ImageSpec::sample(71, 6);
+    // A multi-leaf file: Kubo splits it into 256 KiB raw leaves under a dag-pb root.
+    spec.layers.push(
+        (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+    );
+    let img = spec.build(&*src, "gateway");
+    let signed = SignedImage::new(&img.manifest, Some(&key));
+    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node))
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    assert!(
+        pushed.resolved.starts_with("ipfs://bafy"),
+        "a base32 CIDv1 dag-pb root: {}",
+        pushed.resolved
+    );
+
+    let r = ImageRef::parse(&pushed.resolved).expect("resolved ref");
+    let e = pf_registry_cloud::ipfs::open(&r, &gateway_only(&node, &key)).expect("open");
+    assert!(e.exists().await.expect("exists through the gateway"));
+    let dst = Arc::new(MemoryStore::new());
+    let pulled = e.pull(dst.clone()).await.expect("pull through the gateway");
+    assert_eq!(pulled.manifest, img.manifest);
+    assert!(matches!(pulled.verification, Verification::Verified { .. }));
+    assert_eq!(pulled.blobs_fetched as usize, img.closure.len());
+    for d in &img.closure {
+        assert!(
+            src.get(d).expect("source") == dst.get(d).expect("pulled"),
+            "{d}"
+        );
+    }
+
+    // The RPC API really is out of reach for that config: a push fails.
+    let err = pf_registry_cloud::ipfs::open(&push_ref(), &gateway_only(&node, &key))
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect_err("push without RPC access");
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+
+    // A CID the gateway does not have is NotFound or a transport error
+    // (the offline node cannot fetch it), never an image.
+    let absent = "ipfs://bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+    let e = pf_registry_cloud::ipfs::open(
+        &ImageRef::parse(absent).expect("ref"),
+        &gateway_only(&node, &key),
+    )
+    .expect("open");
+    assert!(e.pull(Arc::new(MemoryStore::new())).await.is_err());
+}
+
+/// 200 pushes in rounds of 20 concurrent ones; in each round five images
+/// share their file blobs (new ones every round), so pushers race to add
+/// and index the same blobs in MFS ("directory already has entry by that
+/// name" must count as success when the entry holds the same CID).
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn two_hundred_concurrent_pushes_of_overlapping_content_all_succeed() {
+    const ROUNDS: u64 = 10;
+    const PER_ROUND: usize = 20;
+    const VARIANTS: usize = 5;
+    let node = IpfsServer::start();
+    let config = api_config(&node);
+    let mut ok = 0;
+    for round in 0..ROUNDS {
+        let src = Arc::new(MemoryStore::new());
+        let base = ImageSpec::sample(1000 + round, 4);
+        let images: Vec<_> = (0..VARIANTS)
+            .map(|v| {
+                let mut spec = base.clone();
+                spec.layers[1] = format!("variant {v} of round {round}").into_bytes();
+                spec.build(&*src, &format!("race-{round}-{v}"))
+            })
+            .collect();
+        let pushes = (0..PER_ROUND).map(|i| {
+            let (src, config) = (src.clone(), config.clone());
+            let manifest = images[i % VARIANTS].manifest.clone();
+            tokio::spawn(async move {
+                let signed = SignedImage::new(&manifest, None);
+                pf_registry_cloud::ipfs::open(&push_ref(), &config)
+                    .expect("open")
+                    .push(src, &signed)
+                    .await
+            })
+        });
+        let results = futures::future::join_all(pushes).await;
+        let mut roots = vec![None; VARIANTS];
+        for (i, r) in results.into_iter().enumerate() {
+            let rep = r
+                .expect("push task")
+                .unwrap_or_else(|e| panic!("round {round} push {i}: {e}"));
+            let root = roots[i % VARIANTS].get_or_insert_with(|| rep.resolved.clone());
+            assert_eq!(*root, rep.resolved, "one image, one root CID");
+            ok += 1;
+        }
+        for (v, root) in roots.iter().enumerate() {
+            let root = root.as_ref().expect("pushed");
+            let dst = Arc::new(MemoryStore::new());
+            let pulled =
+                pf_registry_cloud::ipfs::open(&ImageRef::parse(root).expect("ref"), &config)
+                    .expect("open")
+                    .pull(dst.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("pull {root}: {e}"));
+            assert_eq!(pulled.manifest, images[v].manifest);
+        }
+    }
+    assert_eq!(ok, 200);
+}
+
+/// Status line and headers, and body length, of the gateway's answer for
+/// one raw block (read over a plain TCP connection).
+fn raw_block_answer(gateway: &str, cid: &str) -> (usize, usize) {
+    use std::io::{Read, Write};
+    let addr = gateway.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+    write!(
+        s,
+        "GET /ipfs/{cid}?format=raw HTTP/1.1\r\nHost: {addr}\r\nAccept: application/vnd.ipld.raw\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("answer");
+    let head = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers")
+        + 4;
+    (head, all.len() - head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(72, 3).build(&*src, "tamper");
+    let signed = SignedImage::new(&img.manifest, Some(&key));
+    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node))
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    // The pull's first request is the root directory block: flip a byte in
+    // the middle of its body on the first connection through the proxy.
+    let (head, body) = raw_block_answer(&node.gateway, &root);
+    assert!(body > 60, "root block of {body} bytes");
+    let proxy = FaultProxy::start(
+        node.gateway.trim_start_matches("http://"),
+        vec![Fault::FlipAt(head + body / 2)],
+    );
+    let mut c = gateway_only(&node, &key);
+    c.options
+        .insert("ipfs.gateway".into(), format!("http://{}", proxy.addr));
+    let e = pf_registry_cloud::ipfs::open(&ImageRef::parse(&pushed.resolved).expect("ref"), &c)
+        .expect("open");
+    let dst = Arc::new(MemoryStore::new());
+    let err = e.pull(dst.clone()).await.expect_err("a tampered block");
+    assert_eq!(proxy.injected(), 1, "the flip was applied");
+    match &err {
+        RegistryError::Integrity { what, .. } => {
+            assert!(what.contains(&format!("ipfs block {root}")), "{what}")
+        }
+        other => panic!("expected Integrity, got {other}"),
+    }
+    assert!(dst.list().expect("list").is_empty(), "nothing was stored");
+}

@@ -1,0 +1,190 @@
+//! `gc`: deletes blobs no committed manifest references (see the module
+//! doc of [`crate::lifecycle`] for the safety argument).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+use pf_digest::Digest;
+use serde::Serialize;
+
+use super::inventory::Inventory;
+use super::markers::{self, GcRecord};
+use super::{closure_of, list_blobs};
+use crate::error::Result;
+use crate::layout;
+use crate::transport::Transport;
+
+/// Deletions issued between two renewals of the gc record.
+const BATCH: usize = 256;
+/// Deletions in flight at once.
+const CONCURRENCY: usize = 8;
+
+/// What [`gc`] may do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Blobs modified more recently than this are kept.
+    pub grace: Duration,
+    /// Report what would be deleted; delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// What [`gc`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Committed manifests read.
+    pub manifests: usize,
+    /// Blobs stored before the run.
+    pub blobs: usize,
+    /// Blobs referenced by a committed manifest.
+    pub referenced: usize,
+    /// Unreferenced blobs kept because a live push marker names them.
+    pub kept_in_progress: usize,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub kept_young: usize,
+    /// Blobs deleted (or, with `dry_run`, that would be).
+    pub deleted: Vec<Digest>,
+    /// Their stored bytes.
+    pub deleted_bytes: u64,
+    /// Unreferenced blobs left for a later run because the gc record's
+    /// deadline passed.
+    pub deferred: usize,
+    /// Expired push markers removed.
+    pub expired_markers: usize,
+    /// Nothing was deleted on purpose.
+    pub dry_run: bool,
+}
+
+/// Collects garbage in the repository behind `t`. Refuses (deleting
+/// nothing) when a manifest, an index blob or a marker cannot be read,
+/// or when a manifest was written by a newer format.
+pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
+    let mut record = if opts.dry_run {
+        None
+    } else {
+        Some(GcRecord::begin(t).await?)
+    };
+    let res = run(t, opts, record.as_mut()).await;
+    if let Some(r) = record {
+        // Whatever happened, the record goes (a stale one only delays pushes
+        // until it expires).
+        let ended = r.end(t).await;
+        if res.is_ok() {
+            ended?;
+        }
+    }
+    res
+}
+
+async fn run(
+    t: &dyn Transport,
+    opts: &GcOptions,
+    mut record: Option<&mut GcRecord>,
+) -> Result<GcReport> {
+    // Order matters: markers, then manifests, then blobs.
+    let protected = markers::protected_blobs(t).await?;
+    let inv = Inventory::read(t).await?;
+    let mut referenced: HashSet<Digest> = HashSet::new();
+    let mut cache = HashMap::new();
+    for m in inv.manifests.values() {
+        let c = closure_of(t, &m.manifest, &mut cache).await.map_err(|e| {
+            crate::error::RegistryError::invalid(
+                format!(
+                    "manifest {}",
+                    m.keys.first().map(String::as_str).unwrap_or("?")
+                ),
+                format!("cannot walk its closure, so nothing is deleted: {e}"),
+            )
+        })?;
+        referenced.extend(c.into_iter().map(|b| b.digest));
+    }
+    let blobs = list_blobs(t).await?;
+    let cutoff = SystemTime::now()
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = GcReport {
+        manifests: inv.manifests.len(),
+        blobs: blobs.len(),
+        referenced: blobs.keys().filter(|d| referenced.contains(d)).count(),
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    let mut doomed: Vec<(Digest, String, u64)> = Vec::new();
+    for (d, k) in &blobs {
+        if referenced.contains(d) {
+            continue;
+        }
+        if protected.contains(d) {
+            report.kept_in_progress += 1;
+        } else if k.modified.is_none_or(|m| m > cutoff) {
+            report.kept_young += 1;
+        } else {
+            doomed.push((*d, k.key.clone(), k.size));
+        }
+    }
+    doomed.sort();
+    if opts.dry_run {
+        report.deleted_bytes = doomed.iter().map(|x| x.2).sum();
+        report.deleted = doomed.into_iter().map(|x| x.0).collect();
+        return Ok(report);
+    }
+    let mut rest = doomed.as_slice();
+    while !rest.is_empty() {
+        let Some(r) = record.as_deref_mut() else {
+            break;
+        };
+        r.renew(t).await?;
+        let (batch, tail) = rest.split_at(rest.len().min(BATCH));
+        rest = tail;
+        let r = &*r;
+        let done: Vec<Option<(Digest, u64)>> = futures::stream::iter(batch)
+            .map(|(d, key, size)| async move {
+                if !r.may_delete() {
+                    return Ok(None);
+                }
+                t.delete_key(key).await?;
+                Ok::<_, crate::error::RegistryError>(Some((*d, *size)))
+            })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        for x in done {
+            match x {
+                Some((d, size)) => {
+                    report.deleted.push(d);
+                    report.deleted_bytes += size;
+                }
+                None => report.deferred += 1,
+            }
+        }
+    }
+    report.expired_markers = markers::remove_expired(t).await?;
+    // Signatures of manifests no longer stored (older than the grace: a
+    // push writes its signature before its manifest).
+    for k in t.list_keys("signatures/sha256").await? {
+        let Some(hex) = k
+            .key
+            .strip_prefix("signatures/sha256/")
+            .and_then(|f| f.strip_suffix(".sig"))
+        else {
+            continue;
+        };
+        let Ok(d) = Digest::parse_hex(hex) else {
+            continue;
+        };
+        let old = k.modified.is_some_and(|m| m < cutoff);
+        if old && layout::signature_by_digest(&d) == k.key && !inv.manifests.contains_key(&d) {
+            t.delete_key(&k.key).await?;
+        }
+    }
+    Ok(report)
+}
