@@ -2,7 +2,8 @@
 //!
 //! - `ci`: provision test servers, then fmt, clippy, tests (including the
 //!   conformance suite on every backend against real servers and the
-//!   doctests), `cargo doc` with `-D warnings`, and the minimal-build check. Fails loudly on the first failing step.
+//!   doctests), `cargo doc` with `-D warnings`, the minimal-build check and
+//!   `cargo deny check bans licenses sources`. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
 //! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]`: push/pull
 //!   figures beside baselines, and what each zstd level costs and saves.
@@ -131,7 +132,7 @@ fn ci() -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     minimal_build()?;
-    banned_crates()?;
+    deny()?;
     eprintln!(
         "\nxtask ci: all steps passed in {:.0}s",
         t.elapsed().as_secs_f64()
@@ -159,34 +160,14 @@ fn conformance(only: Option<String>) -> Result<(), String> {
     Ok(())
 }
 
-/// Crates banned in every build (deny.toml `[bans]`): TLS is rustls only.
-const BANNED: &[&str] = &["openssl", "openssl-sys", "native-tls", "hyper-tls"];
-
-/// The `[bans]` of deny.toml, checked with `cargo tree` so CI needs no extra tool.
-fn banned_crates() -> Result<(), String> {
-    eprintln!("\n==> bans: no OpenSSL / native-tls anywhere (all features)");
-    let out = cargo()
-        .args([
-            "tree",
-            "--workspace",
-            "--all-features",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .map_err(|e| format!("cargo tree: {e}"))?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let bad: Vec<&str> = tree
-        .lines()
-        .filter(|l| BANNED.iter().any(|b| l.split(' ').next() == Some(*b)))
-        .collect();
-    if !bad.is_empty() {
-        return Err(format!("banned crates in the dependency graph: {bad:?}"));
-    }
-    eprintln!("<== bans: ok");
-    Ok(())
+/// cargo-deny against deny.toml: banned crates (TLS is rustls only, never
+/// OpenSSL / native-tls), licenses, and sources. Advisories are not checked:
+/// their database cannot be fetched here (see deny.toml).
+fn deny() -> Result<(), String> {
+    run(
+        "cargo deny: bans, licenses, sources",
+        cargo().args(["deny", "check", "bans", "licenses", "sources"]),
+    )
 }
 
 fn minimal_build() -> Result<(), String> {

@@ -71,6 +71,12 @@ const TOOLS: &[Tool] = &[
         install: &["python3", "-m", "pip", "install", "-q", "oras"],
     },
     Tool {
+        // A cold `cargo install` compiles it: 857 s measured on 2 shared cores.
+        name: "cargo-deny (bans, licenses, sources of the dependency graph)",
+        present: || has_bin("cargo-deny"),
+        install: &["cargo", "install", "--locked", "cargo-deny"],
+    },
+    Tool {
         name: "huggingface_hub (Hub test-server fidelity test)",
         present: || has_py("huggingface_hub"),
         install: &["python3", "-m", "pip", "install", "-q", "huggingface_hub"],

@@ -62,6 +62,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Snapshot DIR and push it to REF.
+    #[command(
+        after_help = "Example:\n  pf push ./world oci://registry.example/agent:latest --key pf-signing.key\n  pf push ./world s3://bucket/agents:v2 --json"
+    )]
     Push {
         /// Directory to snapshot.
         dir: PathBuf,
@@ -81,6 +84,9 @@ enum Cmd {
         annotation: Vec<String>,
     },
     /// Pull REF into the local store, optionally restoring files.
+    #[command(
+        after_help = "Example:\n  pf pull oci://registry.example/agent:latest --into ./restored --trust pf-signing.pub\n  pf pull hf://datasets/owner/repo@main --into ./restored --include etc/app.toml"
+    )]
     Pull {
         /// Source reference.
         reference: String,
@@ -102,6 +108,7 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Write one regular file of REF to stdout, fetching only its blobs.
+    #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
     Cat {
         /// Source reference.
         reference: String,
@@ -113,6 +120,7 @@ enum Cmd {
     },
     /// List REF's fs tree (kind, octal mode, size, path), or the part at
     /// PATH; fetches no file content.
+    #[command(after_help = "Example:\n  pf ls s3://bucket/agents:v2 var/log --json")]
     Ls {
         /// Source reference.
         reference: String,
@@ -123,11 +131,17 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Exit 0 if REF exists, 2 if not.
+    #[command(
+        after_help = "Example:\n  pf exists oci://registry.example/agent:latest && echo present"
+    )]
     Exists {
         /// Reference.
         reference: String,
     },
     /// Show the manifest, sizes and signer of REF.
+    #[command(
+        after_help = "Example:\n  pf inspect hf://owner/repo@main --trust pf-signing.pub --json"
+    )]
     Inspect {
         /// Reference.
         reference: String,
@@ -136,6 +150,9 @@ enum Cmd {
         trust: Vec<PathBuf>,
     },
     /// Copy an image between registries, keeping its signature.
+    #[command(
+        after_help = "Example:\n  pf copy oci://registry.example/agent:v1 s3://bucket/agents:v1"
+    )]
     Copy {
         /// Source reference.
         src: String,
@@ -148,10 +165,21 @@ enum Cmd {
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCmd),
     /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
+    #[command(
+        after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub"
+    )]
     Keygen {
         /// Output path prefix.
         #[arg(long, default_value = "pf-signing")]
         out: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  pf completions bash > ~/.local/share/bash-completion/completions/pf"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -296,6 +324,16 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
     // `-o` keys are checked against the backend; PF_OPTION_* ones fill in.
     c.options = options::collect(&cli.options, []).map_err(CliError::Usage)?;
     c.env_options = options::collect(&[], env).map_err(CliError::Usage)?;
+    if let Some(t) = c.option("hf.repo_type") {
+        note(
+            cli,
+            format!(
+                "note: -o hf.repo_type is deprecated; write the type in the reference \
+                 (hf://owner/repo is a model, hf://datasets/owner/repo, hf://spaces/owner/repo; \
+                 hf.repo_type={t} applies only to hf://owner/repo)"
+            ),
+        );
+    }
     let keys = trust
         .iter()
         .map(|p| PublicKey::load(p))
@@ -335,6 +373,11 @@ fn note(cli: &Cli, msg: impl AsRef<str>) {
 
 async fn run(cli: Cli) -> CliResult<u8> {
     match &cli.cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "pf", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
         Cmd::Keygen { out } => {
             let key = SigningKey::generate()?;

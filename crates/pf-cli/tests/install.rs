@@ -52,3 +52,73 @@ fn default_build_pushes_to_oci_without_any_flag() {
         vec![7u8; 70_000]
     );
 }
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_pf()"),
+        ("zsh", "#compdef pf"),
+        ("fish", "complete -c pf"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{shell}: {}", text(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            script.contains(marker),
+            "{shell}: no {marker:?} in\n{script}"
+        );
+        for sub in ["push", "pull", "inspect", "completions"] {
+            assert!(script.contains(sub), "{shell}: no {sub}");
+        }
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pf"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn deprecated_hf_repo_type_option_says_so() {
+    // An unreachable endpoint: the note comes before any network access.
+    let o = Command::new(env!("CARGO_BIN_EXE_pf"))
+        .args(["exists", "hf://owner/repo", "-o", "hf.repo_type=dataset"])
+        .env_clear()
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hf.repo_type is deprecated"), "{}", text(&o));
+    assert!(err.contains("hf://datasets/owner/repo"), "{}", text(&o));
+}
+
+#[test]
+fn every_command_help_shows_an_example() {
+    let cmds = [
+        "push",
+        "pull",
+        "cat",
+        "ls",
+        "exists",
+        "inspect",
+        "copy",
+        "keygen",
+        "completions",
+    ];
+    for cmd in cmds {
+        let o = Command::new(env!("CARGO_BIN_EXE_pf"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            help.contains("Example:\n  pf "),
+            "{cmd} --help has no example:\n{help}"
+        );
+    }
+}

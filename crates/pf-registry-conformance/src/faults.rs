@@ -24,7 +24,7 @@ use pf_registry_core::{
 };
 use pf_sign::{SigningKey, TrustPolicy};
 use pf_testsupport::{Fault, FaultProxy};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::image::{ImageSpec, TestImage};
 use crate::{engine, pull_ref, Subject};
@@ -153,7 +153,7 @@ fn image(seed: u64, src: &MemoryStore, name: &str) -> TestImage {
     let mut spec = ImageSpec::sample(seed, 6);
     spec.layers = [96 << 10, 24 << 10]
         .iter()
-        .map(|&n| (0..n).map(|_| rng.gen()).collect())
+        .map(|&n| (0..n).map(|_| rng.random()).collect())
         .collect();
     spec.build(src, name)
 }

@@ -13,7 +13,7 @@ use pf_registry_core::{Descriptor, Manifest};
 use pf_snapshot::{Chunking, SourceStore, StatCache};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// The default [`ImageSpec::pack_max`]: small files are packed into
 /// shared pack blobs, as `pf` packs them (the image is built by pf-snapshot).
@@ -49,7 +49,7 @@ impl ImageSpec {
     /// A deterministic image with `n` files, layers and pages derived from `seed`.
     pub fn sample(seed: u64, n: usize) -> ImageSpec {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut bytes = |len: usize| -> Vec<u8> { (0..len).map(|_| rng.gen()).collect() };
+        let mut bytes = |len: usize| -> Vec<u8> { (0..len).map(|_| rng.random()).collect() };
         ImageSpec {
             layers: (0..2)
                 .map(|i| bytes(1000 + i * 3000 + seed as usize))

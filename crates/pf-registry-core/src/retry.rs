@@ -3,8 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
-
 use crate::error::Result;
 use crate::progress::{Progress, ProgressEvent};
 
@@ -54,7 +52,7 @@ impl RetryPolicy {
             .initial_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let base = exp.min(self.max_delay);
-        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        let jitter = rand::random_range(0.75..1.25);
         base.mul_f64(jitter).min(self.max_delay)
     }
 

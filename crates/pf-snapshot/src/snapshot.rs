@@ -311,7 +311,12 @@ fn hash_file(mut f: &File, path: &Path, len: u64, c: &Chunking) -> Result<Hashed
     // Cut points are found on this thread; each batch of chunks is hashed
     // in parallel while the next batch is read and cut. Memory: two batches
     // of at most `CDC_BATCH` chunks of at most `CDC_MAX` bytes.
-    let mut cdc = fastcdc::v2020::StreamCDC::new(f, c.cdc_min, c.cdc_avg, c.cdc_max);
+    let mut cdc = fastcdc::v2020::StreamCDC::new(
+        f,
+        c.cdc_min as usize,
+        c.cdc_avg as usize,
+        c.cdc_max as usize,
+    );
     let mut next_batch = || -> Result<Vec<Vec<u8>>> {
         let mut batch = Vec::with_capacity(CDC_BATCH);
         for c in cdc.by_ref().take(CDC_BATCH) {
