@@ -26,6 +26,8 @@
 
 use pf_digest::Digest;
 
+use crate::error::{RegistryError, Result};
+
 /// The manifest of the untagged reference.
 pub const MANIFEST: &str = "manifest.json";
 /// The signature envelope next to [`MANIFEST`].
@@ -105,8 +107,45 @@ pub fn tag_signature(tag: Option<&str>) -> String {
     }
 }
 
+/// Checks that `key` is a relative layout key: `/`-separated normal
+/// components (no empty, `.` or `..` component, no NUL), not empty. Every
+/// backend that maps keys to paths or object names calls this first.
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::invalid(
+            format!("key {key:?}"),
+            "not a repository key",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_must_be_plain_relative_paths() {
+        for ok in ["manifest.json", "blobs/sha256", "tags/v1/manifest.json"] {
+            assert!(super::check_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a/\0b",
+        ] {
+            assert!(super::check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -46,5 +46,6 @@ pub use registry::{
 };
 pub use retry::RetryPolicy;
 pub use transport::{
-    ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, Transport, UploadedBlob,
+    ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, KeyStore, Transport,
+    UploadedBlob,
 };

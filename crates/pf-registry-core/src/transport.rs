@@ -287,52 +287,62 @@ pub trait Transport: Send + Sync + 'static {
         }
     }
 
-    // Lifecycle (see `crate::lifecycle`): raw access to the repository's
-    // keys ([`crate::layout`]), for the backends where pf owns the storage.
-    // Each defaults to [`RegistryError::NotSupported`]; backends opt in.
+    /// The repository's raw keys ([`crate::layout`]) for lifecycle work
+    /// ([`crate::lifecycle`]), on the backends where pf owns the storage;
+    /// `None` (the default) elsewhere.
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        None
+    }
 
-    /// Every stored object under the directory `dir` (a layout key prefix
-    /// such as `blobs/sha256` or `tags`), recursively, with keys relative to
-    /// the repository root. An absent directory lists as empty.
+    /// [`KeyStore::list_keys`], or `NotSupported` without [`Transport::keys`].
     async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        let _ = dir;
-        Err(RegistryError::not_supported(
-            self.location(),
-            "listing keys",
-        ))
+        self.keys_or("listing keys")?.list_keys(dir).await
     }
 
-    /// The object at `key`, at most `limit` bytes (more is `InvalidData`);
-    /// `None` when absent.
+    /// [`KeyStore::read_key`], or `NotSupported` without [`Transport::keys`].
     async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        let _ = (key, limit);
-        Err(RegistryError::not_supported(
-            self.location(),
-            "reading keys",
-        ))
+        self.keys_or("reading keys")?.read_key(key, limit).await
     }
 
-    /// Writes `bytes` at `key` atomically (readers see all or nothing) and
-    /// durably before returning.
+    /// [`KeyStore::write_key`], or `NotSupported` without [`Transport::keys`].
     async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let _ = (key, bytes);
-        Err(RegistryError::not_supported(
-            self.location(),
-            "writing keys",
-        ))
+        self.keys_or("writing keys")?.write_key(key, bytes).await
     }
 
-    /// Deletes the object at `key`; an absent key is not an error.
+    /// [`KeyStore::delete_key`], or `NotSupported` without [`Transport::keys`].
     async fn delete_key(&self, key: &str) -> Result<()> {
-        let _ = key;
-        Err(RegistryError::not_supported(
-            self.location(),
-            "deleting keys",
-        ))
+        self.keys_or("deleting keys")?.delete_key(key).await
+    }
+
+    /// [`Transport::keys`], or `NotSupported` naming `what`.
+    fn keys_or(&self, what: &str) -> Result<&dyn KeyStore> {
+        self.keys()
+            .ok_or_else(|| RegistryError::not_supported(self.location(), what))
     }
 }
 
 /// Boxed transports are transports, so tests and facades can erase types.
+/// Raw access to a repository's keys ([`crate::layout`]), for lifecycle
+/// work on backends where pf owns the storage (see [`Transport::keys`]).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored object under the directory `dir` (a layout key prefix
+    /// such as `blobs/sha256` or `tags`), recursively, with keys relative to
+    /// the repository root. An absent directory lists as empty.
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>>;
+
+    /// The object at `key`, at most `limit` bytes (more is `InvalidData`);
+    /// `None` when absent.
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>>;
+
+    /// Writes `bytes` at `key` atomically (readers see all or nothing) and
+    /// durably before returning.
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Deletes the object at `key`; an absent key is not an error.
+    async fn delete_key(&self, key: &str) -> Result<()>;
+}
+
 #[async_trait]
 impl Transport for Box<dyn Transport> {
     fn location(&self) -> String {
@@ -365,16 +375,7 @@ impl Transport for Box<dyn Transport> {
     async fn exists(&self) -> Result<bool> {
         (**self).exists().await
     }
-    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        (**self).list_keys(dir).await
-    }
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        (**self).read_key(key, limit).await
-    }
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        (**self).write_key(key, bytes).await
-    }
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        (**self).delete_key(key).await
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        (**self).keys()
     }
 }

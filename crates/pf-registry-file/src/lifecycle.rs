@@ -7,28 +7,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use pf_registry_core::lifecycle::StoredKey;
-use pf_registry_core::{RegistryError, Result};
+use pf_registry_core::{layout, KeyStore, RegistryError, Result};
 
 use super::{blocking, io_err, read_bounded, FileTransport};
-
-/// Checks that `key` is a relative layout key: `/`-separated normal
-/// components, no `.`/`..`, not empty.
-pub(crate) fn check_key(key: &str) -> Result<()> {
-    let ok = !key.is_empty()
-        && key
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::invalid(
-            format!("key {key:?}"),
-            "not a repository key",
-        ))
-    }
-}
 
 /// Walks `dir` (relative `rel`) depth-first, never following links.
 fn walk(dir: &Path, rel: &str, out: &mut Vec<StoredKey>) -> Result<()> {
@@ -61,9 +45,10 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<StoredKey>) -> Result<()> {
     Ok(())
 }
 
-impl FileTransport {
-    pub(crate) async fn list_keys_impl(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        check_key(dir)?;
+#[async_trait]
+impl KeyStore for FileTransport {
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        layout::check_key(dir)?;
         let root = self.root.clone();
         let dir = dir.to_string();
         blocking(move || {
@@ -74,22 +59,22 @@ impl FileTransport {
         .await
     }
 
-    pub(crate) async fn read_key_impl(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        check_key(key)?;
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        layout::check_key(key)?;
         let path = self.root.join(key);
         blocking(move || Ok(read_bounded(&path, limit)?.map(Bytes::from))).await
     }
 
-    pub(crate) async fn write_key_impl(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        check_key(key)?;
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        layout::check_key(key)?;
         let this = self.clone();
         let path = self.root.join(key);
         let bytes = bytes.to_vec();
         blocking(move || this.write_atomic(&path, &bytes)).await
     }
 
-    pub(crate) async fn delete_key_impl(&self, key: &str) -> Result<()> {
-        check_key(key)?;
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        layout::check_key(key)?;
         let path = self.root.join(key);
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -97,20 +82,5 @@ impl FileTransport {
             Err(e) => Err(RegistryError::io(format!("removing {}", path.display()), e)),
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_key;
-
-    #[test]
-    fn keys_must_be_plain_relative_paths() {
-        for ok in ["manifest.json", "blobs/sha256", "tags/v1/manifest.json"] {
-            assert!(check_key(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/"] {
-            assert!(check_key(bad).is_err(), "{bad}");
-        }
     }
 }

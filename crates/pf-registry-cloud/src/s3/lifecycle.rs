@@ -2,31 +2,15 @@
 //! (paginated by object_store), bounded read, write, delete of layout keys
 //! under the prefix. A child of `transport` so it can use its helpers.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode};
 use pf_registry_core::lifecycle::StoredKey;
-use pf_registry_core::{layout, RegistryError, Result};
+use pf_registry_core::{layout, KeyStore, Result};
 
 use super::S3Transport;
-
-/// Checks that `key` is a relative layout key: `/`-separated, no empty,
-/// `.` or `..` component.
-fn check_key(key: &str) -> Result<()> {
-    let ok = !key.is_empty()
-        && key
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::invalid(
-            format!("key {key:?}"),
-            "not a repository key",
-        ))
-    }
-}
 
 impl S3Transport {
     /// `path` relative to the prefix, or `None` if it is not under it.
@@ -39,9 +23,12 @@ impl S3Transport {
             .strip_prefix('/')
             .map(str::to_string)
     }
+}
 
-    pub(super) async fn list_keys_impl(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        check_key(dir)?;
+#[async_trait]
+impl KeyStore for S3Transport {
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        layout::check_key(dir)?;
         if dir == layout::LOCKS {
             // A push lists the gc records before it deduplicates: what this
             // transport cached of the blobs may predate a gc's deletions,
@@ -65,13 +52,13 @@ impl S3Transport {
         Ok(out)
     }
 
-    pub(super) async fn read_key_impl(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        check_key(key)?;
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        layout::check_key(key)?;
         self.get_bounded(key, &self.key(key), limit).await
     }
 
-    pub(super) async fn write_key_impl(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        check_key(key)?;
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        layout::check_key(key)?;
         self.put_small(
             key,
             &self.key(key),
@@ -81,24 +68,11 @@ impl S3Transport {
         .await
     }
 
-    pub(super) async fn delete_key_impl(&self, key: &str) -> Result<()> {
-        check_key(key)?;
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        layout::check_key(key)?;
         match self.store.delete(&self.key(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.map_err(key, e)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_key;
-
-    #[test]
-    fn keys_must_be_plain_relative_paths() {
-        assert!(check_key("tags/v1/manifest.json").is_ok());
-        for bad in ["", "/x", "a/../b", "a//b", "a/"] {
-            assert!(check_key(bad).is_err(), "{bad}");
         }
     }
 }

@@ -649,20 +649,8 @@ impl Transport for S3Transport {
             .is_some())
     }
 
-    async fn list_keys(&self, dir: &str) -> Result<Vec<pf_registry_core::lifecycle::StoredKey>> {
-        self.list_keys_impl(dir).await
-    }
-
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        self.read_key_impl(key, limit).await
-    }
-
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.write_key_impl(key, bytes).await
-    }
-
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        self.delete_key_impl(key).await
+    fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
+        Some(self)
     }
 }
 
