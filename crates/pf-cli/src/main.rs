@@ -32,6 +32,10 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Transfer progress on stderr: a bar on a terminal (auto, bar), none,
+    /// or one JSON object per event a line (json), for programs driving pf.
+    #[arg(long, global = true, value_enum, default_value_t, env = "PF_PROGRESS")]
+    progress: progress::ProgressMode,
     /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store, else
     /// $HOME/.cache/pf-registry/store; required when neither is set).
     #[arg(long, global = true, env = "PF_STORE")]
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    let json_progress = cli.progress == progress::ProgressMode::Json;
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -248,7 +253,14 @@ fn main() -> ExitCode {
                     json!({"error": e.to_string(), "exit_code": e.exit_code()})
                 );
             }
-            eprintln!("pf: error: {}", clean_display(&e));
+            if json_progress {
+                eprintln!(
+                    "{}",
+                    json!({"kind": "error", "error": e.to_string(), "exit_code": e.exit_code()})
+                );
+            } else {
+                eprintln!("pf: error: {}", clean_display(&e));
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -307,7 +319,7 @@ fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
         zstd_level: cli.zstd_level,
         insecure: cli.insecure,
         ca_file: cli.ca_file.clone(),
-        progress: progress::for_terminal(!cli.quiet && !cli.json),
+        progress: progress::for_mode(cli.progress, !cli.quiet && !cli.json),
         ..Config::default()
     };
     if !(1..=22).contains(&cli.zstd_level) {
@@ -365,8 +377,9 @@ fn describe(v: &Verification) -> String {
     }
 }
 
+/// Under `--progress=json` stderr carries only JSON lines, so notes are dropped.
 fn note(cli: &Cli, msg: impl AsRef<str>) {
-    if !cli.quiet {
+    if !cli.quiet && cli.progress != progress::ProgressMode::Json {
         eprintln!("{}", clean(msg.as_ref()));
     }
 }
@@ -468,7 +481,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 Some(dest) => {
                     let mut opts = restore::RestoreOptions::default().with_include(include.clone());
                     opts.max_size = *max_size;
-                    if !cli.quiet && !cli.json {
+                    if !cli.quiet && !cli.json && cli.progress != progress::ProgressMode::Json {
                         let shown = clean_display(dest.display());
                         opts.on_total = Some(Arc::new(move |total| {
                             eprintln!("restoring {total} bytes into {shown}");
