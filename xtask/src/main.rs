@@ -8,10 +8,12 @@
 //! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]`: push/pull
 //!   figures beside baselines, and what each zstd level costs and saves.
 //! - `minimal`: the minimal-build check alone.
+//! - `man`: man pages for `pf` (and each subcommand) into `target/man`.
 //! - `servers [install|check]`: provision the real servers the tests start.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod man;
 mod servers;
 
 use std::process::{Command, ExitCode};
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(backend_arg(&args)),
         Some("minimal") => minimal_build(),
         Some("bench") => bench::bench(&args[1..]),
+        Some("man") => man::man(),
         Some("servers") => match args.get(1).map(String::as_str) {
             Some("install") => servers::install_all(),
             Some("check") | None => servers::check_all(),
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
             )),
         },
         _ => {
-            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] [--runs N] [--backend oci,s3] | minimal | servers [install|check]>");
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] [--runs N] [--backend oci,s3] | minimal | man | servers [install|check]>");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,653 @@
+//! `pf`: push, pull, inspect and copy ProcessFork snapshots.
+//!
+//! The command lives in this library so that tools (`cargo xtask man`) can
+//! reach its clap definition through [`command`]; the `pf` binary only calls
+//! [`main`].
+#![forbid(unsafe_code)]
+
+mod browse;
+mod display;
+mod exit;
+mod lifecycle;
+mod options;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use display::{clean, clean_display};
+use pf_cas::DirStore;
+use pf_registry::{
+    Config, Digest, ImageRef, PublicKey, RegistryError, SignedImage, SigningKey, TrustPolicy,
+    Verification,
+};
+use pf_snapshot::{restore, SnapshotOptions};
+use serde_json::json;
+
+/// Push and pull ProcessFork snapshots to file, OCI, S3, Hugging Face and IPFS.
+#[derive(Parser, Debug)]
+#[command(name = "pf", version, about)]
+struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or notes on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Transfer progress on stderr: a bar on a terminal (auto, bar), none,
+    /// or one JSON object per event a line (json), for programs driving pf.
+    #[arg(long, global = true, value_enum, default_value_t, env = "PF_PROGRESS")]
+    progress: progress::ProgressMode,
+    /// Local blob store (default: $XDG_CACHE_HOME/pf-registry/store, else
+    /// $HOME/.cache/pf-registry/store; required when neither is set).
+    #[arg(long, global = true, env = "PF_STORE")]
+    store: Option<PathBuf>,
+    /// Allow plain HTTP to non-loopback registries.
+    #[arg(long, global = true, env = "PF_INSECURE")]
+    insecure: bool,
+    /// Extra CA certificate (PEM) to trust for TLS.
+    #[arg(long, global = true, env = "PF_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// zstd level for pushes.
+    #[arg(long, global = true, env = "PF_ZSTD_LEVEL", default_value_t = pf_registry::config::DEFAULT_ZSTD_LEVEL)]
+    zstd_level: i32,
+    /// Blobs transferred at once.
+    #[arg(long, global = true, env = "PF_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Backend option KEY=VALUE (e.g. hf.public=true); repeatable. Keep
+    /// secrets (hf.token, s3.secret_access_key, s3.session_token) out of
+    /// `ps`: KEY_file=PATH reads the value from PATH (e.g.
+    /// -o hf.token_file=/run/secrets/hf), or set `PF_OPTION_<KEY>` with `.`
+    /// as `_` (e.g. PF_OPTION_HF_TOKEN); the command line wins.
+    #[arg(long = "option", short = 'o', global = true, value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Snapshot DIR and push it to REF.
+    #[command(
+        after_help = "Example:\n  pf push ./world oci://registry.example/agent:latest --key pf-signing.key\n  pf push ./world s3://bucket/agents:v2 --json"
+    )]
+    Push {
+        /// Directory to snapshot.
+        dir: PathBuf,
+        /// Destination reference.
+        reference: String,
+        /// PKCS#8 private key to sign with.
+        #[arg(long, env = "PF_KEY")]
+        key: Option<PathBuf>,
+        /// Agent name recorded in the manifest.
+        #[arg(long, default_value = "pf")]
+        agent: String,
+        /// Parent manifest digest; repeatable.
+        #[arg(long)]
+        parent: Vec<String>,
+        /// Annotation KEY=VALUE; repeatable.
+        #[arg(long)]
+        annotation: Vec<String>,
+    },
+    /// Pull REF into the local store, optionally restoring files.
+    #[command(
+        after_help = "Example:\n  pf pull oci://registry.example/agent:latest --into ./restored --trust pf-signing.pub\n  pf pull hf://datasets/owner/repo@main --into ./restored --include etc/app.toml"
+    )]
+    Pull {
+        /// Source reference.
+        reference: String,
+        /// Restore the snapshot's files into this (new or empty) directory.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// With --into: restore only this path of the image (a file or a
+        /// whole directory) and fetch only the blobs it needs; repeatable.
+        #[arg(long, value_name = "PATH", requires = "into")]
+        include: Vec<String>,
+        /// With --into: refuse (exit 4) an image whose files total more
+        /// than this (bytes, or with a KiB/MiB/GiB/TiB suffix); an image
+        /// larger than the target's free space is refused too.
+        #[arg(long, env = "PF_MAX_SIZE", value_parser = parse_size,
+              default_value_t = pf_snapshot::restore::DEFAULT_MAX_SIZE)]
+        max_size: u64,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Write one regular file of REF to stdout, fetching only its blobs.
+    #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
+    Cat {
+        /// Source reference.
+        reference: String,
+        /// Path of the file in the image's fs tree.
+        path: String,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// List REF's fs tree (kind, octal mode, size, path), or the part at
+    /// PATH; fetches no file content.
+    #[command(after_help = "Example:\n  pf ls s3://bucket/agents:v2 var/log --json")]
+    Ls {
+        /// Source reference.
+        reference: String,
+        /// List only this entry and what is under it.
+        path: Option<String>,
+        /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Exit 0 if REF exists, 2 if not.
+    #[command(
+        after_help = "Example:\n  pf exists oci://registry.example/agent:latest && echo present"
+    )]
+    Exists {
+        /// Reference.
+        reference: String,
+    },
+    /// Show the manifest, sizes and signer of REF.
+    #[command(
+        after_help = "Example:\n  pf inspect hf://owner/repo@main --trust pf-signing.pub --json"
+    )]
+    Inspect {
+        /// Reference.
+        reference: String,
+        /// Trusted public key file; repeatable.
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    /// Copy an image between registries, keeping its signature.
+    #[command(
+        after_help = "Example:\n  pf copy oci://registry.example/agent:v1 s3://bucket/agents:v1"
+    )]
+    Copy {
+        /// Source reference.
+        src: String,
+        /// Destination reference.
+        dst: String,
+        /// Trusted public key file; repeatable.
+        #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
+        trust: Vec<PathBuf>,
+    },
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCmd),
+    /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
+    #[command(
+        after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub"
+    )]
+    Keygen {
+        /// Output path prefix.
+        #[arg(long, default_value = "pf-signing")]
+        out: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  pf completions bash > ~/.local/share/bash-completion/completions/pf"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Errors of the CLI itself (usage and local input), exit code 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Sign(#[from] pf_sign::SignError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 1,
+            CliError::Registry(e) => exit::code(e),
+            CliError::Sign(pf_sign::SignError::Io { .. })
+            | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
+            CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
+            CliError::Sign(_) => 4,
+        }
+    }
+}
+
+impl From<pf_cas::CasError> for CliError {
+    fn from(e: pf_cas::CasError) -> Self {
+        CliError::Registry(e.into())
+    }
+}
+
+type CliResult<T> = std::result::Result<T, CliError>;
+
+/// The `pf` command's clap definition (every subcommand and flag), for man
+/// pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Runs `pf` with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PF_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pf: cannot start runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    let json = cli.json;
+    let json_progress = cli.progress == progress::ProgressMode::Json;
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                );
+            }
+            if json_progress {
+                eprintln!(
+                    "{}",
+                    json!({"kind": "error", "error": e.to_string(), "exit_code": e.exit_code()})
+                );
+            } else {
+                eprintln!("pf: error: {}", clean_display(&e));
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/pf-registry/store`, else `$HOME/.cache/pf-registry/store`.
+/// With neither set there is no default: a store in a shared temporary
+/// directory could be planted by another user.
+fn default_store() -> CliResult<PathBuf> {
+    let set = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    set("XDG_CACHE_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("pf-registry").join("store"))
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no local store: HOME and XDG_CACHE_HOME are unset; pass --store DIR or set PF_STORE"
+                    .into(),
+            )
+        })
+}
+
+/// A byte count: digits with an optional binary suffix (KiB, MiB, GiB, TiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500MiB, 64GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" | "k" => 10,
+        "mib" | "m" => 20,
+        "gib" | "g" => 30,
+        "tib" | "t" => 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_ref(s: &str) -> CliResult<ImageRef> {
+    Ok(ImageRef::parse(s)?)
+}
+
+fn config(cli: &Cli, trust: &[PathBuf]) -> CliResult<Config> {
+    let mut c = Config {
+        zstd_level: cli.zstd_level,
+        insecure: cli.insecure,
+        ca_file: cli.ca_file.clone(),
+        progress: progress::for_mode(cli.progress, !cli.quiet && !cli.json),
+        ..Config::default()
+    };
+    if !(1..=22).contains(&cli.zstd_level) {
+        return Err(CliError::Usage(format!(
+            "--zstd-level {} is outside 1..=22",
+            cli.zstd_level
+        )));
+    }
+    if let Some(n) = cli.concurrency {
+        c.concurrency = n.max(1);
+    }
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    // `-o` keys are checked against the backend; PF_OPTION_* ones fill in.
+    c.options = options::collect(&cli.options, []).map_err(CliError::Usage)?;
+    c.env_options = options::collect(&[], env).map_err(CliError::Usage)?;
+    if let Some(t) = c.option("hf.repo_type") {
+        note(
+            cli,
+            format!(
+                "note: -o hf.repo_type is deprecated; write the type in the reference \
+                 (hf://owner/repo is a model, hf://datasets/owner/repo, hf://spaces/owner/repo; \
+                 hf.repo_type={t} applies only to hf://owner/repo)"
+            ),
+        );
+    }
+    let keys = trust
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.trust = TrustPolicy::new(keys);
+    Ok(c)
+}
+
+/// Opens the local store. Commands that write many blobs use deferred
+/// durability (one `syncfs` at the end instead of an fsync per blob, see
+/// pf_cas::Durability); a restoring pull stores only index blobs and fsyncs
+/// each, so it never has to flush the restored files with the store.
+fn open_store(cli: &Cli, durability: pf_cas::Durability) -> CliResult<Arc<DirStore>> {
+    let root = match &cli.store {
+        Some(s) => s.clone(),
+        None => default_store()?,
+    };
+    Ok(Arc::new(DirStore::open(root)?.with_durability(durability)))
+}
+
+fn describe(v: &Verification) -> String {
+    match v {
+        Verification::Verified { key_id } => format!("verified (key {key_id})"),
+        Verification::Unsigned => "UNSIGNED (no signature; pass --trust to require one)".into(),
+        Verification::UnknownKey { key_id } => {
+            format!("signed by unknown key {key_id} (not verified; pass --trust to verify)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Under `--progress=json` stderr carries only JSON lines, so notes are dropped.
+fn note(cli: &Cli, msg: impl AsRef<str>) {
+    if !cli.quiet && cli.progress != progress::ProgressMode::Json {
+        eprintln!("{}", clean(msg.as_ref()));
+    }
+}
+
+async fn run(cli: Cli) -> CliResult<u8> {
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "pf", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
+        Cmd::Keygen { out } => {
+            let key = SigningKey::generate()?;
+            let priv_path = out.with_extension("key");
+            let pub_path = out.with_extension("pub");
+            key.save(&priv_path)?;
+            key.public_key().save(&pub_path)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"key_id": key.key_id().to_string(), "private_key": priv_path, "public_key": pub_path})
+                );
+            } else {
+                println!("key id:      {}", key.key_id());
+                println!("private key: {}", clean_display(priv_path.display()));
+                println!("public key:  {}", clean_display(pub_path.display()));
+            }
+            Ok(0)
+        }
+        Cmd::Push {
+            dir,
+            reference,
+            key,
+            agent,
+            parent,
+            annotation,
+        } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, &[])?;
+            let key = key.as_deref().map(SigningKey::load).transpose()?;
+            // The snapshot only writes its fs tree blob to the store (fsynced);
+            // file contents are read from `dir` itself while pushing.
+            let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
+            let opts = snapshot_options(&store, agent, parent, annotation)?;
+            let t0 = std::time::Instant::now();
+            let snap = pf_snapshot::snapshot(dir, store, &opts)?;
+            for w in &snap.warnings {
+                note(&cli, format!("warning: {w}"));
+            }
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
+            let signed = SignedImage::new(&snap.manifest, key.as_ref());
+            let reg = pf_registry::open(&r, &cfg)?;
+            let rep = reg.push(snap.source, &signed).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
+            if cli.json {
+                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                println!("{}", clean(&rep.resolved));
+                note(
+                    &cli,
+                    format!(
+                        "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
+                        rep.manifest_digest,
+                        rep.blobs_uploaded,
+                        rep.blobs_total,
+                        rep.wire_bytes_uploaded,
+                        if rep.signed { ", signed" } else { ", unsigned" }
+                    ),
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Pull {
+            reference,
+            into,
+            include,
+            max_size,
+            trust,
+        } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let store = open_store(
+                &cli,
+                if into.is_some() {
+                    pf_cas::Durability::EachBlob
+                } else {
+                    pf_cas::Durability::Deferred
+                },
+            )?;
+            let reg = pf_registry::open(&r, &cfg)?;
+            let (rep, restored, skipped) = match into {
+                None => {
+                    let rep = reg.pull(store.clone()).await?;
+                    // Deferred durability: one syncfs for the whole pull.
+                    store.sync()?;
+                    (rep, None, 0)
+                }
+                Some(dest) => {
+                    let mut opts = restore::RestoreOptions::default().with_include(include.clone());
+                    opts.max_size = *max_size;
+                    if !cli.quiet && !cli.json && cli.progress != progress::ProgressMode::Json {
+                        let shown = clean_display(dest.display());
+                        opts.on_total = Some(Arc::new(move |total| {
+                            eprintln!("restoring {total} bytes into {shown}");
+                        }));
+                    }
+                    let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
+                    (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
+                }
+            };
+            if cli.json {
+                let mut v = serde_json::to_value(&rep).unwrap_or_default();
+                v["restored_bytes"] = json!(restored);
+                v["blobs_skipped"] = json!(skipped);
+                println!("{v}");
+            } else {
+                println!("{}", rep.manifest_digest);
+                note(&cli, format!("signature: {}", describe(&rep.verification)));
+                note(
+                    &cli,
+                    format!(
+                        "pulled {} blobs ({} fetched, {} already local, {} not needed, {} bytes received)",
+                        rep.blobs_total,
+                        rep.blobs_fetched,
+                        rep.blobs_present.saturating_sub(skipped),
+                        skipped,
+                        rep.wire_bytes_fetched
+                    ),
+                );
+                if let (Some(d), Some(b)) = (into, restored) {
+                    note(&cli, format!("restored {b} bytes into {}", d.display()));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Cat {
+            reference,
+            path,
+            trust,
+        } => browse::cat(&cli, reference, path, trust).await,
+        Cmd::Ls {
+            reference,
+            path,
+            trust,
+        } => browse::ls(&cli, reference, path.as_deref(), trust).await,
+        Cmd::Exists { reference } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, &[])?;
+            let found = pf_registry::open(&r, &cfg)?.exists().await?;
+            if cli.json {
+                println!("{}", json!({"reference": r.to_string(), "exists": found}));
+            } else {
+                println!("{}", if found { "exists" } else { "not found" });
+            }
+            Ok(if found { 0 } else { 2 })
+        }
+        Cmd::Inspect { reference, trust } => {
+            let r = parse_ref(reference)?;
+            let cfg = config(&cli, trust)?;
+            let ins = pf_registry::open(&r, &cfg)?.inspect().await?;
+            let total: u64 = ins.manifest.layers.iter().map(|l| l.size).sum();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "reference": r.to_string(),
+                        "manifest_digest": ins.manifest_digest,
+                        "manifest_size": ins.manifest_size,
+                        "signature": ins.verification,
+                        "layers_size": total,
+                        "manifest": ins.manifest,
+                    })
+                );
+            } else {
+                // Everything below came from the repository: escaped.
+                println!("reference:  {}", clean_display(&r));
+                println!(
+                    "manifest:   {} ({} bytes)",
+                    ins.manifest_digest, ins.manifest_size
+                );
+                println!("signature:  {}", describe(&ins.verification));
+                println!(
+                    "agent:      {} {}",
+                    clean(&ins.manifest.agent.name),
+                    clean(&ins.manifest.agent.version)
+                );
+                println!("created:    {}", clean(&ins.manifest.created_at));
+                for p in &ins.manifest.parents {
+                    println!("parent:     {p}");
+                }
+                println!(
+                    "layers:     {} ({} bytes)",
+                    ins.manifest.layers.len(),
+                    total
+                );
+                for l in &ins.manifest.layers {
+                    println!(
+                        "  {:<16} {:>12}  {}  {}",
+                        clean(&l.role),
+                        l.size,
+                        l.digest,
+                        clean(&l.media_type)
+                    );
+                }
+                for (k, v) in &ins.manifest.annotations {
+                    println!("annotation: {}={}", clean(k), clean(v));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Copy { src, dst, trust } => {
+            let (s, d) = (parse_ref(src)?, parse_ref(dst)?);
+            let cfg = config(&cli, trust)?;
+            let store = open_store(&cli, pf_cas::Durability::Deferred)?;
+            let (from, to) = pf_registry::open_pair(&s, &d, &cfg)?;
+            let pulled = from.pull(store.clone()).await?;
+            note(
+                &cli,
+                format!("source signature: {}", describe(&pulled.verification)),
+            );
+            let rep = to.push(store, &pulled.signed_image()).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                println!("{}", clean(&rep.resolved));
+                note(
+                    &cli,
+                    format!(
+                        "copied {} ({} of {} blobs uploaded)",
+                        rep.manifest_digest, rep.blobs_uploaded, rep.blobs_total
+                    ),
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Snapshot options from the push arguments; the stat cache lives in the store.
+fn snapshot_options(
+    store: &DirStore,
+    agent: &str,
+    parents: &[String],
+    annotations: &[String],
+) -> CliResult<SnapshotOptions> {
+    let mut o = SnapshotOptions::new(agent, env!("CARGO_PKG_VERSION"));
+    o.stat_cache = Some(store.root().join("statcache.json"));
+    for p in parents {
+        o.parents
+            .push(Digest::parse(p).map_err(|e| CliError::Usage(format!("--parent: {e}")))?);
+    }
+    for a in annotations {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--annotation {a:?} is not KEY=VALUE")))?;
+        o.annotations.insert(k.into(), v.into());
+    }
+    Ok(o)
+}
