@@ -101,7 +101,7 @@ impl S3Transport {
             listing: Mutex::new(None),
             list_denied: AtomicBool::new(false),
             conditional: tokio::sync::OnceCell::new(),
-            retry: config.retry.clone(),
+            retry: config.retry,
         })
     }
 
