@@ -39,6 +39,30 @@ fn many_blobs(seed: u64, n: usize) -> ImageSpec {
     spec
 }
 
+/// Adds `PF_HF_BIG_MIB` MiB (default 0) of random 64 MiB files to `spec`:
+/// the 2 GiB figure is checked with `PF_HF_BIG_MIB=2048`.
+fn with_big_files(mut spec: ImageSpec) -> ImageSpec {
+    let mib: usize = std::env::var("PF_HF_BIG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for (i, start) in (0..mib).step_by(64).enumerate() {
+        let len = (mib - start).min(64) << 20;
+        let body: Vec<u8> = (0..len / 8)
+            .flat_map(|_| {
+                // xorshift64: incompressible, deterministic.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        spec.files.push((format!("big/f{i}.bin"), body));
+    }
+    spec
+}
+
 async fn push(hub: &HubServer, cfg: &Config, r: &str, spec: &ImageSpec) -> (usize, String) {
     let (n, resolved, _) = push_image(hub, cfg, r, spec).await;
     (n, resolved)
@@ -67,8 +91,13 @@ async fn many_blobs_use_few_commits_and_full_lfs_batches() {
         .await
         .unwrap();
     let cfg = config_for(&hub);
-    let (blobs, resolved, manifest) =
-        push_image(&hub, &cfg, "hf://pf-tester/many", &many_blobs(1, 600)).await;
+    let (blobs, resolved, manifest) = push_image(
+        &hub,
+        &cfg,
+        "hf://pf-tester/many",
+        &with_big_files(many_blobs(1, 600)),
+    )
+    .await;
     let s = hub.stats();
     // Files: every blob, manifest by digest and manifest.json.
     let files = blobs + 2;

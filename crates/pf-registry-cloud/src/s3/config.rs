@@ -2,6 +2,10 @@
 //! turned into a configured object_store client and the transport's tunables.
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
 use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
 use pf_registry_core::{Config, ImageRef, RegistryError, Result};
 
@@ -169,11 +173,13 @@ impl S3Config {
                 },
             )
             .with_client_options(client)
-            // object_store retries 5xx, 429, dropped connections and body
-            // reads itself; it does so with the caller's retry policy (its
-            // final 5xx is not retried again by the engine).
+            // One retry layer: the engine's, with the caller's policy, so the
+            // error reports every attempt. object_store retries nothing, and
+            // its 5xx / 429 answers come back as [`ServerStatus`] (see
+            // [`StatusConnector`]), which the transport maps to a retryable error.
+            .with_http_connector(StatusConnector)
             .with_retry(RetryConfig {
-                max_retries: config.retry.max_attempts.saturating_sub(1) as usize,
+                max_retries: 0,
                 retry_timeout: config.timeout,
                 backoff: BackoffConfig {
                     init_backoff: config.retry.initial_delay,
@@ -204,5 +210,84 @@ impl S3Config {
             settings,
             memory_units,
         })
+    }
+}
+
+/// A 5xx or 429 answer from the store, as the typed source of the
+/// object_store error the transport sees (the engine retries it).
+#[derive(Debug)]
+pub(super) struct ServerStatus {
+    /// The HTTP status code.
+    pub(super) status: u16,
+}
+
+impl std::fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server answered HTTP {}", self.status)
+    }
+}
+
+impl std::error::Error for ServerStatus {}
+
+/// A request that failed before an answer (connect, send, timeout or an
+/// interrupted exchange), as the typed source of the object_store error the
+/// transport sees (the engine retries it).
+#[derive(Debug)]
+pub(super) struct ConnectionFailure {
+    source: HttpError,
+}
+
+impl std::fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request failed ({:?})", self.source.kind())
+    }
+}
+
+impl std::error::Error for ConnectionFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// object_store's reqwest client, with connection failures marked as
+/// [`ConnectionFailure`] and 5xx and 429 answers turned into an
+/// [`HttpError`] whose source is [`ServerStatus`]: object_store 0.12 keeps
+/// the status of a failed request in a type it does not export.
+#[derive(Debug)]
+struct StatusConnector;
+
+impl HttpConnector for StatusConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(StatusService(
+            ReqwestConnector::default().connect(options)?,
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct StatusService(HttpClient);
+
+#[async_trait::async_trait]
+impl HttpService for StatusService {
+    async fn call(&self, req: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let res = self.0.execute(req).await.map_err(|e| match e.kind() {
+            // object_store's errors keep `HttpError` transparent (its source
+            // chain skips it), so the kind is carried by a type of ours.
+            kind @ (HttpErrorKind::Connect
+            | HttpErrorKind::Request
+            | HttpErrorKind::Timeout
+            | HttpErrorKind::Interrupted) => HttpError::new(kind, ConnectionFailure { source: e }),
+            _ => e,
+        })?;
+        let status = res.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(HttpError::new(
+                HttpErrorKind::Unknown,
+                ServerStatus {
+                    status: status.as_u16(),
+                },
+            ));
+        }
+        Ok(res)
     }
 }

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode};
 use pf_registry_core::lifecycle::StoredKey;
-use pf_registry_core::{layout, KeyStore, Result};
+use pf_registry_core::{layout, KeyStore, NoProgress, Result};
 
 use super::S3Transport;
 
@@ -25,9 +25,8 @@ impl S3Transport {
     }
 }
 
-#[async_trait]
-impl KeyStore for S3Transport {
-    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+impl S3Transport {
+    async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
         layout::check_key(dir)?;
         if dir == layout::LOCKS {
             // A push lists the gc records before it deduplicates: what this
@@ -52,12 +51,12 @@ impl KeyStore for S3Transport {
         Ok(out)
     }
 
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+    async fn read_key_once(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
         layout::check_key(key)?;
         self.get_bounded(key, &self.key(key), limit).await
     }
 
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    async fn write_key_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
         layout::check_key(key)?;
         self.put_small(
             key,
@@ -68,11 +67,40 @@ impl KeyStore for S3Transport {
         .await
     }
 
-    async fn delete_key(&self, key: &str) -> Result<()> {
+    async fn delete_key_once(&self, key: &str) -> Result<()> {
         layout::check_key(key)?;
         match self.store.delete(&self.key(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.map_err(key, e)),
         }
+    }
+}
+
+// object_store retries nothing (see the s3 config), and the engine does not
+// retry these, so they run under the caller's retry policy here.
+#[async_trait]
+impl KeyStore for S3Transport {
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        self.retry
+            .run("list keys", &NoProgress, || self.list_keys_once(dir))
+            .await
+    }
+
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        self.retry
+            .run("read key", &NoProgress, || self.read_key_once(key, limit))
+            .await
+    }
+
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.retry
+            .run("write key", &NoProgress, || self.write_key_once(key, bytes))
+            .await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        self.retry
+            .run("delete key", &NoProgress, || self.delete_key_once(key))
+            .await
     }
 }

@@ -68,9 +68,11 @@
 //! -> `NotFound`; `PermissionDenied` / `Unauthenticated` -> `Unauthorized`
 //! naming `s3://<bucket>` (exit code 3, no credential in the message);
 //! `Precondition` / `AlreadyExists` -> `Conflict`; other errors -> `Transport`,
-//! retryable only when an `io::Error` (connection failure) is in the source
-//! chain (object_store has already retried 5xx, 429 and dropped connections
-//! itself, as often and with the backoff `Config.retry` asks for).
+//! retryable when the source chain holds an `io::Error`, an object_store
+//! `HttpError` of kind connect / request / timeout / interrupted, or a 5xx /
+//! 429 answer. Retries have one owner, the engine, with `Config.retry`:
+//! object_store is configured to retry nothing, so a timed-out request is
+//! retried and a final error reports every attempt.
 //! object_store reports LIST failures as `Generic`, so a failed LIST is
 //! followed by a HEAD of the tag manifest whose typed error decides:
 //! credentials -> `Unauthorized`, otherwise the batch is checked with HEADs.

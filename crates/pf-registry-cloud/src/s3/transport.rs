@@ -20,7 +20,7 @@ use pf_registry_core::{
 use pf_sign::SignatureEnvelope;
 use tokio::sync::Semaphore;
 
-use super::config::{S3Config, Settings, MIN_PART, OPTIONS};
+use super::config::{ConnectionFailure, S3Config, ServerStatus, Settings, MIN_PART, OPTIONS};
 
 /// S3's limit on parts per multipart upload (kept below with some margin).
 const MAX_PARTS: u64 = 9_000;
@@ -51,6 +51,9 @@ pub struct S3Transport {
     /// Whether the store honours conditional PUT: the option, or the
     /// probe's answer, taken once per transport at the first commit.
     conditional: tokio::sync::OnceCell<bool>,
+    /// The caller's retry policy, for the key operations of `lifecycle`
+    /// (markers), which the engine does not retry itself.
+    retry: pf_registry_core::RetryPolicy,
 }
 
 impl std::fmt::Debug for S3Transport {
@@ -98,6 +101,7 @@ impl S3Transport {
             listing: Mutex::new(None),
             list_denied: AtomicBool::new(false),
             conditional: tokio::sync::OnceCell::new(),
+            retry: config.retry,
         })
     }
 
@@ -163,10 +167,10 @@ impl S3Transport {
                 format!("{what}: operation not supported by this server ({e})"),
             ),
             other => {
-                // Connection-level failures carry an io::Error in their source
-                // chain and may succeed on retry; a non-2xx status that
-                // object_store did not map has already been retried by it.
-                let retryable = has_io_source(&other);
+                // Connection-level failures, timeouts and 5xx / 429 answers
+                // may succeed on retry (object_store retries nothing; see
+                // the s3 config).
+                let retryable = is_retryable(&other);
                 let message = format!("{what}: {other}");
                 if retryable {
                     RegistryError::transient(self.backend(), message)
@@ -423,10 +427,13 @@ impl S3Transport {
     }
 }
 
-fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `e`'s source chain shows a failure worth retrying: an I/O
+/// error, a request that failed before an answer ([`ConnectionFailure`]:
+/// connect, send, timeout, interrupted), or a 5xx / 429 answer.
+fn is_retryable(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(x) = cur {
-        if x.is::<std::io::Error>() {
+        if x.is::<std::io::Error>() || x.is::<ServerStatus>() || x.is::<ConnectionFailure>() {
             return true;
         }
         cur = x.source();
@@ -616,7 +623,7 @@ impl Transport for S3Transport {
         let backend = self.backend();
         let s = res.into_stream().map(move |r| {
             r.map_err(|e| {
-                let retryable = has_io_source(&e);
+                let retryable = is_retryable(&e);
                 let message = format!("reading {what}: {e}");
                 if retryable {
                     RegistryError::transient(backend.clone(), message)

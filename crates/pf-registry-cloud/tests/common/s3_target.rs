@@ -76,8 +76,7 @@ fn open(r: &ImageRef, c: &Config) -> pf_registry_core::Result<Box<dyn Transport>
     Ok(Box::new(S3Transport::new(r, c)?))
 }
 
-/// The `s3` target on SeaweedFS. Its known gaps come from retrying inside
-/// object_store (see the s3 module docs), not in the engine.
+/// The `s3` target on SeaweedFS.
 pub fn target() -> Target {
     target_on("SeaweedFS", S3Server::start_seaweedfs)
 }
@@ -94,12 +93,4 @@ fn target_on(label: &'static str, start: fn() -> S3Server) -> Target {
         n: AtomicU32::new(0),
         label,
     })
-    .known_gap(
-        "faults::stalled_connections_time_out_and_are_retried",
-        "a request that times out is retried neither by object_store nor by the engine",
-    )
-    .known_gap(
-        "faults::failing_server_errors_report_their_attempts",
-        "object_store retries inside the transport; the error reports 1 attempt",
-    )
 }
