@@ -40,7 +40,7 @@ async fn probe_finds_seaweedfs_honours_conditional_put() {
         .await
         .expect("push");
     let marker = object_store::path::Path::from("probe/img/.pf-probe/conditional-put");
-    let cached = object_store::ObjectStore::get(&*store, &marker)
+    let cached = object_store::ObjectStoreExt::get(&*store, &marker)
         .await
         .expect("cached probe result")
         .bytes()

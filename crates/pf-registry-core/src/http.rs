@@ -29,7 +29,7 @@ mod client;
 #[cfg(feature = "http")]
 pub use classify::{classify, Class, Classify, Failure, MAX_ERROR_BODY};
 #[cfg(feature = "http")]
-pub use client::{client, send_error, CONNECT_TIMEOUT};
+pub use client::{client, install_crypto_provider, send_error, CONNECT_TIMEOUT};
 
 /// Whether `host` (`name`, `name:port`, `ip`, `ip:port`, `[v6]:port`) is loopback:
 /// `localhost`, 127.0.0.0/8 or ::1.

@@ -170,6 +170,7 @@ async fn twenty_thousand_blobs_round_trip() {
     assert_eq!(rep.blobs_uploaded as usize, img.closure.len());
     eprintln!("20k push: {:?}", t.elapsed());
     // The tag points at an index of part manifests, each under the 4 MiB limit.
+    pf_registry_core::http::install_crypto_provider();
     let body = reqwest::Client::new()
         .get(format!("{}/v2/many/blobs/manifests/v1", reg.url()))
         .header("Accept", "application/vnd.oci.image.index.v1+json")

@@ -10,6 +10,12 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "hf_rules_write";
 
+/// A reqwest client on rustls's ring provider (reqwest is built without one).
+fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 async fn create(
     h: &HubServer,
     c: &Client,
@@ -55,7 +61,7 @@ async fn commit_file_and_folder_limits() {
         .commit_file_limit(5)
         .folder_entry_limit(4);
     let h = HubServer::start(cfg).await.expect("start");
-    let c = Client::new();
+    let c = client();
     assert_eq!(create(&h, &c, "lim", "dataset", None).await, 200);
     let files = |n: usize, dir: &str| (0..n).map(|i| file(&format!("{dir}/f{i}.txt"))).collect();
     let (s, body) = commit(&h, &c, "pf-tester/lim", files(6, "a")).await;
@@ -74,7 +80,7 @@ async fn spaces_need_an_sdk() {
     let h = HubServer::start(HubConfig::with_token(TOKEN))
         .await
         .expect("start");
-    let c = Client::new();
+    let c = client();
     assert_eq!(create(&h, &c, "s1", "space", None).await, 400);
     assert_eq!(create(&h, &c, "s1", "space", Some("static")).await, 200);
 }
@@ -84,7 +90,7 @@ async fn storage_urls_refuse_an_authorization_header() {
     let h = HubServer::start(HubConfig::with_token(TOKEN))
         .await
         .expect("start");
-    let c = Client::new();
+    let c = client();
     assert_eq!(create(&h, &c, "st", "dataset", None).await, 200);
     let data = b"stored bytes";
     let oid = hex::encode(ring::digest::digest(&ring::digest::SHA256, data));
@@ -121,7 +127,7 @@ async fn storage_urls_refuse_an_authorization_header() {
 async fn rate_limit_answers_429_with_retry_after() {
     let cfg = HubConfig::with_token(TOKEN).rate_limit(3, Duration::from_secs(60));
     let h = HubServer::start(cfg).await.expect("start");
-    let c = Client::new();
+    let c = client();
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let r = c

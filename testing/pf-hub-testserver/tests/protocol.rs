@@ -14,6 +14,8 @@ async fn hub() -> (HubServer, Client) {
         .token(Token::write("hf_other", "other").org("acme"))
         .page_size(3);
     let hub = HubServer::start(cfg).await.expect("start");
+    // reqwest is built without a crypto provider: install rustls's ring one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = Client::builder()
         .redirect(redirect::Policy::none())
         .build()

@@ -131,6 +131,9 @@ impl S3Config {
             b = b.with_token(v);
         }
 
+        // object_store's reqwest client takes rustls's process-default
+        // provider: ring, installed by core (no aws-lc-rs in the build).
+        pf_registry_core::http::install_crypto_provider();
         let mut client = ClientOptions::new()
             .with_timeout(config.timeout)
             .with_allow_http(false);

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use pf_registry_core::lifecycle::StoredKey;
 use pf_registry_core::{layout, KeyStore, NoProgress, Result};
 

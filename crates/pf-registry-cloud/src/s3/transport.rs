@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+};
 use pf_digest::Digest;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
 use pf_registry_core::{
@@ -162,7 +164,7 @@ impl S3Transport {
             E::Precondition { .. } | E::AlreadyExists { .. } => {
                 RegistryError::Conflict(format!("{what} at {} was changed by a concurrent writer", self.display))
             }
-            E::NotImplemented | E::NotSupported { .. } => RegistryError::permanent(
+            E::NotImplemented { .. } | E::NotSupported { .. } => RegistryError::permanent(
                 self.backend(),
                 format!("{what}: operation not supported by this server ({e})"),
             ),

@@ -9,6 +9,20 @@ use crate::error::{RegistryError, Result};
 /// Upper bound on the connect timeout (shorter when `Config.timeout` is).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Installs rustls's `ring` crypto provider as the process default, once.
+///
+/// reqwest (feature `rustls-no-provider`) and object_store build their
+/// rustls configs from the process default, so this runs before any client
+/// is built; the build then needs no aws-lc-rs (a C library). Idempotent: a
+/// provider installed earlier (by this or by an embedder) is kept.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is already installed; that one is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The HTTP client every network backend uses: rustls with the system roots
 /// plus `config.ca_file`; a connect timeout of at most [`CONNECT_TIMEOUT`];
 /// `config.timeout` as an IDLE timeout per read (a large blob streams as long
@@ -18,8 +32,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The loopback rule is the caller's: check URLs with
 /// [`check_plain_http`](super::check_plain_http) before sending.
 pub fn client(config: &Config, backend: &str) -> Result<reqwest::Client> {
+    install_crypto_provider();
     let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
+        .tls_backend_rustls()
         .read_timeout(config.timeout)
         .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
         .pool_max_idle_per_host(16)
@@ -30,7 +45,7 @@ pub fn client(config: &Config, backend: &str) -> Result<reqwest::Client> {
         let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
             RegistryError::invalid(format!("CA file {}", ca.display()), e.to_string())
         })?;
-        b = b.add_root_certificate(cert);
+        b = b.tls_certs_merge([cert]);
     }
     b.build().map_err(|e| {
         RegistryError::permanent(backend, "building the HTTP client failed").with_source(e)
