@@ -15,6 +15,7 @@ use crate::{config, parse_ref, Cli, CliResult};
 #[derive(Subcommand, Debug)]
 pub(crate) enum LifecycleCmd {
     /// List REPO's tags: manifest digest, created time, size, signer.
+    #[command(after_help = "Example:\n  pf tags s3://bucket/agents --json")]
     Tags {
         /// Repository reference (a tag in it is ignored).
         repo: String,
@@ -23,12 +24,14 @@ pub(crate) enum LifecycleCmd {
         trust: Vec<PathBuf>,
     },
     /// The version history of REF through its parents, newest first.
+    #[command(after_help = "Example:\n  pf log file:///mnt/usb/agent:latest")]
     Log {
         /// Reference.
         reference: String,
     },
     /// Files added, removed and changed from A to B (from the fs trees; no
     /// file content is downloaded) and the bytes moving from A to B fetches.
+    #[command(after_help = "Example:\n  pf diff s3://bucket/agents:v1 s3://bucket/agents:v2")]
     Diff {
         /// The older image.
         a: String,
@@ -37,12 +40,18 @@ pub(crate) enum LifecycleCmd {
     },
     /// Delete a tag (REF with a tag, or the untagged head), or a manifest
     /// and its tags (REF@sha256:...). Blobs go at the next `pf gc`.
+    #[command(
+        after_help = "Example:\n  pf rm s3://bucket/agents:old\n  pf rm file:///mnt/usb/agent@sha256:<64 hex>"
+    )]
     Rm {
         /// Reference.
         reference: String,
     },
     /// Keep the versions a policy names and remove the other manifests and
     /// their tags (blobs go at the next `pf gc`).
+    #[command(
+        after_help = "Example:\n  pf retain s3://bucket/agents --keep-last 10 --keep-within 7d --keep-tag prod"
+    )]
     Retain {
         /// Repository reference.
         repo: String,
@@ -61,6 +70,9 @@ pub(crate) enum LifecycleCmd {
     },
     /// Delete blobs no committed manifest references, older than the grace
     /// period. Safe while pushes run (no lock; see the README).
+    #[command(
+        after_help = "Example:\n  pf gc s3://bucket/agents --dry-run\n  pf gc file:///mnt/usb/agent --grace 2h"
+    )]
     Gc {
         /// Repository reference.
         repo: String,
@@ -73,6 +85,9 @@ pub(crate) enum LifecycleCmd {
     },
     /// Check that every blob of REF is stored (exit 4 when any is missing
     /// or corrupt); with --read-data re-hash stored bytes, without restoring.
+    #[command(
+        after_help = "Example:\n  pf verify s3://bucket/agents --all --read-data-subset 10%"
+    )]
     Verify {
         /// Reference.
         reference: String,

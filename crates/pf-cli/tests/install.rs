@@ -98,20 +98,16 @@ fn deprecated_hf_repo_type_option_says_so() {
 
 #[test]
 fn every_command_help_shows_an_example() {
-    let cmds = [
-        "push",
-        "pull",
-        "cat",
-        "ls",
-        "exists",
-        "inspect",
-        "copy",
-        "keygen",
-        "completions",
-    ];
+    // Every subcommand clap knows (so a new command without an example fails).
+    let cmds: Vec<String> = pf_cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    assert!(cmds.len() >= 16, "{cmds:?}");
     for cmd in cmds {
         let o = Command::new(env!("CARGO_BIN_EXE_pf"))
-            .args([cmd, "--help"])
+            .args([cmd.as_str(), "--help"])
             .output()
             .unwrap();
         assert!(o.status.success(), "{cmd}: {}", text(&o));
