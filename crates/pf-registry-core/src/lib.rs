@@ -26,6 +26,7 @@ pub mod http;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod pack;
 pub mod progress;
 pub mod reference;
 pub mod registry;

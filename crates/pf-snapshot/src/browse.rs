@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use pf_cas::{BlobStore, CasError};
 use pf_digest::{Digest, Hasher};
-use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree};
+use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree, Piece};
 use pf_registry_core::{Manifest, PullReport, PullTarget, Registry, RegistryError, Result};
 
 use crate::restore::manifest_tree;
@@ -112,7 +112,7 @@ impl PullTarget for BrowseTarget {
         let mut wanted = HashSet::new();
         if let Some(p) = &self.path {
             let e = regular_file(&tree, p)?;
-            wanted.extend(e.pieces().iter().map(|piece| piece.blob));
+            wanted.extend(tree.pieces(e).iter().map(|piece| piece.blob));
         }
         let _ = self.tree.set(tree);
         Ok(Arc::new(Selective::new(
@@ -188,7 +188,7 @@ pub async fn cat_file(
     tree_path(path)?;
     let (pull, tree, blobs_skipped) = pull_with(registry, store.clone(), Some(path)).await?;
     let entry = regular_file(&tree, path)?;
-    let mut write = || write_file(entry, &*store, out);
+    let mut write = || write_file(&tree.pieces(entry), &*store, out);
     let bytes = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write)?,
         _ => write()?,
@@ -201,9 +201,9 @@ pub async fn cat_file(
 }
 
 /// Writes `entry`'s pieces in order from verified copies of their blobs.
-fn write_file(entry: &FsEntry, store: &dyn BlobStore, out: &mut dyn Write) -> Result<u64> {
+fn write_file(pieces: &[Piece], store: &dyn BlobStore, out: &mut dyn Write) -> Result<u64> {
     let mut written = 0;
-    for piece in entry.pieces() {
+    for piece in pieces {
         let mut blob = Verified::read(store, &piece.blob)?;
         blob.copy_range(piece.offset, piece.len, out)?;
         written += piece.len;
@@ -360,9 +360,10 @@ mod tests {
             chunks: vec![],
             target: None,
             offset: None,
+            parts: vec![],
         };
         let mut out = Vec::new();
-        let e = write_file(&entry, &store, &mut out).unwrap_err();
+        let e = write_file(&FsTree::default().pieces(&entry), &store, &mut out).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -372,7 +373,7 @@ mod tests {
         );
         assert!(out.is_empty());
         // The honest store gives the file.
-        write_file(&entry, &store.0, &mut out).unwrap();
+        write_file(&FsTree::default().pieces(&entry), &store.0, &mut out).unwrap();
         assert_eq!(out, b"original");
     }
 

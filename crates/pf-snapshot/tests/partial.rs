@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{EntryKind, FsTree, BLOB_MEDIA_TYPE, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::manifest::{EntryKind, FsTree, BLOB_MEDIA_TYPE, FS_TREE_V2_MEDIA_TYPE};
 use pf_registry_core::{
     ByteStream, CommitRequest, Config, Descriptor, DirStore, EncodedBlob, Engine, FetchedManifest,
     ImageRef, Registry, RegistryError, Result, SignedImage, Transport, UploadedBlob,
@@ -51,13 +51,10 @@ impl Transport for Counting {
 /// several chunks.
 fn chunking() -> Chunking {
     Chunking {
-        cdc_threshold: 64 << 10,
         cdc_min: 8 << 10,
         cdc_avg: 16 << 10,
         cdc_max: 32 << 10,
-        pack_file_max: 4 << 10,
-        pack_min: 6000,
-        pack_max: 7000,
+        pack_size: 7000,
     }
 }
 
@@ -124,7 +121,7 @@ impl Fixture {
             size: model.len() as u64,
         });
         let tree_layer = &snap.manifest.layers[0];
-        assert_eq!(tree_layer.media_type, FS_TREE_MEDIA_TYPE);
+        assert_eq!(tree_layer.media_type, FS_TREE_V2_MEDIA_TYPE);
         let tree_digest = tree_layer.digest;
         let tree = FsTree::from_bytes(&store.get(&tree_digest).unwrap()).unwrap();
         let repo =
@@ -144,13 +141,14 @@ impl Fixture {
         };
         // The fixture has what the tests rely on.
         let big = f.entry("big/deep/data.bin");
-        assert!(big.chunks.len() >= 3, "{} chunks", big.chunks.len());
-        let packs: HashSet<_> = ["small/a.txt", "other/x.txt"]
+        assert!(big.parts.len() >= 3, "{} chunks", big.parts.len());
+        assert!(f.tree.packs.len() >= 4, "{} packs", f.tree.packs.len());
+        let packs: HashSet<_> = ["small/a.txt", "small/c.txt"]
             .iter()
-            .map(|p| f.entry(p).blob.unwrap())
+            .map(|p| f.tree.pieces(f.entry(p))[0].blob)
             .collect();
-        assert_eq!(packs.len(), 2, "small/ and other/ share a pack");
-        assert!(f.entry("small/a.txt").offset.is_some());
+        assert_eq!(packs.len(), 2, "small/a and small/c lie in two packs");
+        assert_eq!(f.entry("small/a.txt").parts.len(), 1);
         f
     }
 
@@ -185,7 +183,7 @@ impl Fixture {
             .entries
             .iter()
             .filter(|e| under(&e.path))
-            .flat_map(|e| e.pieces())
+            .flat_map(|e| self.tree.pieces(e))
             .map(|p| p.blob)
             .collect();
         need.insert(self.tree_digest);

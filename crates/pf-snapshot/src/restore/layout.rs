@@ -248,7 +248,7 @@ impl Layout {
             parent = Some((dir, at));
             let file = self.files.len();
             let mut file_off = 0;
-            for piece in e.pieces() {
+            for piece in tree.pieces(e) {
                 self.places.entry(piece.blob).or_default().push(Place {
                     file,
                     file_off,
@@ -572,6 +572,7 @@ mod tests {
                 blob: pack,
                 size: 14,
             }],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -595,6 +596,7 @@ mod tests {
         let tree = FsTree {
             entries: vec![file("x/y", 16, good, None)],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -620,11 +622,13 @@ mod tests {
             chunks: vec![],
             target: None,
             offset: None,
+            parts: vec![],
         };
         // "c" is a file, so "c/d" cannot be created under it.
         let tree = FsTree {
             entries: vec![empty("a"), empty("c"), empty("c/d")],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("new");
@@ -656,10 +660,12 @@ mod tests {
             chunks: vec![],
             target: Some(target.into()),
             offset: None,
+            parts: vec![],
         };
         let tree = FsTree {
             entries: vec![link("u", "."), link("x", "u/..")],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let err =
@@ -704,6 +710,7 @@ mod tests {
         let tree = FsTree {
             entries: vec![a, d, f],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -737,6 +744,7 @@ mod tests {
                 .map(|i| file(&format!("f{i}"), 1 << 40, blob, None))
                 .collect(),
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");

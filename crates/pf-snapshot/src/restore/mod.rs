@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
+use pf_registry_core::manifest::is_fs_tree_media_type;
 use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
 
 pub use layout::{symlink_stays_inside, Layout};
@@ -167,16 +167,11 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
     for l in manifest
         .layers
         .iter()
-        .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
+        .filter(|l| is_fs_tree_media_type(&l.media_type))
     {
-        let t = FsTree::from_bytes(&get_verified(store, &l.digest)?)?;
-        tree.entries.extend(t.entries);
-        tree.packs.extend(t.packs);
+        // A pack listed by several layers is listed once.
+        tree.merge(FsTree::from_bytes(&get_verified(store, &l.digest)?)?);
     }
-    // A pack listed by several layers once (as the snapshot lists them);
-    // sorting keeps this linear-logarithmic in the number of packs.
-    tree.packs.sort_by_key(|p| p.blob);
-    tree.packs.dedup();
     Ok(tree)
 }
 
@@ -184,6 +179,7 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
 mod tests {
     use super::*;
     use pf_cas::MemoryStore;
+    use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
     use pf_registry_core::manifest::{Chunk, EntryKind, FsEntry, FS_LAYER_ROLE};
 
     /// A file entry of mode 0640.
@@ -197,6 +193,7 @@ mod tests {
             chunks: vec![],
             target: None,
             offset,
+            parts: vec![],
         }
     }
 
@@ -208,7 +205,12 @@ mod tests {
         let own = store.put(b"ownpack").unwrap();
         let pack = |blob, size| Chunk { blob, size };
         let layer = |entries: Vec<FsEntry>, packs: Vec<Chunk>| {
-            let bytes = FsTree { entries, packs }.to_bytes();
+            let bytes = FsTree {
+                entries,
+                packs,
+                chunk_table: vec![],
+            }
+            .to_bytes();
             Descriptor {
                 role: FS_LAYER_ROLE.into(),
                 media_type: FS_TREE_MEDIA_TYPE.into(),
@@ -281,6 +283,7 @@ mod tests {
         let planted = FsTree {
             entries: vec![file("evil", 7, evil, None)],
             packs: vec![],
+            chunk_table: vec![],
         }
         .to_bytes();
         let store = Lying(mem, digest, planted);
