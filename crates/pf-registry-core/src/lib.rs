@@ -28,11 +28,14 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod ranges;
 pub mod reference;
 pub mod registry;
 pub mod retry;
 pub mod transport;
 
+/// The byte buffer [`Transport`] reads return (re-exported for wrappers).
+pub use bytes::Bytes;
 pub use config::Config;
 pub use engine::Engine;
 pub use error::{RegistryError, Result};

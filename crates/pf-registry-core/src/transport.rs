@@ -278,6 +278,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Streams one encoded blob (named by its raw digest); `NotFound` if absent.
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream>;
 
+    /// Reads `len` bytes of one stored (encoded) blob starting at
+    /// encoded-byte `offset`. `NotFound` if the blob is absent; an error
+    /// (not short data) if the range runs past the blob's end; `len` of 0
+    /// or above [`MAX_RANGE`](crate::ranges::MAX_RANGE) is refused. The
+    /// default streams [`get_blob`](Self::get_blob) and skips to the range
+    /// ([`ranges::via_stream`](crate::ranges::via_stream)); backends with
+    /// native ranged reads override it. Callers retry through
+    /// [`ranges::read_range`](crate::ranges::read_range).
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        crate::ranges::via_stream(self, digest, offset, len).await
+    }
+
     /// Whether a manifest exists at the reference.
     async fn exists(&self) -> Result<bool> {
         match self.get_manifest().await {
@@ -371,6 +383,9 @@ impl Transport for Box<dyn Transport> {
     }
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         (**self).get_blob(digest).await
+    }
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        (**self).get_blob_range(digest, offset, len).await
     }
     async fn exists(&self) -> Result<bool> {
         (**self).exists().await

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod client;
 mod dedup;
 pub mod layout;
+mod ranged;
 mod upload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -556,6 +557,10 @@ impl Transport for OciTransport {
                 RegistryError::transient(backend.clone(), format!("reading blob body: {e}"))
             })
         })))
+    }
+
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        self.blob_range(digest, offset, len).await
     }
 
     async fn exists(&self) -> Result<bool> {

@@ -45,6 +45,15 @@ impl Transport for Counting {
         self.fetched.lock().unwrap().push(*digest);
         self.inner.get_blob(digest).await
     }
+    async fn get_blob_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<pf_registry_core::Bytes> {
+        self.fetched.lock().unwrap().push(*digest);
+        self.inner.get_blob_range(digest, offset, len).await
+    }
 }
 
 /// Small chunking so a test directory has several packs and a file of

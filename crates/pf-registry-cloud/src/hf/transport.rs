@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
+use pf_registry_core::ranges;
 use pf_registry_core::{
     layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
@@ -126,6 +127,18 @@ impl HfTransport {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// The resolve URL of a stored blob at the revision.
+    fn blob_url(&self, digest: &Digest) -> String {
+        format!(
+            "{}/{}{}/resolve/{}/{}",
+            self.endpoint,
+            self.url_prefix(),
+            self.repo_id,
+            self.rev_enc(),
+            layout::blob(digest)
+        )
     }
 
     pub(super) fn backend(&self) -> String {
@@ -368,20 +381,26 @@ impl Transport for HfTransport {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
-        let url = format!(
-            "{}/{}{}/resolve/{}/{}",
-            self.endpoint,
-            self.url_prefix(),
-            self.repo_id,
-            self.rev_enc(),
-            layout::blob(digest)
-        );
         let resp = self
-            .send(self.req(Method::GET, &url), &format!("blob {digest}"))
+            .send(
+                self.req(Method::GET, &self.blob_url(digest)),
+                &format!("blob {digest}"),
+            )
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
             r.map_err(|e| http::send_error(backend.clone(), "reading blob", e))
         })))
+    }
+
+    /// `Range` on the resolve URL; the redirect to LFS storage is followed
+    /// with the header kept (reqwest drops only credentials across hosts).
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        ranges::check(digest, offset, len)?;
+        let rb = self
+            .req(Method::GET, &self.blob_url(digest))
+            .header(reqwest::header::RANGE, ranges::header_value(offset, len));
+        let resp = self.send(rb, &format!("blob {digest}")).await?;
+        ranges::from_http(resp, self.backend(), digest, offset, len).await
     }
 }

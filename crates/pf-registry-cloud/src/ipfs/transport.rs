@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Class, Classify, Failure};
+use pf_registry_core::ranges;
 use pf_registry_core::{
     layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
@@ -412,6 +413,32 @@ impl Transport for IpfsTransport {
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
             r.map_err(|e| http::send_error(backend.clone(), "cat", e))
         })))
+    }
+
+    /// RPC: `cat` with `offset` and `length`. Gateway: the file's blocks
+    /// streamed in order, each checked against its CID as every gateway
+    /// read is, skipped to the range and stopped after it.
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        ranges::check(digest, offset, len)?;
+        let root = self.root()?;
+        if let Some(gw) = &self.gateway {
+            let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
+            return ranges::take(gw.file(cid), digest, offset, len).await;
+        }
+        let (o, l) = (offset.to_string(), len.to_string());
+        let path = format!("/ipfs/{root}/{}", layout::blob(digest));
+        let resp = self
+            .rpc(
+                "cat",
+                &[("arg", &path), ("offset", &o), ("length", &l)],
+                None,
+            )
+            .await?;
+        let backend = self.backend();
+        let body = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| http::send_error(backend.clone(), "cat", e)));
+        ranges::collect(Box::pin(body), digest, offset, len).await
     }
 
     async fn exists(&self) -> Result<bool> {
