@@ -17,8 +17,11 @@ use crate::manifest::{
     self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::pack;
+use crate::pack::chunks;
 use crate::progress::ProgressEvent;
-use crate::registry::{Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage};
+use crate::registry::{
+    ChunkRead, Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage,
+};
 use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
 
 /// Frame plans of the v2 packs being pushed (see [`pack::frame_plans`]).
@@ -558,6 +561,15 @@ impl<T: Transport> Registry for Engine<T> {
             wire_bytes_fetched: wire,
             raw_bytes_fetched: raw,
         })
+    }
+
+    async fn read_chunks(
+        &self,
+        pack: &Digest,
+        pack_size: u64,
+        pieces: &[manifest::Piece],
+    ) -> Result<ChunkRead> {
+        chunks::read(&*self.transport, &self.config, pack, pack_size, pieces).await
     }
 
     async fn inspect(&self) -> Result<Inspection> {

@@ -46,7 +46,7 @@ pub use pf_sign::{KeyId, PublicKey, SignatureEnvelope, SigningKey, TrustPolicy, 
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use reference::{HfRepoType, ImageRef, Location};
 pub use registry::{
-    Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
+    ChunkRead, Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
 };
 pub use retry::RetryPolicy;
 pub use transport::{

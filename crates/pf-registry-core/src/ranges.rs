@@ -294,9 +294,16 @@ pub async fn read_ranges(
     max_gap: u64,
 ) -> Result<Vec<Bytes>> {
     let groups = plan(wanted, max_gap)?;
-    let fetched: Vec<(usize, Bytes)> = futures::stream::iter(groups.iter().enumerate())
-        .map(|(gi, g)| async move {
-            let b = read_range(t, config, digest, g.offset, g.len).await?;
+    // Owned request tuples: the future stays `Send` for any caller (an
+    // `async_trait` method borrowing `groups` would not be).
+    let jobs: Vec<(usize, u64, u64)> = groups
+        .iter()
+        .enumerate()
+        .map(|(gi, g)| (gi, g.offset, g.len))
+        .collect();
+    let fetched: Vec<(usize, Bytes)> = futures::stream::iter(jobs)
+        .map(|(gi, offset, len)| async move {
+            let b = read_range(t, config, digest, offset, len).await?;
             Ok::<_, RegistryError>((gi, b))
         })
         .buffer_unordered(config.concurrency.max(1))

@@ -64,6 +64,7 @@
 pub mod base;
 mod browse;
 mod fsat;
+mod ranged;
 pub mod restore;
 mod select;
 pub mod snapshot;

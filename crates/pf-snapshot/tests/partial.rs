@@ -21,7 +21,31 @@ use pf_snapshot::{restore, Chunking, SnapshotOptions};
 /// The file transport, recording the digest of every blob fetched.
 struct Counting {
     inner: pf_registry_file::FileTransport,
-    fetched: Arc<Mutex<Vec<Digest>>>,
+    fetched: Arc<Log>,
+}
+
+/// What a registry fetched: whole blobs, and ranges (digest, offset, len).
+#[derive(Default)]
+struct Log {
+    whole: Mutex<Vec<Digest>>,
+    ranged: Mutex<Vec<(Digest, u64, u64)>>,
+}
+
+impl Log {
+    /// Bytes read by range from `pack`, its frame table reads (at offset
+    /// 0) excluded.
+    fn ranged_bytes(&self, pack: &Digest) -> u64 {
+        let v = self.ranged.lock().unwrap();
+        v.iter()
+            .filter(|(d, off, _)| d == pack && *off > 0)
+            .map(|r| r.2)
+            .sum()
+    }
+
+    /// Packs read by range.
+    fn ranged_packs(&self) -> BTreeSet<Digest> {
+        self.ranged.lock().unwrap().iter().map(|r| r.0).collect()
+    }
 }
 
 #[async_trait]
@@ -42,7 +66,7 @@ impl Transport for Counting {
         self.inner.get_manifest().await
     }
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
-        self.fetched.lock().unwrap().push(*digest);
+        self.fetched.whole.lock().unwrap().push(*digest);
         self.inner.get_blob(digest).await
     }
     async fn get_blob_range(
@@ -51,7 +75,11 @@ impl Transport for Counting {
         offset: u64,
         len: u64,
     ) -> Result<pf_registry_core::Bytes> {
-        self.fetched.lock().unwrap().push(*digest);
+        self.fetched
+            .ranged
+            .lock()
+            .unwrap()
+            .push((*digest, offset, len));
         self.inner.get_blob_range(digest, offset, len).await
     }
 }
@@ -166,8 +194,8 @@ impl Fixture {
     }
 
     /// A registry on the repository whose fetches land in the returned log.
-    fn registry(&self) -> (impl Registry, Arc<Mutex<Vec<Digest>>>) {
-        let fetched = Arc::new(Mutex::new(Vec::new()));
+    fn registry(&self) -> (impl Registry, Arc<Log>) {
+        let fetched = Arc::new(Log::default());
         let t = Counting {
             inner: pf_registry_file::FileTransport::new(&self.repo).unwrap(),
             fetched: fetched.clone(),
@@ -219,8 +247,9 @@ fn walk(root: &Path) -> BTreeSet<String> {
     out
 }
 
-fn log(fetched: &Mutex<Vec<Digest>>) -> BTreeSet<Digest> {
-    let v = fetched.lock().unwrap();
+/// The whole blobs fetched (each once).
+fn log(fetched: &Log) -> BTreeSet<Digest> {
+    let v = fetched.whole.lock().unwrap();
     let set: BTreeSet<Digest> = v.iter().copied().collect();
     assert_eq!(set.len(), v.len(), "a blob was fetched twice");
     set
@@ -253,10 +282,20 @@ fn include_restores_exactly_the_selection_and_fetches_only_its_blobs() {
             fs::read(f.world.join(p)).unwrap()
         );
     }
+    // The tree whole; the selection's chunks by range from their packs,
+    // nothing else.
     let got = log(&fetched);
-    assert_eq!(got, f.needed(&["small/a.txt", "big"]));
-    assert!(!got.contains(&f.model_digest));
+    assert_eq!(got, f.needed(&[]));
     assert_eq!(rep.pull.blobs_fetched, got.len() as u64);
+    let mut packs = f.needed(&["small/a.txt", "big"]);
+    packs.remove(&f.tree_digest);
+    assert_eq!(fetched.ranged_packs(), packs);
+    let a_pack = f.tree.pieces(f.entry("small/a.txt"))[0].blob;
+    let a_pack_size = f.tree.packs.iter().find(|p| p.blob == a_pack).unwrap().size;
+    assert!(
+        fetched.ranged_bytes(&a_pack) < a_pack_size,
+        "small/a.txt alone is read from its pack"
+    );
     assert!(rep.blobs_skipped > 0);
     let size = |p: &str| f.entry(p).size;
     assert_eq!(
@@ -333,7 +372,10 @@ fn cat_writes_one_file_and_fetches_only_its_blobs() {
                 .unwrap();
         assert_eq!(out, fs::read(f.world.join(path)).unwrap(), "{path}");
         assert_eq!(rep.bytes, out.len() as u64);
-        assert_eq!(log(&fetched), f.needed(&[path]), "{path}");
+        assert_eq!(log(&fetched), f.needed(&[]), "{path}: the tree whole");
+        let mut packs = f.needed(&[path]);
+        packs.remove(&f.tree_digest);
+        assert_eq!(fetched.ranged_packs(), packs, "{path}: its packs by range");
     }
     let (reg, _) = f.registry();
     let code = |p: &str| {

@@ -391,6 +391,58 @@ impl Layout {
         Ok((actual, pos))
     }
 
+    /// Writes ranges of blob `digest` read on their own (`ranges`: raw
+    /// offset to verified bytes, see [`Registry::read_chunks`]) into every
+    /// file range of that blob, and marks the blob written. Every file
+    /// range must lie within one given range.
+    ///
+    /// [`Registry::read_chunks`]: pf_registry_core::Registry::read_chunks
+    pub fn write_ranges(
+        &self,
+        digest: &Digest,
+        ranges: &std::collections::BTreeMap<u64, bytes::Bytes>,
+    ) -> Result<()> {
+        let places = self.places.get(digest).map(Vec::as_slice).unwrap_or(&[]);
+        let mut current: Option<(usize, File)> = None;
+        for p in places {
+            let src = ranges
+                .range(..=p.blob_off)
+                .next_back()
+                .and_then(|(start, b)| {
+                    let from = (p.blob_off - start) as usize;
+                    b.get(from..from + p.len as usize)
+                })
+                .ok_or_else(|| {
+                    RegistryError::invalid(
+                        format!("blob {digest}"),
+                        format!("no chunk read holds bytes {}+{}", p.blob_off, p.len),
+                    )
+                })?;
+            let f = match &current {
+                Some((i, f)) if *i == p.file => f,
+                _ => {
+                    let f = self
+                        .open_created(p.file, OFlags::WRONLY)
+                        .map_err(|e| RegistryError::io("restoring", e))?;
+                    &current.insert((p.file, f)).1
+                }
+            };
+            f.write_all_at(src, p.file_off).map_err(|e| {
+                RegistryError::io(
+                    format!(
+                        "writing into {}",
+                        self.shown(&self.files[p.file].rel).display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(*digest);
+        }
+        Ok(())
+    }
+
     /// Writes every blob not yet written from `store` (in parallel), then
     /// sets file modes, creates symlinks and sets directory modes. Returns
     /// the bytes of file content restored.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::is_fs_tree_media_type;
+use pf_registry_core::manifest::{is_fs_tree_media_type, EntryKind, FsEntry};
 use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
 
 pub use layout::{symlink_stays_inside, Layout};
@@ -100,6 +100,11 @@ pub async fn pull_into_dir(
     for p in &options.include {
         crate::select::tree_path(p)?;
     }
+    if !options.include.is_empty() {
+        if let Some(r) = pull_selection_ranged(registry, store.clone(), dest, options).await? {
+            return Ok(r);
+        }
+    }
     let target = RestoreTarget::new(dest, options.clone());
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
@@ -123,6 +128,57 @@ pub async fn pull_into_dir(
         restored_bytes: finished?,
         blobs_skipped: target.blobs_skipped(),
     })
+}
+
+/// A partial restore of a v2 image: the fs tree, then only the chunks the
+/// selection reads, by range, from packs that are not local. `None` for a
+/// v1 image or a pack stored without a frame table (the caller then
+/// fetches whole blobs).
+async fn pull_selection_ranged(
+    registry: &dyn Registry,
+    store: Arc<dyn BlobStore>,
+    dest: &Path,
+    options: &RestoreOptions,
+) -> Result<Option<RestoreReport>> {
+    let (browse, tree) = crate::pull_tree(registry, store.clone()).await?;
+    if !tree.is_v2() {
+        return Ok(None);
+    }
+    let include: Vec<&str> = options.include.iter().map(String::as_str).collect();
+    let sel = crate::select(&tree, &include)?;
+    let files: Vec<&FsEntry> = sel
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    let (fetched, whole) = crate::ranged::fetch(registry, &*store, &sel, &files).await?;
+    if !whole.is_empty() {
+        return Ok(None);
+    }
+    let (dest, options) = (dest.to_path_buf(), options.clone());
+    let restored = tokio::task::spawn_blocking(move || {
+        let layout = Layout::create(sel, &dest, &options)?;
+        let res = fetched
+            .packs
+            .iter()
+            .try_for_each(|(pack, chunks)| layout.write_ranges(pack, chunks))
+            .and_then(|()| layout.finish(&*store));
+        res.inspect_err(|_| layout.abandon())
+    })
+    .await
+    .map_err(|e| {
+        RegistryError::io(
+            "restore",
+            std::io::Error::other(format!("restore task failed: {e}")),
+        )
+    })??;
+    let mut pull = browse.pull;
+    pull.wire_bytes_fetched += fetched.wire_bytes;
+    Ok(Some(RestoreReport {
+        pull,
+        restored_bytes: restored,
+        blobs_skipped: browse.blobs_skipped,
+    }))
 }
 
 /// Restores the fs tree of `manifest` (or the part

@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+pub mod chunks;
+
 use pf_digest::Digest;
 use serde::{Deserialize, Serialize};
 
