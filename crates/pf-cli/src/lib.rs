@@ -241,6 +241,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             agent,
             parent,
             annotation,
+            chunker,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
@@ -249,6 +250,9 @@ async fn run(cli: Cli) -> CliResult<u8> {
             // file contents are read from `dir` itself while pushing.
             let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
             let mut opts = snapshot_options(&store, agent, parent, annotation)?;
+            if let Some(c) = chunker {
+                opts.chunking = *c;
+            }
             let reg = pf_registry::open(&r, &cfg)?;
             // Chunks the last push from this directory to this destination
             // sent are referenced, not sent again (format v2).

@@ -287,6 +287,14 @@ pub(crate) async fn run(cli: &Cli, cmd: &LifecycleCmd) -> CliResult<u8> {
                 if rep.deferred > 0 {
                     println!("{} left for the next run (deadline reached)", rep.deferred);
                 }
+                if rep.packs_partly_dead > 0 {
+                    println!(
+                        "{} packs still in use hold {} bytes of chunks no kept image uses; \
+                         not repacked (an image's digest covers where its chunks lie), \
+                         freed when the images using those packs are removed",
+                        rep.packs_partly_dead, rep.dead_bytes_in_live_packs
+                    );
+                }
             }
             Ok(0)
         }

@@ -81,8 +81,8 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     assert_eq!(paths("added"), ["new.txt"]);
     assert_eq!(paths("removed"), ["gone.txt"]);
     assert_eq!(paths("changed"), ["edit.bin"]);
-    // A small packed file whose pack changed: not compared (no download).
-    assert_eq!(paths("maybe_changed"), ["d/keep.txt"]);
+    // Format v2 compares files exactly by their chunk digests.
+    assert!(paths("maybe_changed").is_empty());
     assert!(diff["bytes_to_transfer"].as_u64().unwrap() >= 60_000);
 
     let v = ok(pf(&store, &["--json", "verify", &repo, "--read-data"]));
@@ -99,6 +99,13 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     assert!(would > 0);
     let g = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(g["deleted"].as_array().unwrap().len(), would);
+    // v2 chunked against v1: v1's pack still holds d/keep.txt, and also
+    // gone.txt and the old edit.bin, which no kept image uses.
+    assert_eq!(g["packs_partly_dead"], 1, "{g}");
+    assert!(
+        g["dead_bytes_in_live_packs"].as_u64().unwrap() >= 50_000,
+        "{g}"
+    );
     let again = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(again["deleted"].as_array().unwrap().len(), 0);
     let gone = pf(&store, &["pull", &at(&d1)]);

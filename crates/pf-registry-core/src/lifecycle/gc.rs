@@ -62,6 +62,14 @@ pub struct GcReport {
     pub expired_markers: usize,
     /// Nothing was deleted on purpose.
     pub dry_run: bool,
+    /// Format v2 packs still referenced that hold chunks no kept tree
+    /// uses. They are not repacked: a v2 tree addresses a chunk by its
+    /// pack and offset, and an image's digest (and signature) covers its
+    /// tree, so moving a live chunk would change every image using it.
+    pub packs_partly_dead: usize,
+    /// The bytes of those unused chunks (raw), kept until every image
+    /// referencing their packs is gone.
+    pub dead_bytes_in_live_packs: u64,
 }
 
 /// Collects garbage in the repository behind `t`. Refuses (deleting
@@ -83,6 +91,37 @@ pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
         }
     }
     res
+}
+
+/// Over the v2 fs trees among `index_blobs` (the kept images' index
+/// blobs): how many referenced packs hold bytes no tree uses, and how many
+/// such bytes.
+fn dead_in_live_packs<'a>(index_blobs: impl Iterator<Item = &'a Vec<u8>>) -> (usize, u64) {
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    let mut used: HashMap<Digest, HashSet<(u64, u64)>> = HashMap::new();
+    for raw in index_blobs {
+        let Ok(tree) = crate::manifest::FsTree::from_bytes(raw) else {
+            continue;
+        };
+        for c in &tree.chunk_table {
+            if let Some(p) = tree.packs.get(c.pack as usize) {
+                sizes.insert(p.blob, p.size);
+                used.entry(p.blob).or_default().insert((c.offset, c.size));
+            }
+        }
+    }
+    let mut partly = 0;
+    let mut dead = 0;
+    for (pack, size) in sizes {
+        // Chunks of one pack never overlap (validated), so distinct
+        // ranges add up.
+        let live: u64 = used.get(&pack).map_or(0, |r| r.iter().map(|x| x.1).sum());
+        if live < size {
+            partly += 1;
+            dead += size - live;
+        }
+    }
+    (partly, dead)
 }
 
 async fn run(
@@ -107,6 +146,7 @@ async fn run(
         })?;
         referenced.extend(c.into_iter().map(|b| b.digest));
     }
+    let (partly, dead) = dead_in_live_packs(cache.values());
     let blobs = list_blobs(t).await?;
     let cutoff = SystemTime::now()
         .checked_sub(opts.grace)
@@ -116,6 +156,8 @@ async fn run(
         blobs: blobs.len(),
         referenced: blobs.keys().filter(|d| referenced.contains(d)).count(),
         dry_run: opts.dry_run,
+        packs_partly_dead: partly,
+        dead_bytes_in_live_packs: dead,
         ..GcReport::default()
     };
     let mut doomed: Vec<(Digest, String, u64)> = Vec::new();
