@@ -79,7 +79,7 @@ impl ImageSpec {
 
     /// Writes the files into a temporary directory and snapshots it with
     /// pf-snapshot (as `pf push` does); every blob goes into `store`.
-    fn snapshot_files(&self, store: &dyn BlobStore) -> FsTree {
+    fn snapshot_files(&self, store: &dyn BlobStore, base: Option<&FsTree>) -> FsTree {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir for a test image");
         for (path, data) in &self.files {
@@ -107,7 +107,7 @@ impl ImageSpec {
             &source,
             &mut StatCache::default(),
             self.chunking(),
-            None,
+            base,
             &mut |w| panic!("test image: {w}"),
         )
         .expect("snapshot a test image");
@@ -121,6 +121,13 @@ impl ImageSpec {
 
     /// Stores every blob in `store` and builds the manifest.
     pub fn build(&self, store: &dyn BlobStore, name: &str) -> TestImage {
+        self.build_on(store, name, None)
+    }
+
+    /// [`ImageSpec::build`], chunking the files against `base` (the fs tree
+    /// of an image already pushed): chunks it holds are referenced in its
+    /// packs, which `store` does not get.
+    pub fn build_on(&self, store: &dyn BlobStore, name: &str, base: Option<&FsTree>) -> TestImage {
         let put = |b: &[u8]| store.put(b).expect("test store put");
         let mut manifest = Manifest::new(
             AgentInfo {
@@ -141,7 +148,7 @@ impl ImageSpec {
                 size: l.len() as u64,
             });
         }
-        let tree_bytes = self.snapshot_files(store).to_bytes();
+        let tree_bytes = self.snapshot_files(store, base).to_bytes();
         manifest.layers.push(Descriptor {
             role: FS_LAYER_ROLE.into(),
             media_type: FS_TREE_V2_MEDIA_TYPE.into(),
