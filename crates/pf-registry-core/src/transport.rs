@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use pf_digest::Digest;
 
 use crate::error::{RegistryError, Result};
-use crate::lifecycle::StoredKey;
+use crate::lifecycle::{RmReport, StoredKey};
 
 /// A stream of encoded bytes coming from a backend.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -314,6 +314,24 @@ pub trait Transport: Send + Sync + 'static {
         self.keys_or("deleting keys")?.delete_key(key).await
     }
 
+    /// Deletes a tag (`digest` `None`; `tag` `None` is the reference's own
+    /// or the untagged head) or, with `digest`, a manifest and the tags
+    /// pointing at it, through the backend's own API: for a backend whose
+    /// storage pf does not own ([`Transport::keys`] is `None`, e.g. an OCI
+    /// registry). [`crate::lifecycle::rm`] calls it there. `NotSupported`
+    /// by default.
+    async fn remove_reference(
+        &self,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<RmReport> {
+        let _ = (tag, digest);
+        Err(RegistryError::not_supported(
+            self.location(),
+            "deleting tags or manifests",
+        ))
+    }
+
     /// [`Transport::keys`], or `NotSupported` naming `what`.
     fn keys_or(&self, what: &str) -> Result<&dyn KeyStore> {
         self.keys()
@@ -377,5 +395,12 @@ impl Transport for Box<dyn Transport> {
     }
     fn keys(&self) -> Option<&dyn KeyStore> {
         (**self).keys()
+    }
+    async fn remove_reference(
+        &self,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<RmReport> {
+        (**self).remove_reference(tag, digest).await
     }
 }

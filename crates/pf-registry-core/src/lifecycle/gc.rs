@@ -68,6 +68,17 @@ pub struct GcReport {
 /// nothing) when a manifest, an index blob or a marker cannot be read,
 /// or when a manifest was written by a newer format.
 pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
+    if t.keys().is_none() {
+        let why = if t.location().starts_with("oci://") {
+            "`pf gc` (a registry collects its own garbage: after `pf rm`, run its collector, for distribution `registry garbage-collect --delete-untagged <config.yml>`; see the README)"
+        } else {
+            "`pf gc` (pf does not own this backend's storage)"
+        };
+        return Err(crate::error::RegistryError::not_supported(
+            t.location(),
+            why,
+        ));
+    }
     let mut record = if opts.dry_run {
         None
     } else {

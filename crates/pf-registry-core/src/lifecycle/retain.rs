@@ -24,8 +24,13 @@ pub struct RmReport {
 
 /// Deletes the tag `tag` (`None`: the untagged head), or with `digest` the
 /// manifest and every tag pointing at it. A manifest no remaining tag points
-/// at is removed with its tag. `NotFound` when nothing matches.
+/// at is removed with its tag. `NotFound` when nothing matches. On a
+/// backend without key access (OCI) the backend deletes through its own
+/// API ([`Transport::remove_reference`]).
 pub async fn rm(t: &dyn Transport, tag: Option<&str>, digest: Option<Digest>) -> Result<RmReport> {
+    if t.keys().is_none() {
+        return t.remove_reference(tag, digest).await;
+    }
     let inv = Inventory::read(t).await?;
     let target = match digest {
         Some(d) => d,
