@@ -44,8 +44,13 @@ async fn blob_and_manifest_commits_and_no_reupload() {
         "{}",
         rep.resolved
     );
-    // One commit of blobs (fewer than 100), then the manifest's commit.
-    assert_eq!(hub.stats().commits, 2, "blobs commit + manifest commit");
+    // The push marker (see pf_registry_core::lifecycle), one commit of
+    // blobs (fewer than 100), the manifest's commit, the marker's removal.
+    assert_eq!(
+        hub.stats().commits,
+        4,
+        "marker + blobs commit + manifest commit + marker removal"
+    );
     let uploads = hub.stats().lfs_uploads;
     assert_eq!(
         uploads,

@@ -359,6 +359,17 @@ pub trait KeyStore: Send + Sync {
 
     /// Deletes the object at `key`; an absent key is not an error.
     async fn delete_key(&self, key: &str) -> Result<()>;
+
+    /// Deletes every key of `keys` (absent ones are not an error), issued
+    /// at once: by default [`delete_key`](Self::delete_key) calls 8 at a
+    /// time; a backend that deletes many keys in one request (a Hub
+    /// commit) overrides it.
+    async fn delete_keys(&self, keys: &[String]) -> Result<()> {
+        for chunk in keys.chunks(8) {
+            futures::future::try_join_all(chunk.iter().map(|k| self.delete_key(k))).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
 use pf_digest::Digest;
 use serde::Serialize;
 
@@ -15,10 +14,8 @@ use crate::error::Result;
 use crate::layout;
 use crate::transport::Transport;
 
-/// Deletions issued between two renewals of the gc record.
+/// Deletions issued at once right after a renewal of the gc record.
 const BATCH: usize = 256;
-/// Deletions in flight at once.
-const CONCURRENCY: usize = 8;
 
 /// What [`gc`] may do.
 #[derive(Debug, Clone)]
@@ -156,26 +153,15 @@ async fn run(
         r.renew(t).await?;
         let (batch, tail) = rest.split_at(rest.len().min(BATCH));
         rest = tail;
-        let r = &*r;
-        let done: Vec<Option<(Digest, u64)>> = futures::stream::iter(batch)
-            .map(|(d, key, size)| async move {
-                if !r.may_delete() {
-                    return Ok(None);
-                }
-                t.delete_key(key).await?;
-                Ok::<_, crate::error::RegistryError>(Some((*d, *size)))
-            })
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        for x in done {
-            match x {
-                Some((d, size)) => {
-                    report.deleted.push(d);
-                    report.deleted_bytes += size;
-                }
-                None => report.deferred += 1,
-            }
+        if !r.may_delete() {
+            report.deferred += batch.len();
+            continue;
+        }
+        let keys: Vec<String> = batch.iter().map(|(_, k, _)| k.clone()).collect();
+        t.keys_or("deleting keys")?.delete_keys(&keys).await?;
+        for (d, _, size) in batch {
+            report.deleted.push(*d);
+            report.deleted_bytes += size;
         }
     }
     report.expired_markers = markers::remove_expired(t).await?;
