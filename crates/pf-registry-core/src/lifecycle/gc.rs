@@ -167,6 +167,7 @@ async fn run(
     report.expired_markers = markers::remove_expired(t).await?;
     // Signatures of manifests no longer stored (older than the grace: a
     // push writes its signature before its manifest).
+    let mut stale = Vec::new();
     for k in t.list_keys("signatures/sha256").await? {
         let Some(hex) = k
             .key
@@ -180,8 +181,11 @@ async fn run(
         };
         let old = k.modified.is_some_and(|m| m < cutoff);
         if old && layout::signature_by_digest(&d) == k.key && !inv.manifests.contains_key(&d) {
-            t.delete_key(&k.key).await?;
+            stale.push(k.key);
         }
+    }
+    if !stale.is_empty() {
+        t.keys_or("deleting keys")?.delete_keys(&stale).await?;
     }
     Ok(report)
 }
