@@ -98,3 +98,53 @@ async fn push_without_token_fails_fast_naming_hf_token() {
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
     assert_eq!(hub.stats().requests, 0, "must fail before any request");
 }
+
+/// Lifecycle commands on the Hub: `gc` of a repository that does not exist
+/// fails and creates nothing; `retain` removes the dropped versions in two
+/// commits (manifests, then signatures) and `gc` their blobs in one.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_creates_no_repository_and_deletes_in_few_commits() {
+    use pf_registry_core::lifecycle::{self, GcOptions, RetainPolicy};
+    let hub = start_hub(10).await;
+    let cfg = config_for(&hub);
+    let missing = ImageRef::parse("hf://pf-tester/never-pushed").unwrap();
+    let t = pf_registry_cloud::hf::HfTransport::new(&missing, &cfg).unwrap();
+    let opts = GcOptions {
+        grace: std::time::Duration::ZERO,
+        dry_run: false,
+    };
+    let res = lifecycle::gc(&t, &opts).await;
+    assert!(
+        matches!(res, Err(RegistryError::NotFound { .. })),
+        "{res:?}"
+    );
+    let kind = pf_hub_testserver::RepoType::Model;
+    assert_eq!(hub.resolve(kind, "pf-tester/never-pushed", "main"), None);
+
+    let r = ImageRef::parse("hf://pf-tester/kept").unwrap();
+    let src = Arc::new(MemoryStore::new());
+    let key = pf_registry_core::SigningKey::generate().expect("keygen");
+    for seed in 0..4 {
+        let img = ImageSpec::sample(80 + seed, 5).build(&*src, "hf");
+        pf_registry_cloud::hf::open(&r, &cfg)
+            .unwrap()
+            .push(src.clone(), &SignedImage::new(&img.manifest, Some(&key)))
+            .await
+            .expect("push");
+    }
+    let t = pf_registry_cloud::hf::HfTransport::new(&r, &cfg).unwrap();
+    hub.reset_stats();
+    let policy = RetainPolicy {
+        keep_last: Some(1),
+        ..RetainPolicy::default()
+    };
+    let kept = lifecycle::retain(&t, &policy).await.expect("retain");
+    assert_eq!(kept.removed.len(), 3);
+    assert_eq!(hub.stats().commits, 2, "manifests, then signatures");
+    hub.reset_stats();
+    let g = lifecycle::gc(&t, &opts).await.expect("gc");
+    assert!(!g.deleted.is_empty());
+    // The gc record's write and renewal, one deletion commit, the record's
+    // removal.
+    assert_eq!(hub.stats().commits, 4);
+}

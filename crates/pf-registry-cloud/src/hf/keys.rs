@@ -141,8 +141,12 @@ impl HfTransport {
 
     async fn write_key_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
         layout::check_key(key)?;
-        // A push writes its marker first: the repository may not exist yet.
-        self.ensure_repo().await?;
+        self.need_token()?;
+        // A push writes its marker first: its repository may not exist yet.
+        // Nothing else creates one (a gc of a mistyped name fails).
+        if key.starts_with("locks/push-") {
+            self.ensure_repo().await?;
+        }
         let line = if inline(key, bytes) {
             json!({"key": "file", "value": {"path": key, "content": STANDARD.encode(bytes), "encoding": "base64"}})
         } else {
