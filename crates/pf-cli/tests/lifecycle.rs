@@ -101,6 +101,14 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     assert_eq!(g["deleted"].as_array().unwrap().len(), would);
     let again = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(again["deleted"].as_array().unwrap().len(), 0);
+    // A directory keeps no history to squash: refused before any deletion.
+    let squash = pf(&store, &["gc", &repo, "--squash-history"]);
+    assert_eq!(squash.status.code(), Some(1), "{}", text(&squash));
+    assert!(
+        text(&squash).contains("keeps no history"),
+        "{}",
+        text(&squash)
+    );
     let gone = pf(&store, &["pull", &at(&d1)]);
     assert_ne!(gone.status.code(), Some(0), "removed version still pulls");
     ok(pf(

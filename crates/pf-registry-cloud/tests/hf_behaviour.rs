@@ -112,6 +112,7 @@ async fn gc_creates_no_repository_and_deletes_in_few_commits() {
     let opts = GcOptions {
         grace: std::time::Duration::ZERO,
         dry_run: false,
+        squash_history: false,
     };
     let res = lifecycle::gc(&t, &opts).await;
     assert!(
@@ -124,13 +125,17 @@ async fn gc_creates_no_repository_and_deletes_in_few_commits() {
     let r = ImageRef::parse("hf://pf-tester/kept").unwrap();
     let src = Arc::new(MemoryStore::new());
     let key = pf_registry_core::SigningKey::generate().expect("keygen");
+    let mut first = String::new();
     for seed in 0..4 {
         let img = ImageSpec::sample(80 + seed, 5).build(&*src, "hf");
-        pf_registry_cloud::hf::open(&r, &cfg)
+        let rep = pf_registry_cloud::hf::open(&r, &cfg)
             .unwrap()
             .push(src.clone(), &SignedImage::new(&img.manifest, Some(&key)))
             .await
             .expect("push");
+        if seed == 0 {
+            first = rep.resolved;
+        }
     }
     let t = pf_registry_cloud::hf::HfTransport::new(&r, &cfg).unwrap();
     hub.reset_stats();
@@ -147,4 +152,38 @@ async fn gc_creates_no_repository_and_deletes_in_few_commits() {
     // The gc record's write and renewal, one deletion commit, the record's
     // removal.
     assert_eq!(hub.stats().commits, 4);
+
+    // The deleted blobs are still in the history (and its LFS storage)
+    // until the history is squashed; then only the kept version remains.
+    let (id, head) = ("pf-tester/kept", "main");
+    let before = hub.lfs_bytes(kind, id).expect("repo");
+    assert!(hub.history_len(kind, id, head).expect("history") > 10);
+    let squash = GcOptions {
+        squash_history: true,
+        ..opts
+    };
+    let g = lifecycle::gc(&t, &squash)
+        .await
+        .expect("gc --squash-history");
+    assert!(g.squashed_history && g.deleted.is_empty());
+    assert_eq!(hub.history_len(kind, id, head), Some(1));
+    let after = hub.lfs_bytes(kind, id).expect("repo");
+    assert!(after < before, "squash freed nothing: {after} vs {before}");
+    let mut pinned = r.clone();
+    pinned.digest = Some(kept.kept[0]);
+    let pt = pf_registry_cloud::hf::HfTransport::new(&pinned, &cfg).unwrap();
+    let v = lifecycle::verify(
+        &pt,
+        &pf_registry_core::TrustPolicy::new(vec![key.public_key()]),
+        lifecycle::ReadData::All,
+    )
+    .await
+    .expect("verify");
+    assert!(v.ok() && v.blobs > 0, "{v:?}");
+    let old = ImageRef::parse(&first).unwrap();
+    let gone = pf_registry_cloud::hf::open(&old, &cfg)
+        .unwrap()
+        .pull(Arc::new(MemoryStore::new()))
+        .await;
+    assert!(gone.is_err(), "a squashed revision still pulls");
 }

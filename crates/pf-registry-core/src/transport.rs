@@ -332,6 +332,22 @@ pub trait Transport: Send + Sync + 'static {
         ))
     }
 
+    /// Whether the backend keeps what `gc` deletes in a history that
+    /// [`Transport::squash_history`] can drop (the Hub's git history).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Drops the history of the reference's branch, keeping its current
+    /// files (the Hub's super-squash): deleted files stop taking storage,
+    /// and every older revision stops resolving. `NotSupported` by default.
+    async fn squash_history(&self) -> Result<()> {
+        Err(RegistryError::not_supported(
+            self.location(),
+            "squashing history",
+        ))
+    }
+
     /// [`Transport::keys`], or `NotSupported` naming `what`.
     fn keys_or(&self, what: &str) -> Result<&dyn KeyStore> {
         self.keys()
@@ -413,5 +429,11 @@ impl Transport for Box<dyn Transport> {
         digest: Option<Digest>,
     ) -> Result<RmReport> {
         (**self).remove_reference(tag, digest).await
+    }
+    fn keeps_history(&self) -> bool {
+        (**self).keeps_history()
+    }
+    async fn squash_history(&self) -> Result<()> {
+        (**self).squash_history().await
     }
 }

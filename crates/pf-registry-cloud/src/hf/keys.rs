@@ -11,7 +11,7 @@
 //! `Conflict`, never a half image.
 //! A batch of deletions is one commit of `deletedFile` operations (at most
 //! `hf.commit_files` per commit). Deleted files stay in the repository's
-//! git history: the Hub's `super_squash` endpoint drops it (see the README).
+//! git history: `gc --squash-history` then calls the Hub's super-squash.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +55,18 @@ impl HfTransport {
                 *g = None;
             }
         }
+    }
+
+    /// The Hub's super-squash of the revision (a branch): one commit with
+    /// its current files; older commits stop resolving and LFS objects only
+    /// they named stop counting as the repository's storage.
+    pub(super) async fn super_squash(&self) -> Result<()> {
+        self.need_token()?;
+        let url = self.api(&format!("/super-squash/{}", self.rev_enc()));
+        let body = json!({"message": "pf gc: squash history"});
+        self.send(self.req(Method::POST, &url).json(&body), "super-squash")
+            .await
+            .map(drop)
     }
 
     async fn delete_commit(&self, keys: &[String]) -> Result<()> {

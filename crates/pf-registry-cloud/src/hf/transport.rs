@@ -316,6 +316,14 @@ impl Transport for HfTransport {
         Some(self)
     }
 
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    async fn squash_history(&self) -> Result<()> {
+        self.super_squash().await
+    }
+
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         self.ensure_repo().await?;
         let oid = blob.encoded_digest()?;

@@ -24,6 +24,10 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Report what would be deleted; delete nothing.
     pub dry_run: bool,
+    /// After deleting, drop the history that still holds the deleted data
+    /// (hf: the Hub's super-squash; every older revision stops resolving).
+    /// Refused up front on a backend that keeps no history.
+    pub squash_history: bool,
 }
 
 impl Default for GcOptions {
@@ -31,6 +35,7 @@ impl Default for GcOptions {
         GcOptions {
             grace: Duration::from_secs(3600),
             dry_run: false,
+            squash_history: false,
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct GcReport {
     pub expired_markers: usize,
     /// Nothing was deleted on purpose.
     pub dry_run: bool,
+    /// The history was squashed ([`GcOptions::squash_history`]).
+    pub squashed_history: bool,
 }
 
 /// Collects garbage in the repository behind `t`. Refuses (deleting
@@ -76,6 +83,12 @@ pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
             why,
         ));
     }
+    if opts.squash_history && !t.keeps_history() {
+        return Err(crate::error::RegistryError::not_supported(
+            t.location(),
+            "--squash-history (this backend keeps no history of deleted data)",
+        ));
+    }
     let mut record = if opts.dry_run {
         None
     } else {
@@ -90,7 +103,14 @@ pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
             ended?;
         }
     }
-    res
+    let mut report = res?;
+    // Last, once the gc record is gone too: the history keeps nothing gc
+    // deleted.
+    if opts.squash_history && !opts.dry_run {
+        t.squash_history().await?;
+        report.squashed_history = true;
+    }
+    Ok(report)
 }
 
 async fn run(
