@@ -154,7 +154,7 @@ fn include_restores_only_the_selection_and_fetches_only_its_blobs() {
     );
 
     // The large file and a subtree.
-    let (o, v) = env.pull("s2", "two", &["big.bin", "etc/"]);
+    let (o, _) = env.pull("s2", "two", &["big.bin", "etc/"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         walk(&env.path("two")),

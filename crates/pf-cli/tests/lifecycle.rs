@@ -108,6 +108,14 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     );
     let again = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(again["deleted"].as_array().unwrap().len(), 0);
+    // A directory keeps no history to squash: refused before any deletion.
+    let squash = pf(&store, &["gc", &repo, "--squash-history"]);
+    assert_eq!(squash.status.code(), Some(1), "{}", text(&squash));
+    assert!(
+        text(&squash).contains("keeps no history"),
+        "{}",
+        text(&squash)
+    );
     let gone = pf(&store, &["pull", &at(&d1)]);
     assert_ne!(gone.status.code(), Some(0), "removed version still pulls");
     ok(pf(
@@ -158,4 +166,46 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     // rm by digest removes the version and its head.
     let rm = ok(pf(&store, &["--json", "rm", &at(&d2)]));
     assert_eq!(rm["manifests"][0], d2.as_str());
+}
+
+/// On oci, `pf rm` deletes through the registry API (the other tag still
+/// pulls and verifies) and `pf gc` says the registry collects its garbage.
+#[test]
+fn rm_and_gc_on_a_registry() {
+    use pf_testsupport::registry::{OciAuth, OciRegistry};
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let world = tmp.path().join("world");
+    fs::create_dir_all(&world).unwrap();
+    let repo = format!("oci://{}/cli/app", reg.host);
+    for (tag, content) in [("a", "first"), ("b", "second")] {
+        fs::write(world.join("f.txt"), content).unwrap();
+        ok(pf(
+            &store,
+            &[
+                "--json",
+                "push",
+                world.to_str().unwrap(),
+                &format!("{repo}:{tag}"),
+            ],
+        ));
+    }
+    let rm = ok(pf(&store, &["--json", "rm", &format!("{repo}:a")]));
+    assert_eq!(rm["tags"][0], "a");
+    assert_eq!(rm["manifests"].as_array().unwrap().len(), 1);
+    let gone = pf(&store, &["pull", &format!("{repo}:a")]);
+    assert_eq!(gone.status.code(), Some(2), "{}", text(&gone));
+    let v = ok(pf(
+        &store,
+        &["--json", "verify", &format!("{repo}:b"), "--read-data"],
+    ));
+    assert_eq!(v["ok"], true);
+    let gc = pf(&store, &["gc", &repo]);
+    assert_eq!(gc.status.code(), Some(1), "{}", text(&gc));
+    assert!(
+        text(&gc).contains("registry garbage-collect"),
+        "{}",
+        text(&gc)
+    );
 }

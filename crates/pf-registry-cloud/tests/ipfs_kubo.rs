@@ -209,3 +209,59 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     }
     assert!(dst.list().expect("list").is_empty(), "nothing was stored");
 }
+
+/// `rm ipfs://<root>` unpins the image's root; a second `rm` (not pinned
+/// any more) and a digest the root does not hold are `NotFound`; `gc` says
+/// it is not supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rm_unpins_the_root() {
+    use pf_registry_core::lifecycle;
+    let node = IpfsServer::start();
+    let cfg = api_config(&node);
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(91, 3).build(&*src, "rm");
+    let signed = SignedImage::new(&img.manifest, None);
+    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &cfg)
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    let pinned = |root: String, node: &IpfsServer| {
+        let api = node.api.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{api}/api/v0/pin/ls"))
+                .query(&[
+                    ("arg", format!("/ipfs/{root}")),
+                    ("type", "recursive".into()),
+                ])
+                .send()
+                .await
+                .expect("pin/ls");
+            resp.status().is_success()
+        }
+    };
+    assert!(pinned(root.clone(), &node).await, "a push pins its root");
+    let r = ImageRef::parse(&pushed.resolved).expect("ref");
+    let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &cfg).expect("transport");
+    let wrong = lifecycle::rm(&t, None, Some(pf_digest::Digest::of(b"other"))).await;
+    assert!(
+        matches!(wrong, Err(RegistryError::NotFound { .. })),
+        "{wrong:?}"
+    );
+    assert!(pinned(root.clone(), &node).await, "a refused rm unpinned");
+    let rep = lifecycle::rm(&t, None, None).await.expect("rm");
+    assert_eq!(rep.manifests, vec![signed.digest()]);
+    assert!(!pinned(root.clone(), &node).await, "still pinned after rm");
+    let again = lifecycle::rm(&t, None, None).await;
+    assert!(
+        matches!(again, Err(RegistryError::NotFound { .. })),
+        "{again:?}"
+    );
+    let gc = lifecycle::gc(&t, &lifecycle::GcOptions::default()).await;
+    assert!(
+        matches!(gc, Err(RegistryError::NotSupported { .. })),
+        "{gc:?}"
+    );
+}

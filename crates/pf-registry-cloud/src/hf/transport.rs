@@ -47,6 +47,8 @@ pub struct HfTransport {
     pub(super) parent: Mutex<Option<String>>,
     /// Set once the repository is known to exist (created if needed).
     pub(super) repo_ready: tokio::sync::OnceCell<()>,
+    /// The caller's retry policy, for the key operations of `lifecycle`.
+    pub(super) retry: pf_registry_core::RetryPolicy,
 }
 
 impl std::fmt::Debug for HfTransport {
@@ -99,6 +101,7 @@ impl HfTransport {
             pending: Mutex::new(Vec::new()),
             parent: Mutex::new(None),
             repo_ready: tokio::sync::OnceCell::new(),
+            retry: config.retry,
         })
     }
 
@@ -201,7 +204,7 @@ impl HfTransport {
         Ok(out)
     }
 
-    async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
+    pub(super) async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
         let rev = self.rev_enc();
         let url = format!(
             "{}/{}{}/resolve/{rev}/{path}",
@@ -274,7 +277,7 @@ impl Classify for HfTransport {
     }
 }
 
-fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+pub(super) fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
     let link = h.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
@@ -320,6 +323,18 @@ impl Transport for HfTransport {
 
     fn max_batch(&self) -> usize {
         usize::MAX
+    }
+
+    fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
+        Some(self)
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    async fn squash_history(&self) -> Result<()> {
+        self.super_squash().await
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {

@@ -229,7 +229,7 @@ impl Classify for IpfsTransport {
 
     fn refine(&self, failure: &Failure, message: &str) -> Option<Class> {
         let lower = message.to_ascii_lowercase();
-        if ["does not exist", "no link named", "not found"]
+        if ["does not exist", "no link named", "not found", "not pinned"]
             .iter()
             .any(|m| lower.contains(m))
         {
@@ -439,6 +439,29 @@ impl Transport for IpfsTransport {
             .bytes_stream()
             .map(move |r| r.map_err(|e| http::send_error(backend.clone(), "cat", e)));
         ranges::collect(Box::pin(body), digest, offset, len).await
+    }
+
+    /// `pf rm ipfs://<root>`: unpins the image's root (`pin/rm`). A root
+    /// this node has not pinned is `NotFound`. The blobs stay while pf's
+    /// MFS dedup index holds them (see the README).
+    async fn remove_reference(
+        &self,
+        _tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<pf_registry_core::lifecycle::RmReport> {
+        let root = self.root()?.to_string();
+        let manifest = Digest::of(&self.get_manifest().await?.manifest);
+        if let Some(d) = digest.filter(|d| *d != manifest) {
+            return Err(RegistryError::not_found(format!(
+                "manifest {d} at ipfs://{root} (it holds {manifest})"
+            )));
+        }
+        self.rpc("pin/rm", &[("arg", &format!("/ipfs/{root}"))], None)
+            .await?;
+        Ok(pf_registry_core::lifecycle::RmReport {
+            tags: Vec::new(),
+            manifests: vec![manifest],
+        })
     }
 
     async fn exists(&self) -> Result<bool> {
