@@ -209,3 +209,18 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     }
     assert!(dst.list().expect("list").is_empty(), "nothing was stored");
 }
+
+/// Ranged reads through the trustless gateway alone (the conformance case
+/// runs them over the RPC API): blocks fetched and checked against their
+/// CIDs, the range taken from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ranged_reads_through_the_gateway() {
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let push = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node)).expect("open");
+    let (digest, resolved) = pf_registry_conformance::ranged::push(&push, 0x1f5).await;
+    let r = ImageRef::parse(&resolved).expect("resolved ref");
+    let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &gateway_only(&node, &key))
+        .expect("transport");
+    pf_registry_conformance::ranged::check(&t, &digest).await;
+}
