@@ -190,12 +190,14 @@ impl Gateway {
                 return Err(ranges::past_end(digest, offset, len, Some(pos)));
             };
             let (c, size) = match step {
-                Step::End(want, c) if want != pos => return Err(RegistryError::invalid(
-                    format!("ipfs {c}"),
-                    format!(
+                Step::End(want, c) if want != pos => {
+                    return Err(RegistryError::invalid(
+                        format!("ipfs {c}"),
+                        format!(
                         "its bytes end at file offset {pos}; its parent's blocksizes say {want}"
                     ),
-                )),
+                    ))
+                }
                 Step::End(..) => continue,
                 Step::Block(_, Some(n)) if pos.saturating_add(n) <= next => {
                     pos += n;
