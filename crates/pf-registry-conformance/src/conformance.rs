@@ -26,6 +26,7 @@ pub const CASES: &[(&str, bool)] = &[
     ("concurrent_pushes", false),
     ("failed_push_keeps_previous", true),
     ("rollback_under_pin", true),
+    ("ranged_reads", false),
 ];
 
 /// Runs the property `case` of [`CASES`] on `backend`.
@@ -43,6 +44,7 @@ pub async fn run(case: &str, backend: &Subject) {
         "concurrent_pushes" => concurrent_pushes(backend).await,
         "failed_push_keeps_previous" => failed_push_keeps_previous(backend).await,
         "rollback_under_pin" => rollback_under_pin(backend).await,
+        "ranged_reads" => crate::ranged::ranged_reads(backend).await,
         other => panic!("no conformance property {other}"),
     }
 }

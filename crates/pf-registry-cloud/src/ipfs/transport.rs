@@ -415,15 +415,15 @@ impl Transport for IpfsTransport {
         })))
     }
 
-    /// RPC: `cat` with `offset` and `length`. Gateway: the file's blocks
-    /// streamed in order, each checked against its CID as every gateway
-    /// read is, skipped to the range and stopped after it.
+    /// RPC: `cat` with `offset` and `length`. Gateway: only the file's
+    /// blocks that hold the range, each checked against its CID as every
+    /// gateway read is.
     async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
         ranges::check(digest, offset, len)?;
         let root = self.root()?;
         if let Some(gw) = &self.gateway {
             let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
-            return ranges::take(gw.file(cid), digest, offset, len).await;
+            return gw.range(digest, cid, offset, len).await;
         }
         let (o, l) = (offset.to_string(), len.to_string());
         let path = format!("/ipfs/{root}/{}", layout::blob(digest));
