@@ -969,7 +969,8 @@ mod tests {
 
     #[test]
     fn hostile_v2_trees_are_rejected() {
-        let bad: Vec<(&str, Box<dyn Fn(&mut FsTree)>)> = vec![
+        type Edit = Box<dyn Fn(&mut FsTree)>;
+        let bad: Vec<(&str, Edit)> = vec![
             (
                 "part out of the table",
                 Box::new(|t| t.entries[0].parts = vec![7]),
