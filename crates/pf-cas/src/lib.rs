@@ -115,6 +115,20 @@ pub trait BlobStore: Send + Sync + 'static {
             None => false,
         })
     }
+    /// The digest the named ref points to (see [`set_ref`](Self::set_ref)),
+    /// `None` if unset or the store keeps no refs (the default).
+    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+        let _ = name;
+        Ok(None)
+    }
+    /// Points the ref `name` (any string) at `digest`, replacing it; refs
+    /// let a caller find a blob by a name of its choosing (a pull records
+    /// the manifest of a pinned reference for a later offline pull).
+    /// Returns `false` if the store keeps no refs (the default).
+    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
+        let _ = (name, digest);
+        Ok(false)
+    }
 }
 
 fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
@@ -191,6 +205,7 @@ fn remove_stale_temps(dir: &Path) {
 #[derive(Default)]
 pub struct MemoryStore {
     blobs: RwLock<HashMap<Digest, Arc<[u8]>>>,
+    refs: RwLock<HashMap<String, Digest>>,
 }
 
 impl MemoryStore {
@@ -248,6 +263,15 @@ impl BlobStore for MemoryStore {
         v.sort();
         Ok(v)
     }
+    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+        let refs = self.refs.read().unwrap_or_else(|p| p.into_inner());
+        Ok(refs.get(name).copied())
+    }
+    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
+        let mut refs = self.refs.write().unwrap_or_else(|p| p.into_inner());
+        refs.insert(name.to_string(), *digest);
+        Ok(true)
+    }
 }
 
 /// When a [`DirStore`] makes new blobs durable.
@@ -263,7 +287,8 @@ pub enum Durability {
     Deferred,
 }
 
-/// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, temp files in
+/// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, refs at
+/// `root/refs/<sha256 of the name>` (holding the digest), temp files in
 /// `root/tmp`. Writes go to a unique temp file, are fsynced (see
 /// [`Durability`]) and renamed into place, so readers never see partial
 /// blobs and concurrent writers of the same blob (threads or processes) are
@@ -383,6 +408,12 @@ impl DirStore {
         Ok((n == meta.len() && h.finish() == *digest).then_some(n))
     }
 
+    fn ref_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("refs")
+            .join(Digest::of(name.as_bytes()).hex())
+    }
+
     fn temp(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io_err("creating temp file"))
     }
@@ -488,6 +519,32 @@ impl BlobStore for DirStore {
         out.sort();
         Ok(out)
     }
+    /// A ref file that does not hold a digest reads as unset.
+    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+        match fs::read_to_string(self.ref_path(name)) {
+            Ok(t) => Ok(Digest::parse(t.trim()).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CasError::Io {
+                context: format!("reading ref {name:?}"),
+                source: e,
+            }),
+        }
+    }
+    /// Written to a temp file, fsynced and renamed into place.
+    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
+        let dir = self.root.join("refs");
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let mut tmp = self.temp()?;
+        tmp.write_all(format!("{digest}\n").as_bytes())
+            .map_err(io_err("writing ref"))?;
+        tmp.as_file().sync_all().map_err(io_err("fsync ref"))?;
+        tmp.persist(self.ref_path(name)).map_err(|e| CasError::Io {
+            context: format!("renaming ref {name:?} into place"),
+            source: e.error,
+        })?;
+        sync_dir(&dir)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +574,27 @@ mod tests {
             assert!(!s.has(&missing).unwrap());
             assert!(matches!(s.open(&missing), Err(CasError::NotFound(_))));
         }
+    }
+
+    #[test]
+    fn refs_point_at_digests_and_are_replaced() {
+        let (dir, stores) = stores();
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        for s in stores {
+            assert_eq!(s.get_ref("hf x@1").unwrap(), None);
+            assert!(s.set_ref("hf x@1", &a).unwrap());
+            assert!(s.set_ref("other", &b).unwrap());
+            assert_eq!(s.get_ref("hf x@1").unwrap(), Some(a));
+            assert!(s.set_ref("hf x@1", &b).unwrap());
+            assert_eq!(s.get_ref("hf x@1").unwrap(), Some(b));
+            // Refs are not blobs.
+            assert!(s.list().unwrap().is_empty());
+        }
+        // A DirStore's refs outlive the handle; a garbled one reads as unset.
+        let ds = DirStore::open(dir.path().join("s")).unwrap();
+        assert_eq!(ds.get_ref("other").unwrap(), Some(b));
+        std::fs::write(ds.ref_path("other"), "garbage").unwrap();
+        assert_eq!(ds.get_ref("other").unwrap(), None);
     }
 
     #[test]

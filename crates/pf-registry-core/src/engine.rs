@@ -16,13 +16,16 @@ use crate::error::{RegistryError, Result};
 use crate::manifest::{
     self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES,
 };
+use crate::offline;
 use crate::pack;
 use crate::pack::chunks;
 use crate::progress::ProgressEvent;
 use crate::registry::{
     ChunkRead, Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage,
 };
-use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
+use crate::transport::{
+    CommitBlob, CommitRequest, FetchedManifest, LocalManifests, Transport, UploadedBlob,
+};
 
 /// Frame plans of the v2 packs being pushed (see [`pack::frame_plans`]).
 type Plans = std::collections::HashMap<Digest, Vec<u64>>;
@@ -54,17 +57,41 @@ impl<T: Transport> Engine<T> {
         self.config.concurrency.max(1)
     }
 
+    /// What barred the network, if the transport is offline (see [`offline`]).
+    fn offline_switch(&self) -> Option<String> {
+        self.transport.local_manifests().and_then(|l| l.offline)
+    }
+
+    /// Fetches the manifest (offline: reads it from `store`, see
+    /// [`offline`]) and verifies it.
     async fn fetch_manifest_verified(
         &self,
+        store: Option<&Arc<dyn BlobStore>>,
     ) -> Result<(FetchedManifest, pf_sign::Verification, Manifest)> {
-        let t = self.transport.clone();
-        let fetched = self
-            .config
-            .retry
-            .run("fetch manifest", &*self.config.progress, || {
-                t.get_manifest()
-            })
-            .await?;
+        let local = self.transport.local_manifests();
+        let fetched = match (local, store) {
+            (
+                Some(LocalManifests {
+                    offline: Some(switch),
+                    revision,
+                    ..
+                }),
+                Some(store),
+            ) => {
+                let (st, pin, loc) = (store.clone(), self.pin, self.transport.location());
+                blocking(move || offline::load(&*st, pin, revision.as_deref(), &switch, &loc))
+                    .await?
+            }
+            _ => {
+                let t = self.transport.clone();
+                self.config
+                    .retry
+                    .run("fetch manifest", &*self.config.progress, || {
+                        t.get_manifest()
+                    })
+                    .await?
+            }
+        };
         if fetched.manifest.len() > MAX_MANIFEST_BYTES {
             return Err(RegistryError::invalid(
                 "manifest",
@@ -470,8 +497,10 @@ impl<T: Transport> Registry for Engine<T> {
         store: Arc<dyn BlobStore>,
         target: &dyn PullTarget,
     ) -> Result<PullReport> {
-        let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
+        let (fetched, verification, manifest) = self.fetch_manifest_verified(Some(&store)).await?;
         let manifest_digest = Digest::of(&fetched.manifest);
+        let offline = self.offline_switch();
+        let location = self.transport.location();
 
         // Phase 1: the index layers (fs trees, KV page lists). Other layers
         // are data like the index children: phase 2 fetches them through
@@ -506,6 +535,9 @@ impl<T: Transport> Registry for Engine<T> {
             Ok((need, layers))
         })
         .await?;
+        if let (Some(switch), false) = (&offline, need1.is_empty()) {
+            return Err(offline::missing(&need1, switch, &location));
+        }
         self.config.progress.on_event(&ProgressEvent::Plan {
             op: "pull",
             blobs: need1.len() as u64,
@@ -540,6 +572,9 @@ impl<T: Transport> Registry for Engine<T> {
             Ok((closure, need))
         })
         .await?;
+        if let (Some(switch), false) = (&offline, need2.is_empty()) {
+            return Err(offline::missing(&need2, switch, &location));
+        }
         self.config.progress.on_event(&ProgressEvent::PlanGrew {
             blobs: need2.len() as u64,
             bytes: need2.iter().filter_map(|b| b.size).sum(),
@@ -548,6 +583,21 @@ impl<T: Transport> Registry for Engine<T> {
         let (w2, r2) = self.fetch_blobs(&data, need2, &budget).await?;
         wire += w2;
         raw += r2;
+
+        // Keep the manifest for a later offline pull (best effort: the
+        // pull itself succeeded).
+        if let Some(LocalManifests {
+            offline: None,
+            revision,
+            ..
+        }) = self.transport.local_manifests()
+        {
+            let (st, f) = (store.clone(), fetched.clone());
+            let kept = blocking(move || offline::record(&*st, &f, revision.as_deref())).await;
+            if let Err(e) = kept {
+                tracing::warn!("cannot keep the manifest of {location} for offline pulls: {e}");
+            }
+        }
 
         Ok(PullReport {
             manifest,
@@ -573,7 +623,7 @@ impl<T: Transport> Registry for Engine<T> {
     }
 
     async fn inspect(&self) -> Result<Inspection> {
-        let (fetched, verification, manifest) = self.fetch_manifest_verified().await?;
+        let (fetched, verification, manifest) = self.fetch_manifest_verified(None).await?;
         Ok(Inspection {
             manifest,
             manifest_digest: Digest::of(&fetched.manifest),

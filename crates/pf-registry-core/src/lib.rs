@@ -26,6 +26,7 @@ pub mod http;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod offline;
 pub mod pack;
 pub mod progress;
 pub mod ranges;
@@ -50,6 +51,6 @@ pub use registry::{
 };
 pub use retry::RetryPolicy;
 pub use transport::{
-    ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, KeyStore, Transport,
-    UploadedBlob,
+    ByteStream, CommitBlob, CommitRequest, EncodedBlob, FetchedManifest, KeyStore, LocalManifests,
+    Transport, UploadedBlob,
 };

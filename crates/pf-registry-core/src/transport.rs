@@ -232,6 +232,27 @@ pub struct FetchedManifest {
     pub pin_verified: bool,
 }
 
+/// A transport's offline mode (see [`Transport::local_manifests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalManifests {
+    /// `Some(switch)` when the network is barred, naming what barred it
+    /// (`HF_HUB_OFFLINE`): a pull then reads the manifest and every blob
+    /// from the local store and fails rather than connect.
+    pub offline: Option<String>,
+    /// A name for the immutable revision the transport reads (a Hub
+    /// commit id, with the endpoint and repository), under which a pull
+    /// records its manifest; `None` if the revision can move (a branch).
+    pub revision: Option<String>,
+}
+
+impl LocalManifests {
+    /// Online (`offline` `None`) or offline, reading `revision`.
+    pub fn new(offline: Option<String>, revision: Option<String>) -> Self {
+        LocalManifests { offline, revision }
+    }
+}
+
 /// The thin per-backend transport the shared engine drives.
 ///
 /// Implementations move bytes; they never decide what to move. All methods
@@ -253,6 +274,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Directory where the engine should spool encoded blobs so that
     /// [`put_blob`](Self::put_blob) can rename instead of copy.
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Whether pulls through this transport keep their manifest in the
+    /// local store for a later pull without the network, and whether this
+    /// one is such a pull (see [`crate::offline`]). `None` (the default):
+    /// the backend has no offline mode and nothing is recorded.
+    fn local_manifests(&self) -> Option<LocalManifests> {
         None
     }
 
@@ -416,6 +445,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn wants_encoded_digest(&self) -> bool {
         (**self).wants_encoded_digest()
+    }
+    fn local_manifests(&self) -> Option<LocalManifests> {
+        (**self).local_manifests()
     }
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         (**self).put_blob(blob).await

@@ -42,6 +42,9 @@ pub(super) struct HfConfig {
     pub(super) commit_files: usize,
     /// The SDK a created Space gets (`hf.space_sdk`, default `static`).
     pub(super) space_sdk: String,
+    /// `HF_HUB_OFFLINE`: no request leaves pf; pinned pulls are served
+    /// from the local store.
+    pub(super) offline: bool,
 }
 
 /// A token and a description of where it came from (or where pf looked).
@@ -131,8 +134,7 @@ pub(super) fn offline(env: &dyn Fn(&str) -> Option<String>) -> bool {
 impl HfConfig {
     /// Reads options (which win) and the environment for a repository of
     /// `ref_type`; checks the repo type and the plain-HTTP rule, and that no
-    /// unknown key was given. `HF_HUB_OFFLINE` makes this fail: pf then
-    /// never contacts the Hub, and a manifest is never local.
+    /// unknown key was given.
     pub(super) fn from_config(config: &Config, ref_type: HfRepoType) -> Result<HfConfig> {
         Self::from_env(config, ref_type, &|k| std::env::var(k).ok())
     }
@@ -151,16 +153,6 @@ impl HfConfig {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
             .trim_end_matches('/')
             .to_string();
-        if offline(&env) {
-            return Err(RegistryError::permanent(
-                "hf",
-                format!(
-                    "HF_HUB_OFFLINE is set, so pf does not contact {endpoint}; pf keeps no \
-                     Hub manifest locally, so nothing can be pulled offline: unset \
-                     HF_HUB_OFFLINE"
-                ),
-            ));
-        }
         let repo_type = match config.option("hf.repo_type") {
             None => ref_type,
             Some(v) => {
@@ -222,6 +214,7 @@ impl HfConfig {
             public: config.flag("hf.public", false),
             commit_files,
             space_sdk,
+            offline: offline(&env),
         })
     }
 }
@@ -317,14 +310,22 @@ mod tests {
     }
 
     #[test]
-    fn offline_refuses_the_network() {
+    fn offline_switch_values() {
         for v in ["1", "true", "ON", "yes"] {
-            let Err(e) = cfg(&env_of(&[("HF_HUB_OFFLINE", v.into())])) else {
-                panic!("HF_HUB_OFFLINE={v} ignored");
-            };
-            assert!(e.to_string().contains("HF_HUB_OFFLINE"), "{e}");
+            assert!(
+                cfg(&env_of(&[("HF_HUB_OFFLINE", v.into())]))
+                    .unwrap()
+                    .offline
+            );
         }
-        assert!(cfg(&env_of(&[("HF_HUB_OFFLINE", "0".into())])).is_ok());
+        for v in ["0", "", "false"] {
+            assert!(
+                !cfg(&env_of(&[("HF_HUB_OFFLINE", v.into())]))
+                    .unwrap()
+                    .offline
+            );
+        }
+        assert!(!cfg(&env_of(&[])).unwrap().offline);
     }
 
     #[test]

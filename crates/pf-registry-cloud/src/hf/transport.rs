@@ -11,8 +11,8 @@ use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
 use pf_registry_core::ranges;
 use pf_registry_core::{
-    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef,
+    LocalManifests, Location, RegistryError, Result, Transport, UploadedBlob,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
@@ -49,6 +49,8 @@ pub struct HfTransport {
     pub(super) repo_ready: tokio::sync::OnceCell<()>,
     /// The caller's retry policy, for the key operations of `lifecycle`.
     pub(super) retry: pf_registry_core::RetryPolicy,
+    /// `HF_HUB_OFFLINE`: every request fails before it is sent.
+    offline: bool,
 }
 
 impl std::fmt::Debug for HfTransport {
@@ -84,6 +86,7 @@ impl HfTransport {
             public,
             commit_files,
             space_sdk,
+            offline,
         } = HfConfig::from_config(config, *repo_type)?;
         Ok(HfTransport {
             http: http::client(config, "hf")?,
@@ -102,6 +105,7 @@ impl HfTransport {
             parent: Mutex::new(None),
             repo_ready: tokio::sync::OnceCell::new(),
             retry: config.retry,
+            offline,
         })
     }
 
@@ -165,6 +169,17 @@ impl HfTransport {
     /// Sends `rb`; a non-success answer becomes a typed error through the
     /// shared classifier (see the [`Classify`] impl below).
     pub(super) async fn send(&self, rb: RequestBuilder, what: &str) -> Result<Response> {
+        if self.offline {
+            return Err(RegistryError::permanent(
+                self.backend(),
+                format!(
+                    "{what}: HF_HUB_OFFLINE is set, so pf does not contact {} (only a pull \
+                     of a commit id or @sha256: digest pulled before works offline, from the \
+                     local store)",
+                    self.endpoint
+                ),
+            ));
+        }
         let resp = rb
             .send()
             .await
@@ -323,6 +338,16 @@ impl Transport for HfTransport {
 
     fn max_batch(&self) -> usize {
         usize::MAX
+    }
+
+    /// Pulls keep their manifest locally; a commit id is an immutable revision.
+    fn local_manifests(&self) -> Option<LocalManifests> {
+        let r = &self.revision;
+        let commit = r.len() == 40 && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        Some(LocalManifests::new(
+            self.offline.then(|| "HF_HUB_OFFLINE".to_string()),
+            commit.then(|| format!("hf {} {}", self.endpoint, self.location())),
+        ))
     }
 
     fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
