@@ -115,18 +115,19 @@ pub trait BlobStore: Send + Sync + 'static {
             None => false,
         })
     }
-    /// The digest the named ref points to (see [`set_ref`](Self::set_ref)),
-    /// `None` if unset or the store keeps no refs (the default).
-    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
+    /// The value stored under `name` by [`put_named`](Self::put_named),
+    /// `None` if unset or the store keeps no named values (the default).
+    fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let _ = name;
         Ok(None)
     }
-    /// Points the ref `name` (any string) at `digest`, replacing it; refs
-    /// let a caller find a blob by a name of its choosing (a pull records
-    /// the manifest of a pinned reference for a later offline pull).
-    /// Returns `false` if the store keeps no refs (the default).
-    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
-        let _ = (name, digest);
+    /// Stores a small `value` under `name` (any string), replacing it.
+    /// Named values live beside the blobs, not among them ([`list`](Self::list)
+    /// never shows them): a pull keeps the manifest of a pinned reference
+    /// there for a later offline pull. Returns `false` if the store keeps
+    /// no named values (the default).
+    fn put_named(&self, name: &str, value: &[u8]) -> Result<bool> {
+        let _ = (name, value);
         Ok(false)
     }
 }
@@ -205,7 +206,7 @@ fn remove_stale_temps(dir: &Path) {
 #[derive(Default)]
 pub struct MemoryStore {
     blobs: RwLock<HashMap<Digest, Arc<[u8]>>>,
-    refs: RwLock<HashMap<String, Digest>>,
+    named: RwLock<HashMap<String, Arc<[u8]>>>,
 }
 
 impl MemoryStore {
@@ -263,16 +264,19 @@ impl BlobStore for MemoryStore {
         v.sort();
         Ok(v)
     }
-    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
-        let refs = self.refs.read().unwrap_or_else(|p| p.into_inner());
-        Ok(refs.get(name).copied())
+    fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let named = self.named.read().unwrap_or_else(|p| p.into_inner());
+        Ok(named.get(name).map(|v| v.to_vec()))
     }
-    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
-        let mut refs = self.refs.write().unwrap_or_else(|p| p.into_inner());
-        refs.insert(name.to_string(), *digest);
+    fn put_named(&self, name: &str, value: &[u8]) -> Result<bool> {
+        let mut named = self.named.write().unwrap_or_else(|p| p.into_inner());
+        named.insert(name.to_string(), Arc::from(value));
         Ok(true)
     }
 }
+
+/// The largest named value a [`DirStore`] reads back.
+pub const MAX_NAMED_BYTES: u64 = 64 << 20;
 
 /// When a [`DirStore`] makes new blobs durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,9 +291,8 @@ pub enum Durability {
     Deferred,
 }
 
-/// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, refs at
-/// `root/refs/<sha256 of the name>` (holding the digest), temp files in
-/// `root/tmp`. Writes go to a unique temp file, are fsynced (see
+/// An on-disk store: blobs at `root/sha256/<aa>/<hex>`, named values at
+/// `root/named/<sha256 of the name>`, temp files in `root/tmp`. Writes go to a unique temp file, are fsynced (see
 /// [`Durability`]) and renamed into place, so readers never see partial
 /// blobs and concurrent writers of the same blob (threads or processes) are
 /// safe.
@@ -408,9 +411,9 @@ impl DirStore {
         Ok((n == meta.len() && h.finish() == *digest).then_some(n))
     }
 
-    fn ref_path(&self, name: &str) -> PathBuf {
+    fn named_path(&self, name: &str) -> PathBuf {
         self.root
-            .join("refs")
+            .join("named")
             .join(Digest::of(name.as_bytes()).hex())
     }
 
@@ -519,29 +522,46 @@ impl BlobStore for DirStore {
         out.sort();
         Ok(out)
     }
-    /// A ref file that does not hold a digest reads as unset.
-    fn get_ref(&self, name: &str) -> Result<Option<Digest>> {
-        match fs::read_to_string(self.ref_path(name)) {
-            Ok(t) => Ok(Digest::parse(t.trim()).ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CasError::Io {
-                context: format!("reading ref {name:?}"),
-                source: e,
-            }),
+    /// Reads at most [`MAX_NAMED_BYTES`]; a longer file is an error.
+    fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.named_path(name);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(CasError::Io {
+                    context: format!("opening {}", path.display()),
+                    source: e,
+                })
+            }
+        };
+        let mut v = Vec::new();
+        f.take(MAX_NAMED_BYTES + 1)
+            .read_to_end(&mut v)
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        if v.len() as u64 > MAX_NAMED_BYTES {
+            return Err(CasError::Io {
+                context: format!("reading {}", path.display()),
+                source: io::Error::other(format!("larger than {MAX_NAMED_BYTES} bytes")),
+            });
         }
+        Ok(Some(v))
     }
     /// Written to a temp file, fsynced and renamed into place.
-    fn set_ref(&self, name: &str, digest: &Digest) -> Result<bool> {
-        let dir = self.root.join("refs");
+    fn put_named(&self, name: &str, value: &[u8]) -> Result<bool> {
+        let dir = self.root.join("named");
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let mut tmp = self.temp()?;
-        tmp.write_all(format!("{digest}\n").as_bytes())
-            .map_err(io_err("writing ref"))?;
-        tmp.as_file().sync_all().map_err(io_err("fsync ref"))?;
-        tmp.persist(self.ref_path(name)).map_err(|e| CasError::Io {
-            context: format!("renaming ref {name:?} into place"),
-            source: e.error,
-        })?;
+        tmp.write_all(value)
+            .map_err(io_err("writing a named value"))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync a named value"))?;
+        tmp.persist(self.named_path(name))
+            .map_err(|e| CasError::Io {
+                context: format!("renaming {name:?} into place"),
+                source: e.error,
+            })?;
         sync_dir(&dir)?;
         Ok(true)
     }
@@ -577,24 +597,24 @@ mod tests {
     }
 
     #[test]
-    fn refs_point_at_digests_and_are_replaced() {
+    fn named_values_are_replaced_and_not_blobs() {
         let (dir, stores) = stores();
-        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
         for s in stores {
-            assert_eq!(s.get_ref("hf x@1").unwrap(), None);
-            assert!(s.set_ref("hf x@1", &a).unwrap());
-            assert!(s.set_ref("other", &b).unwrap());
-            assert_eq!(s.get_ref("hf x@1").unwrap(), Some(a));
-            assert!(s.set_ref("hf x@1", &b).unwrap());
-            assert_eq!(s.get_ref("hf x@1").unwrap(), Some(b));
-            // Refs are not blobs.
+            assert_eq!(s.get_named("hf x@1").unwrap(), None);
+            assert!(s.put_named("hf x@1", b"one").unwrap());
+            assert!(s.put_named("other", b"").unwrap());
+            assert_eq!(s.get_named("hf x@1").unwrap().as_deref(), Some(&b"one"[..]));
+            assert!(s.put_named("hf x@1", b"two").unwrap());
+            assert_eq!(s.get_named("hf x@1").unwrap().as_deref(), Some(&b"two"[..]));
+            assert_eq!(s.get_named("other").unwrap().as_deref(), Some(&b""[..]));
             assert!(s.list().unwrap().is_empty());
         }
-        // A DirStore's refs outlive the handle; a garbled one reads as unset.
+        // A DirStore's values outlive the handle.
         let ds = DirStore::open(dir.path().join("s")).unwrap();
-        assert_eq!(ds.get_ref("other").unwrap(), Some(b));
-        std::fs::write(ds.ref_path("other"), "garbage").unwrap();
-        assert_eq!(ds.get_ref("other").unwrap(), None);
+        assert_eq!(
+            ds.get_named("hf x@1").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! `HF_HUB_OFFLINE`; see [`Transport::local_manifests`](crate::Transport::local_manifests)).
 //!
 //! Every online pull through such a backend keeps the manifest and its
-//! signature in the local store as blobs, with a small record blob
-//! (`{"manifest": digest, "signature": digest | null}`) that two refs of
-//! the store name: one by the manifest digest, one by the immutable
-//! revision the transport read (a Hub commit id), if it read one.
+//! signature as named values of the local store (beside the blobs, see
+//! [`BlobStore::put_named`]): the manifest bytes and the signature bytes
+//! (empty: unsigned) under the manifest digest, and the manifest digest
+//! under the immutable revision the transport read (a Hub commit id), if
+//! it read one.
 //!
-//! An offline pull finds the record through the reference's `@sha256:`
-//! pin, else through that revision; checks every byte against its digest;
-//! then verifies the signature and the pin exactly as for fetched bytes. A
+//! An offline pull finds the manifest through the reference's `@sha256:`
+//! pin, else through that revision; checks it against its digest; then
+//! verifies the signature and the pin exactly as for fetched bytes. A
 //! reference that names neither (a branch or tag, which may have moved
 //! since) is refused, and so is a pull that would need a blob the store
 //! lacks: nothing is fetched.
@@ -17,29 +18,23 @@
 use bytes::Bytes;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{RegistryError, Result};
 use crate::manifest::{ClosureBlob, MAX_MANIFEST_BYTES};
 use crate::transport::FetchedManifest;
 
 /// Largest signature envelope kept or read.
-const MAX_SIGNATURE_BYTES: u64 = 64 * 1024;
-/// Largest record blob read.
-const MAX_RECORD_BYTES: u64 = 4096;
+const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
 
-/// What a ref names: the pulled manifest and its signature.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    manifest: Digest,
-    signature: Option<Digest>,
-}
-
-fn by_digest(d: &Digest) -> String {
+fn manifest_name(d: &Digest) -> String {
     format!("pf.pulled.manifest {d}")
 }
 
-fn by_revision(r: &str) -> String {
+fn signature_name(d: &Digest) -> String {
+    format!("pf.pulled.signature {d}")
+}
+
+fn revision_name(r: &str) -> String {
     format!("pf.pulled.revision {r}")
 }
 
@@ -50,20 +45,15 @@ pub fn record(
     fetched: &FetchedManifest,
     revision: Option<&str>,
 ) -> Result<()> {
-    let manifest = store.put(&fetched.manifest)?;
-    let signature = match &fetched.signature {
-        Some(s) if s.len() as u64 <= MAX_SIGNATURE_BYTES => Some(store.put(s)?),
-        _ => None,
+    let d = Digest::of(&fetched.manifest);
+    let sig = match &fetched.signature {
+        Some(s) if s.len() <= MAX_SIGNATURE_BYTES => &s[..],
+        _ => &[],
     };
-    let bytes = serde_json::to_vec(&Record {
-        manifest,
-        signature,
-    })
-    .map_err(|e| RegistryError::invalid("pull record", e.to_string()))?;
-    let rec = store.put(&bytes)?;
-    store.set_ref(&by_digest(&manifest), &rec)?;
+    store.put_named(&manifest_name(&d), &fetched.manifest)?;
+    store.put_named(&signature_name(&d), sig)?;
     if let Some(r) = revision {
-        store.set_ref(&by_revision(r), &rec)?;
+        store.put_named(&revision_name(r), d.to_string().as_bytes())?;
     }
     Ok(())
 }
@@ -77,9 +67,23 @@ pub fn load(
     switch: &str,
     location: &str,
 ) -> Result<FetchedManifest> {
-    let name = match (pin, revision) {
-        (Some(d), _) => by_digest(&d),
-        (None, Some(r)) => by_revision(r),
+    let not_local = || {
+        RegistryError::not_found(format!(
+            "manifest of {location} in the local store ({switch} is set, so pf does not ask \
+             the backend; pull it once with the network)"
+        ))
+    };
+    let d = match (pin, revision) {
+        (Some(d), _) => d,
+        (None, Some(r)) => {
+            let v = store.get_named(&revision_name(r))?.ok_or_else(not_local)?;
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|t| Digest::parse(t).ok())
+                .ok_or_else(|| {
+                    RegistryError::invalid(format!("local record of {location}"), "not a digest")
+                })?
+        }
         (None, None) => {
             return Err(RegistryError::BadReference {
                 input: location.to_string(),
@@ -91,22 +95,27 @@ pub fn load(
             })
         }
     };
-    let not_local = || {
-        RegistryError::not_found(format!(
-            "manifest of {location} in the local store ({switch} is set, so pf does not ask \
-             the backend; pull it once with the network)"
-        ))
-    };
-    let rec = store.get_ref(&name)?.ok_or_else(not_local)?;
-    let rec: Record = serde_json::from_slice(&checked(store, &rec, MAX_RECORD_BYTES)?)
-        .map_err(|e| RegistryError::invalid(format!("pull record {rec}"), e.to_string()))?;
-    let manifest = checked(store, &rec.manifest, MAX_MANIFEST_BYTES as u64)?;
-    let signature = match rec.signature {
-        Some(d) => Some(checked(store, &d, MAX_SIGNATURE_BYTES)?),
-        None => None,
-    };
+    let manifest = store.get_named(&manifest_name(&d))?.ok_or_else(not_local)?;
+    if manifest.len() > MAX_MANIFEST_BYTES {
+        return Err(RegistryError::invalid(
+            format!("local manifest {d}"),
+            format!("larger than {MAX_MANIFEST_BYTES} bytes"),
+        ));
+    }
+    let actual = Digest::of(&manifest);
+    if actual != d {
+        return Err(RegistryError::Integrity {
+            what: format!("local manifest of {location}"),
+            expected: d,
+            actual,
+        });
+    }
+    let signature = store
+        .get_named(&signature_name(&d))?
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SIGNATURE_BYTES)
+        .map(Bytes::from);
     Ok(FetchedManifest {
-        manifest,
+        manifest: Bytes::from(manifest),
         signature,
         pin_verified: false,
     })
@@ -126,34 +135,6 @@ pub fn missing(need: &[ClosureBlob], switch: &str, location: &str) -> RegistryEr
         "blob {first}{more} of {location} in the local store ({switch} is set, so pf does not \
          fetch them; pull it once with the network)"
     ))
-}
-
-/// Blob `d` from `store`, at most `limit` bytes, hashing to `d`.
-fn checked(store: &dyn BlobStore, d: &Digest, limit: u64) -> Result<Bytes> {
-    match store.size(d)? {
-        None => {
-            return Err(RegistryError::not_found(format!(
-                "blob {d} in the local store"
-            )))
-        }
-        Some(n) if n > limit => {
-            return Err(RegistryError::invalid(
-                format!("local blob {d}"),
-                format!("{n} bytes exceeds the limit {limit}"),
-            ))
-        }
-        Some(_) => {}
-    }
-    let bytes = store.get(d)?;
-    let actual = Digest::of(&bytes);
-    if actual != *d {
-        return Err(RegistryError::Integrity {
-            what: format!("local blob {d}"),
-            expected: *d,
-            actual,
-        });
-    }
-    Ok(Bytes::from(bytes))
 }
 
 #[cfg(test)]
@@ -198,16 +179,20 @@ mod tests {
     fn unsigned_and_damaged_records() {
         let store = MemoryStore::new();
         let f = fetched(b"{\"m\":2}", None);
-        record(&store, &f, None).unwrap();
+        record(&store, &f, Some("rev")).unwrap();
         let d = Digest::of(&f.manifest);
         assert_eq!(
             load(&store, Some(d), None, "X", "l").unwrap().signature,
             None
         );
-        // A ref to something that is not a record is invalid data.
-        let junk = store.put(b"not json").unwrap();
-        store.set_ref(&by_digest(&d), &junk).unwrap();
+        // Kept outside the blobs.
+        assert!(store.list().unwrap().is_empty());
+        // A damaged copy is an integrity error, a garbled revision record invalid.
+        store.put_named(&manifest_name(&d), b"{}").unwrap();
         let e = load(&store, Some(d), None, "X", "l").unwrap_err();
+        assert!(matches!(e, RegistryError::Integrity { .. }), "{e}");
+        store.put_named(&revision_name("rev"), b"junk").unwrap();
+        let e = load(&store, None, Some("rev"), "X", "l").unwrap_err();
         assert!(matches!(e, RegistryError::InvalidData { .. }), "{e}");
     }
 }

@@ -16,7 +16,9 @@
 //! repository's tree are not uploaded again. Pushes return
 //! `hf://[datasets/|spaces/]owner/repo@<commit id>`. Auth: `HF_TOKEN`, then
 //! the file `$HF_TOKEN_PATH`, then `$HF_HOME/token` (as `huggingface_hub`);
-//! `HF_HUB_OFFLINE` refuses all network access; endpoint: `HF_ENDPOINT`
+//! `HF_HUB_OFFLINE` refuses all network access: a pull of a commit id or
+//! `@sha256:` digest an earlier pull kept is served from the local store
+//! (see `pf_registry_core::offline`); endpoint: `HF_ENDPOINT`
 //! (default `https://huggingface.co`); `hf.endpoint`/`hf.token` options
 //! override them (embedders, tests).
 
