@@ -176,7 +176,8 @@ mod tests {
         let d = Digest::of(b"m");
         assert_eq!(signature_tag(&d), format!("sha256-{}.sig", d.hex()));
         let l = Descriptor::new(PAYLOAD_MEDIA_TYPE, Digest::of(b"p"), 1);
-        let cfg: serde_json::Value = serde_json::from_slice(&config_blob(&[l.clone()])).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&config_blob(std::slice::from_ref(&l))).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"][0], l.digest.to_string());
         assert_eq!(cfg["history"].as_array().unwrap().len(), 1);
     }
