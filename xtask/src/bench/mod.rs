@@ -56,6 +56,8 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         Some(p) => p.clone(),
         None => build_pf(&o)?.display().to_string(),
     };
+    // The snapshot used to live in <root>/data; it is <root>/v/base now.
+    let _ = fs::remove_dir_all(root.join("data"));
     let v = edits::Versions::open(&root)?;
     eprintln!(
         "==> generating {} MiB snapshot in {}",
