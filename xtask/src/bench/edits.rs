@@ -99,6 +99,17 @@ impl Versions {
         fs::write(self.marker(), name).map_err(io(&src))
     }
 
+    /// Shell: version `from` (now at `src`) back under `v/`, `to` at
+    /// `src`, by renames; the marker is left alone, so a setup swaps back.
+    pub fn swap_sh(&self, from: &str, to: &str) -> String {
+        let src = self.src().display().to_string();
+        format!(
+            "mv {src} {} && mv {} {src}",
+            self.dir(from).display(),
+            self.dir(to).display()
+        )
+    }
+
     /// Puts the version at `src` back under `v/` (before the bench ends).
     pub fn park(&self) -> Result<(), String> {
         if let Ok(c) = fs::read_to_string(self.marker()) {

@@ -2,8 +2,8 @@
 //! dedup: each backup is a whole new archive), pf (file:// repository),
 //! restic 0.14 and borg 1.2 (unencrypted repository, `zstd,3`). Each tool
 //! keeps its state (repository, and its local store or cache) in its own
-//! directory under the peers' work directory, and states can be saved and
-//! loaded, so every tool starts a timed run from the same point.
+//! directory under the peers' work directory; a scenario rebuilds each
+//! tool's state before a timed run, so every tool starts from the same point.
 
 /// restic insists on a password (0.14 has no `--insecure-no-password`):
 /// a fixed one, for bench repositories only.
@@ -80,10 +80,6 @@ impl Peers {
         format!("{}/out", self.work)
     }
 
-    fn saved(&self, t: Tool, state: &str) -> String {
-        format!("{}/saved/{}-{state}", self.work, t.key())
-    }
-
     /// `env` prefix: restic's password and cache, borg's home (cache,
     /// security dir) inside the state directory.
     fn env(&self, t: Tool) -> String {
@@ -154,23 +150,7 @@ impl Peers {
         }
     }
 
-    /// Saves the tool's live state as `state`.
-    pub fn save(&self, t: Tool, state: &str) -> String {
-        let s = self.saved(t, state);
-        format!(
-            "rm -rf {s} && mkdir -p {}/saved && cp -a {} {s}",
-            self.work,
-            self.dir(t)
-        )
-    }
-
-    /// Replaces the tool's live state with the saved `state`.
-    pub fn load(&self, t: Tool, state: &str) -> String {
-        let d = self.dir(t);
-        format!("rm -rf {d} && cp -a {} {d}", self.saved(t, state))
-    }
-
-    /// pf: a store at `<saved>/pf-<store>` that pulled the repository's
+    /// pf: a store at `<work>/saved/pf-<store>` that pulled the repository's
     /// latest version (a puller holding that version).
     pub fn pf_pull_store(&self, store: &str) -> String {
         let s = format!("{}/saved/pf-{store}", self.work);
@@ -181,11 +161,13 @@ impl Peers {
         )
     }
 
-    /// pf: the live store `<state>/<store>` replaced by the saved one.
+    /// pf: the live store `<state>/<store>` replaced by the saved one, as
+    /// hard links (pf's store writes a blob to a temporary file and renames
+    /// it, never into an existing file, so the saved store stays intact).
     pub fn pf_load_store(&self, store: &str) -> String {
         let d = self.dir(Tool::Pf);
         format!(
-            "rm -rf {d}/{store} && cp -a {}/saved/pf-{store} {d}/{store}",
+            "rm -rf {d}/{store} && cp -al {}/saved/pf-{store} {d}/{store}",
             self.work
         )
     }

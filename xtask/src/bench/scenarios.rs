@@ -38,8 +38,8 @@ fn ratios_vs_pf(sum: &mut Summary, what: &str, times: &[(Vec<f64>, String)], res
 }
 
 /// The edit scenarios, and with `pull` the restores after each edit.
-/// Every tool starts each timed backup from its saved state holding one
-/// backup of the base version.
+/// Every tool starts each timed backup from a repository holding one
+/// backup of the base version, made from the same path.
 pub fn edits(
     p: &Peers,
     v: &Versions,
@@ -51,19 +51,16 @@ pub fn edits(
     v.switch("base")?;
     let src = v.src().display().to_string();
     let mb = data::du(&v.src()) as f64 / 1e6;
-    for t in ALL {
-        prep(
-            "base backup",
-            &format!(
-                "{} && {} && {}",
-                p.init(t),
-                p.backup(t, &src, "base"),
-                p.save(t, "base")
-            ),
-        )?;
-    }
     // A puller that holds the base version.
-    prep("pf pull of the base version", &p.pf_pull_store("prev"))?;
+    prep(
+        "pf pull of the base version",
+        &format!(
+            "{} && {} && {}",
+            p.init(Tool::Pf),
+            p.backup(Tool::Pf, &src, "base"),
+            p.pf_pull_store("prev")
+        ),
+    )?;
     for e in edits {
         v.switch(e.name)?;
         eprintln!(
@@ -78,7 +75,16 @@ pub fn edits(
             .map(|&t| Job {
                 name: format!("after {}: {}", e.label, t.backup_name()),
                 mb,
-                setup: p.load(t, "base"),
+                // A new repository holding one backup of the base version
+                // (rebuilt rather than copied: saved copies of every
+                // tool's repository would double the bench's disk use).
+                setup: format!(
+                    "{} && {} && {} && {}",
+                    v.swap_sh(e.name, "base"),
+                    p.init(t),
+                    p.backup(t, &src, "base"),
+                    v.swap_sh("base", e.name)
+                ),
                 cmd: p.backup(t, &src, e.name),
                 log: None,
                 grow: Some(p.repo(t)),
