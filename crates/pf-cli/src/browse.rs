@@ -123,6 +123,7 @@ mod tests {
             chunks: vec![],
             target: Some("t\r".into()),
             offset: None,
+            parts: vec![],
         };
         let l = ls_line(&e);
         assert_eq!(

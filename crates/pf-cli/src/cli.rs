@@ -71,6 +71,11 @@ pub(crate) enum Cmd {
         /// Annotation KEY=VALUE; repeatable.
         #[arg(long)]
         annotation: Vec<String>,
+        /// FastCDC chunk sizes MIN,AVG,MAX (bytes or KiB/MiB suffixes;
+        /// default 16KiB,64KiB,256KiB). Another chunker than the last
+        /// push's re-sends every chunk once.
+        #[arg(long, env = "PF_CHUNKER", value_parser = parse_chunker)]
+        chunker: Option<pf_snapshot::Chunking>,
     },
     /// Pull REF into the local store, optionally restoring files.
     #[command(
@@ -173,6 +178,31 @@ pub(crate) enum Cmd {
 }
 
 /// A byte count: digits with an optional binary suffix (KiB, MiB, GiB, TiB).
+/// `MIN,AVG,MAX` chunk sizes, checked against FastCDC's bounds.
+pub(crate) fn parse_chunker(s: &str) -> Result<pf_snapshot::Chunking, String> {
+    let v: Vec<u64> = s.split(',').map(parse_size).collect::<Result<_, _>>()?;
+    let [min, avg, max] = v[..] else {
+        return Err("give three sizes: MIN,AVG,MAX".into());
+    };
+    let ok = (64..=1 << 20).contains(&min)
+        && (256..=4 << 20).contains(&avg)
+        && (1024..=16 << 20).contains(&max)
+        && min <= avg
+        && avg <= max;
+    if !ok {
+        return Err(
+            "sizes must satisfy 64 <= MIN <= AVG <= MAX, MIN <= 1MiB, 256 <= AVG <= 4MiB, 1KiB <= MAX <= 16MiB"
+                .into(),
+        );
+    }
+    Ok(pf_snapshot::Chunking {
+        cdc_min: min as u32,
+        cdc_avg: avg as u32,
+        cdc_max: max as u32,
+        ..pf_snapshot::Chunking::default()
+    })
+}
+
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

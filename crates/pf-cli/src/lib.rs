@@ -241,6 +241,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             agent,
             parent,
             annotation,
+            chunker,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
@@ -248,16 +249,42 @@ async fn run(cli: Cli) -> CliResult<u8> {
             // The snapshot only writes its fs tree blob to the store (fsynced);
             // file contents are read from `dir` itself while pushing.
             let store = open_store(&cli, pf_cas::Durability::EachBlob)?;
-            let opts = snapshot_options(&store, agent, parent, annotation)?;
+            let mut opts = snapshot_options(&store, agent, parent, annotation)?;
+            if let Some(c) = chunker {
+                opts.chunking = *c;
+            }
+            let reg = pf_registry::open(&r, &cfg)?;
+            // Chunks the last push from this directory to this destination
+            // sent are referenced, not sent again (format v2).
+            let book_path = store.root().join("bases.json");
+            let dir_abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            let mut book = pf_snapshot::BaseBook::load(&book_path);
+            opts.base = book.base(&*store, &dir_abs, &reg.location());
             let t0 = std::time::Instant::now();
-            let snap = pf_snapshot::snapshot(dir, store, &opts)?;
+            let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
+            let mut signed = SignedImage::new(&snap.manifest, key.as_ref());
+            let mut res = reg.push(snap.source.clone(), &signed).await;
+            if opts.base.is_some() && matches!(res, Err(RegistryError::NotFound { .. })) {
+                // The destination no longer holds a pack of the base (a gc,
+                // a reset repository): chunk against nothing and push again.
+                note(
+                    &cli,
+                    "the previous push's packs are gone from the destination; sending every chunk",
+                );
+                opts.base = None;
+                snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
+                signed = SignedImage::new(&snap.manifest, key.as_ref());
+                res = reg.push(snap.source.clone(), &signed).await;
+            }
             for w in &snap.warnings {
                 note(&cli, format!("warning: {w}"));
             }
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
-            let signed = SignedImage::new(&snap.manifest, key.as_ref());
-            let reg = pf_registry::open(&r, &cfg)?;
-            let rep = reg.push(snap.source, &signed).await?;
+            let rep = res?;
+            book.record(&dir_abs, &reg.location(), &snap.manifest);
+            if let Err(e) = book.save(&book_path) {
+                note(&cli, format!("warning: {e}"));
+            }
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 println!("{}", serde_json::to_string(&rep).unwrap_or_default());

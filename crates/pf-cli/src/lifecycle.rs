@@ -82,6 +82,12 @@ pub(crate) enum LifecycleCmd {
         /// Keep blobs modified more recently than this.
         #[arg(long, default_value = "1h", value_parser = lifecycle::parse_duration)]
         grace: std::time::Duration,
+        /// hf only: then squash the branch's history (the Hub's
+        /// super-squash), so deleted files stop taking storage. Every older
+        /// revision, and every `hf://...@<commit>` printed before, stops
+        /// resolving.
+        #[arg(long, conflicts_with = "dry_run")]
+        squash_history: bool,
     },
     /// Check that every blob of REF is stored (exit 4 when any is missing
     /// or corrupt); with --read-data re-hash stored bytes, without restoring.
@@ -260,6 +266,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &LifecycleCmd) -> CliResult<u8> {
             repo,
             dry_run,
             grace,
+            squash_history,
         } => {
             let (_, t, _) = open(cli, repo, &[])?;
             let rep = lifecycle::gc(
@@ -267,6 +274,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &LifecycleCmd) -> CliResult<u8> {
                 &GcOptions {
                     grace: *grace,
                     dry_run: *dry_run,
+                    squash_history: *squash_history,
                 },
             )
             .await?;
@@ -284,8 +292,19 @@ pub(crate) async fn run(cli: &Cli, cmd: &LifecycleCmd) -> CliResult<u8> {
                     rep.kept_in_progress,
                     rep.kept_young
                 );
+                if rep.squashed_history {
+                    println!("squashed the history: older revisions no longer resolve");
+                }
                 if rep.deferred > 0 {
                     println!("{} left for the next run (deadline reached)", rep.deferred);
+                }
+                if rep.packs_partly_dead > 0 {
+                    println!(
+                        "{} packs still in use hold {} bytes of chunks no kept image uses; \
+                         not repacked (an image's digest covers where its chunks lie), \
+                         freed when the images using those packs are removed",
+                        rep.packs_partly_dead, rep.dead_bytes_in_live_packs
+                    );
                 }
             }
             Ok(0)

@@ -81,8 +81,8 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     assert_eq!(paths("added"), ["new.txt"]);
     assert_eq!(paths("removed"), ["gone.txt"]);
     assert_eq!(paths("changed"), ["edit.bin"]);
-    // A small packed file whose pack changed: not compared (no download).
-    assert_eq!(paths("maybe_changed"), ["d/keep.txt"]);
+    // Format v2 compares files exactly by their chunk digests.
+    assert!(paths("maybe_changed").is_empty());
     assert!(diff["bytes_to_transfer"].as_u64().unwrap() >= 60_000);
 
     let v = ok(pf(&store, &["--json", "verify", &repo, "--read-data"]));
@@ -99,8 +99,23 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     assert!(would > 0);
     let g = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(g["deleted"].as_array().unwrap().len(), would);
+    // v2 chunked against v1: v1's pack still holds d/keep.txt, and also
+    // gone.txt and the old edit.bin, which no kept image uses.
+    assert_eq!(g["packs_partly_dead"], 1, "{g}");
+    assert!(
+        g["dead_bytes_in_live_packs"].as_u64().unwrap() >= 50_000,
+        "{g}"
+    );
     let again = ok(pf(&store, &["--json", "gc", &repo, "--grace", "0s"]));
     assert_eq!(again["deleted"].as_array().unwrap().len(), 0);
+    // A directory keeps no history to squash: refused before any deletion.
+    let squash = pf(&store, &["gc", &repo, "--squash-history"]);
+    assert_eq!(squash.status.code(), Some(1), "{}", text(&squash));
+    assert!(
+        text(&squash).contains("keeps no history"),
+        "{}",
+        text(&squash)
+    );
     let gone = pf(&store, &["pull", &at(&d1)]);
     assert_ne!(gone.status.code(), Some(0), "removed version still pulls");
     ok(pf(
@@ -151,4 +166,46 @@ fn history_retention_gc_and_verify_from_the_command_line() {
     // rm by digest removes the version and its head.
     let rm = ok(pf(&store, &["--json", "rm", &at(&d2)]));
     assert_eq!(rm["manifests"][0], d2.as_str());
+}
+
+/// On oci, `pf rm` deletes through the registry API (the other tag still
+/// pulls and verifies) and `pf gc` says the registry collects its garbage.
+#[test]
+fn rm_and_gc_on_a_registry() {
+    use pf_testsupport::registry::{OciAuth, OciRegistry};
+    let reg = OciRegistry::start(OciAuth::Anonymous);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let world = tmp.path().join("world");
+    fs::create_dir_all(&world).unwrap();
+    let repo = format!("oci://{}/cli/app", reg.host);
+    for (tag, content) in [("a", "first"), ("b", "second")] {
+        fs::write(world.join("f.txt"), content).unwrap();
+        ok(pf(
+            &store,
+            &[
+                "--json",
+                "push",
+                world.to_str().unwrap(),
+                &format!("{repo}:{tag}"),
+            ],
+        ));
+    }
+    let rm = ok(pf(&store, &["--json", "rm", &format!("{repo}:a")]));
+    assert_eq!(rm["tags"][0], "a");
+    assert_eq!(rm["manifests"].as_array().unwrap().len(), 1);
+    let gone = pf(&store, &["pull", &format!("{repo}:a")]);
+    assert_eq!(gone.status.code(), Some(2), "{}", text(&gone));
+    let v = ok(pf(
+        &store,
+        &["--json", "verify", &format!("{repo}:b"), "--read-data"],
+    ));
+    assert_eq!(v["ok"], true);
+    let gc = pf(&store, &["gc", &repo]);
+    assert_eq!(gc.status.code(), Some(1), "{}", text(&gc));
+    assert!(
+        text(&gc).contains("registry garbage-collect"),
+        "{}",
+        text(&gc)
+    );
 }

@@ -77,6 +77,7 @@ fn file_entry(path: &str, size: u64, blob: pf_registry::Digest) -> FsEntry {
         chunks: vec![],
         target: None,
         offset: None,
+        parts: vec![],
     }
 }
 
@@ -147,6 +148,7 @@ fn a_blob_shorter_than_its_file_is_an_integrity_error_not_retried() {
     let tree = FsTree {
         entries: vec![file_entry("f", 1000, pf_registry::Digest::of(short))],
         packs: vec![],
+        chunk_table: vec![],
     };
     let at = tmp.path().join("repo");
     push_raw(&at, tree, &[short]);
@@ -181,6 +183,7 @@ fn a_restore_larger_than_max_size_is_refused_before_writing() {
         FsTree {
             entries: vec![big],
             packs: vec![],
+            chunk_table: vec![],
         },
         &[&blob],
     );
@@ -206,6 +209,7 @@ fn a_restore_larger_than_max_size_is_refused_before_writing() {
         FsTree {
             entries: vec![file_entry("f", 10, pf_registry::Digest::of(small))],
             packs: vec![],
+            chunk_table: vec![],
         },
         &[small],
     );

@@ -44,8 +44,13 @@ async fn blob_and_manifest_commits_and_no_reupload() {
         "{}",
         rep.resolved
     );
-    // One commit of blobs (fewer than 100), then the manifest's commit.
-    assert_eq!(hub.stats().commits, 2, "blobs commit + manifest commit");
+    // The push marker (see pf_registry_core::lifecycle), one commit of
+    // blobs (fewer than 100), the manifest's commit, the marker's removal.
+    assert_eq!(
+        hub.stats().commits,
+        4,
+        "marker + blobs commit + manifest commit + marker removal"
+    );
     let uploads = hub.stats().lfs_uploads;
     assert_eq!(
         uploads,
@@ -92,4 +97,93 @@ async fn push_without_token_fails_fast_naming_hf_token() {
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
     assert_eq!(hub.stats().requests, 0, "must fail before any request");
+}
+
+/// Lifecycle commands on the Hub: `gc` of a repository that does not exist
+/// fails and creates nothing; `retain` removes the dropped versions in two
+/// commits (manifests, then signatures) and `gc` their blobs in one.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_creates_no_repository_and_deletes_in_few_commits() {
+    use pf_registry_core::lifecycle::{self, GcOptions, RetainPolicy};
+    let hub = start_hub(10).await;
+    let cfg = config_for(&hub);
+    let missing = ImageRef::parse("hf://pf-tester/never-pushed").unwrap();
+    let t = pf_registry_cloud::hf::HfTransport::new(&missing, &cfg).unwrap();
+    let opts = GcOptions {
+        grace: std::time::Duration::ZERO,
+        dry_run: false,
+        squash_history: false,
+    };
+    let res = lifecycle::gc(&t, &opts).await;
+    assert!(
+        matches!(res, Err(RegistryError::NotFound { .. })),
+        "{res:?}"
+    );
+    let kind = pf_hub_testserver::RepoType::Model;
+    assert_eq!(hub.resolve(kind, "pf-tester/never-pushed", "main"), None);
+
+    let r = ImageRef::parse("hf://pf-tester/kept").unwrap();
+    let src = Arc::new(MemoryStore::new());
+    let key = pf_registry_core::SigningKey::generate().expect("keygen");
+    let mut first = String::new();
+    for seed in 0..4 {
+        let img = ImageSpec::sample(80 + seed, 5).build(&*src, "hf");
+        let rep = pf_registry_cloud::hf::open(&r, &cfg)
+            .unwrap()
+            .push(src.clone(), &SignedImage::new(&img.manifest, Some(&key)))
+            .await
+            .expect("push");
+        if seed == 0 {
+            first = rep.resolved;
+        }
+    }
+    let t = pf_registry_cloud::hf::HfTransport::new(&r, &cfg).unwrap();
+    hub.reset_stats();
+    let policy = RetainPolicy {
+        keep_last: Some(1),
+        ..RetainPolicy::default()
+    };
+    let kept = lifecycle::retain(&t, &policy).await.expect("retain");
+    assert_eq!(kept.removed.len(), 3);
+    assert_eq!(hub.stats().commits, 2, "manifests, then signatures");
+    hub.reset_stats();
+    let g = lifecycle::gc(&t, &opts).await.expect("gc");
+    assert!(!g.deleted.is_empty());
+    // The gc record's write and renewal, one deletion commit, the record's
+    // removal.
+    assert_eq!(hub.stats().commits, 4);
+
+    // The deleted blobs are still in the history (and its LFS storage)
+    // until the history is squashed; then only the kept version remains.
+    let (id, head) = ("pf-tester/kept", "main");
+    let before = hub.lfs_bytes(kind, id).expect("repo");
+    assert!(hub.history_len(kind, id, head).expect("history") > 10);
+    let squash = GcOptions {
+        squash_history: true,
+        ..opts
+    };
+    let g = lifecycle::gc(&t, &squash)
+        .await
+        .expect("gc --squash-history");
+    assert!(g.squashed_history && g.deleted.is_empty());
+    assert_eq!(hub.history_len(kind, id, head), Some(1));
+    let after = hub.lfs_bytes(kind, id).expect("repo");
+    assert!(after < before, "squash freed nothing: {after} vs {before}");
+    let mut pinned = r.clone();
+    pinned.digest = Some(kept.kept[0]);
+    let pt = pf_registry_cloud::hf::HfTransport::new(&pinned, &cfg).unwrap();
+    let v = lifecycle::verify(
+        &pt,
+        &pf_registry_core::TrustPolicy::new(vec![key.public_key()]),
+        lifecycle::ReadData::All,
+    )
+    .await
+    .expect("verify");
+    assert!(v.ok() && v.blobs > 0, "{v:?}");
+    let old = ImageRef::parse(&first).unwrap();
+    let gone = pf_registry_cloud::hf::open(&old, &cfg)
+        .unwrap()
+        .pull(Arc::new(MemoryStore::new()))
+        .await;
+    assert!(gone.is_err(), "a squashed revision still pulls");
 }

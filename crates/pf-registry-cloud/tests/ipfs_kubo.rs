@@ -209,3 +209,153 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     }
     assert!(dst.list().expect("list").is_empty(), "nothing was stored");
 }
+
+/// `rm ipfs://<root>` unpins the image's root; a second `rm` (not pinned
+/// any more) and a digest the root does not hold are `NotFound`; `gc` says
+/// it is not supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rm_unpins_the_root() {
+    use pf_registry_core::lifecycle;
+    let node = IpfsServer::start();
+    let cfg = api_config(&node);
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(91, 3).build(&*src, "rm");
+    let signed = SignedImage::new(&img.manifest, None);
+    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &cfg)
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    let pinned = |root: String, node: &IpfsServer| {
+        let api = node.api.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{api}/api/v0/pin/ls"))
+                .query(&[
+                    ("arg", format!("/ipfs/{root}")),
+                    ("type", "recursive".into()),
+                ])
+                .send()
+                .await
+                .expect("pin/ls");
+            resp.status().is_success()
+        }
+    };
+    assert!(pinned(root.clone(), &node).await, "a push pins its root");
+    let r = ImageRef::parse(&pushed.resolved).expect("ref");
+    let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &cfg).expect("transport");
+    let wrong = lifecycle::rm(&t, None, Some(pf_digest::Digest::of(b"other"))).await;
+    assert!(
+        matches!(wrong, Err(RegistryError::NotFound { .. })),
+        "{wrong:?}"
+    );
+    assert!(pinned(root.clone(), &node).await, "a refused rm unpinned");
+    let rep = lifecycle::rm(&t, None, None).await.expect("rm");
+    assert_eq!(rep.manifests, vec![signed.digest()]);
+    assert!(!pinned(root.clone(), &node).await, "still pinned after rm");
+    let again = lifecycle::rm(&t, None, None).await;
+    assert!(
+        matches!(again, Err(RegistryError::NotFound { .. })),
+        "{again:?}"
+    );
+    let gc = lifecycle::gc(&t, &lifecycle::GcOptions::default()).await;
+    assert!(
+        matches!(gc, Err(RegistryError::NotSupported { .. })),
+        "{gc:?}"
+    );
+}
+
+/// Ranged reads through the trustless gateway alone (the conformance case
+/// runs them over the RPC API): blocks fetched and checked against their
+/// CIDs, the range taken from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ranged_reads_through_the_gateway() {
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let push = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node)).expect("open");
+    let (digest, resolved) = pf_registry_conformance::ranged::push(&push, 0x1f5).await;
+    let r = ImageRef::parse(&resolved).expect("resolved ref");
+    let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &gateway_only(&node, &key))
+        .expect("transport");
+    pf_registry_conformance::ranged::check(&t, &digest).await;
+}
+
+/// A TCP relay to `upstream` counting the `GET /ipfs/` requests crossing it.
+fn counting_relay(upstream: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (c2, up) = (count.clone(), upstream.to_string());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (c3, up) = (c2.clone(), up.clone());
+            std::thread::spawn(move || {
+                let Ok(server) = std::net::TcpStream::connect(&up) else {
+                    return;
+                };
+                let (mut from_client, mut to_server) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = from_client.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let seen = buf[..n].windows(10).filter(|w| w == b"GET /ipfs/").count();
+                    c3.fetch_add(seen, Ordering::SeqCst);
+                    if to_server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Through the gateway, a range in the last leaf of a three-leaf file
+/// fetches the file's root node and that leaf only (the root's
+/// `blocksizes` skip the others); the whole file needs all four blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_range_fetches_only_the_blocks_that_hold_it() {
+    use std::sync::atomic::Ordering;
+    let node = IpfsServer::start();
+    let key = SigningKey::generate().expect("keygen");
+    let push = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node)).expect("open");
+    let (digest, resolved) = pf_registry_conformance::ranged::push(&push, 0x1f6).await;
+    let (relay, gets) = counting_relay(node.gateway.trim_start_matches("http://"));
+    let mut c = gateway_only(&node, &key);
+    c.options
+        .insert("ipfs.gateway".into(), format!("http://{relay}"));
+    let r = ImageRef::parse(&resolved).expect("resolved ref");
+    let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &c).expect("transport");
+    use pf_registry_core::Transport;
+    // The stored blob: 600 KiB incompressible, so three 256 KiB-or-less leaves.
+    let n = pf_registry_conformance::ranged::encoded(&t, &digest)
+        .await
+        .len() as u64;
+    assert!(n > 512 << 10 && n <= 768 << 10, "{n}");
+    let before = gets.load(Ordering::SeqCst);
+    t.get_blob_range(&digest, n - 100, 100)
+        .await
+        .expect("tail range");
+    assert_eq!(
+        gets.load(Ordering::SeqCst) - before,
+        2,
+        "root node + last leaf"
+    );
+    let before = gets.load(Ordering::SeqCst);
+    t.get_blob_range(&digest, 0, n).await.expect("whole range");
+    assert_eq!(
+        gets.load(Ordering::SeqCst) - before,
+        4,
+        "root node + three leaves"
+    );
+}

@@ -398,3 +398,20 @@ async fn missing_blob_and_manifest_are_not_found() {
     let err = t.get_manifest().await.expect_err("no bucket");
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 }
+
+/// Ranged reads on moto (the conformance case runs them on SeaweedFS):
+/// each range one `GET` of the blob object with a `Range` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_on_moto() {
+    let server = S3Server::start();
+    let c = common::config(&server);
+    let r = common::s3_ref(&server, "ranges/img:v1");
+    let (digest, _) = pf_registry_conformance::ranged::push(&common::engine(&r, &c), 0x5e).await;
+    let gets = server.count_requests("GET", "/blobs/");
+    let t = pf_registry_cloud::s3::S3Transport::new(&r, &c).expect("transport");
+    pf_registry_conformance::ranged::check(&t, &digest).await;
+    assert!(
+        server.count_requests("GET", "/blobs/") > gets + 10,
+        "ranged reads are GETs of the blob object"
+    );
+}

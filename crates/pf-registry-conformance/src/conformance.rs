@@ -18,6 +18,7 @@ use crate::{assert_same_blobs, engine, pull_ref, trusting, Subject};
 pub const CASES: &[(&str, bool)] = &[
     ("roundtrip_and_idempotent", false),
     ("incremental", false),
+    ("chunked_against_base", false),
     ("missing_is_not_found", true),
     ("tampered_blob_is_integrity_error", false),
     ("signature_checks", false),
@@ -25,6 +26,7 @@ pub const CASES: &[(&str, bool)] = &[
     ("concurrent_pushes", false),
     ("failed_push_keeps_previous", true),
     ("rollback_under_pin", true),
+    ("ranged_reads", false),
 ];
 
 /// Runs the property `case` of [`CASES`] on `backend`.
@@ -34,6 +36,7 @@ pub async fn run(case: &str, backend: &Subject) {
             roundtrip_and_idempotent(backend, crate::cases(backend.generated_cases())).await
         }
         "incremental" => incremental(backend).await,
+        "chunked_against_base" => chunked_against_base(backend).await,
         "missing_is_not_found" => missing_is_not_found(backend).await,
         "tampered_blob_is_integrity_error" => tampered_blob_is_integrity_error(backend).await,
         "signature_checks" => signature_checks(backend).await,
@@ -41,6 +44,7 @@ pub async fn run(case: &str, backend: &Subject) {
         "concurrent_pushes" => concurrent_pushes(backend).await,
         "failed_push_keeps_previous" => failed_push_keeps_previous(backend).await,
         "rollback_under_pin" => rollback_under_pin(backend).await,
+        "ranged_reads" => crate::ranged::ranged_reads(backend).await,
         other => panic!("no conformance property {other}"),
     }
 }
@@ -169,6 +173,108 @@ pub async fn incremental(backend: &Subject) {
     );
     assert_eq!(rep_b.blobs_present as usize, b.closure.len() - new_blobs);
     assert_same_blobs(&*src, &*dst, &b.closure);
+}
+
+/// Format v2 across versions: an image chunked against the pushed one's
+/// fs tree references that image's packs without holding them locally; its
+/// push sends only the new chunks, and it pulls and restores byte for
+/// byte. Pushed where those packs are not, it is refused as NotFound.
+pub async fn chunked_against_base(backend: &Subject) {
+    let base = backend.config();
+    let mut spec_a = ImageSpec::sample(21, 9);
+    spec_a.kv.clear();
+    spec_a.layers.truncate(1);
+    let src_a = Arc::new(MemoryStore::new());
+    let a = spec_a.build(&*src_a, "base-a");
+    let r = backend.fresh_ref("cab");
+    let ra = engine(backend, &r, &base)
+        .push(src_a.clone(), &SignedImage::new(&a.manifest, None))
+        .await
+        .expect("push a");
+    let tree_of = |m: &pf_registry_core::Manifest, store: &dyn BlobStore| {
+        let l = m
+            .layers
+            .iter()
+            .find(|l| pf_registry_core::manifest::is_fs_tree_media_type(&l.media_type))
+            .expect("an fs layer");
+        pf_registry_core::FsTree::from_bytes(&store.get(&l.digest).expect("tree")).expect("tree")
+    };
+    let tree_a = tree_of(&a.manifest, &*src_a);
+    assert!(tree_a.is_v2());
+
+    // B: one byte changed in the largest file, one small file appended to.
+    let mut spec_b = spec_a.clone();
+    let big = (0..spec_b.files.len())
+        .max_by_key(|&i| spec_b.files[i].1.len())
+        .expect("files");
+    let mid = spec_b.files[big].1.len() / 2;
+    spec_b.files[big].1[mid] ^= 0xff;
+    spec_b.files[0].1.extend_from_slice(b"appended");
+    let src_b = Arc::new(MemoryStore::new());
+    let b = spec_b.build_on(&*src_b, "base-b", Some(&tree_a));
+    let tree_b = tree_of(&b.manifest, &*src_b);
+    let reused = tree_b
+        .packs
+        .iter()
+        .filter(|p| tree_a.packs.contains(p))
+        .count();
+    assert!(reused > 0, "B references A's packs");
+    let rb = engine(backend, &r, &base)
+        .push(src_b.clone(), &SignedImage::new(&b.manifest, None))
+        .await
+        .unwrap_or_else(|e| panic!("push b on a's packs: {e}"));
+    assert!(
+        rb.raw_bytes_uploaded * 2 < ra.raw_bytes_uploaded,
+        "B sent {} raw bytes, A {}",
+        rb.raw_bytes_uploaded,
+        ra.raw_bytes_uploaded
+    );
+
+    // B pulls (every pack, A's included) and restores to spec B's files.
+    let dst = Arc::new(MemoryStore::new());
+    let pulled = engine(backend, &pull_ref(backend, &r, &rb.resolved), &base)
+        .pull(dst.clone())
+        .await
+        .expect("pull b");
+    assert_eq!(pulled.manifest, b.manifest);
+    let out = tempfile::tempdir().expect("tempdir");
+    let restored = out.path().join("b");
+    pf_snapshot::restore::restore_from_store(&b.manifest, &*dst, &restored, &Default::default())
+        .expect("restore b");
+    for (path, data) in &spec_b.files {
+        assert_eq!(
+            &std::fs::read(restored.join(path)).expect("restored file"),
+            data,
+            "{path}"
+        );
+    }
+
+    // Pushed to a fresh reference, B either finds A's packs there (IPFS
+    // has one blob space per node, OCI mounts across repositories) and then
+    // pulls whole, or is refused as NotFound with nothing committed.
+    let elsewhere = backend.fresh_ref("cab-empty");
+    match engine(backend, &elsewhere, &base)
+        .push(src_b.clone(), &SignedImage::new(&b.manifest, None))
+        .await
+    {
+        Ok(rep) => {
+            engine(
+                backend,
+                &pull_ref(backend, &elsewhere, &rep.resolved),
+                &base,
+            )
+            .pull(Arc::new(MemoryStore::new()))
+            .await
+            .unwrap_or_else(|e| panic!("b pushed elsewhere must pull whole: {e}"));
+        }
+        Err(RegistryError::NotFound { .. }) => {
+            if backend.mutable_refs() {
+                let gone = engine(backend, &elsewhere, &base).exists().await;
+                assert!(!gone.expect("exists"), "a refused push committed");
+            }
+        }
+        Err(e) => panic!("push b elsewhere: {e}"),
+    }
 }
 
 /// A reference with nothing pushed: exists is false and pull is NotFound.

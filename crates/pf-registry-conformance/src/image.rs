@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pf_cas::{BlobStore, MemoryStore};
 use pf_digest::Digest;
 use pf_registry_core::manifest::{
-    AgentInfo, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE,
+    AgentInfo, FsTree, KvPage, KvPages, BLOB_MEDIA_TYPE, FS_LAYER_ROLE, FS_TREE_V2_MEDIA_TYPE,
     KV_PAGES_MEDIA_TYPE,
 };
 use pf_registry_core::{Descriptor, Manifest};
@@ -31,8 +31,8 @@ pub struct ImageSpec {
     /// Files longer than this are split into chunks of about this size
     /// (FastCDC).
     pub chunk_size: usize,
-    /// Non-empty files up to this size (and `chunk_size`) are packed
-    /// together; 0 gives every file its own blob.
+    /// New chunks are grouped into packs of about this many bytes; 0 gives
+    /// every chunk its own pack.
     pub pack_max: usize,
 }
 
@@ -70,18 +70,16 @@ impl ImageSpec {
     pub fn chunking(&self) -> Chunking {
         let c = self.chunk_size.clamp(256, 4 << 20) as u32;
         Chunking {
-            cdc_threshold: self.chunk_size as u64 + 1,
             cdc_min: (c / 4).clamp(64, 1 << 20),
             cdc_avg: c,
             cdc_max: (c * 2).clamp(1024, 16 << 20),
-            pack_file_max: self.pack_max.min(self.chunk_size) as u64 + 1,
-            ..Chunking::default()
+            pack_size: self.pack_max.max(1) as u64,
         }
     }
 
     /// Writes the files into a temporary directory and snapshots it with
     /// pf-snapshot (as `pf push` does); every blob goes into `store`.
-    fn snapshot_files(&self, store: &dyn BlobStore) -> FsTree {
+    fn snapshot_files(&self, store: &dyn BlobStore, base: Option<&FsTree>) -> FsTree {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir for a test image");
         for (path, data) in &self.files {
@@ -109,6 +107,7 @@ impl ImageSpec {
             &source,
             &mut StatCache::default(),
             self.chunking(),
+            base,
             &mut |w| panic!("test image: {w}"),
         )
         .expect("snapshot a test image");
@@ -122,6 +121,13 @@ impl ImageSpec {
 
     /// Stores every blob in `store` and builds the manifest.
     pub fn build(&self, store: &dyn BlobStore, name: &str) -> TestImage {
+        self.build_on(store, name, None)
+    }
+
+    /// [`ImageSpec::build`], chunking the files against `base` (the fs tree
+    /// of an image already pushed): chunks it holds are referenced in its
+    /// packs, which `store` does not get.
+    pub fn build_on(&self, store: &dyn BlobStore, name: &str, base: Option<&FsTree>) -> TestImage {
         let put = |b: &[u8]| store.put(b).expect("test store put");
         let mut manifest = Manifest::new(
             AgentInfo {
@@ -142,10 +148,10 @@ impl ImageSpec {
                 size: l.len() as u64,
             });
         }
-        let tree_bytes = self.snapshot_files(store).to_bytes();
+        let tree_bytes = self.snapshot_files(store, base).to_bytes();
         manifest.layers.push(Descriptor {
             role: FS_LAYER_ROLE.into(),
-            media_type: FS_TREE_MEDIA_TYPE.into(),
+            media_type: FS_TREE_V2_MEDIA_TYPE.into(),
             digest: put(&tree_bytes),
             size: tree_bytes.len() as u64,
         });

@@ -2,7 +2,8 @@
 //! conformance properties ([`conformance`]), the fault scenarios behind a
 //! fault-injecting proxy ([`faults`]), the large-blob memory scenario
 //! ([`large`]), the `kill -9` crash loop ([`crash`]) and the lifecycle
-//! cases ([`lifecycle`]: tags, log, rm, retain, gc, verify).
+//! cases ([`lifecycle`]: tags, log, rm, retain, gc, verify); ranged reads
+//! of stored blobs ([`ranged`]) run with the conformance properties.
 //!
 //! A backend's test file is a `harness = false` test whose `main` returns
 //! [`harness::run`] with the suites to run and one [`Target`] per server
@@ -39,6 +40,7 @@ pub mod harness;
 pub mod image;
 pub mod large;
 pub mod lifecycle;
+pub mod ranged;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;

@@ -217,6 +217,7 @@ pub async fn rm_version(backend: &Subject) {
         &GcOptions {
             grace: Duration::ZERO,
             dry_run: false,
+            squash_history: false,
         },
     )
     .await
@@ -312,6 +313,7 @@ pub async fn retain_then_gc(backend: &Subject) -> Option<(u64, u64)> {
         &GcOptions {
             grace: Duration::ZERO,
             dry_run: false,
+            squash_history: false,
         },
     )
     .await
@@ -371,6 +373,7 @@ pub async fn gc_refuses_bad_manifests(backend: &Subject) {
     let opts = GcOptions {
         grace: Duration::ZERO,
         dry_run: false,
+        squash_history: false,
     };
     let junk_key = layout::manifest_by_digest(&Digest::of(b"{not json"));
     t.write_key(&junk_key, b"{not json")
@@ -427,6 +430,7 @@ pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
     let opts = GcOptions {
         grace: Duration::ZERO,
         dry_run: false,
+        squash_history: false,
     };
     let mut deleted_total = 0;
     for round in 0..rounds {

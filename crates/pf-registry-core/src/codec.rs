@@ -97,6 +97,98 @@ pub fn encode(
     Ok(blob)
 }
 
+/// Encodes pack `digest` from `store` as one zstd frame per entry of
+/// `plan` (raw frame lengths covering the blob, see
+/// [`crate::pack::frame_plans`]) followed by the skippable frame table, so
+/// a reader can fetch single frames by range. Frames are compressed
+/// independently (in parallel); raw bytes are re-hashed as in [`encode`].
+pub fn encode_framed(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    plan: &[u64],
+    level: i32,
+    spool_dir: Option<&Path>,
+    hash_encoded: bool,
+) -> Result<EncodedBlob> {
+    use rayon::prelude::*;
+    let size = store
+        .size(digest)?
+        .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
+    if plan.iter().sum::<u64>() != size
+        || plan
+            .iter()
+            .any(|&n| n == 0 || n > crate::pack::MAX_CHUNK_SIZE)
+    {
+        return Err(RegistryError::invalid(
+            format!("pack {digest}"),
+            "its chunk table does not cover the blob",
+        ));
+    }
+    let (reader, vouched) = store.open_vouched(digest)?;
+    let mut hashing = MaybeHashing::new(reader, !vouched);
+    // Frames are compressed first (the table, written first, needs their
+    // lengths): memory is one encoded pack. Batches of about 4 MiB of raw
+    // frames are read, then compressed in parallel.
+    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(plan.len());
+    let mut table = crate::pack::FrameTable::default();
+    let mut frames = plan.iter().copied().peekable();
+    while frames.peek().is_some() {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(n) = frames.next_if(|_| bytes < 4 << 20) {
+            let mut raw = vec![0u8; n as usize];
+            hashing
+                .read_exact(&mut raw)
+                .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+            bytes += n;
+            batch.push(raw);
+        }
+        let enc: Vec<io::Result<Vec<u8>>> = batch
+            .par_iter()
+            .map(|raw| zstd::bulk::compress(raw, level))
+            .collect();
+        for (raw, e) in batch.iter().zip(enc) {
+            let e = e.map_err(|e| RegistryError::io("zstd encode", e))?;
+            table.frames.push((raw.len() as u32, e.len() as u32));
+            encoded.push(e);
+        }
+    }
+    let mut extra = [0u8; 1];
+    let more = hashing
+        .read(&mut extra)
+        .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+    if more != 0 {
+        return Err(RegistryError::invalid(
+            format!("blob {digest}"),
+            "longer than its size",
+        ));
+    }
+    hashing.check(digest)?;
+    let tmp = match spool_dir {
+        Some(d) => tempfile::NamedTempFile::new_in(d),
+        None => tempfile::NamedTempFile::new(),
+    }
+    .map_err(|e| RegistryError::io("creating spool file", e))?;
+    let (file, path) = tmp.into_parts();
+    let mut out = MaybeHashingWriter::new(BufWriter::with_capacity(256 * 1024, file), hash_encoded);
+    let write = |out: &mut MaybeHashingWriter<_>, b: &[u8]| {
+        out.write_all(b)
+            .map_err(|e| RegistryError::io("writing spool file", e))
+    };
+    write(&mut out, &table.to_bytes())?;
+    for e in &encoded {
+        write(&mut out, e)?;
+    }
+    let (buf, enc_digest, enc_len) = out.finish();
+    let file = buf
+        .into_inner()
+        .map_err(|e| RegistryError::io("flushing spool file", e.into_error()))?;
+    drop(file);
+    Ok(EncodedBlob::spooled(
+        *digest, size, enc_digest, enc_len, path,
+    ))
+}
+
 /// Bytes from the start of a spooled blob test-compressed to decide how to
 /// encode it.
 const SAMPLE_SIZE: usize = 128 << 10;
@@ -500,6 +592,42 @@ mod tests {
             "{most} encoders compressed at once on {cores} cores"
         );
         assert!(most >= 1);
+    }
+
+    #[test]
+    fn framed_packs_decode_whole_and_frame_by_frame() {
+        use crate::pack::FrameTable;
+        let store = pf_cas::MemoryStore::new();
+        let chunks: Vec<Vec<u8>> = (0..20u8)
+            .map(|i| {
+                let mut v = vec![i; 1000 + usize::from(i) * 300];
+                v[0] = i.wrapping_mul(7);
+                v
+            })
+            .collect();
+        let raw: Vec<u8> = chunks.concat();
+        let d = store.put(&raw).unwrap();
+        let plan: Vec<u64> = chunks.iter().map(|c| c.len() as u64).collect();
+        let enc = encode_framed(&store, &d, &plan, 3, None, true).unwrap();
+        let bytes = enc.read_all().unwrap();
+        assert_eq!(enc.encoded_digest().unwrap(), Digest::of(&bytes));
+        // Any zstd decoder reads the whole pack (the table is skipped).
+        let out = pf_cas::MemoryStore::new();
+        decode_into(&bytes[..], &d, Some(raw.len() as u64), u64::MAX, &out).unwrap();
+        assert_eq!(out.get(&d).unwrap(), raw);
+        // A reader with the head finds and decodes one chunk alone.
+        let head_len = FrameTable::head_len(&bytes[..16]).unwrap() as usize;
+        let table = FrameTable::parse(&bytes[..head_len], raw.len() as u64).unwrap();
+        assert_eq!(table.encoded_size(), bytes.len() as u64);
+        assert_eq!(table.frames.len(), chunks.len());
+        let off: u64 = plan[..7].iter().sum();
+        let (e0, elen, r0) = table.locate(off, plan[7]).unwrap();
+        assert_eq!(r0, off);
+        let one =
+            zstd::bulk::decompress(&bytes[e0 as usize..(e0 + elen) as usize], 1 << 20).unwrap();
+        assert_eq!(one, chunks[7]);
+        // A plan that does not cover the blob is refused.
+        assert!(encode_framed(&store, &d, &plan[1..], 3, None, false).is_err());
     }
 
     #[test]

@@ -16,9 +16,16 @@ use crate::error::{RegistryError, Result};
 use crate::manifest::{
     self, ClosureBlob, Descriptor, Manifest, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES,
 };
+use crate::pack;
+use crate::pack::chunks;
 use crate::progress::ProgressEvent;
-use crate::registry::{Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage};
+use crate::registry::{
+    ChunkRead, Inspection, PullReport, PullTarget, PushReport, Registry, SignedImage,
+};
 use crate::transport::{CommitBlob, CommitRequest, FetchedManifest, Transport, UploadedBlob};
+
+/// Frame plans of the v2 packs being pushed (see [`pack::frame_plans`]).
+type Plans = std::collections::HashMap<Digest, Vec<u64>>;
 
 /// Implements [`Registry`] for any [`Transport`]: closure walk, dedup,
 /// parallel encode, commit-last, verify-before-parse, capped decode.
@@ -159,6 +166,7 @@ impl<T: Transport> Engine<T> {
         &self,
         store: &Arc<dyn BlobStore>,
         blobs: Vec<ClosureBlob>,
+        plans: &Arc<Plans>,
     ) -> Result<Vec<UploadedBlob>> {
         let to_upload = blobs;
         // Bounded concurrency (memory = concurrency x buffer).
@@ -172,9 +180,20 @@ impl<T: Transport> Engine<T> {
             .map(|b| {
                 let store = store.clone();
                 let spool = spool.clone();
+                let plans = plans.clone();
                 async move {
-                    let enc = blocking(move || {
-                        codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
+                    let enc = blocking(move || match plans.get(&b.digest) {
+                        Some(plan) => codec::encode_framed(
+                            &*store,
+                            &b.digest,
+                            plan,
+                            level,
+                            spool.as_deref(),
+                            hash_encoded,
+                        ),
+                        None => {
+                            codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
+                        }
                     })
                     .await?;
                     let what = format!("upload blob {}", b.digest.short());
@@ -204,6 +223,8 @@ impl<T: Transport> Engine<T> {
         image: &SignedImage,
         manifest_digest: Digest,
         closure: &[ClosureBlob],
+        plans: &Arc<Plans>,
+        absent: &HashSet<Digest>,
     ) -> Result<PushReport> {
         // 2. dedup against the backend.
         let missing: HashSet<Digest> = self
@@ -211,6 +232,12 @@ impl<T: Transport> Engine<T> {
             .await?
             .into_iter()
             .collect();
+        if let Some(d) = missing.iter().find(|d| absent.contains(d)) {
+            return Err(RegistryError::not_found(format!(
+                "blob {d} (referenced by the manifest) in the local store or at {}",
+                self.transport.location()
+            )));
+        }
         let to_upload: Vec<ClosureBlob> = closure
             .iter()
             .filter(|b| missing.contains(&b.digest))
@@ -222,7 +249,7 @@ impl<T: Transport> Engine<T> {
             bytes: to_upload.iter().filter_map(|b| b.size).sum(),
         });
 
-        let mut uploaded = self.upload(store, to_upload).await?;
+        let mut uploaded = self.upload(store, to_upload, plans).await?;
 
         // 4. commit: signature and manifest last.
         let mut again = 0;
@@ -267,7 +294,7 @@ impl<T: Transport> Engine<T> {
                         .filter(|b| gone.contains(&b.digest))
                         .copied()
                         .collect();
-                    uploaded.extend(self.upload(store, blobs).await?);
+                    uploaded.extend(self.upload(store, blobs, plans).await?);
                 }
                 Err(e) => return Err(e),
             }
@@ -365,21 +392,29 @@ impl<T: Transport> Registry for Engine<T> {
             }
         }
 
-        // 1. closure, all from the local store; every blob must be present.
+        // 1. closure, from the local store, with the frame plan of every v2
+        //    pack. A blob the local store lacks (a pack of the version this
+        //    one was chunked against) must already be at the backend.
         let st = store.clone();
-        let closure = blocking(move || {
-            let c = manifest::closure(&manifest, |d| read_index(&*st, d))?;
+        let (closure, plans, absent) = blocking(move || {
+            let mut plans = std::collections::HashMap::new();
+            let c = manifest::closure(&manifest, |d| {
+                let bytes = read_index(&*st, d)?;
+                if d.media_type == manifest::FS_TREE_V2_MEDIA_TYPE {
+                    plans.extend(pack::frame_plans(&manifest::FsTree::from_bytes(&bytes)?));
+                }
+                Ok(bytes)
+            })?;
+            let mut absent = HashSet::new();
             for b in &c {
                 if !st.has(&b.digest)? {
-                    return Err(RegistryError::not_found(format!(
-                        "blob {} (referenced by the manifest) in the local store",
-                        b.digest
-                    )));
+                    absent.insert(b.digest);
                 }
             }
-            Ok(c)
+            Ok((c, plans, absent))
         })
         .await?;
+        let plans = Arc::new(plans);
 
         // 2. announce the push (a marker gc respects; see `crate::lifecycle`),
         //    then dedup, upload and commit; settle before removing the marker.
@@ -387,7 +422,7 @@ impl<T: Transport> Registry for Engine<T> {
         let t: &dyn Transport = &*self.transport;
         let guard = crate::lifecycle::PushGuard::begin(t, &all).await?;
         let res = self
-            .push_closure(&store, image, manifest_digest, &closure)
+            .push_closure(&store, image, manifest_digest, &closure, &plans, &absent)
             .await;
         match (res, guard) {
             (Ok(report), Some(g)) => {
@@ -411,7 +446,7 @@ impl<T: Transport> Registry for Engine<T> {
                         .filter(|b| gone.contains(&b.digest))
                         .copied()
                         .collect();
-                    self.upload(&store, again).await?;
+                    self.upload(&store, again, &plans).await?;
                 }
                 // The marker names only blobs the committed manifest now
                 // references: one left behind (no delete permission) is
@@ -526,6 +561,15 @@ impl<T: Transport> Registry for Engine<T> {
             wire_bytes_fetched: wire,
             raw_bytes_fetched: raw,
         })
+    }
+
+    async fn read_chunks(
+        &self,
+        pack: &Digest,
+        pack_size: u64,
+        pieces: &[manifest::Piece],
+    ) -> Result<ChunkRead> {
+        chunks::read(&*self.transport, &self.config, pack, pack_size, pieces).await
     }
 
     async fn inspect(&self) -> Result<Inspection> {

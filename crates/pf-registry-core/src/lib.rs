@@ -26,12 +26,16 @@ pub mod http;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod pack;
 pub mod progress;
+pub mod ranges;
 pub mod reference;
 pub mod registry;
 pub mod retry;
 pub mod transport;
 
+/// The byte buffer [`Transport`] reads return (re-exported for wrappers).
+pub use bytes::Bytes;
 pub use config::Config;
 pub use engine::Engine;
 pub use error::{RegistryError, Result};
@@ -42,7 +46,7 @@ pub use pf_sign::{KeyId, PublicKey, SignatureEnvelope, SigningKey, TrustPolicy, 
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use reference::{HfRepoType, ImageRef, Location};
 pub use registry::{
-    Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
+    ChunkRead, Inspection, KeepInStore, PullReport, PullTarget, PushReport, Registry, SignedImage,
 };
 pub use retry::RetryPolicy;
 pub use transport::{

@@ -10,11 +10,15 @@ use pf_digest::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RegistryError, Result};
+pub use crate::pack::PackedChunk;
 
 /// Media type of the image manifest.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.processfork.image.v1+json";
 /// Media type of an fs tree index blob.
 pub const FS_TREE_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v1+json";
+/// Media type of a format v2 fs tree: files are lists of content-defined
+/// chunks stored in pack blobs ([`FsTree::chunk_table`]).
+pub const FS_TREE_V2_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v2+json";
 /// Media type of a KV-cache page manifest index blob.
 pub const KV_PAGES_MEDIA_TYPE: &str = "application/vnd.processfork.kv.pages.v1+json";
 /// Media type for opaque data blobs.
@@ -177,7 +181,12 @@ impl Manifest {
 
 /// True for media types the closure walk expands.
 pub fn is_index_media_type(mt: &str) -> bool {
-    mt == FS_TREE_MEDIA_TYPE || mt == KV_PAGES_MEDIA_TYPE
+    is_fs_tree_media_type(mt) || mt == KV_PAGES_MEDIA_TYPE
+}
+
+/// Whether `mt` is an fs tree of either format version.
+pub fn is_fs_tree_media_type(mt: &str) -> bool {
+    mt == FS_TREE_MEDIA_TYPE || mt == FS_TREE_V2_MEDIA_TYPE
 }
 
 fn bounded(s: &str) -> String {
@@ -237,6 +246,10 @@ pub struct FsEntry {
     /// together). Absent: the file is the whole blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Format v2: the file's content as indices into the tree's
+    /// [`FsTree::chunk_table`], concatenated in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u32>,
 }
 
 /// A byte range of one blob that makes up part of a file.
@@ -248,16 +261,21 @@ pub struct Piece {
     pub offset: u64,
     /// Its length.
     pub len: u64,
+    /// Format v2: the digest of exactly these bytes (a chunk), checked by
+    /// readers that fetch or restore the range alone.
+    pub digest: Option<Digest>,
 }
 
 impl FsEntry {
-    /// The byte ranges this entry's content is made of, in file order.
-    pub fn pieces(&self) -> Vec<Piece> {
+    /// The byte ranges of a format v1 entry, in file order (see
+    /// [`FsTree::pieces`] for either format).
+    fn v1_pieces(&self) -> Vec<Piece> {
         match (&self.blob, self.chunks.is_empty()) {
             (Some(b), _) => vec![Piece {
                 blob: *b,
                 offset: self.offset.unwrap_or(0),
                 len: self.size,
+                digest: None,
             }],
             (None, false) => self
                 .chunks
@@ -266,6 +284,7 @@ impl FsEntry {
                     blob: c.blob,
                     offset: 0,
                     len: c.size,
+                    digest: None,
                 })
                 .collect(),
             (None, true) => Vec::new(),
@@ -278,7 +297,7 @@ impl FsEntry {
         if self.offset.is_some() {
             return Vec::new();
         }
-        self.pieces().iter().map(|p| (p.blob, p.len)).collect()
+        self.v1_pieces().iter().map(|p| (p.blob, p.len)).collect()
     }
 }
 
@@ -292,6 +311,10 @@ pub struct FsTree {
     /// `offset`. Each pack's full size is declared here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packs: Vec<Chunk>,
+    /// Format v2: every chunk the entries use, each a range of one of
+    /// `packs` (see [`crate::pack`]).
+    #[serde(default, rename = "chunks", skip_serializing_if = "Vec::is_empty")]
+    pub chunk_table: Vec<PackedChunk>,
 }
 
 /// Checks a relative path from an fs tree is safe to join under a directory.
@@ -357,8 +380,26 @@ impl FsTree {
                 return inv(format!("pack {} listed twice", p.blob));
             }
         }
+        crate::pack::validate_table(&self.packs, &self.chunk_table)?;
+        let v2 = !self.chunk_table.is_empty();
         let mut seen = HashSet::with_capacity(self.entries.len());
         for e in &self.entries {
+            if !e.parts.is_empty() || (v2 && (e.blob.is_some() || !e.chunks.is_empty())) {
+                self.validate_parts(e)?;
+                if let Err(r) = validate_relative_path(&e.path) {
+                    return inv(r);
+                }
+                if !seen.insert(e.path.as_str()) {
+                    return inv(format!("duplicate path {:?}", bounded(&e.path)));
+                }
+                if e.mode > 0o7777 {
+                    return inv(format!(
+                        "{:?}: mode has bits beyond 0o7777",
+                        bounded(&e.path)
+                    ));
+                }
+                continue;
+            }
             if let Some(off) = e.offset {
                 let fits = match (e.kind, &e.blob, e.chunks.is_empty()) {
                     (EntryKind::File, Some(b), true) => packs
@@ -453,6 +494,105 @@ impl FsTree {
     }
 }
 
+impl FsTree {
+    /// Whether this tree uses format v2 (a chunk table).
+    pub fn is_v2(&self) -> bool {
+        !self.chunk_table.is_empty() || self.entries.iter().any(|e| !e.parts.is_empty())
+    }
+
+    /// The byte ranges `e` (an entry of this tree) is made of, in file
+    /// order; v2 pieces carry their chunk digest.
+    pub fn pieces(&self, e: &FsEntry) -> Vec<Piece> {
+        if e.parts.is_empty() {
+            return e.v1_pieces();
+        }
+        e.parts
+            .iter()
+            .filter_map(|&i| self.chunk_table.get(i as usize))
+            .filter_map(|c| {
+                self.packs.get(c.pack as usize).map(|p| Piece {
+                    blob: p.blob,
+                    offset: c.offset,
+                    len: c.size,
+                    digest: Some(c.digest),
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a v2 file entry: a file made only of valid chunk-table
+    /// indices whose sizes add up to its size.
+    fn validate_parts(&self, e: &FsEntry) -> Result<()> {
+        let inv = |r: String| Err(RegistryError::invalid("fs tree", r));
+        if e.kind != EntryKind::File
+            || e.blob.is_some()
+            || !e.chunks.is_empty()
+            || e.offset.is_some()
+            || e.target.is_some()
+        {
+            return inv(format!(
+                "{:?}: a v2 entry's content is only `parts` of a file",
+                bounded(&e.path)
+            ));
+        }
+        if e.parts.len() > MAX_CHUNKS_PER_FILE {
+            return inv(format!("file {:?} has too many parts", bounded(&e.path)));
+        }
+        let mut sum = 0u64;
+        for &i in &e.parts {
+            let Some(c) = self.chunk_table.get(i as usize) else {
+                return inv(format!(
+                    "file {:?}: part {i} is not in the chunk table",
+                    bounded(&e.path)
+                ));
+            };
+            sum = match sum.checked_add(c.size) {
+                Some(s) => s,
+                None => return inv(format!("file {:?}: parts overflow", bounded(&e.path))),
+            };
+        }
+        if sum != e.size {
+            return inv(format!(
+                "file {:?}: parts add up to {sum} bytes, not {}",
+                bounded(&e.path),
+                e.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends `other`'s entries, packs and chunks, renumbering its
+    /// indices; a pack both list appears once. Paths are not checked here
+    /// (call [`FsTree::validate`] after).
+    pub fn merge(&mut self, other: FsTree) {
+        let mut pack_at: std::collections::HashMap<Digest, u32> = self
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.blob, i as u32))
+            .collect();
+        let mut remap = Vec::with_capacity(other.packs.len());
+        for p in other.packs {
+            let i = *pack_at.entry(p.blob).or_insert_with(|| {
+                self.packs.push(p.clone());
+                (self.packs.len() - 1) as u32
+            });
+            remap.push(i);
+        }
+        let base = self.chunk_table.len() as u32;
+        for mut c in other.chunk_table {
+            c.pack = remap.get(c.pack as usize).copied().unwrap_or(u32::MAX);
+            self.chunk_table.push(c);
+        }
+        for mut e in other.entries {
+            for p in &mut e.parts {
+                *p = p.saturating_add(base);
+            }
+            self.entries.push(e);
+        }
+    }
+}
+
 /// One KV-cache page: a key blob and a value blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -513,8 +653,20 @@ pub struct ClosureBlob {
 /// Non-index media types have no children.
 pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>> {
     match media_type {
-        FS_TREE_MEDIA_TYPE => {
+        FS_TREE_MEDIA_TYPE | FS_TREE_V2_MEDIA_TYPE => {
             let t = FsTree::from_bytes(bytes)?;
+            let v1_content = t
+                .entries
+                .iter()
+                .any(|e| e.blob.is_some() || !e.chunks.is_empty());
+            if (media_type == FS_TREE_MEDIA_TYPE && t.is_v2())
+                || (media_type == FS_TREE_V2_MEDIA_TYPE && v1_content)
+            {
+                return Err(RegistryError::invalid(
+                    "fs tree",
+                    format!("its content does not match its media type {media_type}"),
+                ));
+            }
             Ok(t.entries
                 .iter()
                 .flat_map(|e| e.whole_blobs())
@@ -640,6 +792,7 @@ mod tests {
                     chunks: vec![],
                     target: None,
                     offset: None,
+                    parts: vec![],
                 },
                 FsEntry {
                     path: "etc/config.json".into(),
@@ -650,6 +803,7 @@ mod tests {
                     chunks: vec![],
                     target: None,
                     offset: None,
+                    parts: vec![],
                 },
                 FsEntry {
                     path: "big.bin".into(),
@@ -669,6 +823,7 @@ mod tests {
                     ],
                     target: None,
                     offset: None,
+                    parts: vec![],
                 },
                 FsEntry {
                     path: "link".into(),
@@ -679,9 +834,11 @@ mod tests {
                     chunks: vec![],
                     target: Some("etc/config.json".into()),
                     offset: None,
+                    parts: vec![],
                 },
             ],
             packs: vec![],
+            chunk_table: vec![],
         }
     }
 
@@ -697,6 +854,7 @@ mod tests {
             chunks: vec![],
             target: None,
             offset: Some(offset),
+            parts: vec![],
         };
         FsTree {
             entries: vec![file("a.txt", 0, 5), file("b.txt", 5, 6)],
@@ -704,6 +862,7 @@ mod tests {
                 blob: pack,
                 size: 11,
             }],
+            chunk_table: vec![],
         }
     }
 
@@ -725,13 +884,163 @@ mod tests {
             }]
         );
         assert_eq!(
-            t.entries[1].pieces(),
+            t.pieces(&t.entries[1]),
             vec![Piece {
                 blob: Digest::of(b"helloworld!"),
                 offset: 5,
-                len: 6
+                len: 6,
+                digest: None,
             }]
         );
+    }
+
+    /// A v2 tree: two files sharing a chunk, in one pack.
+    fn v2_tree() -> FsTree {
+        let pack = Digest::of(b"helloworld!");
+        let file = |path: &str, size, parts: Vec<u32>| FsEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size,
+            blob: None,
+            chunks: vec![],
+            target: None,
+            offset: None,
+            parts,
+        };
+        FsTree {
+            entries: vec![file("a.txt", 5, vec![0]), file("b.txt", 11, vec![0, 1])],
+            packs: vec![Chunk {
+                blob: pack,
+                size: 11,
+            }],
+            chunk_table: vec![
+                PackedChunk {
+                    digest: Digest::of(b"hello"),
+                    pack: 0,
+                    offset: 0,
+                    size: 5,
+                },
+                PackedChunk {
+                    digest: Digest::of(b"world!"),
+                    pack: 0,
+                    offset: 5,
+                    size: 6,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn v2_tree_wire_format_pieces_and_closure() {
+        let t = v2_tree();
+        let bytes = t.to_bytes();
+        insta::assert_snapshot!("fs_tree_v2", String::from_utf8_lossy(&bytes));
+        assert_eq!(FsTree::from_bytes(&bytes).unwrap(), t);
+        assert_eq!(
+            t.pieces(&t.entries[1]),
+            vec![
+                Piece {
+                    blob: Digest::of(b"helloworld!"),
+                    offset: 0,
+                    len: 5,
+                    digest: Some(Digest::of(b"hello")),
+                },
+                Piece {
+                    blob: Digest::of(b"helloworld!"),
+                    offset: 5,
+                    len: 6,
+                    digest: Some(Digest::of(b"world!")),
+                },
+            ]
+        );
+        let kids = index_children(FS_TREE_V2_MEDIA_TYPE, &bytes).unwrap();
+        assert_eq!(
+            kids,
+            vec![ClosureBlob {
+                digest: Digest::of(b"helloworld!"),
+                size: Some(11)
+            }]
+        );
+        // The media type must match the content, both ways.
+        assert!(index_children(FS_TREE_MEDIA_TYPE, &bytes).is_err());
+        assert!(index_children(FS_TREE_V2_MEDIA_TYPE, &packed_tree().to_bytes()).is_err());
+    }
+
+    #[test]
+    fn hostile_v2_trees_are_rejected() {
+        type Edit = Box<dyn Fn(&mut FsTree)>;
+        let bad: Vec<(&str, Edit)> = vec![
+            (
+                "part out of the table",
+                Box::new(|t| t.entries[0].parts = vec![7]),
+            ),
+            ("sizes do not add up", Box::new(|t| t.entries[0].size = 6)),
+            (
+                "chunk past its pack",
+                Box::new(|t| t.chunk_table[1].offset = 6),
+            ),
+            (
+                "chunk in an unlisted pack",
+                Box::new(|t| t.chunk_table[1].pack = 1),
+            ),
+            (
+                "overlapping chunks",
+                Box::new(|t| t.chunk_table[1].offset = 4),
+            ),
+            ("empty chunk", Box::new(|t| t.chunk_table[0].size = 0)),
+            (
+                "v1 blob in a v2 tree",
+                Box::new(|t| {
+                    t.entries[0].parts.clear();
+                    t.entries[0].blob = Some(Digest::of(b"hello"));
+                }),
+            ),
+            (
+                "parts on a dir",
+                Box::new(|t| t.entries[0].kind = EntryKind::Dir),
+            ),
+            (
+                "parts with an offset",
+                Box::new(|t| t.entries[0].offset = Some(0)),
+            ),
+        ];
+        for (what, f) in bad {
+            let mut t = v2_tree();
+            f(&mut t);
+            assert!(FsTree::from_bytes(&t.to_bytes()).is_err(), "{what}");
+        }
+        // Overflowing sizes in JSON never panic.
+        let evil = r#"{"entries":[{"path":"a","kind":"file","mode":420,"size":0,"parts":[0,0]}],
+            "packs":[{"blob":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":18446744073709551615}],
+            "chunks":[["sha256:0000000000000000000000000000000000000000000000000000000000000000",0,0,18446744073709551615]]}"#;
+        assert!(FsTree::from_bytes(evil.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn merged_v2_trees_renumber_packs_and_chunks() {
+        let a = v2_tree();
+        let mut b = v2_tree();
+        for e in &mut b.entries {
+            e.path = format!("other/{}", e.path);
+        }
+        b.packs.insert(
+            0,
+            Chunk {
+                blob: Digest::of(b"x"),
+                size: 1,
+            },
+        );
+        for c in &mut b.chunk_table {
+            c.pack += 1;
+        }
+        let mut m = a.clone();
+        m.merge(b.clone());
+        m.validate().unwrap();
+        assert_eq!(m.packs.len(), 2, "the shared pack is listed once");
+        for (i, e) in b.entries.iter().enumerate() {
+            assert_eq!(m.pieces(&m.entries[a.entries.len() + i]), b.pieces(e));
+        }
     }
 
     #[test]
@@ -903,6 +1212,36 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn v2_trees_round_trip(sizes in proptest::collection::vec(1u64..5000, 1..40), files in 1usize..10) {
+            // Chunks back to back in one pack; file i takes every
+            // `files`-th chunk starting at i.
+            let total: u64 = sizes.iter().sum();
+            let pack = Chunk { blob: Digest::of(&total.to_le_bytes()), size: total };
+            let mut at = 0;
+            let chunk_table: Vec<PackedChunk> = sizes.iter().enumerate().map(|(i, &n)| {
+                let c = PackedChunk { digest: Digest::of(&(i as u64).to_le_bytes()), pack: 0, offset: at, size: n };
+                at += n;
+                c
+            }).collect();
+            let entries = (0..files).map(|f| {
+                let parts: Vec<u32> = (f..sizes.len()).step_by(files).map(|i| i as u32).collect();
+                FsEntry {
+                    path: format!("f{f}"), kind: EntryKind::File, mode: 0o600,
+                    size: parts.iter().map(|&i| sizes[i as usize]).sum(),
+                    blob: None, chunks: vec![], target: None, offset: None, parts,
+                }
+            }).collect();
+            let t = FsTree { entries, packs: vec![pack], chunk_table };
+            let back = FsTree::from_bytes(&t.to_bytes()).unwrap();
+            proptest::prop_assert_eq!(&back, &t);
+            for e in &t.entries {
+                let pieces = back.pieces(e);
+                proptest::prop_assert_eq!(pieces.len(), e.parts.len());
+                proptest::prop_assert_eq!(pieces.iter().map(|p| p.len).sum::<u64>(), e.size);
+            }
+        }
+
         #[test]
         fn parsers_never_panic_on_arbitrary_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
             let _ = Manifest::from_bytes(&b);

@@ -117,6 +117,18 @@ pub struct Inspection {
     pub manifest_size: u64,
 }
 
+/// What [`Registry::read_chunks`] read.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ChunkRead {
+    /// Each piece's verified raw bytes, in the order asked.
+    pub chunks: Vec<Bytes>,
+    /// Encoded bytes received (frame table and frames).
+    pub wire_bytes: u64,
+    /// Requests made.
+    pub requests: u64,
+}
+
 /// Where a pull writes the blobs that are not index blobs.
 pub trait PullTarget: Send + Sync {
     /// Called once per pull, after the manifest is verified and its index
@@ -176,6 +188,25 @@ pub trait Registry: Send + Sync {
 
     /// Fetches and verifies the manifest only.
     async fn inspect(&self) -> Result<Inspection>;
+
+    /// Reads some chunks of format v2 pack `pack` (`pack_size` raw bytes)
+    /// by range, without fetching the whole pack: each piece (raw offset,
+    /// length, chunk digest) comes back verified against its digest, in
+    /// order. The pack's frame table is read first; nearby frames are
+    /// fetched in one request. A pack without a frame table is
+    /// `NotSupported` (fetch it whole instead).
+    async fn read_chunks(
+        &self,
+        pack: &Digest,
+        pack_size: u64,
+        pieces: &[crate::manifest::Piece],
+    ) -> Result<ChunkRead> {
+        let _ = (pack, pack_size, pieces);
+        Err(crate::RegistryError::not_supported(
+            self.location(),
+            "ranged chunk reads",
+        ))
+    }
 
     /// Whether an image exists at the reference.
     async fn exists(&self) -> Result<bool>;

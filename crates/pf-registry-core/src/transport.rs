@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use pf_digest::Digest;
 
 use crate::error::{RegistryError, Result};
-use crate::lifecycle::StoredKey;
+use crate::lifecycle::{RmReport, StoredKey};
 
 /// A stream of encoded bytes coming from a backend.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -278,6 +278,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Streams one encoded blob (named by its raw digest); `NotFound` if absent.
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream>;
 
+    /// Reads `len` bytes of one stored (encoded) blob starting at
+    /// encoded-byte `offset`. `NotFound` if the blob is absent; an error
+    /// (not short data) if the range runs past the blob's end; `len` of 0
+    /// or above [`MAX_RANGE`](crate::ranges::MAX_RANGE) is refused. The
+    /// default streams [`get_blob`](Self::get_blob) and skips to the range
+    /// ([`ranges::via_stream`](crate::ranges::via_stream)); backends with
+    /// native ranged reads override it. Callers retry through
+    /// [`ranges::read_range`](crate::ranges::read_range).
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        crate::ranges::via_stream(self, digest, offset, len).await
+    }
+
     /// Whether a manifest exists at the reference.
     async fn exists(&self) -> Result<bool> {
         match self.get_manifest().await {
@@ -314,6 +326,40 @@ pub trait Transport: Send + Sync + 'static {
         self.keys_or("deleting keys")?.delete_key(key).await
     }
 
+    /// Deletes a tag (`digest` `None`; `tag` `None` is the reference's own
+    /// or the untagged head) or, with `digest`, a manifest and the tags
+    /// pointing at it, through the backend's own API: for a backend whose
+    /// storage pf does not own ([`Transport::keys`] is `None`, e.g. an OCI
+    /// registry). [`crate::lifecycle::rm`] calls it there. `NotSupported`
+    /// by default.
+    async fn remove_reference(
+        &self,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<RmReport> {
+        let _ = (tag, digest);
+        Err(RegistryError::not_supported(
+            self.location(),
+            "deleting tags or manifests",
+        ))
+    }
+
+    /// Whether the backend keeps what `gc` deletes in a history that
+    /// [`Transport::squash_history`] can drop (the Hub's git history).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Drops the history of the reference's branch, keeping its current
+    /// files (the Hub's super-squash): deleted files stop taking storage,
+    /// and every older revision stops resolving. `NotSupported` by default.
+    async fn squash_history(&self) -> Result<()> {
+        Err(RegistryError::not_supported(
+            self.location(),
+            "squashing history",
+        ))
+    }
+
     /// [`Transport::keys`], or `NotSupported` naming `what`.
     fn keys_or(&self, what: &str) -> Result<&dyn KeyStore> {
         self.keys()
@@ -341,6 +387,17 @@ pub trait KeyStore: Send + Sync {
 
     /// Deletes the object at `key`; an absent key is not an error.
     async fn delete_key(&self, key: &str) -> Result<()>;
+
+    /// Deletes every key of `keys` (absent ones are not an error), issued
+    /// at once: by default [`delete_key`](Self::delete_key) calls 8 at a
+    /// time; a backend that deletes many keys in one request (a Hub
+    /// commit) overrides it.
+    async fn delete_keys(&self, keys: &[String]) -> Result<()> {
+        for chunk in keys.chunks(8) {
+            futures::future::try_join_all(chunk.iter().map(|k| self.delete_key(k))).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -372,10 +429,26 @@ impl Transport for Box<dyn Transport> {
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
         (**self).get_blob(digest).await
     }
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        (**self).get_blob_range(digest, offset, len).await
+    }
     async fn exists(&self) -> Result<bool> {
         (**self).exists().await
     }
     fn keys(&self) -> Option<&dyn KeyStore> {
         (**self).keys()
+    }
+    async fn remove_reference(
+        &self,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<RmReport> {
+        (**self).remove_reference(tag, digest).await
+    }
+    fn keeps_history(&self) -> bool {
+        (**self).keeps_history()
+    }
+    async fn squash_history(&self) -> Result<()> {
+        (**self).squash_history().await
     }
 }

@@ -311,6 +311,31 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// `len` bytes at `offset` of the blob file at `path` (opened by
+/// [`open_repo_file`]); a range past the file's end is an error, never
+/// short data. `len` is already bounded by the caller.
+fn read_range(path: &Path, d: &Digest, offset: u64, len: u64, display: &str) -> Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let Some(file) = open_repo_file(path)? else {
+        return Err(RegistryError::not_found(format!("blob {d} at {display}")));
+    };
+    let size = file
+        .metadata()
+        .map_err(io_err(format!("stat {}", path.display())))?
+        .len();
+    let past_end = || pf_registry_core::ranges::past_end(d, offset, len, Some(size));
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(past_end());
+    }
+    let mut buf = vec![0u8; len as usize];
+    match file.read_exact_at(&mut buf, offset) {
+        Ok(()) => Ok(Bytes::from(buf)),
+        // The file shrank since the stat.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(past_end()),
+        Err(e) => Err(RegistryError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
 #[async_trait]
 impl Transport for FileTransport {
     /// Blobs are named by their raw digest; no need to hash the encoding.
@@ -486,6 +511,15 @@ impl Transport for FileTransport {
         let s = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
             .map(|r| r.map_err(|e| RegistryError::io("reading blob file", e)));
         Ok(Box::pin(s))
+    }
+
+    /// Seeks in the blob file, opened by the same rules as every
+    /// repository file (`open_repo_file`); reads exactly `len` bytes.
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        pf_registry_core::ranges::check(digest, offset, len)?;
+        let path = self.blob_path(digest);
+        let (d, display) = (*digest, self.display.clone());
+        blocking(move || read_range(&path, &d, offset, len, &display)).await
     }
 
     async fn exists(&self) -> Result<bool> {

@@ -150,3 +150,33 @@ fn oversized_manifest_is_refused() {
     std::fs::write(&m, vec![b' '; limit + 1]).expect("write");
     assert_refused(pull(&root), "manifest.json");
 }
+
+/// A ranged read of a blob follows the same rules: a FIFO, a link to a
+/// device or to a regular file elsewhere is refused promptly, naming the file.
+#[test]
+fn ranged_reads_refuse_fifos_and_links_without_blocking() {
+    use pf_registry_core::Transport;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, blob) = pushed_repo(dir.path());
+    let digest_hex = blob
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("blob file name")
+        .to_string();
+    let digest = pf_registry_core::Digest::parse(&format!("sha256:{digest_hex}")).expect("digest");
+    let range = |root: &Path| {
+        let t = pf_registry_file::FileTransport::new(&file_ref(root)).expect("transport");
+        finishes(async move { t.get_blob_range(&digest, 0, 4).await.map(|_| ()) })
+    };
+    assert!(range(&root).is_ok(), "the intact blob reads");
+    let elsewhere = dir.path().join("elsewhere.zst");
+    std::fs::copy(&blob, &elsewhere).expect("copy");
+    mkfifo(&blob);
+    assert_refused(range(&root), ".zst");
+    std::fs::remove_file(&blob).expect("rm");
+    std::os::unix::fs::symlink("/dev/zero", &blob).expect("symlink");
+    assert_refused(range(&root), ".zst");
+    std::fs::remove_file(&blob).expect("rm");
+    std::os::unix::fs::symlink(&elsewhere, &blob).expect("symlink");
+    assert_refused(range(&root), ".zst");
+}

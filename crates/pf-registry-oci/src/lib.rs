@@ -33,6 +33,8 @@ pub mod auth;
 pub mod client;
 mod dedup;
 pub mod layout;
+mod ranged;
+mod remove;
 mod upload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -446,7 +448,7 @@ impl Transport for OciTransport {
         };
         let mut ann = BTreeMap::new();
         ann.insert(
-            "org.processfork.manifest.digest".to_string(),
+            remove::MANIFEST_DIGEST.to_string(),
             req.manifest_digest.to_string(),
         );
         let plan = layout::plan(config, signature, &stored, self.max_layers, ann);
@@ -556,6 +558,18 @@ impl Transport for OciTransport {
                 RegistryError::transient(backend.clone(), format!("reading blob body: {e}"))
             })
         })))
+    }
+
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        self.blob_range(digest, offset, len).await
+    }
+
+    async fn remove_reference(
+        &self,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<pf_registry_core::lifecycle::RmReport> {
+        self.remove(tag, digest).await
     }
 
     async fn exists(&self) -> Result<bool> {

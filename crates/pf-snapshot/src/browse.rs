@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use pf_cas::{BlobStore, CasError};
 use pf_digest::{Digest, Hasher};
-use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree};
+use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree, Piece};
 use pf_registry_core::{Manifest, PullReport, PullTarget, Registry, RegistryError, Result};
 
 use crate::restore::manifest_tree;
@@ -112,7 +112,7 @@ impl PullTarget for BrowseTarget {
         let mut wanted = HashSet::new();
         if let Some(p) = &self.path {
             let e = regular_file(&tree, p)?;
-            wanted.extend(e.pieces().iter().map(|piece| piece.blob));
+            wanted.extend(tree.pieces(e).iter().map(|piece| piece.blob));
         }
         let _ = self.tree.set(tree);
         Ok(Arc::new(Selective::new(
@@ -186,9 +186,23 @@ pub async fn cat_file(
     out: &mut (dyn Write + Send),
 ) -> Result<BrowseReport> {
     tree_path(path)?;
-    let (pull, tree, blobs_skipped) = pull_with(registry, store.clone(), Some(path)).await?;
+    // The tree first; then a v2 file's chunks by range from the packs not
+    // local, or (v1, or a pack stored without a frame table) its blobs whole.
+    let (mut pull, tree, mut blobs_skipped) = pull_with(registry, store.clone(), None).await?;
     let entry = regular_file(&tree, path)?;
-    let mut write = || write_file(entry, &*store, out);
+    let mut fetched = crate::ranged::Fetched::default();
+    let mut whole = !tree.is_v2();
+    if tree.is_v2() {
+        let (f, w) = crate::ranged::fetch(registry, &*store, &tree, &[entry]).await?;
+        fetched = f;
+        whole = !w.is_empty();
+    }
+    if whole {
+        (pull, _, blobs_skipped) = pull_with(registry, store.clone(), Some(path)).await?;
+    }
+    pull.wire_bytes_fetched += fetched.wire_bytes;
+    let pieces = tree.pieces(entry);
+    let mut write = || write_file(&pieces, &fetched, &*store, out);
     let bytes = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write)?,
         _ => write()?,
@@ -200,11 +214,36 @@ pub async fn cat_file(
     })
 }
 
-/// Writes `entry`'s pieces in order from verified copies of their blobs.
-fn write_file(entry: &FsEntry, store: &dyn BlobStore, out: &mut dyn Write) -> Result<u64> {
+/// Writes `pieces` in order: chunks read by range from `fetched`, the rest
+/// from verified copies of their blobs in `store` (one copy per run of
+/// pieces from the same blob).
+fn write_file(
+    pieces: &[Piece],
+    fetched: &crate::ranged::Fetched,
+    store: &dyn BlobStore,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let mut written = 0;
-    for piece in entry.pieces() {
-        let mut blob = Verified::read(store, &piece.blob)?;
+    let mut current: Option<(Digest, Verified)> = None;
+    for piece in pieces {
+        if let Some(b) = fetched
+            .packs
+            .get(&piece.blob)
+            .and_then(|m| m.get(&piece.offset))
+        {
+            out.write_all(b)
+                .map_err(|e| RegistryError::io("writing output", e))?;
+            written += piece.len;
+            continue;
+        }
+        let blob = match &mut current {
+            Some((d, v)) if *d == piece.blob => v,
+            _ => {
+                &mut current
+                    .insert((piece.blob, Verified::read(store, &piece.blob)?))
+                    .1
+            }
+        };
         blob.copy_range(piece.offset, piece.len, out)?;
         written += piece.len;
     }
@@ -360,9 +399,16 @@ mod tests {
             chunks: vec![],
             target: None,
             offset: None,
+            parts: vec![],
         };
         let mut out = Vec::new();
-        let e = write_file(&entry, &store, &mut out).unwrap_err();
+        let e = write_file(
+            &FsTree::default().pieces(&entry),
+            &Default::default(),
+            &store,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -372,7 +418,13 @@ mod tests {
         );
         assert!(out.is_empty());
         // The honest store gives the file.
-        write_file(&entry, &store.0, &mut out).unwrap();
+        write_file(
+            &FsTree::default().pieces(&entry),
+            &Default::default(),
+            &store.0,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, b"original");
     }
 

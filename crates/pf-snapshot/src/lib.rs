@@ -61,8 +61,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod base;
 mod browse;
 mod fsat;
+mod ranged;
 pub mod restore;
 mod select;
 pub mod snapshot;
@@ -76,9 +78,10 @@ use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{AgentInfo, FS_LAYER_ROLE, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::manifest::{AgentInfo, FsTree, FS_LAYER_ROLE, FS_TREE_V2_MEDIA_TYPE};
 use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 
+pub use base::BaseBook;
 pub use browse::{cat_file, pull_tree, BrowseReport};
 pub use select::{find, kind_name, list, select, tree_path};
 pub use snapshot::{snapshot_dir, Chunking};
@@ -98,8 +101,15 @@ pub struct SnapshotOptions {
     /// The stat cache file (read, then rewritten with this run's entries);
     /// `None` hashes every file.
     pub stat_cache: Option<PathBuf>,
-    /// How files are cut into blobs.
+    /// How files are cut into chunks and packs.
     pub chunking: Chunking,
+    /// The fs tree of the version this one follows at the destination
+    /// (format v2; others are ignored). Chunks it holds are referenced
+    /// where they lie instead of being packed again, so the push sends
+    /// only new chunks; its packs must then be at the destination (a push
+    /// reports them missing otherwise). Use a tree this program built or
+    /// verified: its chunk claims are not re-checked.
+    pub base: Option<FsTree>,
 }
 
 impl SnapshotOptions {
@@ -115,6 +125,7 @@ impl SnapshotOptions {
             annotations: BTreeMap::new(),
             stat_cache: None,
             chunking: Chunking::default(),
+            base: None,
         }
     }
 }
@@ -163,9 +174,15 @@ pub fn snapshot(
         None => StatCache::default(),
     };
     let mut warnings = Vec::new();
-    let tree = snapshot_dir(&dir_abs, &source, &mut cache, options.chunking, &mut |w| {
-        warnings.push(w)
-    })?;
+    let base = options.base.as_ref().filter(|b| b.is_v2());
+    let tree = snapshot_dir(
+        &dir_abs,
+        &source,
+        &mut cache,
+        options.chunking,
+        base,
+        &mut |w| warnings.push(w),
+    )?;
     if let Some(p) = &options.stat_cache {
         cache.save(p)?;
     }
@@ -173,7 +190,7 @@ pub fn snapshot(
     let digest = store.put(&bytes)?;
     m.layers.push(Descriptor {
         role: FS_LAYER_ROLE.into(),
-        media_type: FS_TREE_MEDIA_TYPE.into(),
+        media_type: FS_TREE_V2_MEDIA_TYPE.into(),
         digest,
         size: bytes.len() as u64,
     });

@@ -69,6 +69,15 @@ pub fn select(tree: &FsTree, include: &[&str]) -> Result<FsTree> {
         .filter(|e| selected(&e.path) || ancestors.contains(e.path.as_str()))
         .cloned()
         .collect();
+    if tree.is_v2() {
+        // Chunk-table indices stay valid: the table and packs are kept
+        // whole; a restore fetches only the packs its entries' parts use.
+        return Ok(FsTree {
+            entries,
+            packs: tree.packs.clone(),
+            chunk_table: tree.chunk_table.clone(),
+        });
+    }
     let packs_read: HashSet<_> = entries
         .iter()
         .filter(|e| e.offset.is_some())
@@ -80,7 +89,11 @@ pub fn select(tree: &FsTree, include: &[&str]) -> Result<FsTree> {
         .filter(|p| packs_read.contains(&p.blob))
         .cloned()
         .collect();
-    Ok(FsTree { entries, packs })
+    Ok(FsTree {
+        entries,
+        packs,
+        chunk_table: vec![],
+    })
 }
 
 /// The entry of `tree` at `path`: [`RegistryError::NotFound`] (exit 2) if
@@ -142,6 +155,7 @@ mod tests {
             chunks: vec![],
             target: (kind == EntryKind::Symlink).then(|| "x".into()),
             offset: None,
+            parts: vec![],
         }
     }
 
@@ -172,6 +186,7 @@ mod tests {
                     size: 3,
                 },
             ],
+            chunk_table: vec![],
         }
     }
 

@@ -1,5 +1,5 @@
-//! The stat cache: which files (and packs of small files) are unchanged
-//! since they were last hashed, so a snapshot need not read them again.
+//! The stat cache: which files are unchanged since they were last
+//! chunked, so a snapshot need not read them again.
 
 use std::collections::HashMap;
 use std::fs;
@@ -8,14 +8,14 @@ use std::path::Path;
 use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
-use crate::snapshot::{Chunking, Hashed, Job};
+use crate::snapshot::{Chunking, Hashed, PendingFile};
 use crate::source::Stamp;
 
-/// A cached job: its files' paths and stats when hashed, and the result.
+/// A cached file: its stat when chunked, and its chunks.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct CacheEntry {
-    files: Vec<(String, Stamp)>,
-    hashed: Hashed,
+    stamp: Stamp,
+    chunks: Hashed,
 }
 
 /// On-disk form of the stat cache.
@@ -25,18 +25,18 @@ struct CacheFile {
     /// The chunking the entries were hashed with; another empties the cache.
     #[serde(default)]
     chunking: Option<Chunking>,
-    /// Keyed by the job's first file path.
+    /// Keyed by the file's absolute path.
     entries: HashMap<String, CacheEntry>,
 }
 
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 
 /// Largest stat cache file read; a larger one is treated as empty.
 const MAX_CACHE_BYTES: u64 = 1 << 30;
 
 /// Reads `path` if it is a regular file (no symlink followed, never
 /// blocking on a FIFO) of at most [`MAX_CACHE_BYTES`].
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
@@ -55,8 +55,27 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A stat cache (like restic's or git's index): a file, or a pack of small
-/// files, whose size, mtime, ctime, inode and device are all unchanged since
+/// Writes `bytes` to `path` through a unique temp file created
+/// exclusively beside it (a planted symlink is never followed), renamed
+/// over whatever is at `path`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let ctx = || format!("writing {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".statcache.")
+        .tempfile_in(dir)
+        .map_err(io_ctx(ctx()))?;
+    tmp.write_all(bytes).map_err(io_ctx(ctx()))?;
+    tmp.persist(path)
+        .map_err(|e| RegistryError::io(ctx(), e.error))?;
+    Ok(())
+}
+
+/// A stat cache (like restic's or git's index): a file whose size, mtime, ctime, inode and device are all unchanged since
 /// it was hashed is not read again. Files whose mtime or ctime is within 2
 /// seconds of the run are never cached nor reused (racy-clean rule), since
 /// their stamp may predate a write in the same timestamp tick. A hit is
@@ -99,24 +118,11 @@ impl StatCache {
     /// `path` without following it; concurrent runs sharing the file each
     /// succeed (the last one's cache stays).
     pub fn save(&mut self, path: &Path) -> Result<()> {
-        use std::io::Write;
         self.file.version = CACHE_VERSION;
         let used = &self.used;
         self.file.entries.retain(|k, _| used.contains(k));
         let bytes = serde_json::to_vec(&self.file).unwrap_or_default();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let ctx = || format!("writing {}", path.display());
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".statcache.")
-            .tempfile_in(dir)
-            .map_err(io_ctx(ctx()))?;
-        tmp.write_all(&bytes).map_err(io_ctx(ctx()))?;
-        tmp.persist(path)
-            .map_err(|e| RegistryError::io(ctx(), e.error))?;
-        Ok(())
+        write_atomic(path, &bytes)
     }
 
     /// Drops every entry if the cache was made with another chunking (its
@@ -134,51 +140,27 @@ impl StatCache {
         st.mtime.0.max(st.ctime.0) >= self.started - 2
     }
 
-    pub(crate) fn lookup(&mut self, job: &Job) -> Option<Hashed> {
-        let files = job.files();
-        let first = &files.first()?.key;
-        self.used.insert(first.clone());
-        let e = self.file.entries.get(first)?;
-        if e.files.len() != files.len() {
+    /// The cached chunks of `f`, if its stat is unchanged, not racy, and
+    /// the cached lengths add up to its size (a damaged cache file is a
+    /// miss, never a wrong entry).
+    pub(crate) fn lookup(&mut self, f: &PendingFile) -> Option<Hashed> {
+        self.used.insert(f.key.clone());
+        let e = self.file.entries.get(&f.key)?;
+        if e.stamp != f.st || self.is_racy(&f.st) {
             return None;
         }
-        for (f, (key, st)) in files.iter().zip(&e.files) {
-            if *key != f.key || *st != f.st || self.is_racy(&f.st) {
-                return None;
-            }
-        }
-        // The cached shape and sizes must agree with the files' stats (a
-        // damaged cache file is a miss, never a wrong entry).
-        let consistent = match (job, &e.hashed) {
-            (Job::File(f), Hashed::File { blob, chunks, size }) => {
-                *size == f.st.size
-                    && match (blob, chunks.is_empty()) {
-                        (Some(_), true) => true,
-                        (None, true) => *size == 0,
-                        (None, false) => chunks.iter().map(|c| c.size).sum::<u64>() == *size,
-                        (Some(_), false) => false,
-                    }
-            }
-            (Job::Pack(fs), Hashed::Pack { sizes, .. }) => {
-                sizes.len() == fs.len() && fs.iter().zip(sizes).all(|(f, n)| f.st.size == *n)
-            }
-            _ => false,
-        };
-        consistent.then(|| e.hashed.clone())
+        let sum = e.chunks.iter().try_fold(0u64, |a, c| a.checked_add(c.size));
+        (sum == Some(f.st.size) && e.chunks.iter().all(|c| c.size > 0)).then(|| e.chunks.clone())
     }
 
-    pub(crate) fn insert(&mut self, job: &Job, h: &Hashed) {
-        let files = job.files();
-        let Some(first) = files.first() else { return };
-        self.used.insert(first.key.clone());
+    /// Records `f`'s chunks under its current stat.
+    pub(crate) fn insert(&mut self, f: &PendingFile, h: &Hashed) {
+        self.used.insert(f.key.clone());
         self.file.entries.insert(
-            first.key.clone(),
+            f.key.clone(),
             CacheEntry {
-                files: files
-                    .iter()
-                    .map(|f| (f.key.clone(), f.st.clone()))
-                    .collect(),
-                hashed: h.clone(),
+                stamp: f.st.clone(),
+                chunks: h.clone(),
             },
         );
     }

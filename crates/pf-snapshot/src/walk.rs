@@ -28,8 +28,6 @@ pub(crate) struct PendingFile {
     pub(crate) index: usize,
     /// Where to open it again.
     pub(crate) file: Arc<SourceFile>,
-    /// Its path in the tree.
-    pub(crate) rel: String,
     /// Its stat cache key (the absolute path).
     pub(crate) key: String,
     /// Its stat as the walk saw it.
@@ -93,6 +91,7 @@ fn entry(path: String, kind: EntryKind, mode: u32, target: Option<String>) -> Fs
         chunks: vec![],
         target,
         offset: None,
+        parts: vec![],
     }
 }
 
@@ -183,7 +182,6 @@ impl Ctx<'_> {
                         index: self.tree.entries.len(),
                         file: Arc::new(file),
                         key: path.to_string_lossy().into_owned(),
-                        rel: rel.clone(),
                         st: Stamp::of_stat(&st),
                     });
                     self.tree

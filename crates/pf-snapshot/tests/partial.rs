@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{EntryKind, FsTree, BLOB_MEDIA_TYPE, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::manifest::{EntryKind, FsTree, BLOB_MEDIA_TYPE, FS_TREE_V2_MEDIA_TYPE};
 use pf_registry_core::{
     ByteStream, CommitRequest, Config, Descriptor, DirStore, EncodedBlob, Engine, FetchedManifest,
     ImageRef, Registry, RegistryError, Result, SignedImage, Transport, UploadedBlob,
@@ -21,7 +21,31 @@ use pf_snapshot::{restore, Chunking, SnapshotOptions};
 /// The file transport, recording the digest of every blob fetched.
 struct Counting {
     inner: pf_registry_file::FileTransport,
-    fetched: Arc<Mutex<Vec<Digest>>>,
+    fetched: Arc<Log>,
+}
+
+/// What a registry fetched: whole blobs, and ranges (digest, offset, len).
+#[derive(Default)]
+struct Log {
+    whole: Mutex<Vec<Digest>>,
+    ranged: Mutex<Vec<(Digest, u64, u64)>>,
+}
+
+impl Log {
+    /// Bytes read by range from `pack`, its frame table reads (at offset
+    /// 0) excluded.
+    fn ranged_bytes(&self, pack: &Digest) -> u64 {
+        let v = self.ranged.lock().unwrap();
+        v.iter()
+            .filter(|(d, off, _)| d == pack && *off > 0)
+            .map(|r| r.2)
+            .sum()
+    }
+
+    /// Packs read by range.
+    fn ranged_packs(&self) -> BTreeSet<Digest> {
+        self.ranged.lock().unwrap().iter().map(|r| r.0).collect()
+    }
 }
 
 #[async_trait]
@@ -42,8 +66,21 @@ impl Transport for Counting {
         self.inner.get_manifest().await
     }
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
-        self.fetched.lock().unwrap().push(*digest);
+        self.fetched.whole.lock().unwrap().push(*digest);
         self.inner.get_blob(digest).await
+    }
+    async fn get_blob_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<pf_registry_core::Bytes> {
+        self.fetched
+            .ranged
+            .lock()
+            .unwrap()
+            .push((*digest, offset, len));
+        self.inner.get_blob_range(digest, offset, len).await
     }
 }
 
@@ -51,13 +88,10 @@ impl Transport for Counting {
 /// several chunks.
 fn chunking() -> Chunking {
     Chunking {
-        cdc_threshold: 64 << 10,
         cdc_min: 8 << 10,
         cdc_avg: 16 << 10,
         cdc_max: 32 << 10,
-        pack_file_max: 4 << 10,
-        pack_min: 6000,
-        pack_max: 7000,
+        pack_size: 7000,
     }
 }
 
@@ -124,7 +158,7 @@ impl Fixture {
             size: model.len() as u64,
         });
         let tree_layer = &snap.manifest.layers[0];
-        assert_eq!(tree_layer.media_type, FS_TREE_MEDIA_TYPE);
+        assert_eq!(tree_layer.media_type, FS_TREE_V2_MEDIA_TYPE);
         let tree_digest = tree_layer.digest;
         let tree = FsTree::from_bytes(&store.get(&tree_digest).unwrap()).unwrap();
         let repo =
@@ -144,13 +178,14 @@ impl Fixture {
         };
         // The fixture has what the tests rely on.
         let big = f.entry("big/deep/data.bin");
-        assert!(big.chunks.len() >= 3, "{} chunks", big.chunks.len());
-        let packs: HashSet<_> = ["small/a.txt", "other/x.txt"]
+        assert!(big.parts.len() >= 3, "{} chunks", big.parts.len());
+        assert!(f.tree.packs.len() >= 4, "{} packs", f.tree.packs.len());
+        let packs: HashSet<_> = ["small/a.txt", "small/c.txt"]
             .iter()
-            .map(|p| f.entry(p).blob.unwrap())
+            .map(|p| f.tree.pieces(f.entry(p))[0].blob)
             .collect();
-        assert_eq!(packs.len(), 2, "small/ and other/ share a pack");
-        assert!(f.entry("small/a.txt").offset.is_some());
+        assert_eq!(packs.len(), 2, "small/a and small/c lie in two packs");
+        assert_eq!(f.entry("small/a.txt").parts.len(), 1);
         f
     }
 
@@ -159,8 +194,8 @@ impl Fixture {
     }
 
     /// A registry on the repository whose fetches land in the returned log.
-    fn registry(&self) -> (impl Registry, Arc<Mutex<Vec<Digest>>>) {
-        let fetched = Arc::new(Mutex::new(Vec::new()));
+    fn registry(&self) -> (impl Registry, Arc<Log>) {
+        let fetched = Arc::new(Log::default());
         let t = Counting {
             inner: pf_registry_file::FileTransport::new(&self.repo).unwrap(),
             fetched: fetched.clone(),
@@ -185,7 +220,7 @@ impl Fixture {
             .entries
             .iter()
             .filter(|e| under(&e.path))
-            .flat_map(|e| e.pieces())
+            .flat_map(|e| self.tree.pieces(e))
             .map(|p| p.blob)
             .collect();
         need.insert(self.tree_digest);
@@ -212,8 +247,9 @@ fn walk(root: &Path) -> BTreeSet<String> {
     out
 }
 
-fn log(fetched: &Mutex<Vec<Digest>>) -> BTreeSet<Digest> {
-    let v = fetched.lock().unwrap();
+/// The whole blobs fetched (each once).
+fn log(fetched: &Log) -> BTreeSet<Digest> {
+    let v = fetched.whole.lock().unwrap();
     let set: BTreeSet<Digest> = v.iter().copied().collect();
     assert_eq!(set.len(), v.len(), "a blob was fetched twice");
     set
@@ -246,10 +282,20 @@ fn include_restores_exactly_the_selection_and_fetches_only_its_blobs() {
             fs::read(f.world.join(p)).unwrap()
         );
     }
+    // The tree whole; the selection's chunks by range from their packs,
+    // nothing else.
     let got = log(&fetched);
-    assert_eq!(got, f.needed(&["small/a.txt", "big"]));
-    assert!(!got.contains(&f.model_digest));
+    assert_eq!(got, f.needed(&[]));
     assert_eq!(rep.pull.blobs_fetched, got.len() as u64);
+    let mut packs = f.needed(&["small/a.txt", "big"]);
+    packs.remove(&f.tree_digest);
+    assert_eq!(fetched.ranged_packs(), packs);
+    let a_pack = f.tree.pieces(f.entry("small/a.txt"))[0].blob;
+    let a_pack_size = f.tree.packs.iter().find(|p| p.blob == a_pack).unwrap().size;
+    assert!(
+        fetched.ranged_bytes(&a_pack) < a_pack_size,
+        "small/a.txt alone is read from its pack"
+    );
     assert!(rep.blobs_skipped > 0);
     let size = |p: &str| f.entry(p).size;
     assert_eq!(
@@ -326,7 +372,10 @@ fn cat_writes_one_file_and_fetches_only_its_blobs() {
                 .unwrap();
         assert_eq!(out, fs::read(f.world.join(path)).unwrap(), "{path}");
         assert_eq!(rep.bytes, out.len() as u64);
-        assert_eq!(log(&fetched), f.needed(&[path]), "{path}");
+        assert_eq!(log(&fetched), f.needed(&[]), "{path}: the tree whole");
+        let mut packs = f.needed(&[path]);
+        packs.remove(&f.tree_digest);
+        assert_eq!(fetched.ranged_packs(), packs, "{path}: its packs by range");
     }
     let (reg, _) = f.registry();
     let code = |p: &str| {

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod history;
 mod lfs;
 mod routes;
 mod storage;
@@ -244,6 +245,20 @@ impl HubServer {
         let repos = self.shared.repos();
         let repo = repos.get(&(kind, repo_id.to_string()))?;
         Some(repo.commits.get(repo.resolve(rev)?)?.id.clone())
+    }
+
+    /// The LFS bytes a repository stores: objects some commit a branch or
+    /// tag reaches still names (a super-squash releases the others).
+    pub fn lfs_bytes(&self, kind: RepoType, repo_id: &str) -> Option<u64> {
+        let repos = self.shared.repos();
+        Some(repos.get(&(kind, repo_id.to_string()))?.lfs.values().sum())
+    }
+
+    /// How many commits the history of `rev` holds.
+    pub fn history_len(&self, kind: RepoType, repo_id: &str, rev: &str) -> Option<usize> {
+        let repos = self.shared.repos();
+        let repo = repos.get(&(kind, repo_id.to_string()))?;
+        Some(repo.ancestry(repo.resolve(rev)?).len())
     }
 }
 

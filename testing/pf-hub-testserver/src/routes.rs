@@ -13,10 +13,10 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Caller};
-use crate::lfs;
 use crate::storage::{self, Content, FileRec, Node, Repo, RepoType};
 use crate::util::{is_sha256_hex, ok_json, pct_decode, pct_encode, HubError, HubResult};
 use crate::Shared;
+use crate::{history, lfs};
 
 /// Largest JSON/NDJSON request body accepted (regular files travel base64).
 const MAX_BODY: usize = 512 << 20;
@@ -42,6 +42,8 @@ enum Route {
     Refs(RepoType, String),
     Branch(RepoType, String, String),
     Tag(RepoType, String, String),
+    Commits(RepoType, String, String),
+    SuperSquash(RepoType, String, String),
     Batch(RepoType, String),
     Verify(RepoType, String),
     Resolve(RepoType, String, String, String),
@@ -61,6 +63,8 @@ impl Route {
             Route::Refs(..) => "refs",
             Route::Branch(..) => "branch.create",
             Route::Tag(..) => "tag.create",
+            Route::Commits(..) => "commits",
+            Route::SuperSquash(..) => "super_squash",
             Route::Batch(..) => "lfs.batch",
             Route::Verify(..) => "lfs.verify",
             Route::Resolve(..) => "resolve",
@@ -109,6 +113,8 @@ fn parse(m: &Method, path: &str) -> Option<Route> {
                 ["refs"] if get => Route::Refs(k, id),
                 ["branch", b] if post => Route::Branch(k, id, dec(&[b])?),
                 ["tag", r] if post => Route::Tag(k, id, dec(&[r])?),
+                ["commits", r] if get => Route::Commits(k, id, dec(&[r])?),
+                ["super-squash", b] if post => Route::SuperSquash(k, id, dec(&[b])?),
                 _ => return None,
             }
         }
@@ -176,6 +182,11 @@ async fn hub(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             }
             Route::Tree(k, id, rev, path) => tree(sh, get(*k, id)?, rev, path, &q),
             Route::Refs(k, id) => refs(get(*k, id)?),
+            Route::Commits(k, id, rev) => history::commits(get(*k, id)?, rev),
+            Route::SuperSquash(k, id, branch) => {
+                let repo = auth::writable(caller, repos.get_mut(&(*k, id.clone())))?;
+                history::super_squash(sh, caller, repo, branch, &body)
+            }
             Route::Resolve(k, id, rev, path) => {
                 resolve(sh, get(*k, id)?, rev, path, &parts.headers, head)
             }

@@ -106,7 +106,11 @@ pub(crate) type Files = BTreeMap<String, FileRec>;
 pub(crate) struct Commit {
     pub id: String,
     pub title: String,
+    pub message: String,
+    pub author: String,
     pub date: String,
+    /// The commit it was made on (index into `Repo::commits`).
+    pub parent: Option<usize>,
     pub files: Arc<Files>,
 }
 
@@ -174,7 +178,10 @@ impl Repo {
         Commit {
             id: sha1_hex(text.as_bytes()),
             title: title.into(),
+            message: message.into(),
+            author: author.into(),
             date,
+            parent,
             files: Arc::new(files),
         }
     }
@@ -190,9 +197,35 @@ impl Repo {
             _ => self.branches.get(rev).or_else(|| self.tags.get(rev)),
         };
         found.copied().or_else(|| {
-            let is_id = is_commit_id(rev);
-            self.commits.iter().position(|c| is_id && c.id == rev)
+            if !is_commit_id(rev) {
+                return None;
+            }
+            // Only commits a branch or tag still reaches (a super-squash
+            // drops the rest).
+            let i = self.commits.iter().position(|c| c.id == rev)?;
+            self.reachable().contains(&i).then_some(i)
         })
+    }
+
+    /// Indexes of the commits reachable from `tip` through parents, `tip`
+    /// first.
+    pub fn ancestry(&self, tip: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut next = Some(tip);
+        while let Some(i) = next {
+            out.push(i);
+            next = self.commits.get(i).and_then(|c| c.parent);
+        }
+        out
+    }
+
+    /// Commits a branch or tag reaches.
+    pub fn reachable(&self) -> std::collections::HashSet<usize> {
+        self.branches
+            .values()
+            .chain(self.tags.values())
+            .flat_map(|&tip| self.ancestry(tip))
+            .collect()
     }
 
     /// The regular file `path` at commit `idx` as text, if any.

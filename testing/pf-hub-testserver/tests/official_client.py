@@ -173,6 +173,21 @@ api.upload_file(path_or_fileobj=b'{"hidden": 8}', path_in_repo="config.json", re
 check(dl(MODEL, "model.safetensors") == weights, "model LFS download")
 check(dl(MODEL, "config.json") == b'{"hidden": 8}', "model regular download")
 
+# --- history and super-squash -----------------------------------------------
+hist = api.list_repo_commits(MODEL)
+check([c.title for c in hist][-1] == "initial commit", f"history {[c.title for c in hist]}")
+check(len(hist) == 3 and hist[0].authors == ["pf-tester"], f"history {hist}")
+weights_commit = hist[1].commit_id
+api.upload_file(path_or_fileobj=b"\x00\x02newer" * 3000, path_in_repo="model.safetensors", repo_id=MODEL)
+check(dl(MODEL, "model.safetensors", revision=weights_commit) == weights, "old revision before squash")
+api.super_squash_history(repo_id=MODEL)
+squashed = api.list_repo_commits(MODEL)
+check(len(squashed) == 1, f"squashed history {[c.title for c in squashed]}")
+check(squashed[0].title == "Super-squash branch 'main' using huggingface_hub", squashed[0].title)
+check(dl(MODEL, "config.json") == b'{"hidden": 8}', "files survive the squash")
+raises(RevisionNotFoundError, lambda: api.list_repo_files(MODEL, revision=weights_commit), "squashed", 404)
+out["super_squash_commits"] = len(squashed)
+
 # --- privacy and permissions -------------------------------------------------
 anon = HfApi(endpoint=EP, token=False)
 other = HfApi(endpoint=EP, token=os.environ["PF_OTHER_TOKEN"])

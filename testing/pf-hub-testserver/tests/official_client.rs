@@ -64,9 +64,11 @@ async fn official_huggingface_hub_client_works_against_the_test_server() {
     assert_eq!(v["reupload_lfs_puts"], 0, "{v}");
     assert_eq!(v["private_hidden"], true, "{v}");
     let s = hub.stats();
-    // 6 LFS files in the folder + the model's safetensors; nothing twice.
-    assert_eq!(s.lfs_uploads, 7, "{s:?}");
-    assert_eq!(s.route("lfs.upload"), 7, "{s:?}");
+    // 6 LFS files in the folder + the model's safetensors (twice: it is
+    // replaced before the squash); nothing twice.
+    assert_eq!(s.lfs_uploads, 8, "{s:?}");
+    assert_eq!(s.route("lfs.upload"), 8, "{s:?}");
+    assert_eq!(v["super_squash_commits"], 1, "{v}");
     assert!(s.tree_pages >= 5, "pagination must be exercised: {s:?}");
     assert_eq!(
         hub.resolve(

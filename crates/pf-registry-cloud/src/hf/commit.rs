@@ -170,11 +170,36 @@ impl HfTransport {
     /// records the new commit id.
     async fn post_commit(&self, summary: &str, files: &[Value]) -> Result<String> {
         let parent = lock(&self.parent).clone();
+        let oid = self
+            .commit_lines(summary, files, parent.as_deref())
+            .await
+            .map_err(|e| match e {
+                RegistryError::Conflict(m) => RegistryError::Conflict(format!(
+                    "hf://{}{}@{} moved during the push (someone else committed): {m}",
+                    self.url_prefix(),
+                    self.repo_id,
+                    self.revision
+                )),
+                e => e,
+            })?;
+        *lock(&self.parent) = Some(oid.clone());
+        Ok(oid)
+    }
+
+    /// One NDJSON commit of `files` (operation lines) on the revision,
+    /// naming `parent` as `parentCommit` when given (without one the Hub
+    /// applies the operations on its current head); returns the commit id.
+    pub(super) async fn commit_lines(
+        &self,
+        summary: &str,
+        files: &[Value],
+        parent: Option<&str>,
+    ) -> Result<String> {
         let mut header = json!({
             "summary": summary,
             "description": "ProcessFork snapshot pushed by pf-registry",
         });
-        if let Some(p) = &parent {
+        if let Some(p) = parent {
             header["parentCommit"] = json!(p);
         }
         let mut body = json!({"key": "header", "value": header}).to_string();
@@ -191,25 +216,14 @@ impl HfTransport {
                     .body(body),
                 "commit",
             )
-            .await
-            .map_err(|e| match e {
-                RegistryError::Conflict(m) => RegistryError::Conflict(format!(
-                    "hf://{}{}@{} moved during the push (someone else committed): {m}",
-                    self.url_prefix(),
-                    self.repo_id,
-                    self.revision
-                )),
-                e => e,
-            })?;
+            .await?;
         let v: Value = resp
             .json()
             .await
             .map_err(|e| RegistryError::invalid("commit response", e.to_string()))?;
-        let oid = v["commitOid"]
+        v["commitOid"]
             .as_str()
-            .ok_or_else(|| RegistryError::invalid("commit response", "no commitOid"))?
-            .to_string();
-        *lock(&self.parent) = Some(oid.clone());
-        Ok(oid)
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::invalid("commit response", "no commitOid"))
     }
 }

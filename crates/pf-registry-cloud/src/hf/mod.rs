@@ -22,6 +22,7 @@
 
 mod commit;
 mod config;
+mod keys;
 mod transport;
 mod upload;
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
+use pf_registry_core::ranges;
 use pf_registry_core::{
     layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
@@ -46,6 +47,8 @@ pub struct HfTransport {
     pub(super) parent: Mutex<Option<String>>,
     /// Set once the repository is known to exist (created if needed).
     pub(super) repo_ready: tokio::sync::OnceCell<()>,
+    /// The caller's retry policy, for the key operations of `lifecycle`.
+    pub(super) retry: pf_registry_core::RetryPolicy,
 }
 
 impl std::fmt::Debug for HfTransport {
@@ -98,6 +101,7 @@ impl HfTransport {
             pending: Mutex::new(Vec::new()),
             parent: Mutex::new(None),
             repo_ready: tokio::sync::OnceCell::new(),
+            retry: config.retry,
         })
     }
 
@@ -126,6 +130,18 @@ impl HfTransport {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// The resolve URL of a stored blob at the revision.
+    fn blob_url(&self, digest: &Digest) -> String {
+        format!(
+            "{}/{}{}/resolve/{}/{}",
+            self.endpoint,
+            self.url_prefix(),
+            self.repo_id,
+            self.rev_enc(),
+            layout::blob(digest)
+        )
     }
 
     pub(super) fn backend(&self) -> String {
@@ -188,7 +204,7 @@ impl HfTransport {
         Ok(out)
     }
 
-    async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
+    pub(super) async fn fetch_file(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
         let rev = self.rev_enc();
         let url = format!(
             "{}/{}{}/resolve/{rev}/{path}",
@@ -261,7 +277,7 @@ impl Classify for HfTransport {
     }
 }
 
-fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+pub(super) fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
     let link = h.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
@@ -307,6 +323,18 @@ impl Transport for HfTransport {
 
     fn max_batch(&self) -> usize {
         usize::MAX
+    }
+
+    fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
+        Some(self)
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    async fn squash_history(&self) -> Result<()> {
+        self.super_squash().await
     }
 
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
@@ -368,20 +396,26 @@ impl Transport for HfTransport {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
-        let url = format!(
-            "{}/{}{}/resolve/{}/{}",
-            self.endpoint,
-            self.url_prefix(),
-            self.repo_id,
-            self.rev_enc(),
-            layout::blob(digest)
-        );
         let resp = self
-            .send(self.req(Method::GET, &url), &format!("blob {digest}"))
+            .send(
+                self.req(Method::GET, &self.blob_url(digest)),
+                &format!("blob {digest}"),
+            )
             .await?;
         let backend = self.backend();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
             r.map_err(|e| http::send_error(backend.clone(), "reading blob", e))
         })))
+    }
+
+    /// `Range` on the resolve URL; the redirect to LFS storage is followed
+    /// with the header kept (reqwest drops only credentials across hosts).
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        ranges::check(digest, offset, len)?;
+        let rb = self
+            .req(Method::GET, &self.blob_url(digest))
+            .header(reqwest::header::RANGE, ranges::header_value(offset, len));
+        let resp = self.send(rb, &format!("blob {digest}")).await?;
+        ranges::from_http(resp, self.backend(), digest, offset, len).await
     }
 }

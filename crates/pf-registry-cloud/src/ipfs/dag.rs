@@ -174,6 +174,9 @@ pub(super) struct Node {
     pub data: Vec<u8>,
     /// The links, in order.
     pub links: Vec<Link>,
+    /// UnixFS `blocksizes`: the file bytes under each link (a file node;
+    /// empty when absent).
+    pub blocksizes: Vec<u64>,
 }
 
 /// UnixFS directory.
@@ -219,6 +222,7 @@ impl Node {
             kind: 0,
             data: Vec::new(),
             links: Vec::new(),
+            blocksizes: Vec::new(),
         };
         for (num, f) in fields(block)? {
             match (num, f) {
@@ -242,6 +246,16 @@ impl Node {
                         match (n, uf) {
                             (1, Field::Int(k)) => node.kind = k,
                             (2, Field::Bytes(d)) => node.data = d.to_vec(),
+                            (4, Field::Int(n)) => node.blocksizes.push(n),
+                            // Packed encoding of the same repeated field.
+                            (4, Field::Bytes(packed)) => {
+                                let mut pos = 0;
+                                while pos < packed.len() {
+                                    let n = varint(packed, &mut pos)
+                                        .ok_or_else(|| bad("dag-pb", "truncated blocksizes"))?;
+                                    node.blocksizes.push(n);
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -302,6 +316,23 @@ mod tests {
                 name: "a.js".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_file_node_decodes_its_blocksizes_plain_or_packed() {
+        // Data { Type: File, filesize: 300, blocksizes: 256, 44 }
+        let block = [
+            0x0a, 10, 0x08, 2, 0x18, 0xac, 0x02, 0x20, 0x80, 0x02, 0x20, 44,
+        ];
+        let n = Node::decode(&block).expect("decode");
+        assert_eq!((n.kind, n.blocksizes.clone()), (2, vec![256, 44]));
+        // blocksizes packed: field 4, wire type 2, 3 bytes.
+        let packed = [0x0a, 7, 0x08, 2, 0x22, 3, 0x80, 0x02, 44];
+        assert_eq!(
+            Node::decode(&packed).expect("decode").blocksizes,
+            vec![256, 44]
+        );
+        assert!(Node::decode(&[0x0a, 5, 0x08, 2, 0x22, 1, 0x80]).is_err());
     }
 
     #[test]

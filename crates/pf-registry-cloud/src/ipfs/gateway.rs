@@ -1,15 +1,17 @@
 //! Pulls through a trustless HTTP gateway (`ipfs.gateway=URL`), with no RPC
 //! access: every block is fetched with `GET /ipfs/<cid>?format=raw`, checked
 //! against its CID (sha2-256) and only then decoded; paths are resolved by
-//! walking the image's UnixFS directories, files are streamed leaf by leaf.
+//! walking the image's UnixFS directories, files are streamed leaf by leaf,
+//! and a byte range of a file fetches only the blocks that hold it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use pf_digest::Digest;
 use pf_registry_core::http::{self, Classify, Failure};
-use pf_registry_core::{ByteStream, RegistryError, Result};
+use pf_registry_core::{ranges, ByteStream, RegistryError, Result};
 
 use super::dag::{Cid, Link, Node, DAG_PB, DIRECTORY, HAMT_SHARD, RAW};
 
@@ -153,6 +155,86 @@ impl Gateway {
                 Ok(None)
             }
         }))
+    }
+
+    /// Bytes `offset..offset + len` (`len` checked by the caller) of the
+    /// UnixFS file `cid`, fetching only the blocks that hold them: a link
+    /// whose `blocksizes` entry ends before the range is skipped, a node
+    /// without sizes has every link read. Every block is checked against
+    /// its CID; a subtree that holds other than its declared size is an
+    /// error, and so is a range past the file's end.
+    pub async fn range(&self, digest: &Digest, cid: Cid, offset: u64, len: u64) -> Result<Bytes> {
+        enum Step {
+            /// A block, with the file bytes its parent says it holds.
+            Block(Cid, Option<u64>),
+            /// The cursor a declared subtree must end at.
+            End(u64, Cid),
+        }
+        let end = offset.saturating_add(len);
+        let mut out = BytesMut::with_capacity(len as usize);
+        // `pos`: file offset of the next byte in traversal order.
+        let (mut pos, mut next) = (0u64, offset);
+        let mut take = |piece: &[u8], pos: &mut u64, next: &mut u64| {
+            let start = *pos;
+            *pos += piece.len() as u64;
+            if *pos > *next {
+                let from = (*next - start) as usize;
+                let to = (end.min(*pos) - start) as usize;
+                out.extend_from_slice(&piece[from..to]);
+                *next = start + to as u64;
+            }
+        };
+        let mut stack = vec![Step::Block(cid, None)];
+        while next < end {
+            let Some(step) = stack.pop() else {
+                return Err(ranges::past_end(digest, offset, len, Some(pos)));
+            };
+            let (c, size) = match step {
+                Step::End(want, c) if want != pos => {
+                    return Err(RegistryError::invalid(
+                        format!("ipfs {c}"),
+                        format!(
+                        "its bytes end at file offset {pos}; its parent's blocksizes say {want}"
+                    ),
+                    ))
+                }
+                Step::End(..) => continue,
+                Step::Block(_, Some(n)) if pos.saturating_add(n) <= next => {
+                    pos += n;
+                    continue;
+                }
+                Step::Block(c, size) => (c, size),
+            };
+            if let Some(n) = size {
+                stack.push(Step::End(pos.saturating_add(n), c));
+            }
+            let block = self.block(c).await?;
+            match c.codec {
+                RAW => take(&block, &mut pos, &mut next),
+                DAG_PB => {
+                    let node = Node::decode(&block)?;
+                    if node.kind == DIRECTORY || node.kind == HAMT_SHARD {
+                        return Err(RegistryError::invalid(
+                            format!("ipfs {c}"),
+                            "a directory where a file was expected",
+                        ));
+                    }
+                    take(&node.data, &mut pos, &mut next);
+                    let sizes =
+                        (node.blocksizes.len() == node.links.len()).then_some(&node.blocksizes);
+                    for (i, l) in node.links.iter().enumerate().rev() {
+                        stack.push(Step::Block(l.cid, sizes.map(|s| s[i])));
+                    }
+                }
+                other => {
+                    return Err(RegistryError::invalid(
+                        format!("ipfs {c}"),
+                        format!("codec {other:#x} is not a UnixFS file"),
+                    ))
+                }
+            }
+        }
+        Ok(out.freeze())
     }
 
     /// The whole file at `path` below `root`, at most `limit` bytes; `None`

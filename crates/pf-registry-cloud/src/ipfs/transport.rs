@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
 use pf_registry_core::http::{self, Class, Classify, Failure};
+use pf_registry_core::ranges;
 use pf_registry_core::{
     layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
@@ -228,7 +229,7 @@ impl Classify for IpfsTransport {
 
     fn refine(&self, failure: &Failure, message: &str) -> Option<Class> {
         let lower = message.to_ascii_lowercase();
-        if ["does not exist", "no link named", "not found"]
+        if ["does not exist", "no link named", "not found", "not pinned"]
             .iter()
             .any(|m| lower.contains(m))
         {
@@ -412,6 +413,55 @@ impl Transport for IpfsTransport {
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
             r.map_err(|e| http::send_error(backend.clone(), "cat", e))
         })))
+    }
+
+    /// RPC: `cat` with `offset` and `length`. Gateway: only the file's
+    /// blocks that hold the range, each checked against its CID as every
+    /// gateway read is.
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        ranges::check(digest, offset, len)?;
+        let root = self.root()?;
+        if let Some(gw) = &self.gateway {
+            let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
+            return gw.range(digest, cid, offset, len).await;
+        }
+        let (o, l) = (offset.to_string(), len.to_string());
+        let path = format!("/ipfs/{root}/{}", layout::blob(digest));
+        let resp = self
+            .rpc(
+                "cat",
+                &[("arg", &path), ("offset", &o), ("length", &l)],
+                None,
+            )
+            .await?;
+        let backend = self.backend();
+        let body = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| http::send_error(backend.clone(), "cat", e)));
+        ranges::collect(Box::pin(body), digest, offset, len).await
+    }
+
+    /// `pf rm ipfs://<root>`: unpins the image's root (`pin/rm`). A root
+    /// this node has not pinned is `NotFound`. The blobs stay while pf's
+    /// MFS dedup index holds them (see the README).
+    async fn remove_reference(
+        &self,
+        _tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<pf_registry_core::lifecycle::RmReport> {
+        let root = self.root()?.to_string();
+        let manifest = Digest::of(&self.get_manifest().await?.manifest);
+        if let Some(d) = digest.filter(|d| *d != manifest) {
+            return Err(RegistryError::not_found(format!(
+                "manifest {d} at ipfs://{root} (it holds {manifest})"
+            )));
+        }
+        self.rpc("pin/rm", &[("arg", &format!("/ipfs/{root}"))], None)
+            .await?;
+        Ok(pf_registry_core::lifecycle::RmReport {
+            tags: Vec::new(),
+            manifests: vec![manifest],
+        })
     }
 
     async fn exists(&self) -> Result<bool> {

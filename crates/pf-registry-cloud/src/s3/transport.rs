@@ -15,6 +15,7 @@ use object_store::{
 };
 use pf_digest::Digest;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
+use pf_registry_core::ranges;
 use pf_registry_core::{
     layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
     RegistryError, Result, Transport, UploadedBlob,
@@ -635,6 +636,30 @@ impl Transport for S3Transport {
             })
         });
         Ok(Box::pin(s))
+    }
+
+    /// A ranged GET (`Range: bytes=a-b`), read bounded by `len`.
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        let end = ranges::check(digest, offset, len)?;
+        let what = format!("blob {digest}");
+        let opts = object_store::GetOptions::new().with_range(Some(offset..end));
+        let res = self
+            .store
+            .get_opts(&self.blob_path(digest), opts)
+            .await
+            .map_err(|e| self.map_err(&what, e))?;
+        let backend = self.backend();
+        let s = res.into_stream().map(move |r| {
+            r.map_err(|e| {
+                let message = format!("reading {what}: {e}");
+                if is_retryable(&e) {
+                    RegistryError::transient(backend.clone(), message)
+                } else {
+                    RegistryError::permanent(backend.clone(), message)
+                }
+            })
+        });
+        ranges::collect(Box::pin(s), digest, offset, len).await
     }
 
     async fn exists(&self) -> Result<bool> {

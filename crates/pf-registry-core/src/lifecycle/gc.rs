@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
 use pf_digest::Digest;
 use serde::Serialize;
 
@@ -15,10 +14,8 @@ use crate::error::Result;
 use crate::layout;
 use crate::transport::Transport;
 
-/// Deletions issued between two renewals of the gc record.
+/// Deletions issued at once right after a renewal of the gc record.
 const BATCH: usize = 256;
-/// Deletions in flight at once.
-const CONCURRENCY: usize = 8;
 
 /// What [`gc`] may do.
 #[derive(Debug, Clone)]
@@ -27,6 +24,10 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Report what would be deleted; delete nothing.
     pub dry_run: bool,
+    /// After deleting, drop the history that still holds the deleted data
+    /// (hf: the Hub's super-squash; every older revision stops resolving).
+    /// Refused up front on a backend that keeps no history.
+    pub squash_history: bool,
 }
 
 impl Default for GcOptions {
@@ -34,6 +35,7 @@ impl Default for GcOptions {
         GcOptions {
             grace: Duration::from_secs(3600),
             dry_run: false,
+            squash_history: false,
         }
     }
 }
@@ -62,12 +64,39 @@ pub struct GcReport {
     pub expired_markers: usize,
     /// Nothing was deleted on purpose.
     pub dry_run: bool,
+    /// Format v2 packs still referenced that hold chunks no kept tree
+    /// uses. They are not repacked: a v2 tree addresses a chunk by its
+    /// pack and offset, and an image's digest (and signature) covers its
+    /// tree, so moving a live chunk would change every image using it.
+    pub packs_partly_dead: usize,
+    /// The bytes of those unused chunks (raw), kept until every image
+    /// referencing their packs is gone.
+    pub dead_bytes_in_live_packs: u64,
+    /// The history was squashed ([`GcOptions::squash_history`]).
+    pub squashed_history: bool,
 }
 
 /// Collects garbage in the repository behind `t`. Refuses (deleting
 /// nothing) when a manifest, an index blob or a marker cannot be read,
 /// or when a manifest was written by a newer format.
 pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
+    if t.keys().is_none() {
+        let why = if t.location().starts_with("oci://") {
+            "`pf gc` (a registry collects its own garbage: after `pf rm`, run its collector, for distribution `registry garbage-collect --delete-untagged <config.yml>`; see the README)"
+        } else {
+            "`pf gc` (pf does not own this backend's storage)"
+        };
+        return Err(crate::error::RegistryError::not_supported(
+            t.location(),
+            why,
+        ));
+    }
+    if opts.squash_history && !t.keeps_history() {
+        return Err(crate::error::RegistryError::not_supported(
+            t.location(),
+            "--squash-history (this backend keeps no history of deleted data)",
+        ));
+    }
     let mut record = if opts.dry_run {
         None
     } else {
@@ -82,7 +111,45 @@ pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
             ended?;
         }
     }
-    res
+    let mut report = res?;
+    // Last, once the gc record is gone too: the history keeps nothing gc
+    // deleted.
+    if opts.squash_history && !opts.dry_run {
+        t.squash_history().await?;
+        report.squashed_history = true;
+    }
+    Ok(report)
+}
+
+/// Over the v2 fs trees among `index_blobs` (the kept images' index
+/// blobs): how many referenced packs hold bytes no tree uses, and how many
+/// such bytes.
+fn dead_in_live_packs<'a>(index_blobs: impl Iterator<Item = &'a Vec<u8>>) -> (usize, u64) {
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
+    let mut used: HashMap<Digest, HashSet<(u64, u64)>> = HashMap::new();
+    for raw in index_blobs {
+        let Ok(tree) = crate::manifest::FsTree::from_bytes(raw) else {
+            continue;
+        };
+        for c in &tree.chunk_table {
+            if let Some(p) = tree.packs.get(c.pack as usize) {
+                sizes.insert(p.blob, p.size);
+                used.entry(p.blob).or_default().insert((c.offset, c.size));
+            }
+        }
+    }
+    let mut partly = 0;
+    let mut dead = 0;
+    for (pack, size) in sizes {
+        // Chunks of one pack never overlap (validated), so distinct
+        // ranges add up.
+        let live: u64 = used.get(&pack).map_or(0, |r| r.iter().map(|x| x.1).sum());
+        if live < size {
+            partly += 1;
+            dead += size - live;
+        }
+    }
+    (partly, dead)
 }
 
 async fn run(
@@ -107,6 +174,7 @@ async fn run(
         })?;
         referenced.extend(c.into_iter().map(|b| b.digest));
     }
+    let (partly, dead) = dead_in_live_packs(cache.values());
     let blobs = list_blobs(t).await?;
     let cutoff = SystemTime::now()
         .checked_sub(opts.grace)
@@ -116,6 +184,8 @@ async fn run(
         blobs: blobs.len(),
         referenced: blobs.keys().filter(|d| referenced.contains(d)).count(),
         dry_run: opts.dry_run,
+        packs_partly_dead: partly,
+        dead_bytes_in_live_packs: dead,
         ..GcReport::default()
     };
     let mut doomed: Vec<(Digest, String, u64)> = Vec::new();
@@ -145,31 +215,21 @@ async fn run(
         r.renew(t).await?;
         let (batch, tail) = rest.split_at(rest.len().min(BATCH));
         rest = tail;
-        let r = &*r;
-        let done: Vec<Option<(Digest, u64)>> = futures::stream::iter(batch)
-            .map(|(d, key, size)| async move {
-                if !r.may_delete() {
-                    return Ok(None);
-                }
-                t.delete_key(key).await?;
-                Ok::<_, crate::error::RegistryError>(Some((*d, *size)))
-            })
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        for x in done {
-            match x {
-                Some((d, size)) => {
-                    report.deleted.push(d);
-                    report.deleted_bytes += size;
-                }
-                None => report.deferred += 1,
-            }
+        if !r.may_delete() {
+            report.deferred += batch.len();
+            continue;
+        }
+        let keys: Vec<String> = batch.iter().map(|(_, k, _)| k.clone()).collect();
+        t.keys_or("deleting keys")?.delete_keys(&keys).await?;
+        for (d, _, size) in batch {
+            report.deleted.push(*d);
+            report.deleted_bytes += size;
         }
     }
     report.expired_markers = markers::remove_expired(t).await?;
     // Signatures of manifests no longer stored (older than the grace: a
     // push writes its signature before its manifest).
+    let mut stale = Vec::new();
     for k in t.list_keys("signatures/sha256").await? {
         let Some(hex) = k
             .key
@@ -183,8 +243,11 @@ async fn run(
         };
         let old = k.modified.is_some_and(|m| m < cutoff);
         if old && layout::signature_by_digest(&d) == k.key && !inv.manifests.contains_key(&d) {
-            t.delete_key(&k.key).await?;
+            stale.push(k.key);
         }
+    }
+    if !stale.is_empty() {
+        t.keys_or("deleting keys")?.delete_keys(&stale).await?;
     }
     Ok(report)
 }

@@ -6,7 +6,9 @@
 //! Everything here works on the path layout ([`crate::layout`]) through the
 //! optional key methods of [`Transport`] (`list_keys`, `read_key`,
 //! `write_key`, `delete_key`); a backend that does not offer them answers
-//! [`RegistryError::NotSupported`].
+//! [`RegistryError::NotSupported`], except [`rm`], which a registry whose
+//! storage pf does not own (OCI) implements with its own API
+//! ([`Transport::remove_reference`]).
 //!
 //! # Garbage collection without a lock
 //!
@@ -22,8 +24,9 @@
 //! * a **gc record** `locks/gc-<id>.json`, written by `gc` before it reads
 //!   anything, renewed before every batch of deletions and removed when it
 //!   is done. It expires [`GC_RECORD_TTL`] after its last renewal; `gc`
-//!   never issues a deletion later than half that time after a renewal
-//!   (by its own clock).
+//!   starts a batch of deletions (at most 256, issued at once; one commit
+//!   on the Hub) only within half that time after a renewal (by its own
+//!   clock), and a batch must finish within the other half.
 //!
 //! `gc` then, in this order: (1) writes its record; (2) lists the live push
 //! markers; (3) lists and parses EVERY committed manifest (tags, the

@@ -24,8 +24,13 @@ pub struct RmReport {
 
 /// Deletes the tag `tag` (`None`: the untagged head), or with `digest` the
 /// manifest and every tag pointing at it. A manifest no remaining tag points
-/// at is removed with its tag. `NotFound` when nothing matches.
+/// at is removed with its tag. `NotFound` when nothing matches. On a
+/// backend without key access (OCI) the backend deletes through its own
+/// API ([`Transport::remove_reference`]).
 pub async fn rm(t: &dyn Transport, tag: Option<&str>, digest: Option<Digest>) -> Result<RmReport> {
+    if t.keys().is_none() {
+        return t.remove_reference(tag, digest).await;
+    }
     let inv = Inventory::read(t).await?;
     let target = match digest {
         Some(d) => d,
@@ -48,8 +53,9 @@ pub async fn rm(t: &dyn Transport, tag: Option<&str>, digest: Option<Digest>) ->
         Some(d) => inv.tags_of(&d),
         None => vec![tag.map(str::to_string)],
     };
+    let mut doomed = Doomed::default();
     for tg in &doomed_tags {
-        remove_tag(t, tg.as_deref()).await?;
+        doomed.tag(tg.as_deref());
         report.tags.push(tg.clone());
     }
     let still_tagged = inv
@@ -57,21 +63,45 @@ pub async fn rm(t: &dyn Transport, tag: Option<&str>, digest: Option<Digest>) ->
         .iter()
         .any(|(tg, d)| *d == target && !doomed_tags.contains(tg));
     if !still_tagged {
-        remove_manifest(t, &target).await?;
+        doomed.manifest(&target);
         report.manifests.push(target);
     }
+    doomed.delete(t).await?;
     Ok(report)
 }
 
-async fn remove_tag(t: &dyn Transport, tag: Option<&str>) -> Result<()> {
-    // The pointer first: a reader never sees a signature without it.
-    t.delete_key(&layout::tag_manifest(tag)).await?;
-    t.delete_key(&layout::tag_signature(tag)).await
+/// Keys to delete, in two phases: every manifest (tag pointer or by
+/// digest) first, then the signatures, so a reader never sees a signature
+/// without its manifest. Each phase is one [`KeyStore::delete_keys`] call
+/// (one commit on the Hub).
+///
+/// [`KeyStore::delete_keys`]: crate::transport::KeyStore::delete_keys
+#[derive(Default)]
+struct Doomed {
+    manifests: Vec<String>,
+    signatures: Vec<String>,
 }
 
-async fn remove_manifest(t: &dyn Transport, d: &Digest) -> Result<()> {
-    t.delete_key(&layout::manifest_by_digest(d)).await?;
-    t.delete_key(&layout::signature_by_digest(d)).await
+impl Doomed {
+    fn tag(&mut self, tag: Option<&str>) {
+        self.manifests.push(layout::tag_manifest(tag));
+        self.signatures.push(layout::tag_signature(tag));
+    }
+
+    fn manifest(&mut self, d: &Digest) {
+        self.manifests.push(layout::manifest_by_digest(d));
+        self.signatures.push(layout::signature_by_digest(d));
+    }
+
+    async fn delete(self, t: &dyn Transport) -> Result<()> {
+        let keys = t.keys_or("deleting keys")?;
+        for phase in [self.manifests, self.signatures] {
+            if !phase.is_empty() {
+                keys.delete_keys(&phase).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which versions [`retain`] keeps; a version kept by any rule is kept.
@@ -138,21 +168,21 @@ pub async fn retain(t: &dyn Transport, policy: &RetainPolicy) -> Result<RetainRe
         dry_run: policy.dry_run,
         ..RetainReport::default()
     };
+    let mut doomed = Doomed::default();
     for m in newest {
         if keep.contains(&m.digest) {
             report.kept.push(m.digest);
             continue;
         }
         for tg in inv.tags_of(&m.digest) {
-            if !policy.dry_run {
-                remove_tag(t, tg.as_deref()).await?;
-            }
+            doomed.tag(tg.as_deref());
             report.removed_tags.push(tg);
         }
-        if !policy.dry_run {
-            remove_manifest(t, &m.digest).await?;
-        }
+        doomed.manifest(&m.digest);
         report.removed.push(m.digest);
+    }
+    if !policy.dry_run {
+        doomed.delete(t).await?;
     }
     Ok(report)
 }

@@ -248,7 +248,7 @@ impl Layout {
             parent = Some((dir, at));
             let file = self.files.len();
             let mut file_off = 0;
-            for piece in e.pieces() {
+            for piece in tree.pieces(e) {
                 self.places.entry(piece.blob).or_default().push(Place {
                     file,
                     file_off,
@@ -389,6 +389,58 @@ impl Layout {
             w.insert(*digest);
         }
         Ok((actual, pos))
+    }
+
+    /// Writes ranges of blob `digest` read on their own (`ranges`: raw
+    /// offset to verified bytes, see [`Registry::read_chunks`]) into every
+    /// file range of that blob, and marks the blob written. Every file
+    /// range must lie within one given range.
+    ///
+    /// [`Registry::read_chunks`]: pf_registry_core::Registry::read_chunks
+    pub fn write_ranges(
+        &self,
+        digest: &Digest,
+        ranges: &std::collections::BTreeMap<u64, bytes::Bytes>,
+    ) -> Result<()> {
+        let places = self.places.get(digest).map(Vec::as_slice).unwrap_or(&[]);
+        let mut current: Option<(usize, File)> = None;
+        for p in places {
+            let src = ranges
+                .range(..=p.blob_off)
+                .next_back()
+                .and_then(|(start, b)| {
+                    let from = (p.blob_off - start) as usize;
+                    b.get(from..from + p.len as usize)
+                })
+                .ok_or_else(|| {
+                    RegistryError::invalid(
+                        format!("blob {digest}"),
+                        format!("no chunk read holds bytes {}+{}", p.blob_off, p.len),
+                    )
+                })?;
+            let f = match &current {
+                Some((i, f)) if *i == p.file => f,
+                _ => {
+                    let f = self
+                        .open_created(p.file, OFlags::WRONLY)
+                        .map_err(|e| RegistryError::io("restoring", e))?;
+                    &current.insert((p.file, f)).1
+                }
+            };
+            f.write_all_at(src, p.file_off).map_err(|e| {
+                RegistryError::io(
+                    format!(
+                        "writing into {}",
+                        self.shown(&self.files[p.file].rel).display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(*digest);
+        }
+        Ok(())
     }
 
     /// Writes every blob not yet written from `store` (in parallel), then
@@ -572,6 +624,7 @@ mod tests {
                 blob: pack,
                 size: 14,
             }],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -595,6 +648,7 @@ mod tests {
         let tree = FsTree {
             entries: vec![file("x/y", 16, good, None)],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -620,11 +674,13 @@ mod tests {
             chunks: vec![],
             target: None,
             offset: None,
+            parts: vec![],
         };
         // "c" is a file, so "c/d" cannot be created under it.
         let tree = FsTree {
             entries: vec![empty("a"), empty("c"), empty("c/d")],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("new");
@@ -656,10 +712,12 @@ mod tests {
             chunks: vec![],
             target: Some(target.into()),
             offset: None,
+            parts: vec![],
         };
         let tree = FsTree {
             entries: vec![link("u", "."), link("x", "u/..")],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let err =
@@ -704,6 +762,7 @@ mod tests {
         let tree = FsTree {
             entries: vec![a, d, f],
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
@@ -737,6 +796,7 @@ mod tests {
                 .map(|i| file(&format!("f{i}"), 1 << 40, blob, None))
                 .collect(),
             packs: vec![],
+            chunk_table: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
+use pf_registry_core::manifest::{is_fs_tree_media_type, EntryKind, FsEntry};
 use pf_registry_core::{FsTree, Manifest, PullReport, Registry, RegistryError, Result};
 
 pub use layout::{symlink_stays_inside, Layout};
@@ -100,6 +100,11 @@ pub async fn pull_into_dir(
     for p in &options.include {
         crate::select::tree_path(p)?;
     }
+    if !options.include.is_empty() {
+        if let Some(r) = pull_selection_ranged(registry, store.clone(), dest, options).await? {
+            return Ok(r);
+        }
+    }
     let target = RestoreTarget::new(dest, options.clone());
     let pulled = registry.pull_into(store.clone(), &target).await;
     let finished = match (&pulled, target.layout()) {
@@ -123,6 +128,57 @@ pub async fn pull_into_dir(
         restored_bytes: finished?,
         blobs_skipped: target.blobs_skipped(),
     })
+}
+
+/// A partial restore of a v2 image: the fs tree, then only the chunks the
+/// selection reads, by range, from packs that are not local. `None` for a
+/// v1 image or a pack stored without a frame table (the caller then
+/// fetches whole blobs).
+async fn pull_selection_ranged(
+    registry: &dyn Registry,
+    store: Arc<dyn BlobStore>,
+    dest: &Path,
+    options: &RestoreOptions,
+) -> Result<Option<RestoreReport>> {
+    let (browse, tree) = crate::pull_tree(registry, store.clone()).await?;
+    if !tree.is_v2() {
+        return Ok(None);
+    }
+    let include: Vec<&str> = options.include.iter().map(String::as_str).collect();
+    let sel = crate::select(&tree, &include)?;
+    let files: Vec<&FsEntry> = sel
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    let (fetched, whole) = crate::ranged::fetch(registry, &*store, &sel, &files).await?;
+    if !whole.is_empty() {
+        return Ok(None);
+    }
+    let (dest, options) = (dest.to_path_buf(), options.clone());
+    let restored = tokio::task::spawn_blocking(move || {
+        let layout = Layout::create(sel, &dest, &options)?;
+        let res = fetched
+            .packs
+            .iter()
+            .try_for_each(|(pack, chunks)| layout.write_ranges(pack, chunks))
+            .and_then(|()| layout.finish(&*store));
+        res.inspect_err(|_| layout.abandon())
+    })
+    .await
+    .map_err(|e| {
+        RegistryError::io(
+            "restore",
+            std::io::Error::other(format!("restore task failed: {e}")),
+        )
+    })??;
+    let mut pull = browse.pull;
+    pull.wire_bytes_fetched += fetched.wire_bytes;
+    Ok(Some(RestoreReport {
+        pull,
+        restored_bytes: restored,
+        blobs_skipped: browse.blobs_skipped,
+    }))
 }
 
 /// Restores the fs tree of `manifest` (or the part
@@ -167,16 +223,11 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
     for l in manifest
         .layers
         .iter()
-        .filter(|l| l.media_type == FS_TREE_MEDIA_TYPE)
+        .filter(|l| is_fs_tree_media_type(&l.media_type))
     {
-        let t = FsTree::from_bytes(&get_verified(store, &l.digest)?)?;
-        tree.entries.extend(t.entries);
-        tree.packs.extend(t.packs);
+        // A pack listed by several layers is listed once.
+        tree.merge(FsTree::from_bytes(&get_verified(store, &l.digest)?)?);
     }
-    // A pack listed by several layers once (as the snapshot lists them);
-    // sorting keeps this linear-logarithmic in the number of packs.
-    tree.packs.sort_by_key(|p| p.blob);
-    tree.packs.dedup();
     Ok(tree)
 }
 
@@ -184,6 +235,7 @@ pub fn manifest_tree(manifest: &Manifest, store: &dyn BlobStore) -> Result<FsTre
 mod tests {
     use super::*;
     use pf_cas::MemoryStore;
+    use pf_registry_core::manifest::FS_TREE_MEDIA_TYPE;
     use pf_registry_core::manifest::{Chunk, EntryKind, FsEntry, FS_LAYER_ROLE};
 
     /// A file entry of mode 0640.
@@ -197,6 +249,7 @@ mod tests {
             chunks: vec![],
             target: None,
             offset,
+            parts: vec![],
         }
     }
 
@@ -208,7 +261,12 @@ mod tests {
         let own = store.put(b"ownpack").unwrap();
         let pack = |blob, size| Chunk { blob, size };
         let layer = |entries: Vec<FsEntry>, packs: Vec<Chunk>| {
-            let bytes = FsTree { entries, packs }.to_bytes();
+            let bytes = FsTree {
+                entries,
+                packs,
+                chunk_table: vec![],
+            }
+            .to_bytes();
             Descriptor {
                 role: FS_LAYER_ROLE.into(),
                 media_type: FS_TREE_MEDIA_TYPE.into(),
@@ -281,6 +339,7 @@ mod tests {
         let planted = FsTree {
             entries: vec![file("evil", 7, evil, None)],
             packs: vec![],
+            chunk_table: vec![],
         }
         .to_bytes();
         let store = Lying(mem, digest, planted);

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{index_children, is_index_media_type, FS_TREE_MEDIA_TYPE};
+use pf_registry_core::manifest::{index_children, is_fs_tree_media_type, is_index_media_type};
 use pf_registry_core::{Manifest, PullTarget, Result};
 
 use super::{manifest_tree, Layout, RestoreOptions};
@@ -72,7 +72,7 @@ impl PullTarget for RestoreTarget {
         for l in manifest
             .layers
             .iter()
-            .filter(|l| l.media_type != FS_TREE_MEDIA_TYPE)
+            .filter(|l| !is_fs_tree_media_type(&l.media_type))
         {
             if is_index_media_type(&l.media_type) {
                 let bytes = super::get_verified(&**store, &l.digest)?;

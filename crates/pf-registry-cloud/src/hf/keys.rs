@@ -1,0 +1,232 @@
+//! The key methods of the lifecycle commands on the Hub: list (the tree
+//! API, recursive, with each file's last commit date as its modification
+//! time), read (`resolve`), write and delete (commits). pf owns the layout
+//! of the repository's files, so `rm`, `retain` and `gc` work as on
+//! `file://`.
+//!
+//! Writes and deletions are commits WITHOUT `parentCommit`: the Hub applies
+//! them on its current head, so they never conflict with each other. A
+//! push's own commits still name their parent (its marker commit included):
+//! a push that sees a gc or another push commit meanwhile fails with
+//! `Conflict`, never a half image.
+//! A batch of deletions is one commit of `deletedFile` operations (at most
+//! `hf.commit_files` per commit). Deleted files stay in the repository's
+//! git history: `gc --squash-history` then calls the Hub's super-squash.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use pf_digest::Digest;
+use pf_registry_core::lifecycle::{parse_rfc3339, StoredKey};
+use pf_registry_core::{layout, EncodedBlob, KeyStore, NoProgress, RegistryError, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::transport::{next_link, HfTransport};
+use super::upload::Pending;
+
+/// Files up to this size that look like text are committed inline; others
+/// go through LFS (as the Hub requires for binary and large files).
+const INLINE_MAX: usize = 1 << 20;
+/// Most pages of one tree listing.
+const PAGE_LIMIT: usize = 100_000;
+
+fn time_of(v: &Value) -> Option<SystemTime> {
+    let secs = parse_rfc3339(v["lastCommit"]["date"].as_str()?)?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+fn inline(key: &str, bytes: &[u8]) -> bool {
+    bytes.len() <= INLINE_MAX
+        && layout::blob_digest(key).is_none()
+        && std::str::from_utf8(bytes).is_ok_and(|s| !s.contains('\0'))
+}
+
+impl HfTransport {
+    /// Drops the cached blob listing when `key` is a marker: a push reads
+    /// the gc records before it deduplicates and again before it checks
+    /// its closure, and both must see the blobs as they are now.
+    fn forget_blobs_at(&self, key: &str) {
+        if key == layout::LOCKS || key.starts_with("locks/") {
+            if let Ok(mut g) = self.present.lock() {
+                *g = None;
+            }
+        }
+    }
+
+    /// The Hub's super-squash of the revision (a branch): one commit with
+    /// its current files; older commits stop resolving and LFS objects only
+    /// they named stop counting as the repository's storage.
+    pub(super) async fn super_squash(&self) -> Result<()> {
+        self.need_token()?;
+        let url = self.api(&format!("/super-squash/{}", self.rev_enc()));
+        let body = json!({"message": "pf gc: squash history"});
+        self.send(self.req(Method::POST, &url).json(&body), "super-squash")
+            .await
+            .map(drop)
+    }
+
+    async fn delete_commit(&self, keys: &[String]) -> Result<()> {
+        let lines: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({"key": "deletedFile", "value": {"path": k}}))
+            .collect();
+        let summary = match keys {
+            [one] => format!("pf: delete {one}"),
+            _ => format!("pf: delete {} files", keys.len()),
+        };
+        self.key_commit(&summary, &lines).await
+    }
+
+    /// A commit without `parentCommit`. When a push on this transport
+    /// tracks the revision's head (its marker was just written, or it
+    /// committed and now removes its marker), the head is now this commit:
+    /// the push's next commit names it.
+    async fn key_commit(&self, summary: &str, lines: &[Value]) -> Result<()> {
+        let oid = self.commit_lines(summary, lines, None).await?;
+        // What this transport knew of the blobs may have just changed.
+        if let Ok(mut g) = self.present.lock() {
+            *g = None;
+        }
+        if let Ok(mut p) = self.parent.lock() {
+            if p.is_some() {
+                *p = Some(oid);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HfTransport {
+    async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        layout::check_key(dir)?;
+        self.forget_blobs_at(dir);
+        let mut out = Vec::new();
+        let mut url = Some(self.api(&format!(
+            "/tree/{}/{dir}?recursive=true&expand=true",
+            self.rev_enc()
+        )));
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            pages += 1;
+            if pages > PAGE_LIMIT {
+                return Err(RegistryError::invalid("hf tree listing", "too many pages"));
+            }
+            let resp = match self.send(self.req(Method::GET, &u), "tree listing").await {
+                Ok(r) => r,
+                // No such folder (or revision): nothing stored there.
+                Err(RegistryError::NotFound { .. }) => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            url = next_link(resp.headers());
+            let items: Vec<Value> = resp
+                .json()
+                .await
+                .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
+            for it in items.iter().filter(|it| it["type"] == "file") {
+                let Some(path) = it["path"].as_str() else {
+                    continue;
+                };
+                let size = it["lfs"]["size"]
+                    .as_u64()
+                    .or_else(|| it["size"].as_u64())
+                    .unwrap_or(0);
+                out.push(StoredKey {
+                    key: path.to_string(),
+                    size,
+                    modified: time_of(it),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_key_once(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        layout::check_key(key)?;
+        self.forget_blobs_at(key);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.fetch_file(key, limit).await
+    }
+
+    async fn write_key_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        layout::check_key(key)?;
+        self.need_token()?;
+        // A push writes its marker first: its repository may not exist yet.
+        // Nothing else creates one (a gc of a mistyped name fails).
+        if key.starts_with("locks/push-") {
+            self.ensure_repo().await?;
+        }
+        let line = if inline(key, bytes) {
+            json!({"key": "file", "value": {"path": key, "content": STANDARD.encode(bytes), "encoding": "base64"}})
+        } else {
+            let oid = Digest::of(bytes);
+            let blob =
+                EncodedBlob::in_memory(oid, bytes.len() as u64, Bytes::copy_from_slice(bytes));
+            self.lfs_batch(&[Pending { blob, oid }]).await?;
+            json!({"key": "lfsFile", "value": {"path": key, "algo": "sha256", "oid": oid.hex(), "size": bytes.len()}})
+        };
+        self.key_commit(&format!("pf: write {key}"), &[line]).await
+    }
+
+    /// One commit per `hf.commit_files` keys. When one of them is gone
+    /// already (the Hub refuses the whole commit), the keys go one by one.
+    async fn delete_keys_once(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            layout::check_key(k)?;
+        }
+        self.need_token()?;
+        for chunk in keys.chunks(self.commit_files.max(1)) {
+            match self.delete_commit(chunk).await {
+                Ok(()) => {}
+                Err(RegistryError::NotFound { .. }) if chunk.len() > 1 => {
+                    for k in chunk {
+                        match self.delete_commit(std::slice::from_ref(k)).await {
+                            Ok(()) | Err(RegistryError::NotFound { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(RegistryError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+// The engine does not retry these (push markers, gc), so they run under
+// the caller's retry policy here. A retried commit whose first attempt
+// landed writes the same content again, or deletes what is already gone.
+#[async_trait]
+impl KeyStore for HfTransport {
+    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+        self.retry
+            .run("list keys", &NoProgress, || self.list_keys_once(dir))
+            .await
+    }
+
+    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+        self.retry
+            .run("read key", &NoProgress, || self.read_key_once(key, limit))
+            .await
+    }
+
+    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.retry
+            .run("write key", &NoProgress, || self.write_key_once(key, bytes))
+            .await
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        self.delete_keys(&[key.to_string()]).await
+    }
+
+    async fn delete_keys(&self, keys: &[String]) -> Result<()> {
+        self.retry
+            .run("delete keys", &NoProgress, || self.delete_keys_once(keys))
+            .await
+    }
+}

@@ -1,0 +1,344 @@
+//! Format v2 packs: many content-defined chunks in one blob.
+//!
+//! A pack's raw bytes are its chunks back to back; the fs tree's chunk
+//! table ([`PackedChunk`]) says where each chunk lies. Encoded for storage,
+//! every chunk (and every gap between the chunks a tree knows of) is its
+//! own zstd frame, followed by a zstd *skippable* frame holding the frame
+//! table ([`FrameTable`]): any zstd decoder still decodes the whole pack,
+//! and a reader that wants one chunk fetches the table from the blob's tail
+//! and then only the frames it needs, by range. The table lives in the
+//! stored bytes, not in the fs tree, so a backend may hold a pack encoded
+//! differently (a copy re-encodes) and every reader still finds its frames.
+
+use std::collections::HashMap;
+
+pub mod chunks;
+
+use pf_digest::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RegistryError, Result};
+use crate::manifest::{Chunk, FsTree};
+
+/// Largest chunk a v2 tree may list (also the largest frame a ranged read
+/// asks for).
+pub const MAX_CHUNK_SIZE: u64 = 16 << 20;
+/// Most chunks one fs tree's table may hold.
+pub const MAX_TABLE_CHUNKS: usize = 4_000_000;
+/// Most frames one pack's frame table may list.
+pub const MAX_FRAMES: usize = 1 << 20;
+
+/// One content-defined chunk of a v2 fs tree: `size` bytes at `offset` of
+/// the tree's pack number `pack`, whose SHA-256 is `digest`. On the wire a
+/// JSON array `[digest, pack, offset, size]` (the table is most of a v2
+/// tree's bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "(Digest, u32, u64, u64)", into = "(Digest, u32, u64, u64)")]
+pub struct PackedChunk {
+    /// Digest of the chunk's raw bytes.
+    pub digest: Digest,
+    /// Index into the tree's `packs`.
+    pub pack: u32,
+    /// Raw offset in the pack.
+    pub offset: u64,
+    /// Raw length (at least 1).
+    pub size: u64,
+}
+
+impl From<(Digest, u32, u64, u64)> for PackedChunk {
+    fn from((digest, pack, offset, size): (Digest, u32, u64, u64)) -> Self {
+        PackedChunk {
+            digest,
+            pack,
+            offset,
+            size,
+        }
+    }
+}
+
+impl From<PackedChunk> for (Digest, u32, u64, u64) {
+    fn from(c: PackedChunk) -> Self {
+        (c.digest, c.pack, c.offset, c.size)
+    }
+}
+
+/// Checks a chunk table against its packs: bounded count, every chunk
+/// non-empty, at most [`MAX_CHUNK_SIZE`], inside a listed pack, and no two
+/// chunks of a pack overlapping (the same range listed twice is allowed: a
+/// merged tree can name one chunk twice).
+pub fn validate_table(packs: &[Chunk], table: &[PackedChunk]) -> Result<()> {
+    let inv = |r: String| Err(RegistryError::invalid("fs tree chunk table", r));
+    if table.len() > MAX_TABLE_CHUNKS {
+        return inv(format!(
+            "{} chunks exceeds the limit {MAX_TABLE_CHUNKS}",
+            table.len()
+        ));
+    }
+    let mut ranges: Vec<(u32, u64, u64)> = Vec::with_capacity(table.len());
+    for c in table {
+        let Some(p) = packs.get(c.pack as usize) else {
+            return inv(format!(
+                "chunk {} names pack {} (not listed)",
+                c.digest, c.pack
+            ));
+        };
+        if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+            return inv(format!("chunk {} declares {} bytes", c.digest, c.size));
+        }
+        match c.offset.checked_add(c.size) {
+            Some(end) if end <= p.size => {}
+            _ => {
+                return inv(format!(
+                    "chunk {} lies outside pack {} ({} bytes)",
+                    c.digest, p.blob, p.size
+                ))
+            }
+        }
+        ranges.push((c.pack, c.offset, c.size));
+    }
+    ranges.sort_unstable();
+    ranges.dedup();
+    for w in ranges.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.0 == b.0 && a.1 + a.2 > b.1 {
+            return inv(format!(
+                "two chunks of pack {} overlap (at {} and {})",
+                packs[a.0 as usize].blob, a.1, b.1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The frame plan of every pack a v2 tree uses: the raw lengths of the
+/// frames to encode it as, in order, covering the whole pack (a frame per
+/// chunk the tree lists, one per gap between them).
+pub fn frame_plans(tree: &FsTree) -> HashMap<Digest, Vec<u64>> {
+    let mut by_pack: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    for c in &tree.chunk_table {
+        by_pack.entry(c.pack).or_default().push((c.offset, c.size));
+    }
+    let mut out = HashMap::with_capacity(by_pack.len());
+    for (i, mut ranges) in by_pack {
+        let Some(pack) = tree.packs.get(i as usize) else {
+            continue;
+        };
+        ranges.sort_unstable();
+        ranges.dedup();
+        let mut plan = Vec::with_capacity(ranges.len() + 1);
+        let mut at = 0u64;
+        for (off, len) in ranges {
+            if off < at {
+                // Overlap: refused by validation; never plan it.
+                continue;
+            }
+            if off > at {
+                plan.push(off - at);
+            }
+            plan.push(len);
+            at = off + len;
+        }
+        if pack.size > at {
+            plan.push(pack.size - at);
+        }
+        out.insert(pack.blob, plan);
+    }
+    out
+}
+
+/// Magic of the skippable frame holding a pack's frame table.
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+/// Tag opening the table's payload, so a reader knows the frame is one.
+const TABLE_TAG: &[u8; 4] = b"PFT2";
+/// Bytes of the table's fixed parts: skippable header (8), tag and count (8).
+const TABLE_FIXED: u64 = 16;
+
+/// Where each frame of an encoded pack lies: raw and encoded lengths, in
+/// order. It is stored first in the pack, so frame `i` starts at the
+/// table's length plus the encoded lengths before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameTable {
+    /// `(raw_len, encoded_len)` of each frame.
+    pub frames: Vec<(u32, u32)>,
+}
+
+impl FrameTable {
+    /// The skippable zstd frame that starts an encoded pack.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.frames.len();
+        let mut out = Vec::with_capacity(TABLE_FIXED as usize + 8 * n);
+        out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        out.extend_from_slice(&((8 * n + 8) as u32).to_le_bytes());
+        out.extend_from_slice(TABLE_TAG);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for (r, e) in &self.frames {
+            out.extend_from_slice(&r.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+        out
+    }
+
+    /// How many bytes at the blob's start hold the table, given its first
+    /// 16 bytes; `None` if the blob does not start with a frame table (a
+    /// pack encoded as one stream, or not a pack).
+    pub fn head_len(first16: &[u8]) -> Option<u64> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(first16.get(i..i + 4)?.try_into().ok()?))
+        };
+        if word(0)? != SKIPPABLE_MAGIC || first16.get(8..12)? != TABLE_TAG {
+            return None;
+        }
+        let n = word(12)? as usize;
+        (n <= MAX_FRAMES && word(4)? as usize == 8 * n + 8).then_some(TABLE_FIXED + 8 * n as u64)
+    }
+
+    /// Parses the table from the blob's first [`FrameTable::head_len`]
+    /// bytes, checking its raw lengths add up to the pack's raw size.
+    pub fn parse(head: &[u8], raw_size: u64) -> Result<FrameTable> {
+        let inv = |r: &str| Err(RegistryError::invalid("pack frame table", r.to_string()));
+        match Self::head_len(head) {
+            Some(len) if len == head.len() as u64 => {}
+            _ => return inv("missing or of the wrong length"),
+        }
+        let n = (head.len() - TABLE_FIXED as usize) / 8;
+        let mut frames = Vec::with_capacity(n);
+        let mut raw = 0u64;
+        for c in head[TABLE_FIXED as usize..].chunks_exact(8) {
+            let r = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let e = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+            if r == 0 || e == 0 {
+                return inv("an empty frame");
+            }
+            raw += u64::from(r);
+            frames.push((r, e));
+        }
+        if raw != raw_size {
+            return inv("frame lengths do not add up to the pack's size");
+        }
+        Ok(FrameTable { frames })
+    }
+
+    /// Encoded length of the whole blob this table describes.
+    pub fn encoded_size(&self) -> u64 {
+        self.start() + self.frames.iter().map(|f| u64::from(f.1)).sum::<u64>()
+    }
+
+    fn start(&self) -> u64 {
+        TABLE_FIXED + 8 * self.frames.len() as u64
+    }
+
+    /// The frames covering raw range `offset..offset + len`: the encoded
+    /// range to fetch (offset, length) and the raw offset of its first
+    /// frame.
+    pub fn locate(&self, offset: u64, len: u64) -> Option<(u64, u64, u64)> {
+        let end = offset.checked_add(len)?;
+        let (mut raw, mut enc) = (0u64, self.start());
+        let mut start: Option<(u64, u64)> = None;
+        for &(r, e) in &self.frames {
+            let (r, e) = (u64::from(r), u64::from(e));
+            if start.is_none() && offset < raw + r {
+                start = Some((enc, raw));
+            }
+            raw += r;
+            enc += e;
+            if let Some((enc0, raw0)) = start {
+                if end <= raw {
+                    return Some((enc0, enc - enc0, raw0));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack(n: u64) -> Chunk {
+        Chunk {
+            blob: Digest::of(&n.to_le_bytes()),
+            size: n,
+        }
+    }
+
+    fn chunk(pack: u32, offset: u64, size: u64) -> PackedChunk {
+        PackedChunk {
+            digest: Digest::of(&[pack as u8, offset as u8, size as u8]),
+            pack,
+            offset,
+            size,
+        }
+    }
+
+    #[test]
+    fn table_limits_are_enforced() {
+        let packs = [pack(100)];
+        assert!(validate_table(&packs, &[chunk(0, 0, 50), chunk(0, 50, 50)]).is_ok());
+        assert!(validate_table(&packs, &[chunk(0, 0, 50), chunk(0, 0, 50)]).is_ok());
+        for bad in [
+            vec![chunk(1, 0, 10)],                   // unlisted pack
+            vec![chunk(0, 95, 10)],                  // past the end
+            vec![chunk(0, u64::MAX, 2)],             // overflow
+            vec![chunk(0, 0, 0)],                    // empty
+            vec![chunk(0, 0, 60), chunk(0, 50, 10)], // overlap
+        ] {
+            assert!(validate_table(&packs, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plans_cover_the_pack_with_gaps_as_frames() {
+        let tree = FsTree {
+            packs: vec![pack(100)],
+            chunk_table: vec![chunk(0, 60, 30), chunk(0, 10, 20)],
+            ..FsTree::default()
+        };
+        let plans = frame_plans(&tree);
+        assert_eq!(plans[&tree.packs[0].blob], vec![10, 20, 30, 30, 10]);
+    }
+
+    #[test]
+    fn frame_table_wire_format() {
+        let t = FrameTable {
+            frames: vec![(5, 3), (7, 9)],
+        };
+        insta::assert_snapshot!(
+            "pack_frame_table",
+            t.to_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn frame_tables_round_trip_and_locate(
+            frames in proptest::collection::vec((1u32..5000, 1u32..5000), 1..50),
+            a in 0u64..1_000_000, l in 1u64..100_000,
+        ) {
+            let t = FrameTable { frames };
+            let bytes = t.to_bytes();
+            let raw: u64 = t.frames.iter().map(|f| u64::from(f.0)).sum();
+            prop_assert_eq!(FrameTable::head_len(&bytes[..16]), Some(bytes.len() as u64));
+            let back = FrameTable::parse(&bytes, raw).unwrap();
+            prop_assert_eq!(&back, &t);
+            prop_assert!(FrameTable::parse(&bytes, raw + 1).is_err());
+            let off = a % raw;
+            let len = l.min(raw - off);
+            let (e0, elen, r0) = t.locate(off, len).unwrap();
+            prop_assert!(r0 <= off);
+            prop_assert!(e0 >= bytes.len() as u64);
+            prop_assert!(elen > 0 && e0 + elen <= t.encoded_size());
+            prop_assert!(t.locate(raw, 1).is_none());
+        }
+
+        #[test]
+        fn frame_table_parser_never_panics(b in proptest::collection::vec(any::<u8>(), 0..256), e in 0u64..1000, r in 0u64..1000) {
+            let _ = FrameTable::parse(&b, e.wrapping_add(r));
+            let _ = FrameTable::head_len(&b);
+        }
+    }
+}
