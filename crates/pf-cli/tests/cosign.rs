@@ -137,6 +137,7 @@ fn scenario(reg: &OciRegistry) {
         "{rep}"
     );
     assert_eq!(rep["cosign"]["written"], true);
+    let referrer = rep["cosign"]["referrer"].as_str().unwrap().to_string();
 
     // cosign verifies it, by digest and by tag.
     let by_digest = format!("{repo}@{digest}");
@@ -148,6 +149,39 @@ fn scenario(reg: &OciRegistry) {
         verified_digests(&verify(&cosign_home, &public, &format!("{repo}:v1"))),
         vec![digest.to_string()]
     );
+
+    // The OCI 1.1 referrer form (both registries lack the referrers API:
+    // listed through the referrers tag schema).
+    let out = Command::new(go_tool("oras"))
+        .args(["discover", "--plain-http", "--format", "json", &by_digest])
+        .env("HOME", &cosign_home)
+        .output()
+        .unwrap();
+    let listed = json(&out);
+    let found = listed["referrers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .any(|r| {
+            r["digest"] == referrer.as_str()
+                && r["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"
+        });
+    assert!(found, "oras discover: {listed}");
+    let out = cosign(
+        &cosign_home,
+        &[
+            "verify",
+            "--experimental-oci11",
+            "--key",
+            &public.to_string_lossy(),
+            "--insecure-ignore-tlog=true",
+            "--trusted-root",
+            &cosign_home.join("trusted_root.json").to_string_lossy(),
+            "--allow-insecure-registry",
+            &by_digest,
+        ],
+    );
+    assert_eq!(verified_digests(&out), vec![digest.to_string()]);
 
     // Another key: cosign refuses.
     let out = verify(&cosign_home, &other_public, &by_digest);

@@ -9,7 +9,11 @@
 //! each with its base64 ECDSA signature in the
 //! `dev.cosignproject.cosign/signature` annotation. Signatures other
 //! signers put there are kept: a new one is appended, and signing again
-//! with a key that already signed the digest writes nothing.
+//! with a key that already signed the digest writes nothing. The same
+//! manifest, with `subject` naming the image, is also written as an OCI 1.1
+//! referrer (artifact type [`REFERRER_ARTIFACT_TYPE`]), listed by the
+//! registry's referrers API or, where it has none, in the OCI 1.1 referrers
+//! tag schema (an image index under the tag `sha256-<hex>`).
 
 use std::collections::BTreeMap;
 
@@ -18,14 +22,18 @@ use pf_digest::Digest;
 use pf_registry_core::{Config, ImageRef, Location, RegistryError, Result};
 use pf_sign::cosign::{PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
 use pf_sign::SigningKey;
+use reqwest::header::ACCEPT;
+use reqwest::Method;
 use serde::Serialize;
 
-use crate::layout::{Descriptor, OciDoc, MANIFEST_MT};
-use crate::OciTransport;
+use crate::layout::{Descriptor, OciDoc, INDEX_MT, MANIFEST_MT};
+use crate::{headers, OciTransport, NO_BODY};
 
 /// Media type of the `.sig` manifest's config (an OCI image config, as
 /// cosign writes it).
 pub const CONFIG_MT: &str = "application/vnd.oci.image.config.v1+json";
+/// The artifact type of cosign's OCI 1.1 referrer signatures.
+pub const REFERRER_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// Most signatures kept in one `.sig` manifest.
 const MAX_SIGNATURES: usize = 1000;
 
@@ -46,6 +54,8 @@ pub struct CosignReport {
     pub signatures: usize,
     /// False when this key had already signed `image` (nothing written).
     pub written: bool,
+    /// Digest of the OCI 1.1 referrer manifest written (when `written`).
+    pub referrer: Option<Digest>,
 }
 
 /// The image config of a `.sig` manifest: what go-containerregistry writes
@@ -125,6 +135,7 @@ pub async fn sign(
             signature_ref,
             signatures: layers.len(),
             written: false,
+            referrer: None,
         });
     }
     if layers.len() >= MAX_SIGNATURES {
@@ -159,12 +170,85 @@ pub async fn sign(
     };
     let signatures = doc.layers.len();
     t.put_manifest(&tag, doc.to_bytes(), MANIFEST_MT).await?;
+    let referrer = write_referrer(&t, &doc, image).await?;
     Ok(CosignReport {
         image,
         signature_ref,
         signatures,
         written: true,
+        referrer: Some(referrer),
     })
+}
+
+/// The same signatures as an OCI 1.1 referrer of `image` (`subject` set,
+/// `artifactType` cosign's experimental OCI 1.1 mode looks for), PUT by
+/// digest: `oras discover` lists it and `cosign verify
+/// --experimental-oci11` reads it where the registry has the referrers API.
+async fn write_referrer(t: &OciTransport, doc: &OciDoc, image: Digest) -> Result<Digest> {
+    let (bytes, subject) = t.fetch_doc(&image.to_string()).await?;
+    let mut v = serde_json::to_value(doc)
+        .map_err(|e| RegistryError::invalid("cosign referrer", e.to_string()))?;
+    v["artifactType"] = REFERRER_ARTIFACT_TYPE.into();
+    v["config"]["mediaType"] = REFERRER_ARTIFACT_TYPE.into();
+    v["subject"] = serde_json::json!({
+        "mediaType": subject.media_type,
+        "digest": image.to_string(),
+        "size": bytes.len(),
+    });
+    let body = serde_json::to_vec(&v)
+        .map_err(|e| RegistryError::invalid("cosign referrer", e.to_string()))?;
+    let d = Digest::of(&body);
+    let size = body.len() as u64;
+    t.put_manifest(&d.to_string(), body, MANIFEST_MT).await?;
+    let api = t
+        .client
+        .send(
+            Method::GET,
+            &format!("/v2/{}/referrers/{image}", t.repo),
+            &t.pull_scope(),
+            headers(&[(ACCEPT, INDEX_MT.into())]),
+            NO_BODY,
+        )
+        .await;
+    match api {
+        Ok(_) => return Ok(d),
+        Err(RegistryError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    // No referrers API (distribution 2.8 and 3.x): the OCI 1.1 referrers
+    // tag schema, an index of the referrers under `sha256-<hex>`.
+    let tag = format!("sha256-{}", image.hex());
+    let mut manifests = match t.fetch_doc(&tag).await {
+        Ok((_, doc)) if doc.media_type == INDEX_MT => doc.manifests,
+        Ok((_, doc)) => {
+            return Err(RegistryError::invalid(
+                format!("referrers tag {tag}"),
+                format!("not an image index ({})", doc.media_type),
+            ))
+        }
+        Err(RegistryError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if manifests.len() >= MAX_SIGNATURES {
+        return Err(RegistryError::invalid(
+            format!("referrers tag {tag}"),
+            format!("already lists {} referrers", manifests.len()),
+        ));
+    }
+    let mut entry = Descriptor::new(MANIFEST_MT, d, size);
+    entry.artifact_type = Some(REFERRER_ARTIFACT_TYPE.into());
+    manifests.push(entry);
+    let index = OciDoc {
+        schema_version: 2,
+        media_type: INDEX_MT.into(),
+        artifact_type: None,
+        config: None,
+        layers: vec![],
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    t.put_manifest(&tag, index.to_bytes(), INDEX_MT).await?;
+    Ok(d)
 }
 
 #[cfg(test)]
