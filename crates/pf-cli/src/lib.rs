@@ -338,11 +338,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(&cli, format!("warning: {w}"));
             }
             let rep = res?;
-            let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
             book.record(&dir_abs, &dest, &snap.manifest);
             if let Err(e) = book.save(&book_path) {
                 note(&cli, format!("warning: {e}"));
             }
+            let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
                 match &cosigned {
