@@ -36,6 +36,16 @@ const TOOLS: &[Tool] = &[
         install: &["apt-get", "install", "-y", "-q", "docker-registry"],
     },
     Tool {
+        name: "restic 0.14 (bench peer: cargo xtask bench)",
+        present: || has_bin("restic"),
+        install: &["apt-get", "install", "-y", "-q", "restic"],
+    },
+    Tool {
+        name: "borg 1.2 (bench peer: cargo xtask bench)",
+        present: || has_bin("borg"),
+        install: &["apt-get", "install", "-y", "-q", "borgbackup"],
+    },
+    Tool {
         name: "curl",
         present: || has_bin("curl"),
         install: &["apt-get", "install", "-y", "-q", "curl"],
@@ -135,6 +145,16 @@ const GO_TOOLS: &[GoTool] = &[
         module: "github.com/google/go-containerregistry",
         package: "cmd/crane",
         version: "v0.22.1",
+        as_dependency: false,
+    },
+    GoTool {
+        bin: "cosign",
+        name: "cosign (verifies pf's cosign signatures)",
+        module: "github.com/sigstore/cosign/v2",
+        package: "cmd/cosign",
+        // The newest v2 the module proxy serves; v2 still reads the
+        // tag-based `.sig` signatures by default (v3 defaults to bundles).
+        version: "v2.6.5",
         as_dependency: false,
     },
     GoTool {

@@ -201,6 +201,45 @@ fn describe(v: &Verification) -> String {
     }
 }
 
+/// After a push to `oci://` signed with an ECDSA P-256 key, writes the
+/// cosign signature of the pushed OCI manifest: its reference and report
+/// (`None` for other keys and destinations).
+#[cfg(feature = "oci")]
+async fn cosign_sign(
+    dst: &ImageRef,
+    cfg: &Config,
+    rep: &pf_registry::PushReport,
+    key: Option<&SigningKey>,
+) -> CliResult<Option<(String, serde_json::Value)>> {
+    let Some(key) = key.filter(|k| k.algorithm() == pf_sign::Algorithm::EcdsaP256Sha256) else {
+        return Ok(None);
+    };
+    if dst.scheme() != "oci" {
+        return Ok(None);
+    }
+    let Some(image) = ImageRef::parse(&rep.resolved)?.digest else {
+        return Err(CliError::Registry(RegistryError::invalid(
+            "push result",
+            "no OCI manifest digest to sign",
+        )));
+    };
+    let c = pf_registry::cosign::sign(dst, cfg, image, key).await?;
+    Ok(Some((
+        c.signature_ref.clone(),
+        serde_json::to_value(&c).unwrap_or_default(),
+    )))
+}
+
+#[cfg(not(feature = "oci"))]
+async fn cosign_sign(
+    _: &ImageRef,
+    _: &Config,
+    _: &pf_registry::PushReport,
+    _: Option<&SigningKey>,
+) -> CliResult<Option<(String, serde_json::Value)>> {
+    Ok(None)
+}
+
 /// Under `--progress=json` stderr carries only JSON lines, so notes are dropped.
 fn note(cli: &Cli, msg: impl AsRef<str>) {
     if !cli.quiet && cli.progress != progress::ProgressMode::Json {
@@ -216,8 +255,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
             Ok(0)
         }
         Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
-        Cmd::Keygen { out } => {
-            let key = SigningKey::generate()?;
+        Cmd::Keygen { out, cosign } => {
+            let (alg, default) = if *cosign {
+                (pf_sign::Algorithm::EcdsaP256Sha256, "cosign")
+            } else {
+                (pf_sign::Algorithm::Ed25519, "pf-signing")
+            };
+            let out = out.clone().unwrap_or_else(|| PathBuf::from(default));
+            let key = SigningKey::generate_for(alg)?;
             let priv_path = out.with_extension("key");
             let pub_path = out.with_extension("pub");
             key.save(&priv_path)?;
@@ -259,7 +304,19 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let book_path = store.root().join("bases.json");
             let dir_abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
             let mut book = pf_snapshot::BaseBook::load(&book_path);
-            opts.base = book.base(&*store, &dir_abs, &reg.location());
+            // Per repository, not per tag: versions pushed under new tags
+            // share the repository's packs. A relative file:// path is made
+            // absolute, so the key does not depend on the working directory.
+            let dest = match &r.location {
+                pf_registry::Location::File { path } => format!(
+                    "file://{}",
+                    std::fs::canonicalize(path)
+                        .unwrap_or_else(|_| PathBuf::from(path))
+                        .display()
+                ),
+                _ => r.repository_key(),
+            };
+            opts.base = book.base(&*store, &dir_abs, &dest);
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
@@ -281,15 +338,26 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(&cli, format!("warning: {w}"));
             }
             let rep = res?;
-            book.record(&dir_abs, &reg.location(), &snap.manifest);
+            book.record(&dir_abs, &dest, &snap.manifest);
             if let Err(e) = book.save(&book_path) {
                 note(&cli, format!("warning: {e}"));
             }
+            let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
             if cli.json {
-                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+                match &cosigned {
+                    None => println!("{}", serde_json::to_string(&rep).unwrap_or_default()),
+                    Some((_, c)) => {
+                        let mut v = serde_json::to_value(&rep).unwrap_or_default();
+                        v["cosign"] = c.clone();
+                        println!("{v}");
+                    }
+                }
             } else {
                 println!("{}", clean(&rep.resolved));
+                if let Some((at, _)) = &cosigned {
+                    note(&cli, format!("cosign signature: {at}"));
+                }
                 note(
                     &cli,
                     format!(
