@@ -76,6 +76,10 @@ pub(crate) enum Cmd {
         /// push's re-sends every chunk once.
         #[arg(long, env = "PF_CHUNKER", value_parser = parse_chunker)]
         chunker: Option<pf_snapshot::Chunking>,
+        /// Encrypt the image to this recipient file (`pf keygen
+        /// --encryption`); repeatable. Off by default.
+        #[arg(long, value_name = "RECIPIENT_FILE")]
+        encrypt_to: Vec<PathBuf>,
     },
     /// Pull REF into the local store, optionally restoring files.
     #[command(
@@ -100,6 +104,10 @@ pub(crate) enum Cmd {
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
+        /// Identity file opening an encrypted image (`pf keygen
+        /// --encryption`).
+        #[arg(long, env = "PF_IDENTITY", value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Write one regular file of REF to stdout, fetching only its blobs.
     #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
@@ -166,6 +174,10 @@ pub(crate) enum Cmd {
         /// Output path prefix.
         #[arg(long, default_value = "pf-signing")]
         out: PathBuf,
+        /// Make an X25519 encryption key pair instead: OUT.identity
+        /// (secret, 0600) and OUT.recipient (for `push --encrypt-to`).
+        #[arg(long)]
+        encryption: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(

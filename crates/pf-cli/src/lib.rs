@@ -7,6 +7,7 @@
 
 mod browse;
 mod cli;
+mod crypt;
 mod display;
 mod exit;
 mod lifecycle;
@@ -37,6 +38,8 @@ enum CliError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Sign(#[from] pf_sign::SignError),
+    #[error(transparent)]
+    Crypt(#[from] pf_crypt::CryptError),
 }
 
 impl CliError {
@@ -48,6 +51,7 @@ impl CliError {
             | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
             CliError::Sign(_) => 4,
+            CliError::Crypt(e) => crypt::exit_code(e),
         }
     }
 }
@@ -216,7 +220,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
             Ok(0)
         }
         Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
-        Cmd::Keygen { out } => {
+        Cmd::Keygen { out, encryption } => {
+            if *encryption {
+                return crypt::keygen(&cli, out);
+            }
             let key = SigningKey::generate()?;
             let priv_path = out.with_extension("key");
             let pub_path = out.with_extension("pub");
@@ -242,6 +249,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             parent,
             annotation,
             chunker,
+            encrypt_to,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
@@ -254,6 +262,12 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 opts.chunking = *c;
             }
             let reg = pf_registry::open(&r, &cfg)?;
+            if !encrypt_to.is_empty() {
+                let rep =
+                    crypt::push(&cli, dir, &*reg, &store, opts, key.as_ref(), encrypt_to).await?;
+                print_push(&cli, &rep);
+                return Ok(0);
+            }
             // Chunks the last push from this directory to this destination
             // sent are referenced, not sent again (format v2).
             let book_path = store.root().join("bases.json");
@@ -310,6 +324,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             include,
             max_size,
             trust,
+            identity,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, trust)?;
@@ -322,6 +337,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
+            if let Some(id) = identity {
+                let mut opts = restore::RestoreOptions::default().with_include(include.clone());
+                opts.max_size = *max_size;
+                return crypt::pull(&cli, &*reg, store, into.as_deref(), opts, id).await;
+            }
             let (rep, restored, skipped) = match into {
                 None => {
                     let rep = reg.pull(store.clone()).await?;
@@ -338,10 +358,15 @@ async fn run(cli: Cli) -> CliResult<u8> {
                             eprintln!("restoring {total} bytes into {shown}");
                         }));
                     }
-                    let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
+                    let rep = restore::pull_into_dir(&*reg, store.clone(), dest, &opts).await?;
                     (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
                 }
             };
+            if let (Some(dest), true) = (into, pf_crypt::is_encrypted(&rep.manifest)) {
+                // Nothing was restored (the outer image has no fs tree).
+                let _ = std::fs::remove_dir(dest);
+                return Err(need_identity(&*store, &rep.manifest));
+            }
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
@@ -490,4 +515,33 @@ fn snapshot_options(
         o.annotations.insert(k.into(), v.into());
     }
     Ok(o)
+}
+
+/// The error for an encrypted image pulled with `--into` but no
+/// `--identity`: it names the key ids the envelope lists.
+fn need_identity(store: &dyn pf_cas::BlobStore, outer: &pf_registry::Manifest) -> CliError {
+    match pf_crypt::open_image(outer, store, None) {
+        Err(e) => e.into(),
+        Ok(_) => CliError::Usage("the image is encrypted: pass --identity FILE".into()),
+    }
+}
+
+/// Prints a push report (the resolved reference, then a note).
+fn print_push(cli: &Cli, rep: &pf_registry::PushReport) {
+    if cli.json {
+        println!("{}", serde_json::to_string(rep).unwrap_or_default());
+    } else {
+        println!("{}", clean(&rep.resolved));
+        note(
+            cli,
+            format!(
+                "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
+                rep.manifest_digest,
+                rep.blobs_uploaded,
+                rep.blobs_total,
+                rep.wire_bytes_uploaded,
+                if rep.signed { ", signed" } else { ", unsigned" }
+            ),
+        );
+    }
 }
