@@ -5,8 +5,10 @@
 //!   doctests), `cargo doc` with `-D warnings`, the minimal-build check and
 //!   `cargo deny check bans licenses sources`. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
-//! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]`: push/pull
-//!   figures beside baselines, and what each zstd level costs and saves.
+//! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]
+//!   [--scenario base,levels,edits,pull,small,big|all] [--small-files N] [--quick] [--pf PATH]`:
+//!   push/pull figures beside baselines and peers (restic, borg), and what
+//!   each zstd level costs and saves.
 //! - `minimal`: the minimal-build check alone.
 //! - `man`: man pages for `pf` (and each subcommand) into `target/man`.
 //! - `servers [install|check]`: provision the real servers the tests start.
@@ -48,6 +50,13 @@ const CONFORMANCE: &[(&str, &str, &[&str])] = &[
 ];
 
 fn main() -> ExitCode {
+    // Started through a link named `pf`: the `pf` command itself (file
+    // backend only), so `bench --pf <link>` runs without a release build
+    // (the bench's own test does that).
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("pf".as_ref()) {
+        return pf_cli::main();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
@@ -63,7 +72,7 @@ fn main() -> ExitCode {
             )),
         },
         _ => {
-            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] [--runs N] [--backend oci,s3] | minimal | man | servers [install|check]>");
+            eprintln!("usage: cargo xtask <ci | conformance [--backend NAME] | bench [--size N] [--runs N] [--backend oci,s3] [--scenario LIST] [--quick] [--pf PATH] | minimal | man | servers [install|check]>");
             return ExitCode::from(2);
         }
     };

@@ -36,6 +36,16 @@ const TOOLS: &[Tool] = &[
         install: &["apt-get", "install", "-y", "-q", "docker-registry"],
     },
     Tool {
+        name: "restic 0.14 (bench peer: cargo xtask bench)",
+        present: || has_bin("restic"),
+        install: &["apt-get", "install", "-y", "-q", "restic"],
+    },
+    Tool {
+        name: "borg 1.2 (bench peer: cargo xtask bench)",
+        present: || has_bin("borg"),
+        install: &["apt-get", "install", "-y", "-q", "borgbackup"],
+    },
+    Tool {
         name: "curl",
         present: || has_bin("curl"),
         install: &["apt-get", "install", "-y", "-q", "curl"],

@@ -273,7 +273,19 @@ async fn run(cli: Cli) -> CliResult<u8> {
             let book_path = store.root().join("bases.json");
             let dir_abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
             let mut book = pf_snapshot::BaseBook::load(&book_path);
-            opts.base = book.base(&*store, &dir_abs, &reg.location());
+            // Per repository, not per tag: versions pushed under new tags
+            // share the repository's packs. A relative file:// path is made
+            // absolute, so the key does not depend on the working directory.
+            let dest = match &r.location {
+                pf_registry::Location::File { path } => format!(
+                    "file://{}",
+                    std::fs::canonicalize(path)
+                        .unwrap_or_else(|_| PathBuf::from(path))
+                        .display()
+                ),
+                _ => r.repository_key(),
+            };
+            opts.base = book.base(&*store, &dir_abs, &dest);
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
@@ -295,7 +307,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 note(&cli, format!("warning: {w}"));
             }
             let rep = res?;
-            book.record(&dir_abs, &reg.location(), &snap.manifest);
+            book.record(&dir_abs, &dest, &snap.manifest);
             if let Err(e) = book.save(&book_path) {
                 note(&cli, format!("warning: {e}"));
             }

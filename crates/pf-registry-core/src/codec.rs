@@ -145,7 +145,7 @@ pub fn encode_framed(
         }
         let enc: Vec<io::Result<Vec<u8>>> = batch
             .par_iter()
-            .map(|raw| zstd::bulk::compress(raw, level))
+            .map(|raw| compress_frame(raw, level))
             .collect();
         for (raw, e) in batch.iter().zip(enc) {
             let e = e.map_err(|e| RegistryError::io("zstd encode", e))?;
@@ -187,6 +187,27 @@ pub fn encode_framed(
     Ok(EncodedBlob::spooled(
         *digest, size, enc_digest, enc_len, path,
     ))
+}
+
+thread_local! {
+    /// One zstd context per thread and level, reused across frames (a
+    /// context per 64 KiB frame costs more than some frames' compression).
+    static FRAME_CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses one frame of a framed pack at `level`.
+fn compress_frame(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    FRAME_CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match c.as_mut() {
+            Some((_, cctx)) => cctx.compress(raw),
+            None => zstd::bulk::compress(raw, level),
+        }
+    })
 }
 
 /// Bytes from the start of a spooled blob test-compressed to decide how to

@@ -398,7 +398,26 @@ impl ImageRef {
         }
     }
 
-    /// The same reference pinned to `digest`.
+    /// The repository this reference names, without tag, revision or
+    /// digest: the scope in which its versions share blobs (one IPFS node
+    /// is one scope). Never holds credentials.
+    pub fn repository_key(&self) -> String {
+        match &self.location {
+            Location::File { path } => format!("file://{path}"),
+            Location::Oci {
+                registry,
+                repository,
+                ..
+            } => format!("oci://{registry}/{repository}"),
+            Location::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+            Location::Hf {
+                repo_type, repo_id, ..
+            } => format!("hf://{}{repo_id}", repo_type.url_prefix()),
+            Location::Ipfs { .. } => "ipfs://".into(),
+        }
+    }
+
+    /// This reference pinned to `digest`.
     pub fn with_digest(&self, digest: Digest) -> ImageRef {
         ImageRef {
             location: self.location.clone(),
@@ -471,6 +490,18 @@ impl FromStr for ImageRef {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn repository_keys_drop_tags_revisions_and_digests() {
+        let key = |r: &str| ImageRef::parse(r).unwrap().repository_key();
+        assert_eq!(key("oci://h:5000/a/b:v1"), key("oci://h:5000/a/b:v2"));
+        assert_eq!(key("oci://h:5000/a/b:v1"), "oci://h:5000/a/b");
+        assert_ne!(key("oci://h:5000/a/b"), key("oci://h:5000/a/c"));
+        assert_eq!(key("s3://bkt/pre:t1"), "s3://bkt/pre");
+        assert_eq!(key("hf://datasets/o/r@main"), "hf://datasets/o/r");
+        assert_eq!(key("file:///x/y"), "file:///x/y");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -291,8 +291,11 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The digest of a new pack, read back from its file ranges; every chunk
-/// must still hash to what the chunking saw, or the file changed meanwhile.
+/// The digest of a new pack, read back from its file ranges. A range whose
+/// file has a trusted stamp (unchanged since it was chunked, by the stat
+/// cache's rule) is checked by that stamp once read; any other range's
+/// chunks must each still hash to what the chunking saw. Either way a file
+/// that changed meanwhile fails the snapshot.
 fn hash_pack(p: &NewPack) -> Result<Digest> {
     let mut pack = Hasher::new();
     let mut chunks = p.chunks.iter();
@@ -325,17 +328,25 @@ fn hash_pack(p: &NewPack) -> Result<Digest> {
                     RegistryError::io(format!("reading {}", shown()), e)
                 }
             })?;
-            h.update(&buf[..k]);
+            if s.stamp.is_none() {
+                h.update(&buf[..k]);
+            }
             pack.update(&buf[..k]);
             *n -= k as u64;
             left -= k as u64;
             if *n == 0 {
                 let want = *want;
                 if let Some((_, _, h)) = cur.take() {
-                    if h.finish() != want {
+                    if s.stamp.is_none() && h.finish() != want {
                         return Err(changed(&shown()));
                     }
                 }
+            }
+        }
+        if let Some(st) = &s.stamp {
+            let now = f.metadata().map_err(io_ctx(format!("stat {}", shown())))?;
+            if Stamp::of(&now) != *st {
+                return Err(changed(&shown()));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Deterministic xorshift bytes; `compressible` mixes in repeated text.
-fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
+pub fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
     let mut x = seed | 1;
     for (i, b) in buf.iter_mut().enumerate() {
         x ^= x << 13;
@@ -21,7 +21,7 @@ fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
     }
 }
 
-fn write_file(p: &Path, len: u64, seed: u64, compressible: bool) -> Result<(), String> {
+pub fn write_file(p: &Path, len: u64, seed: u64, compressible: bool) -> Result<(), String> {
     let mut f = fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut buf = vec![0u8; 4 << 20];
     let mut left = len;

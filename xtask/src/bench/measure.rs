@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use super::data::du;
+
 /// One timed run of a shell command.
 pub struct Measure {
     /// Wall seconds.
@@ -72,6 +74,9 @@ pub struct Job<'a> {
     pub cmd: String,
     /// A server log with one line per request, to count requests.
     pub log: Option<&'a Path>,
+    /// A repository directory whose growth (bytes of its files after the
+    /// command minus before) is the bytes the command sent.
+    pub grow: Option<String>,
 }
 
 /// Median of the per-run ratios `base[i] / pf[i]` (throughput of pf
@@ -99,6 +104,8 @@ pub struct Row {
     pub wire: Option<u64>,
     /// HTTP requests the server logged per run (remote backends).
     pub requests: Option<f64>,
+    /// Median growth of the job's repository directory, bytes.
+    pub grew: Option<u64>,
 }
 
 /// Requests logged so far in a server log with one line per request.
@@ -135,6 +142,7 @@ impl Runner {
         let mut rss = vec![0; jobs.len()];
         let mut last = vec![String::new(); jobs.len()];
         let mut requests = vec![0; jobs.len()];
+        let mut grew = vec![Vec::new(); jobs.len()];
         for _ in 0..self.runs {
             for (j, job) in jobs.iter().enumerate() {
                 if !job.setup.is_empty() {
@@ -142,7 +150,11 @@ impl Runner {
                 }
                 let _ = Command::new("sync").status();
                 let before = job.log.map(logged_requests).unwrap_or(0);
+                let size_before = job.grow.as_deref().map(|d| du(Path::new(d)));
                 let m = timed(&job.cmd)?;
+                if let (Some(d), Some(b)) = (job.grow.as_deref(), size_before) {
+                    grew[j].push(du(Path::new(d)).saturating_sub(b) as f64);
+                }
                 // The server may log a request just after answering it.
                 if job.log.is_some() {
                     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -157,8 +169,13 @@ impl Runner {
             let secs = median(times[j].clone());
             let wire = json_field(&last[j], "wire_bytes_uploaded")
                 .or_else(|| json_field(&last[j], "wire_bytes_fetched"));
+            let g = if grew[j].is_empty() {
+                String::new()
+            } else {
+                format!("  repo +{:.1} MB", median(grew[j].clone()) / 1e6)
+            };
             eprintln!(
-                "    {:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB",
+                "    {:<34} {secs:>7.2}s  {:>8.1} MB/s  rss {:>6.1} MiB{g}",
                 job.name,
                 job.mb / secs,
                 rss[j] as f64 / 1024.0
@@ -170,9 +187,27 @@ impl Runner {
                 rss_mb: rss[j] as f64 / 1024.0,
                 wire,
                 requests: job.log.map(|_| requests[j] as f64 / self.runs as f64),
+                grew: (!grew[j].is_empty()).then(|| median(grew[j].clone()) as u64),
             });
         }
         Ok(times.into_iter().zip(last).collect())
+    }
+
+    /// The median seconds of the first row whose name starts with `name`.
+    pub fn secs(&self, name: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| r.secs)
+    }
+
+    /// `secs(b) / secs(a)`: the throughput of `a` relative to `b` (NaN if
+    /// either row is missing).
+    pub fn secs_ratio(&self, a: &str, b: &str) -> f64 {
+        match (self.secs(a), self.secs(b)) {
+            (Some(x), Some(y)) => y / x,
+            _ => f64::NAN,
+        }
     }
 
     /// One job `name` moving `mb` raw megabytes; returns its last stdout.
@@ -190,6 +225,7 @@ impl Runner {
             setup: setup.into(),
             cmd: cmd.into(),
             log,
+            grow: None,
         };
         let mut out = self.jobs(&[job])?;
         Ok(out.pop().map(|(_, stdout)| stdout).unwrap_or_default())

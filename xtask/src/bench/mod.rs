@@ -1,107 +1,36 @@
-//! `cargo xtask bench`: pf push/pull against baselines on the same data, in
-//! the same run (ratios, medians of `--runs` runs). Prints a table and writes
-//! `target/bench/results.json`. Benchmarks print figures; they never fail on
-//! timing. Input data in [`data`], timing in [`measure`], servers (the
-//! tests' launchers) in [`servers`], the table and ratios in [`report`].
+//! `cargo xtask bench`: pf push/pull against baselines and peers (restic,
+//! borg) on the same data, in the same run (ratios, medians of `--runs`
+//! runs, interleaved). Prints a table and writes `target/bench/results.json`.
+//! Benchmarks print figures; they never fail on timing. Options in [`opts`],
+//! input data in [`data`] and [`edits`], timing in [`measure`], the peers'
+//! commands in [`peers`], their scenarios in [`scenarios`], the remote and
+//! zstd level rows in [`remote`], servers (the tests' launchers) in
+//! [`servers`], the table and ratios in [`report`].
 
 mod data;
+mod edits;
 mod measure;
+mod opts;
+mod peers;
+mod remote;
 mod report;
+mod scenarios;
 mod servers;
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use measure::{paired_ratio, timed, Job, Runner};
+use measure::{median, paired_ratio, timed, Job, Runner};
+use opts::{Opts, Scenario};
+use peers::{Peers, Tool};
 
-struct Opts {
-    size: u64,
-    runs: usize,
-    /// Also benchmark the OCI backend against a local docker-registry.
-    oci: bool,
-    /// Also benchmark the S3 backend against a local moto server.
-    s3: bool,
-    /// zstd levels to compare on a first push (whole snapshot and its
-    /// compressible part); empty: no level rows.
-    levels: Vec<i32>,
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        size: 1 << 30,
-        runs: 3,
-        oci: false,
-        s3: false,
-        levels: vec![1, 3, 6, 9],
-    };
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--size" => {
-                let v = args.get(i + 1).ok_or("--size needs a value")?;
-                o.size = parse_size(v)?;
-                i += 1;
-            }
-            "--runs" => {
-                o.runs = args
-                    .get(i + 1)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--runs needs a number")?;
-                i += 1;
-            }
-            "--backend" => {
-                let v = args.get(i + 1).ok_or("--backend needs a value")?;
-                // The file backend always runs: it is the reference row.
-                // Repeatable, or comma-separated.
-                for b in v.split(',') {
-                    match b {
-                        "file" => {}
-                        "oci" => o.oci = true,
-                        "s3" => o.s3 = true,
-                        _ => return Err(format!("--backend {b}: one of file, oci, s3")),
-                    }
-                }
-                i += 1;
-            }
-            "--levels" => {
-                let v = args.get(i + 1).ok_or("--levels needs a value")?;
-                o.levels = if v == "none" {
-                    vec![]
-                } else {
-                    v.split(',')
-                        .map(|l| match l.parse::<i32>() {
-                            Ok(n) if (1..=22).contains(&n) => Ok(n),
-                            _ => Err(format!("--levels {l}: a zstd level 1..=22")),
-                        })
-                        .collect::<Result<_, _>>()?
-                };
-                i += 1;
-            }
-            other => return Err(format!("unknown bench option {other}")),
-        }
-        i += 1;
-    }
-    Ok(o)
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mul) = if let Some(n) = s.strip_suffix("GiB") {
-        (n, 1u64 << 30)
-    } else if let Some(n) = s.strip_suffix("MiB") {
-        (n, 1 << 20)
-    } else {
-        (s, 1)
-    };
-    num.trim()
-        .parse::<u64>()
-        .map(|n| n * mul)
-        .map_err(|_| format!("bad size {s:?} (e.g. 1GiB, 256MiB)"))
-}
+/// Named ratios for the report, in the order they were measured.
+pub type Summary = Vec<(String, f64)>;
 
 /// Paths and the `pf` binary every row's command uses.
-struct Ctx {
-    /// The generated snapshot directory.
+pub struct Ctx {
+    /// The snapshot directory (the base version, at `<root>/src`).
     dd: String,
     /// The work directory (stores, repositories).
     ww: String,
@@ -113,32 +42,49 @@ struct Ctx {
     mb: f64,
     /// `target/bench`.
     root: PathBuf,
+    /// restic's and borg's commands (and pf's, for the peer scenarios).
+    peers: Peers,
 }
 
 /// Entry point.
 pub fn bench(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
+    let o = opts::parse(args)?;
     let root = PathBuf::from("target/bench");
-    let data = root.join("data");
     fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    let pf = build_pf(&o)?;
+    let root = fs::canonicalize(&root).map_err(|e| e.to_string())?;
+    let pf = match &o.pf {
+        Some(p) => p.clone(),
+        None => build_pf(&o)?.display().to_string(),
+    };
+    // The snapshot used to live in <root>/data; it is <root>/v/base now.
+    let _ = fs::remove_dir_all(root.join("data"));
+    let v = edits::Versions::open(&root)?;
     eprintln!(
         "==> generating {} MiB snapshot in {}",
         o.size >> 20,
-        data.display()
+        v.dir("base").display()
     );
-    data::generate(&data, o.size)?;
-    let raw = data::du(&data);
-    let d = fs::canonicalize(&data).map_err(|e| e.to_string())?;
-    let w = fs::canonicalize(&root)
-        .map_err(|e| e.to_string())?
-        .join("work");
-    let ww = w.display().to_string();
+    data::generate(&v.dir("base"), o.size)?;
+    // The edited versions are hard links to the base: made before any
+    // backup, so the base's files keep their ctime from here on.
+    let mut edit_list = Vec::new();
+    if o.has(Scenario::Edits) || o.has(Scenario::Pull) {
+        eprintln!("==> editing copies of the snapshot");
+        edit_list.push(v.scattered()?);
+        edit_list.push(v.appends()?);
+    }
+    v.switch("base")?;
+    let raw = data::du(&v.src());
+    let ww = root.join("work").display().to_string();
     let c = Ctx {
-        dd: d.display().to_string(),
+        dd: v.src().display().to_string(),
         fresh: format!("rm -rf {ww} && mkdir -p {ww}"),
         ww,
-        pfs: pf.display().to_string(),
+        peers: Peers {
+            pf: pf.clone(),
+            work: root.join("peers").display().to_string(),
+        },
+        pfs: pf,
         mb: raw as f64 / 1e6,
         root: root.clone(),
     };
@@ -146,35 +92,83 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         runs: o.runs,
         rows: Vec::new(),
     };
+    let mut sum = Summary::new();
     eprintln!(
-        "==> baselines and pf on {:.0} MB ({} runs each, median)",
-        c.mb, o.runs
+        "==> {:?} on {:.0} MB ({} runs each, median)",
+        o.scenarios, c.mb, o.runs
     );
-    let (push_ratio, pull_ratio) = file_rows(&c, &mut r)?;
-    let text_raw = level_rows(&c, &mut r, &o.levels, o.size)?;
-    let _registry = if o.oci {
-        Some(oci_rows(&c, &mut r)?)
-    } else {
-        None
-    };
-    let _moto = if o.s3 {
-        Some(s3_rows(&c, &mut r)?)
-    } else {
-        None
-    };
+    let result = run_scenarios(&o, &c, &v, &mut r, &mut sum, &edit_list);
+    // Put the base version back under v/ whatever happened.
+    v.park()?;
+    let (text_raw, _servers) = result?;
     report::write(
         &root,
         &r.rows,
         &report::Inputs {
-            push_ratio,
-            pull_ratio,
-            oci: o.oci,
-            s3: o.s3,
+            summary: sum,
             raw,
             levels: &o.levels,
             text_raw,
+            edits: &edit_list,
         },
     )
+}
+
+/// Runs the selected scenarios; returns the text directory's raw bytes
+/// (level rows) and the servers the remote rows started (kept running
+/// until the report is written).
+fn run_scenarios(
+    o: &Opts,
+    c: &Ctx,
+    v: &edits::Versions,
+    r: &mut Runner,
+    sum: &mut Summary,
+    edit_list: &[edits::Edit],
+) -> Result<(u64, Vec<Box<dyn std::any::Any>>), String> {
+    let mut servers: Vec<Box<dyn std::any::Any>> = Vec::new();
+    if o.has(Scenario::Base) {
+        file_rows(c, r, sum)?;
+    }
+    let mut text_raw = 0;
+    if o.has(Scenario::Levels) {
+        text_raw = remote::level_rows(c, r, &o.levels, o.size)?;
+    }
+    if o.has(Scenario::Edits) || o.has(Scenario::Pull) {
+        scenarios::edits(&c.peers, v, r, sum, edit_list, o.has(Scenario::Pull))?;
+    }
+    if o.has(Scenario::Small) {
+        scenarios::small(&c.peers, &c.root, r, sum, o.small_files)?;
+    }
+    if o.has(Scenario::Big) {
+        scenarios::big(&c.peers, v, r)?;
+    }
+    if o.oci {
+        let reg = remote::oci_rows(c, r)?;
+        sum.push((
+            "OCI push vs file push (throughput ratio)".into(),
+            r.secs_ratio("pf push (first, oci)", "pf push (first, file)"),
+        ));
+        if let (Some(p), Some(t), Some(u)) = (
+            r.secs("pf push (first, oci)"),
+            r.secs("tar | zstd"),
+            r.secs("curl PUT of the tar.zst"),
+        ) {
+            sum.push((
+                "OCI push vs tar|zstd + one-blob curl PUT (throughput ratio)".into(),
+                (t + u) / p,
+            ));
+        }
+        servers.push(Box::new(reg));
+    }
+    if o.s3 {
+        let moto = remote::s3_rows(c, r)?;
+        sum.push((
+            "S3 push vs file push (throughput ratio)".into(),
+            r.secs_ratio("pf push (first, s3)", "pf push (first, file)"),
+        ));
+        servers.push(Box::new(moto));
+    }
+    Ok((text_raw, servers))
 }
 
 /// `cargo build --release -p pf-cli` with the backends `o` asks for.
@@ -196,9 +190,9 @@ fn build_pf(o: &Opts) -> Result<PathBuf, String> {
     fs::canonicalize("target/release/pf").map_err(|e| e.to_string())
 }
 
-/// The file rows: baselines, first push, re-pushes, pulls. Returns the
-/// paired push and pull throughput ratios against tar|zstd.
-fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
+/// The file rows: baselines and peers, first push, re-pushes, pulls; the
+/// paired ratios go into `sum`.
+fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
     let Ctx {
         dd,
         ww,
@@ -206,6 +200,7 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
         fresh,
         mb,
         root,
+        peers,
     } = c;
     let mb = *mb;
     r.one(
@@ -221,13 +216,17 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
     let bw = format!("{ww}-baseline");
     let bfresh = format!("rm -rf {bw} && mkdir -p {bw}");
     let push = format!("{pfs} -q --json --store {ww}/store push {dd} file://{ww}/repo");
-    let first_push = r.jobs(&[
+    // restic and borg each start from an empty repository (in their own
+    // directories, like the baselines); their first backup is archive "base".
+    let peer_jobs = |f: &dyn Fn(Tool) -> Job<'static>| [Tool::Restic, Tool::Borg].map(f);
+    let mut jobs = vec![
         Job {
             name: "tar | zstd -3 -T0".into(),
             mb,
             setup: bfresh.clone(),
             cmd: format!("tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst"),
             log: None,
+            grow: Some(bw.clone()),
         },
         Job {
             name: "pf push (first, file)".into(),
@@ -235,12 +234,49 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
             setup: fresh.clone(),
             cmd: push.clone(),
             log: None,
+            grow: Some(format!("{ww}/repo")),
         },
-    ])?;
-    let push_ratio = paired_ratio(&first_push[0].0, &first_push[1].0);
-    // The state for the following rows: one pushed version.
+    ];
+    jobs.extend(peer_jobs(&|t| Job {
+        name: format!("{} (first)", t.backup_name()),
+        mb,
+        setup: peers.init(t),
+        cmd: peers.backup(t, dd, "base"),
+        log: None,
+        grow: Some(peers.repo(t)),
+    }));
+    let first_push = r.jobs(&jobs)?;
+    sum.push((
+        "first push vs tar|zstd (throughput ratio, median of paired runs)".into(),
+        paired_ratio(&first_push[0].0, &first_push[1].0),
+    ));
+    for (i, n) in [(2, "restic backup"), (3, "borg create")] {
+        sum.push((
+            format!("first push vs {n} (throughput ratio, median of paired runs)"),
+            paired_ratio(&first_push[i].0, &first_push[1].0),
+        ));
+    }
+    // The state for the following rows: one pushed version (restic and
+    // borg keep theirs from the last run above).
     timed(&format!("{fresh} && {push}"))?;
-    r.one(mb, "pf re-push unchanged", "", &push, None)?;
+    let mut jobs = vec![Job {
+        name: "pf re-push unchanged".into(),
+        mb,
+        setup: String::new(),
+        cmd: push.clone(),
+        log: None,
+        grow: Some(format!("{ww}/repo")),
+    }];
+    jobs.extend(peer_jobs(&|t| Job {
+        name: format!("{} unchanged", t.backup_name()),
+        mb,
+        setup: String::new(),
+        // borg archive names must be new.
+        cmd: peers.backup(t, dd, "again$(date +%s%N)"),
+        log: None,
+        grow: Some(peers.repo(t)),
+    }));
+    let unchanged = r.jobs(&jobs)?;
     // 1% in-place edits in the large file, and a 1 MiB insertion in its middle.
     let edited = fs::canonicalize(root)
         .map_err(|e| e.to_string())?
@@ -269,8 +305,7 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
         None,
     )?;
     timed(&format!("{fresh} && {push}"))?;
-    let pull = r.jobs(
-        &[
+    let mut jobs = vec![
             Job {
                 name: "zstd -dc | tar -x".into(),
                 mb,
@@ -279,6 +314,7 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
                 ),
                 cmd: format!("zstd -dc {bw}/snap.tar.zst | tar -C {bw}/x -xf -"),
                 log: None,
+                grow: None,
             },
             Job {
                 name: "pf pull (empty store) + restore".into(),
@@ -293,10 +329,32 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
                     "{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"
                 ),
                 log: None,
+                grow: None,
             },
-        ],
-            )?;
-    let pull_ratio = paired_ratio(&pull[0].0, &pull[1].0);
+        ];
+    // restic restores its latest snapshot (an unchanged re-backup of the
+    // same data), borg the archive "base".
+    jobs.extend(peer_jobs(&|t| Job {
+        name: t.restore_name().into(),
+        mb,
+        setup: peers.restore_setup(t),
+        cmd: peers.restore(t, "base"),
+        log: None,
+        grow: None,
+    }));
+    let pull = r.jobs(&jobs)?;
+    // The remaining rows are pf's alone; the disk is needed more.
+    timed(&format!("rm -rf {bw} && {}", peers.clear()))?;
+    sum.push((
+        "pull+restore vs zstd -dc|tar -x (throughput ratio, median of paired runs)".into(),
+        paired_ratio(&pull[0].0, &pull[1].0),
+    ));
+    for (i, n) in [(2, "restic restore"), (3, "borg extract")] {
+        sum.push((
+            format!("pull+restore vs {n} (throughput ratio, median of paired runs)"),
+            paired_ratio(&pull[i].0, &pull[1].0),
+        ));
+    }
     r.one(
         mb,
         "pf pull (store has it) + restore",
@@ -318,155 +376,17 @@ fn file_rows(c: &Ctx, r: &mut Runner) -> Result<(f64, f64), String> {
         &format!("{pfs} -q --json --store {ww}/store4 pull file://{ww}/repo --into {ww}/out"),
         None,
             )?;
-    Ok((push_ratio, pull_ratio))
-}
-
-/// The zstd level rows; returns the raw bytes of the text directory.
-fn level_rows(c: &Ctx, r: &mut Runner, levels: &[i32], size: u64) -> Result<u64, String> {
-    let Ctx {
-        dd,
-        ww,
-        pfs,
-        fresh,
-        mb,
-        root,
-    } = c;
-    let mb = *mb;
-    // The zstd level: only compressible bytes feel it (incompressible blobs
-    // are stored as raw blocks), so each level also pushes a text-only
-    // directory of chat-log-like JSON lines (1/16 of --size).
-    for l in levels {
-        r.one(
-            mb,
-            &format!("pf push (first, file), zstd -{l}"),
-            fresh,
-            &format!(
-                "{pfs} -q --json --zstd-level {l} --store {ww}/store push {dd} file://{ww}/repo"
-            ),
-            None,
-        )?;
+    sum.push((
+        "re-push unchanged / first push (time)".into(),
+        median(unchanged[0].0.clone()) / median(first_push[1].0.clone()),
+    ));
+    for (i, n) in [(1, "restic"), (2, "borg")] {
+        sum.push((
+            format!("{n}: backup unchanged / first backup (time)"),
+            median(unchanged[i].0.clone()) / median(first_push[i + 1].0.clone()),
+        ));
     }
-    let text = root.join("text");
-    if !levels.is_empty() {
-        data::generate_text(&text, size / 16)?;
-    }
-    let text_raw = data::du(&text);
-    let text_mb = text_raw as f64 / 1e6;
-    let tt = fs::canonicalize(&text)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    for l in levels {
-        r.one(
-            text_mb,
-            &format!("pf push text logs, zstd -{l}"),
-            fresh,
-            &format!(
-                "{pfs} -q --json --zstd-level {l} --store {ww}/store push {tt} file://{ww}/repo"
-            ),
-            None,
-        )?;
-    }
-    Ok(text_raw)
-}
-
-/// The OCI rows against a local docker-registry.
-fn oci_rows(c: &Ctx, r: &mut Runner) -> Result<servers::Registry, String> {
-    let Ctx {
-        dd,
-        ww,
-        pfs,
-        fresh,
-        mb,
-        ..
-    } = c;
-    let mb = *mb;
-    let reg = servers::Registry::start();
-    let h = reg.host().to_string();
-    let reg_log = Some(reg.log());
-    // A new repository per run (the shell expands the name), so every
-    // run uploads everything; the store is fresh too, as for the file row.
-    r.one(
-        mb,
-        "pf push (first, oci)",
-        fresh,
-        &format!("{pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/r$(date +%s%N):v1"),
-        reg_log,
-    )?;
-    // One more push, for the pull rows below; it also shows where the
-    // CPU goes: pf's own time and the registry's (from /proc).
-    let reg_before = reg.cpu_secs();
-    let m = timed(&format!(
-        "{fresh} && {pfs} -q --json --store {ww}/store push {dd} oci://{h}/bench/pull:v1"
-    ))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    eprintln!(
-        "    oci push CPU: pf {:.2} s, registry {:.2} s, wall {:.2} s ({cores} cores: {:.2} s of CPU available)",
-        m.cpu_secs,
-        reg.cpu_secs() - reg_before,
-        m.secs,
-        cores as f64 * m.secs
-    );
-    r.one(
-        mb,
-        "pf pull (empty store) + restore, oci",
-        &format!("rm -rf {ww}/store2 {ww}/out"),
-        &format!(
-            "{pfs} -q --json --store {ww}/store2 pull oci://{h}/bench/pull:v1 --into {ww}/out"
-        ),
-        reg_log,
-    )?;
-    // The registry's floor: the whole snapshot as one tar.zst blob sent
-    // with a single streamed PUT by curl (digest computed in the setup),
-    // i.e. the leanest possible client in front of the same registry.
-    r.one(
-        mb,
-        "curl PUT of the tar.zst (one blob)",
-        &format!(
-            "{fresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {ww}/snap.tar.zst && sha256sum {ww}/snap.tar.zst | cut -d' ' -f1 > {ww}/snap.sha"
-        ),
-        &format!(
-            "loc=$(curl -sf -o /dev/null -D - -X POST http://{h}/v2/bench/curl$(date +%s%N)/blobs/uploads/ | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T {ww}/snap.tar.zst \"$loc&digest=sha256:$(cat {ww}/snap.sha)\""
-        ),
-        reg_log,
-            )?;
-    Ok(reg)
-}
-
-/// The S3 rows against a local moto server.
-fn s3_rows(c: &Ctx, r: &mut Runner) -> Result<servers::Moto, String> {
-    let Ctx {
-        dd,
-        ww,
-        pfs,
-        fresh,
-        mb,
-        ..
-    } = c;
-    let mb = *mb;
-    let moto = servers::Moto::start();
-    let env = moto.env();
-    let bucket = moto.bucket();
-    let log = Some(moto.log());
-    r.one(
-        mb,
-        "pf push (first, s3)",
-        fresh,
-        &format!(
-            "{env} {pfs} -q --json --store {ww}/store push {dd} s3://{bucket}/r$(date +%s%N):v1"
-        ),
-        log,
-    )?;
-    timed(&format!(
-        "{fresh} && {env} {pfs} -q --json --store {ww}/store push {dd} s3://{bucket}/pull:v1"
-    ))?;
-    r.one(
-        mb,
-        "pf pull (empty store) + restore, s3",
-        &format!("rm -rf {ww}/store2 {ww}/out"),
-        &format!(
-            "{env} {pfs} -q --json --store {ww}/store2 pull s3://{bucket}/pull:v1 --into {ww}/out"
-        ),
-        log,
-    )?;
-    Ok(moto)
+    // Later scenarios need the disk more than these states.
+    timed(&format!("rm -rf {ww} {ed}"))?;
+    Ok(())
 }
