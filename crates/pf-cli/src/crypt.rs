@@ -29,6 +29,15 @@ pub(crate) fn exit_code(e: &pf_crypt::CryptError) -> u8 {
     }
 }
 
+/// The store again with deferred durability: sealing and opening write
+/// every pack into it, so one `syncfs` at the end replaces an fsync per
+/// blob (pf_cas::Durability).
+fn deferred(store: &DirStore) -> CliResult<Arc<DirStore>> {
+    Ok(Arc::new(
+        DirStore::open(store.root())?.with_durability(pf_cas::Durability::Deferred),
+    ))
+}
+
 /// Writes OUT.identity (0600) and OUT.recipient.
 pub(crate) fn keygen(cli: &Cli, out: &Path) -> CliResult<u8> {
     let id = Identity::generate()?;
@@ -75,6 +84,7 @@ pub(crate) async fn push(
         .iter()
         .map(|p| Recipient::load(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let store = &deferred(store)?;
     let location = reg.location();
     let book_path = store.root().join(KEY_BOOK);
     let mut keys = KeyBook::load(&book_path)?;
@@ -101,24 +111,21 @@ pub(crate) async fn push(
         } else {
             Vec::new()
         };
+        let t0 = std::time::Instant::now();
         let snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
         for w in &snap.warnings {
             note(cli, format!("warning: {w}"));
         }
         let (src, out, dk) = (snap.source.clone(), store.clone(), data_key.clone());
         let (inner, rs, level) = (snap.manifest.clone(), recipients.clone(), cli.zstd_level);
         let sealed = blocking(move || {
-            Ok(pf_crypt::seal_image(
-                &inner,
-                &*src,
-                &dk,
-                &rs,
-                &base_seals,
-                level,
-                &*out,
-            )?)
+            let sealed = pf_crypt::seal_image(&inner, &*src, &dk, &rs, &base_seals, level, &*out)?;
+            out.sync()?;
+            Ok(sealed)
         })
         .await?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "sealed");
         let signed = SignedImage::new(&sealed.manifest, key);
         let source: Arc<dyn BlobStore> = store.clone();
         match reg.push(source, &signed).await {
@@ -131,6 +138,7 @@ pub(crate) async fn push(
             }
             Err(e) => return Err(e.into()),
             Ok(rep) => {
+                tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
                 bases.record(&dir_abs, &location, &snap.manifest);
                 if let Err(e) = bases.save(&bases_path) {
                     note(cli, format!("warning: {e}"));
@@ -154,6 +162,7 @@ pub(crate) async fn pull(
     identity: &Path,
 ) -> CliResult<u8> {
     let id = Identity::load(identity)?;
+    let store = deferred(&store)?;
     let rep = reg.pull(store.clone()).await?;
     let outer = rep.manifest.clone();
     let dest = into.map(Path::to_path_buf);
