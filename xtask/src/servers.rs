@@ -148,6 +148,16 @@ const GO_TOOLS: &[GoTool] = &[
         as_dependency: false,
     },
     GoTool {
+        bin: "cosign",
+        name: "cosign (verifies pf's cosign signatures)",
+        module: "github.com/sigstore/cosign/v2",
+        package: "cmd/cosign",
+        // The newest v2 the module proxy serves; v2 still reads the
+        // tag-based `.sig` signatures by default (v3 defaults to bundles).
+        version: "v2.6.5",
+        as_dependency: false,
+    },
+    GoTool {
         bin: "registry",
         name: "distribution v3 registry (OCI tests)",
         module: "github.com/distribution/distribution/v3",

@@ -59,7 +59,8 @@ pub(crate) enum Cmd {
         dir: PathBuf,
         /// Destination reference.
         reference: String,
-        /// PKCS#8 private key to sign with.
+        /// PKCS#8 private key to sign with (an ECDSA P-256 key from `pf
+        /// keygen --cosign` also writes a cosign signature to oci://).
         #[arg(long, env = "PF_KEY")]
         key: Option<PathBuf>,
         /// Agent name recorded in the manifest.
@@ -166,17 +167,24 @@ pub(crate) enum Cmd {
     },
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCmd),
-    /// Generate an Ed25519 key pair: OUT.key (private, 0600) and OUT.pub.
+    /// Generate a key pair: OUT.key (PKCS#8 private key, 0600) and OUT.pub
+    /// (SubjectPublicKeyInfo public key). Ed25519, or with --cosign ECDSA
+    /// P-256, which `cosign verify --key OUT.pub` also checks.
     #[command(
-        after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub"
+        after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub\n  pf keygen --cosign                      # writes cosign.key and cosign.pub"
     )]
     Keygen {
-        /// Output path prefix.
-        #[arg(long, default_value = "pf-signing")]
-        out: PathBuf,
+        /// Output path prefix (default: pf-signing, cosign with --cosign,
+        /// pf-crypt with --encryption).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Make an ECDSA P-256 key: `pf push --key` with it also writes a
+        /// cosign signature to oci:// destinations.
+        #[arg(long)]
+        cosign: bool,
         /// Make an X25519 encryption key pair instead: OUT.identity
         /// (secret, 0600) and OUT.recipient (for `push --encrypt-to`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cosign")]
         encryption: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

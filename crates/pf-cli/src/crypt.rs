@@ -68,40 +68,54 @@ async fn blocking<R: Send + 'static>(
     })
 }
 
+/// Where and for whom an encrypted push seals.
+pub(crate) struct Destination<'a> {
+    /// Signs the outer manifest.
+    pub key: Option<&'a SigningKey>,
+    /// `--encrypt-to` files.
+    pub recipient_files: &'a [PathBuf],
+    /// The repository key the base and key books use.
+    pub location: &'a str,
+}
+
 /// Snapshots `dir`, seals it for `recipients` and pushes the outer image.
-/// The destination's data key is reused from the local key book (dedup
-/// across versions); the first push makes one.
+/// The data key of `location` (the repository, as the base book keys it)
+/// is reused from the local key book (dedup across versions and tags);
+/// the first push makes one.
 pub(crate) async fn push(
     cli: &Cli,
     dir: &Path,
     reg: &dyn Registry,
     store: &Arc<DirStore>,
     mut opts: SnapshotOptions,
-    key: Option<&SigningKey>,
-    recipient_files: &[PathBuf],
+    to: Destination<'_>,
 ) -> CliResult<PushReport> {
+    let Destination {
+        key,
+        recipient_files,
+        location,
+    } = to;
     let recipients = recipient_files
         .iter()
         .map(|p| Recipient::load(p))
         .collect::<Result<Vec<_>, _>>()?;
     let store = &deferred(store)?;
-    let location = reg.location();
     let book_path = store.root().join(KEY_BOOK);
     let mut keys = KeyBook::load(&book_path)?;
-    let data_key = match keys.key(&location) {
+    let data_key = match keys.key(location) {
         Some(k) => k,
         None => pf_crypt::DataKey::generate()?,
     };
-    keys.set_key(&location, &data_key);
+    keys.set_key(location, &data_key);
     // Saved before anything is pushed: a destination never holds chunks
     // sealed under a key the pusher lost.
     keys.save(&book_path)?;
     let bases_path = store.root().join("bases.json");
     let dir_abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut bases = pf_snapshot::BaseBook::load(&bases_path);
-    let seals = keys.seals(&**store, &location);
+    let seals = keys.seals(&**store, location);
     opts.base = bases
-        .base(&**store, &dir_abs, &location)
+        .base(&**store, &dir_abs, location)
         .filter(|t| pf_crypt::image::covers(&seals, t));
     let mut attempt = 0;
     loop {
@@ -139,11 +153,11 @@ pub(crate) async fn push(
             Err(e) => return Err(e.into()),
             Ok(rep) => {
                 tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
-                bases.record(&dir_abs, &location, &snap.manifest);
+                bases.record(&dir_abs, location, &snap.manifest);
                 if let Err(e) = bases.save(&bases_path) {
                     note(cli, format!("warning: {e}"));
                 }
-                keys.record(&location, sealed.index);
+                keys.record(location, sealed.index);
                 keys.save(&book_path)?;
                 return Ok(rep);
             }

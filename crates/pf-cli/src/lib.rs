@@ -205,6 +205,45 @@ fn describe(v: &Verification) -> String {
     }
 }
 
+/// After a push to `oci://` signed with an ECDSA P-256 key, writes the
+/// cosign signature of the pushed OCI manifest: its reference and report
+/// (`None` for other keys and destinations).
+#[cfg(feature = "oci")]
+async fn cosign_sign(
+    dst: &ImageRef,
+    cfg: &Config,
+    rep: &pf_registry::PushReport,
+    key: Option<&SigningKey>,
+) -> CliResult<Option<(String, serde_json::Value)>> {
+    let Some(key) = key.filter(|k| k.algorithm() == pf_sign::Algorithm::EcdsaP256Sha256) else {
+        return Ok(None);
+    };
+    if dst.scheme() != "oci" {
+        return Ok(None);
+    }
+    let Some(image) = ImageRef::parse(&rep.resolved)?.digest else {
+        return Err(CliError::Registry(RegistryError::invalid(
+            "push result",
+            "no OCI manifest digest to sign",
+        )));
+    };
+    let c = pf_registry::cosign::sign(dst, cfg, image, key).await?;
+    Ok(Some((
+        c.signature_ref.clone(),
+        serde_json::to_value(&c).unwrap_or_default(),
+    )))
+}
+
+#[cfg(not(feature = "oci"))]
+async fn cosign_sign(
+    _: &ImageRef,
+    _: &Config,
+    _: &pf_registry::PushReport,
+    _: Option<&SigningKey>,
+) -> CliResult<Option<(String, serde_json::Value)>> {
+    Ok(None)
+}
+
 /// Under `--progress=json` stderr carries only JSON lines, so notes are dropped.
 fn note(cli: &Cli, msg: impl AsRef<str>) {
     if !cli.quiet && cli.progress != progress::ProgressMode::Json {
@@ -220,11 +259,22 @@ async fn run(cli: Cli) -> CliResult<u8> {
             Ok(0)
         }
         Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
-        Cmd::Keygen { out, encryption } => {
+        Cmd::Keygen {
+            out,
+            cosign,
+            encryption,
+        } => {
             if *encryption {
-                return crypt::keygen(&cli, out);
+                let out = out.clone().unwrap_or_else(|| PathBuf::from("pf-crypt"));
+                return crypt::keygen(&cli, &out);
             }
-            let key = SigningKey::generate()?;
+            let (alg, default) = if *cosign {
+                (pf_sign::Algorithm::EcdsaP256Sha256, "cosign")
+            } else {
+                (pf_sign::Algorithm::Ed25519, "pf-signing")
+            };
+            let out = out.clone().unwrap_or_else(|| PathBuf::from(default));
+            let key = SigningKey::generate_for(alg)?;
             let priv_path = out.with_extension("key");
             let pub_path = out.with_extension("pub");
             key.save(&priv_path)?;
@@ -262,12 +312,6 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 opts.chunking = *c;
             }
             let reg = pf_registry::open(&r, &cfg)?;
-            if !encrypt_to.is_empty() {
-                let rep =
-                    crypt::push(&cli, dir, &*reg, &store, opts, key.as_ref(), encrypt_to).await?;
-                print_push(&cli, &rep);
-                return Ok(0);
-            }
             // Chunks the last push from this directory to this destination
             // sent are referenced, not sent again (format v2).
             let book_path = store.root().join("bases.json");
@@ -285,6 +329,17 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 ),
                 _ => r.repository_key(),
             };
+            if !encrypt_to.is_empty() {
+                let to = crypt::Destination {
+                    key: key.as_ref(),
+                    recipient_files: encrypt_to,
+                    location: &dest,
+                };
+                let rep = crypt::push(&cli, dir, &*reg, &store, opts, to).await?;
+                let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
+                print_push(&cli, &rep, cosigned.as_ref());
+                return Ok(0);
+            }
             opts.base = book.base(&*store, &dir_abs, &dest);
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
@@ -311,23 +366,9 @@ async fn run(cli: Cli) -> CliResult<u8> {
             if let Err(e) = book.save(&book_path) {
                 note(&cli, format!("warning: {e}"));
             }
+            let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
-            if cli.json {
-                println!("{}", serde_json::to_string(&rep).unwrap_or_default());
-            } else {
-                println!("{}", clean(&rep.resolved));
-                note(
-                    &cli,
-                    format!(
-                        "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
-                        rep.manifest_digest,
-                        rep.blobs_uploaded,
-                        rep.blobs_total,
-                        rep.wire_bytes_uploaded,
-                        if rep.signed { ", signed" } else { ", unsigned" }
-                    ),
-                );
-            }
+            print_push(&cli, &rep, cosigned.as_ref());
             Ok(0)
         }
         Cmd::Pull {
@@ -538,12 +579,27 @@ fn need_identity(store: &dyn pf_cas::BlobStore, outer: &pf_registry::Manifest) -
     }
 }
 
-/// Prints a push report (the resolved reference, then a note).
-fn print_push(cli: &Cli, rep: &pf_registry::PushReport) {
+/// Prints a push report (the resolved reference, then a note), with the
+/// cosign signature written, if any.
+fn print_push(
+    cli: &Cli,
+    rep: &pf_registry::PushReport,
+    cosigned: Option<&(String, serde_json::Value)>,
+) {
     if cli.json {
-        println!("{}", serde_json::to_string(rep).unwrap_or_default());
+        match cosigned {
+            None => println!("{}", serde_json::to_string(rep).unwrap_or_default()),
+            Some((_, c)) => {
+                let mut v = serde_json::to_value(rep).unwrap_or_default();
+                v["cosign"] = c.clone();
+                println!("{v}");
+            }
+        }
     } else {
         println!("{}", clean(&rep.resolved));
+        if let Some((at, _)) = cosigned {
+            note(cli, format!("cosign signature: {at}"));
+        }
         note(
             cli,
             format!(

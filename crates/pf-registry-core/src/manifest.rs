@@ -384,23 +384,10 @@ impl FsTree {
         let v2 = !self.chunk_table.is_empty();
         let mut seen = HashSet::with_capacity(self.entries.len());
         for e in &self.entries {
-            if !e.parts.is_empty() || (v2 && (e.blob.is_some() || !e.chunks.is_empty())) {
+            let v2_file = !e.parts.is_empty() || (v2 && (e.blob.is_some() || !e.chunks.is_empty()));
+            if v2_file {
                 self.validate_parts(e)?;
-                if let Err(r) = validate_relative_path(&e.path) {
-                    return inv(r);
-                }
-                if !seen.insert(e.path.as_str()) {
-                    return inv(format!("duplicate path {:?}", bounded(&e.path)));
-                }
-                if e.mode > 0o7777 {
-                    return inv(format!(
-                        "{:?}: mode has bits beyond 0o7777",
-                        bounded(&e.path)
-                    ));
-                }
-                continue;
-            }
-            if let Some(off) = e.offset {
+            } else if let Some(off) = e.offset {
                 let fits = match (e.kind, &e.blob, e.chunks.is_empty()) {
                     (EntryKind::File, Some(b), true) => packs
                         .get(b)
@@ -426,6 +413,9 @@ impl FsTree {
                     bounded(&e.path),
                     e.mode
                 ));
+            }
+            if v2_file {
+                continue;
             }
             match e.kind {
                 EntryKind::File => {

@@ -9,7 +9,8 @@
 //! the registry's error codes on top of the shared `pf_registry_core::http`
 //! classifier), `auth` (credentials from env and docker config), `layout`
 //! (the artifact and image-index layout), `dedup` (HEAD checks and
-//! cross-repository mounts), `upload` (monolithic and chunked uploads).
+//! cross-repository mounts), `upload` (monolithic and chunked uploads),
+//! `cosign` (cosign-verifiable signatures of pushed images).
 //!
 //! Opening makes no request (the first push or pull does), so options and
 //! references are checked offline:
@@ -31,6 +32,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cosign;
 mod dedup;
 pub mod layout;
 mod ranged;

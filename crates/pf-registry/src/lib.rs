@@ -60,6 +60,10 @@
 
 pub use pf_registry_core::*;
 
+/// cosign signatures of pushed `oci://` images (feature `oci`).
+#[cfg(feature = "oci")]
+pub use pf_registry_oci::cosign;
+
 /// The cargo feature that enables `scheme`.
 pub fn feature_for(scheme: &str) -> &'static str {
     match scheme {

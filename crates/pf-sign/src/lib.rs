@@ -1,43 +1,42 @@
-//! Ed25519 signing of manifest bytes (via `ring`), key files, the signature
-//! envelope wire format, and the trust policy applied on pull.
+//! Manifest signing and verification (via `ring`): Ed25519 keys, and ECDSA
+//! P-256 keys that cosign also verifies ([`cosign`]); key files, the
+//! signature envelope wire format, and the trust policy applied on pull.
 //!
 //! A signature covers the exact manifest bytes. Verification happens before
 //! the manifest is parsed. Key material never appears in `Debug` output or
 //! error messages.
 //!
 //! ```
-//! use pf_sign::{SigningKey, TrustPolicy, Verification};
+//! use pf_sign::{Algorithm, SigningKey, TrustPolicy, Verification};
 //! # fn main() -> Result<(), pf_sign::SignError> {
-//! let key = SigningKey::generate()?;
-//! let manifest = br#"{"schema_version":1}"#;
-//! let envelope = key.sign_manifest(manifest).to_json_bytes();
-//! let trust = TrustPolicy::new(vec![key.public_key()]);
-//! let v = trust.verify(manifest, Some(&envelope))?;
-//! assert_eq!(v, Verification::Verified { key_id: key.key_id() });
-//! // Other bytes under the same envelope are refused.
-//! assert!(trust.verify(b"{}", Some(&envelope)).is_err());
+//! for key in [SigningKey::generate()?, SigningKey::generate_for(Algorithm::EcdsaP256Sha256)?] {
+//!     let manifest = br#"{"schema_version":1}"#;
+//!     let envelope = key.sign_manifest(manifest).to_json_bytes();
+//!     let trust = TrustPolicy::new(vec![key.public_key()]);
+//!     let v = trust.verify(manifest, Some(&envelope))?;
+//!     assert_eq!(v, Verification::Verified { key_id: key.key_id() });
+//!     // Other bytes under the same envelope are refused.
+//!     assert!(trust.verify(b"{}", Some(&envelope)).is_err());
+//! }
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cosign;
+mod keys;
+
 use std::fmt;
-use std::io::Write;
-use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use pf_digest::Digest;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-/// The only signature algorithm.
+pub use keys::{Algorithm, KeyId, PublicKey, SigningKey};
+
+/// The Ed25519 algorithm name (`Algorithm::Ed25519.as_str()`).
 pub const ALGORITHM: &str = "ed25519";
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
-const SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-const MAX_KEY_FILE: u64 = 16 * 1024;
 
 /// Signing and verification failures.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub enum SignError {
     /// An envelope or key file that does not parse.
     #[error("malformed: {0}")]
     Malformed(String),
-    /// An algorithm other than ed25519.
+    /// An algorithm pf does not know (nor the key type it needs).
     #[error("unsupported signature algorithm {0:?}")]
     UnsupportedAlgorithm(String),
     /// Reading or writing a key file failed.
@@ -100,288 +99,39 @@ fn bounded(s: &str) -> String {
     out
 }
 
-/// Identifier of a public key: `ed25519:` + the first 16 bytes of
-/// SHA-256(raw public key) in lowercase hex.
-///
-/// Always well formed: parsing (including serde `Deserialize`) rejects
-/// anything else, so a key id taken from an envelope is safe to display.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
-#[serde(transparent)]
-pub struct KeyId(String);
-
-impl KeyId {
-    /// Strictly parses `ed25519:<32 lowercase hex>`.
-    pub fn parse(s: &str) -> Result<KeyId, SignError> {
-        let ok = s.strip_prefix("ed25519:").is_some_and(|h| {
-            h.len() == 32
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-        if ok {
-            Ok(KeyId(s.to_owned()))
-        } else {
-            Err(SignError::Malformed(format!(
-                "invalid key id \"{}\": expected \"ed25519:\" and 32 lowercase hex characters",
-                bounded(&s.chars().take(48).collect::<String>())
-            )))
-        }
-    }
-
-    /// The string form.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for KeyId {
-    type Err = SignError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeyId::parse(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = KeyId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key id \"ed25519:<32 lowercase hex>\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyId, E> {
-                KeyId::parse(v).map_err(|e| match e {
-                    SignError::Malformed(m) => E::custom(m),
-                    other => E::custom(other),
-                })
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An Ed25519 public key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey([u8; 32]);
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({})", self.key_id())
-    }
-}
-
-fn pem_decode(s: &str, label: &str) -> Result<Vec<u8>, SignError> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = s
-        .find(&begin)
-        .ok_or_else(|| SignError::Malformed(format!("no {begin} block")))?;
-    let rest = &s[start + begin.len()..];
-    let stop = rest
-        .find(&end)
-        .ok_or_else(|| SignError::Malformed(format!("no {end} line")))?;
-    let body: String = rest[..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    B64.decode(body.as_bytes())
-        .map_err(|_| SignError::Malformed(format!("{label}: invalid base64")))
-}
-
-fn pem_encode(der: &[u8], label: &str) -> String {
-    let b = B64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn read_small(path: &Path) -> Result<String, SignError> {
-    let ctx = || format!("reading key file {}", path.display());
-    let md = std::fs::metadata(path).map_err(|e| SignError::Io {
-        context: ctx(),
-        source: e,
-    })?;
-    if md.len() > MAX_KEY_FILE {
-        return Err(SignError::Malformed(format!(
-            "{} is too large for a key file",
-            path.display()
-        )));
-    }
-    std::fs::read_to_string(path).map_err(|e| SignError::Io {
-        context: ctx(),
-        source: e,
-    })
-}
-
-impl PublicKey {
-    /// From the raw 32-byte key.
-    pub fn from_raw(bytes: &[u8]) -> Result<Self, SignError> {
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            SignError::Malformed(format!("public key must be 32 bytes, got {}", bytes.len()))
-        })?;
-        Ok(PublicKey(arr))
-    }
-
-    /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo, as `openssl pkey -pubout` writes).
-    pub fn to_pem(&self) -> String {
-        let mut der = SPKI_PREFIX.to_vec();
-        der.extend_from_slice(&self.0);
-        pem_encode(&der, "PUBLIC KEY")
-    }
-
-    /// Parses a PEM `PUBLIC KEY` holding an Ed25519 SPKI.
-    pub fn from_pem(s: &str) -> Result<Self, SignError> {
-        let der = pem_decode(s, "PUBLIC KEY")?;
-        if der.len() != 44 || der[..12] != SPKI_PREFIX {
-            return Err(SignError::Malformed("not an Ed25519 public key".into()));
-        }
-        Self::from_raw(&der[12..])
-    }
-
-    /// Loads a public key file.
-    pub fn load(path: &Path) -> Result<Self, SignError> {
-        Self::from_pem(&read_small(path)?)
-    }
-
-    /// Writes a public key file.
-    pub fn save(&self, path: &Path) -> Result<(), SignError> {
-        std::fs::write(path, self.to_pem()).map_err(|e| SignError::Io {
-            context: format!("writing {}", path.display()),
-            source: e,
-        })
-    }
-
-    /// This key's id.
-    pub fn key_id(&self) -> KeyId {
-        let d = Digest::of(&self.0);
-        KeyId(format!("{ALGORITHM}:{}", hex::encode(&d.as_bytes()[..16])))
-    }
-
-    /// Whether `sig` is a valid signature of `msg` by this key.
-    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.0)
-            .verify(msg, sig)
-            .is_ok()
-    }
-}
-
-/// An Ed25519 private key. `Debug` shows only the key id.
-pub struct SigningKey {
-    pair: Ed25519KeyPair,
-    pkcs8: Vec<u8>,
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({}, private bytes redacted)", self.key_id())
-    }
-}
-
 impl SigningKey {
-    /// Generates a fresh key from the system RNG.
-    pub fn generate() -> Result<Self, SignError> {
-        let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| SignError::KeyRejected("rng failure".into()))?;
-        Self::from_pkcs8_der(doc.as_ref())
-    }
-
-    /// From PKCS#8 DER (v1 or v2).
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SignError> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| SignError::KeyRejected(bounded(&e.to_string())))?;
-        Ok(SigningKey {
-            pair,
-            pkcs8: der.to_vec(),
-        })
-    }
-
-    /// PEM `PRIVATE KEY` (PKCS#8).
-    pub fn to_pkcs8_pem(&self) -> String {
-        pem_encode(&self.pkcs8, "PRIVATE KEY")
-    }
-
-    /// Parses a PEM `PRIVATE KEY`.
-    pub fn from_pkcs8_pem(s: &str) -> Result<Self, SignError> {
-        Self::from_pkcs8_der(&pem_decode(s, "PRIVATE KEY")?)
-    }
-
-    /// Loads a private key file.
-    pub fn load(path: &Path) -> Result<Self, SignError> {
-        Self::from_pkcs8_pem(&read_small(path)?)
-    }
-
-    /// Writes a new private key file (mode 0600; refuses to overwrite).
-    pub fn save(&self, path: &Path) -> Result<(), SignError> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let ctx = || format!("writing {}", path.display());
-        let mut f = opts.open(path).map_err(|e| SignError::Io {
-            context: ctx(),
-            source: e,
-        })?;
-        f.write_all(self.to_pkcs8_pem().as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| SignError::Io {
-                context: ctx(),
-                source: e,
-            })
-    }
-
-    /// The public half.
-    pub fn public_key(&self) -> PublicKey {
-        let mut raw = [0u8; 32];
-        raw.copy_from_slice(self.pair.public_key().as_ref());
-        PublicKey(raw)
-    }
-
-    /// The key id.
-    pub fn key_id(&self) -> KeyId {
-        self.public_key().key_id()
-    }
-
-    /// Signs the exact manifest bytes.
+    /// Signs the exact manifest bytes with this key's algorithm.
+    ///
+    /// # Panics
+    /// Only if the operating system's random number generator fails while
+    /// an ECDSA key signs (Ed25519 signing uses no randomness).
     pub fn sign_manifest(&self, manifest_bytes: &[u8]) -> SignatureEnvelope {
-        let sig = self.pair.sign(manifest_bytes);
+        let sig = match self.sign_bytes(manifest_bytes) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot sign the manifest: {e}"),
+        };
         SignatureEnvelope {
-            algorithm: ALGORITHM.into(),
+            algorithm: self.algorithm().as_str().into(),
             key_id: self.key_id(),
             manifest_digest: Digest::of(manifest_bytes),
-            signature: B64.encode(sig.as_ref()),
+            signature: B64.encode(sig),
         }
     }
 }
 
-/// The signature envelope stored next to a manifest (wire format v1).
+/// The signature envelope stored next to a manifest (wire format v1; the
+/// `algorithm` names how `signature` was made).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEnvelope {
-    /// Always `ed25519`.
+    /// `ed25519` or `ecdsa-p256-sha256` (see [`Algorithm`]).
     pub algorithm: String,
     /// Id of the signing key.
     pub key_id: KeyId,
     /// Digest of the signed manifest bytes.
     pub manifest_digest: Digest,
-    /// Base64 (standard) of the 64-byte signature.
+    /// Base64 (standard) of the signature: 64 bytes (Ed25519) or ASN.1 DER
+    /// (ECDSA P-256).
     pub signature: String,
 }
 
@@ -477,8 +227,13 @@ impl TrustPolicy {
             };
         };
         let env = SignatureEnvelope::from_json_bytes(raw)?;
-        if env.algorithm != ALGORITHM {
-            return Err(SignError::UnsupportedAlgorithm(bounded(&env.algorithm)));
+        let alg = Algorithm::parse(&env.algorithm)
+            .ok_or_else(|| SignError::UnsupportedAlgorithm(bounded(&env.algorithm)))?;
+        if env.key_id.algorithm() != alg {
+            return Err(SignError::Malformed(format!(
+                "key id {} is not an {alg} key",
+                env.key_id
+            )));
         }
         let actual = Digest::of(manifest_bytes);
         if env.manifest_digest != actual {
@@ -490,9 +245,9 @@ impl TrustPolicy {
         let sig = B64
             .decode(env.signature.as_bytes())
             .map_err(|_| SignError::Malformed("signature is not base64".into()))?;
-        if sig.len() != 64 {
+        if !alg.signature_len_ok(sig.len()) {
             return Err(SignError::Malformed(format!(
-                "signature must be 64 bytes, got {}",
+                "an {alg} signature of {} bytes",
                 sig.len()
             )));
         }
@@ -513,6 +268,14 @@ mod tests {
     use proptest::prelude::*;
 
     const FIXED_KEY: &str = include_str!("../tests/fixtures/test-key.pem");
+    /// Written by `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`.
+    const P256_KEY: &str = include_str!("../tests/fixtures/test-key-p256.pem");
+    /// Its public half, by `openssl pkey -pubout`.
+    const P256_PUB: &str = include_str!("../tests/fixtures/test-key-p256.pub");
+
+    fn p256() -> SigningKey {
+        SigningKey::from_pkcs8_pem(P256_KEY).unwrap()
+    }
 
     fn fixed() -> SigningKey {
         SigningKey::from_pkcs8_pem(FIXED_KEY).unwrap()
@@ -604,7 +367,8 @@ mod tests {
         let pem = k.to_pkcs8_pem();
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         assert!(!dbg.contains(&body[..20]));
-        assert!(!dbg.contains(&hex::encode(&k.pkcs8[16..])));
+        let der = B64.decode(body.as_bytes()).unwrap();
+        assert!(!dbg.contains(&hex::encode(&der[16..])));
         assert!(dbg.contains(k.key_id().as_str()));
     }
 
@@ -716,7 +480,136 @@ mod tests {
         assert_eq!(PublicKey::from_pem(&pem).unwrap(), fixed().public_key());
     }
 
+    #[test]
+    fn p256_keys_from_openssl_roundtrip_and_sign() {
+        let k = p256();
+        assert_eq!(k.algorithm(), Algorithm::EcdsaP256Sha256);
+        // Our SPKI PEM is byte for byte what openssl writes.
+        assert_eq!(k.public_key().to_pem(), P256_PUB);
+        let pk = PublicKey::from_pem(P256_PUB).unwrap();
+        assert_eq!(pk, k.public_key());
+        assert_eq!(pk.as_bytes().len(), 65);
+        let id = pk.key_id();
+        assert_eq!(id.algorithm(), Algorithm::EcdsaP256Sha256);
+        assert_eq!(
+            id.as_str(),
+            format!("ecdsa-p256:{}", &Digest::of(pk.as_bytes()).hex()[..32])
+        );
+        assert_eq!(KeyId::parse(id.as_str()).unwrap(), id);
+        // generated keys round-trip through their PEM files
+        let dir = tempfile::tempdir().unwrap();
+        let g = SigningKey::generate_for(Algorithm::EcdsaP256Sha256).unwrap();
+        g.save(&dir.path().join("c.key")).unwrap();
+        g.public_key().save(&dir.path().join("c.pub")).unwrap();
+        let back = SigningKey::load(&dir.path().join("c.key")).unwrap();
+        assert_eq!(back.key_id(), g.key_id());
+        assert_eq!(
+            PublicKey::load(&dir.path().join("c.pub")).unwrap(),
+            g.public_key()
+        );
+        // a compressed or truncated point is refused
+        let der = keys_der(P256_PUB);
+        let mut compressed = der.clone();
+        compressed[26] = 0x02;
+        for bad in [compressed, der[..der.len() - 1].to_vec()] {
+            let pem = format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                B64.encode(&bad)
+            );
+            assert!(matches!(
+                PublicKey::from_pem(&pem),
+                Err(SignError::Malformed(_))
+            ));
+        }
+    }
+
+    fn keys_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        B64.decode(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn p256_envelope_wire_format_snapshot() {
+        let m = b"{\"schema_version\": 1}\n";
+        let env = p256().sign_manifest(m);
+        // ECDSA signatures are randomised: check it, then fix it for the snapshot.
+        let trust = TrustPolicy::new(vec![p256().public_key()]);
+        assert_eq!(
+            trust.verify(m, Some(&env.to_json_bytes())).unwrap(),
+            Verification::Verified {
+                key_id: p256().key_id()
+            }
+        );
+        let der = B64.decode(env.signature.as_bytes()).unwrap();
+        assert_eq!(der[0], 0x30, "ASN.1 DER SEQUENCE");
+        let mut shown = env.clone();
+        shown.signature = "<base64 of the ASN.1 DER signature>".into();
+        insta::assert_snapshot!(
+            "signature_envelope_v1_ecdsa_p256",
+            String::from_utf8(shown.to_json_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn algorithms_do_not_mix() {
+        let m = b"m";
+        let ec = p256();
+        let ed = fixed();
+        let both = TrustPolicy::new(vec![ec.public_key(), ed.public_key()]);
+        for k in [&ec, &ed] {
+            assert_eq!(
+                both.verify(m, Some(&k.sign_manifest(m).to_json_bytes()))
+                    .unwrap(),
+                Verification::Verified { key_id: k.key_id() }
+            );
+        }
+        // An ECDSA envelope relabelled as Ed25519 (and the reverse) is refused.
+        let mut relabelled = ec.sign_manifest(m);
+        relabelled.algorithm = "ed25519".into();
+        let mut relabelled2 = ed.sign_manifest(m);
+        relabelled2.algorithm = "ecdsa-p256-sha256".into();
+        for env in [relabelled, relabelled2] {
+            assert!(matches!(
+                both.verify(m, Some(&env.to_json_bytes())),
+                Err(SignError::Malformed(_))
+            ));
+        }
+        // An Ed25519 signature under an ECDSA key id, algorithm to match.
+        let mut swapped = ec.sign_manifest(m);
+        swapped.signature = ed.sign_manifest(m).signature;
+        assert!(matches!(
+            both.verify(m, Some(&swapped.to_json_bytes())),
+            Err(SignError::BadSignature { .. })
+        ));
+        // Another P-256 key's signature under this key's id.
+        let other = SigningKey::generate_for(Algorithm::EcdsaP256Sha256).unwrap();
+        let mut forged = other.sign_manifest(m);
+        forged.key_id = ec.key_id();
+        assert!(matches!(
+            both.verify(m, Some(&forged.to_json_bytes())),
+            Err(SignError::BadSignature { .. })
+        ));
+        assert!(SigningKey::from_pkcs8_pem(&ec.to_pkcs8_pem()).is_ok());
+        assert_eq!(
+            Algorithm::parse("ecdsa-p256-sha256"),
+            Some(Algorithm::EcdsaP256Sha256)
+        );
+        assert_eq!(Algorithm::parse("ECDSA-P256-SHA256"), None);
+    }
+
     proptest! {
+        #[test]
+        fn p256_policy_never_panics_and_never_verifies_garbage(
+            sig in proptest::collection::vec(any::<u8>(), 0..100),
+            m in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let k = p256();
+            let mut env = k.sign_manifest(&m);
+            env.signature = B64.encode(&sig);
+            let trust = TrustPolicy::new(vec![k.public_key()]);
+            prop_assert!(trust.verify(&m, Some(&env.to_json_bytes())).is_err());
+        }
+
         #[test]
         fn envelope_parser_never_panics(b in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = SignatureEnvelope::from_json_bytes(&b);

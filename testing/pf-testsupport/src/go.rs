@@ -1,4 +1,4 @@
-//! Go test peers (Kubo, oras, crane, distribution v3's registry) built by
+//! Go test peers (Kubo, oras, crane, cosign, distribution v3's registry) built by
 //! `cargo xtask servers install` with `go install` into one fixed GOBIN.
 
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ pub fn gobin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_GOBIN))
 }
 
-/// The path of Go peer `name` (`ipfs`, `oras`, `crane`, `registry`); panics
+/// The path of Go peer `name` (`ipfs`, `oras`, `crane`, `cosign`, `registry`); panics
 /// naming the install command when it is missing (a missing peer fails the
 /// test, it never skips it).
 pub fn go_tool(name: &str) -> PathBuf {
