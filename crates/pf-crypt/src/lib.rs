@@ -23,6 +23,26 @@
 //!   agent and date, and nothing else, so storage sees only ciphertext
 //!   digests and sizes; a signature signs the outer manifest, so a pull
 //!   checks it before anything is decrypted.
+//!
+//! ```
+//! # fn main() -> Result<(), pf_crypt::CryptError> {
+//! use pf_crypt::{DataKey, Identity, KeyEnvelope, Sealer};
+//!
+//! // A recipient's key pair, and a repository's data key wrapped for it.
+//! let alice = Identity::generate()?;
+//! let key = DataKey::generate()?;
+//! let envelope = KeyEnvelope::wrap(&key, &[alice.recipient()])?;
+//!
+//! // The same chunk seals to the same bytes; only K's holders open it.
+//! let sealer = Sealer::new(&key, 3);
+//! let sealed = sealer.seal(b"API_TOKEN=secret");
+//! assert_eq!(sealed, sealer.seal(b"API_TOKEN=secret"));
+//! let opened = Sealer::new(&envelope.unwrap_key(&alice)?, 3).open(&sealed, 1024)?;
+//! assert_eq!(opened, b"API_TOKEN=secret");
+//! assert!(Identity::generate().and_then(|bob| envelope.unwrap_key(&bob)).is_err());
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
