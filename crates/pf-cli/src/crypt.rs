@@ -183,7 +183,7 @@ pub(crate) async fn pull(
     let st = store.clone();
     let restored = blocking(move || {
         let inner = if pf_crypt::is_encrypted(&outer) {
-            pf_crypt::open_image(&outer, &*st, Some(&id))?
+            pf_crypt::open_image(&outer, &*st, Some(&id), opts.max_size)?
         } else {
             outer
         };

@@ -573,7 +573,7 @@ fn snapshot_options(
 /// The error for an encrypted image pulled with `--into` but no
 /// `--identity`: it names the key ids the envelope lists.
 fn need_identity(store: &dyn pf_cas::BlobStore, outer: &pf_registry::Manifest) -> CliError {
-    match pf_crypt::open_image(outer, store, None) {
+    match pf_crypt::open_image(outer, store, None, u64::MAX) {
         Err(e) => e.into(),
         Ok(_) => CliError::Usage("the image is encrypted: pass --identity FILE".into()),
     }

@@ -78,13 +78,14 @@ pub async fn encrypted_roundtrip(backend: &Subject) {
             "plaintext digest {d} in the outer manifest"
         );
     }
-    match pf_crypt::open_image(&pulled.manifest, &*dst, Some(&mallory)) {
+    match pf_crypt::open_image(&pulled.manifest, &*dst, Some(&mallory), u64::MAX) {
         Err(CryptError::WrongIdentity { recipients, .. }) => {
             assert_eq!(recipients, vec![alice.key_id()])
         }
         other => panic!("another identity: {other:?}"),
     }
-    let inner = pf_crypt::open_image(&pulled.manifest, &*dst, Some(&alice)).expect("open");
+    let inner =
+        pf_crypt::open_image(&pulled.manifest, &*dst, Some(&alice), u64::MAX).expect("open");
     assert_eq!(inner, img.manifest);
     let out = tempfile::tempdir().expect("tempdir");
     pf_snapshot::restore::restore_from_store(
@@ -144,6 +145,7 @@ pub async fn encrypted_roundtrip(backend: &Subject) {
     .pull(dst_b.clone())
     .await
     .unwrap_or_else(|e| panic!("pull encrypted b: {e}"));
-    let inner_b = pf_crypt::open_image(&pulled_b.manifest, &*dst_b, Some(&alice)).expect("open b");
+    let inner_b =
+        pf_crypt::open_image(&pulled_b.manifest, &*dst_b, Some(&alice), u64::MAX).expect("open b");
     assert_eq!(inner_b, b.manifest);
 }

@@ -45,6 +45,11 @@ pub const DATA_ROLE: &str = "crypt.data";
 pub const SEALED_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.sealed.v1";
 /// The fixed creation date of outer manifests (the real one is sealed).
 pub const OUTER_CREATED_AT: &str = "1970-01-01T00:00:00Z";
+/// Largest key envelope opened (1,024 stanzas fit in well under this).
+pub const MAX_ENVELOPE_BYTES: u64 = 1 << 20;
+/// Largest pack sealed or opened: each is held in memory once (pf's packs
+/// are about 16 MiB).
+pub const MAX_PACK_BYTES: u64 = 1 << 30;
 
 /// An encrypted image ready to push.
 #[derive(Debug, Clone)]
@@ -120,6 +125,12 @@ pub fn seal_image(
         for (i, p) in tree.packs.iter().enumerate() {
             if !seen.insert(p.blob) {
                 continue;
+            }
+            if p.size > MAX_PACK_BYTES {
+                return Err(CryptError::Malformed(format!(
+                    "pack {} is over the {MAX_PACK_BYTES}-byte limit of an encrypted pack",
+                    p.blob
+                )));
             }
             match base.get(&p.blob) {
                 Some(s) if s.plain_size == p.size => reused.push((*s).clone()),
@@ -254,25 +265,36 @@ pub fn recorded_seals(store: &dyn BlobStore, index: &Digest) -> Option<Vec<PackS
 /// Opens the encrypted image `outer`, whose closure is in `store`: unwraps
 /// the data key with `identity`, opens the index, then opens every sealed
 /// pack and writes the plaintext trees and packs into `store`. Returns the
-/// inner (plaintext) manifest. A pack is written only once all its pieces
+/// inner (plaintext) manifest. Sizes are bounded before anything is read
+/// or opened: the envelope ([`MAX_ENVELOPE_BYTES`]), the index, each pack
+/// ([`MAX_PACK_BYTES`]) and the packs' plaintext total (`max_total`). A pack is written only once all its pieces
 /// passed authentication and it hashes to the digest the index names; a
 /// tampered piece fails with [`CryptError::Authentication`].
 pub fn open_image(
     outer: &Manifest,
     store: &dyn BlobStore,
     identity: Option<&Identity>,
+    max_total: u64,
 ) -> Result<Manifest> {
-    let find = |role: &str| {
-        outer
+    let find = |role: &str, max: u64| {
+        let l = outer
             .layers
             .iter()
             .find(|l| l.role == role)
-            .ok_or_else(|| CryptError::Malformed(format!("no {role} layer")))
+            .ok_or_else(|| CryptError::Malformed(format!("no {role} layer")))?;
+        if l.size > max {
+            return Err(CryptError::Malformed(format!(
+                "the {role} layer declares {} bytes, over {max}",
+                l.size
+            )));
+        }
+        Ok(l)
     };
-    let env = KeyEnvelope::from_bytes(&read_verified(store, &find(ENVELOPE_ROLE)?.digest)?)?;
+    let env = find(ENVELOPE_ROLE, MAX_ENVELOPE_BYTES)?;
+    let env = KeyEnvelope::from_bytes(&read_verified(store, &env.digest)?)?;
     let identity = identity.ok_or_else(|| CryptError::NeedIdentity(env.key_ids()))?;
     let sealer = Sealer::new(&env.unwrap_key(identity)?, 3);
-    let sealed_index = read_verified(store, &find(INDEX_ROLE)?.digest)?;
+    let sealed_index = read_verified(store, &find(INDEX_ROLE, MAX_INDEX_BYTES)?.digest)?;
     let index = Index::from_bytes(&sealer.open(&sealed_index, MAX_INDEX_BYTES as usize)?)?;
     // Every tree is one of the inner manifest's layers; every pack is in
     // the map and its sealed form is an outer layer of the declared size.
@@ -298,10 +320,22 @@ pub fn open_image(
                     p.blob
                 )));
             }
+            if s.plain_size > MAX_PACK_BYTES {
+                return Err(CryptError::Malformed(format!(
+                    "pack {} is over the {MAX_PACK_BYTES}-byte limit of an encrypted pack",
+                    p.blob
+                )));
+            }
             if queued.insert(s.plain) {
                 todo.push(s);
             }
         }
+    }
+    let total: u64 = todo.iter().map(|s| s.plain_size).sum();
+    if total > max_total {
+        return Err(CryptError::Malformed(format!(
+            "the image's packs hold {total} bytes, over the {max_total}-byte limit"
+        )));
     }
     let opened: Vec<Result<()>> = {
         use rayon::prelude::*;

@@ -80,7 +80,12 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
     assert!(!text.contains(&snap.manifest.layers[0].digest.hex()));
 
     let store = outer_only(m, &out);
-    let inner = open_image(m, &store, Some(&id)).unwrap();
+    // Over the caller's total, nothing is opened.
+    assert!(matches!(
+        open_image(m, &store, Some(&id), 1000),
+        Err(CryptError::Malformed(_))
+    ));
+    let inner = open_image(m, &store, Some(&id), u64::MAX).unwrap();
     assert_eq!(inner, snap.manifest);
     let dest = w._tmp.path().join("restored");
     restore::restore_from_store(&inner, &store, &dest, &restore::RestoreOptions::default())
@@ -153,14 +158,14 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     .unwrap()
     .manifest;
     let store = outer_only(&m, &out);
-    match open_image(&m, &store, Some(&b)) {
+    match open_image(&m, &store, Some(&b), u64::MAX) {
         Err(e @ CryptError::WrongIdentity { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains(&a.key_id().to_string()), "{msg}");
         }
         other => panic!("{other:?}"),
     }
-    match open_image(&m, &store, None) {
+    match open_image(&m, &store, None, u64::MAX) {
         Err(CryptError::NeedIdentity(ids)) => assert_eq!(ids, vec![a.key_id()]),
         other => panic!("{other:?}"),
     }
@@ -178,7 +183,7 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     bytes[n - 20] ^= 1;
     idx.digest = store.put(&bytes).unwrap();
     assert!(matches!(
-        open_image(&bad, &store, Some(&a)),
+        open_image(&bad, &store, Some(&a), u64::MAX),
         Err(CryptError::Authentication)
     ));
     // A sealed pack altered and renamed is refused: the sealed index
@@ -188,7 +193,7 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     let mut bytes = store.get(&data.digest).unwrap();
     bytes[40] ^= 1;
     data.digest = store.put(&bytes).unwrap();
-    assert!(open_image(&bad, &store, Some(&a)).is_err());
+    assert!(open_image(&bad, &store, Some(&a), u64::MAX).is_err());
     assert_eq!(
         store.list().unwrap().len(),
         before + 2,
