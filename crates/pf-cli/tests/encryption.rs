@@ -332,3 +332,73 @@ fn copy_keeps_an_encrypted_image_encrypted_without_the_identity() {
     ]);
     assert_same(&world, &out);
 }
+
+#[test]
+fn adding_a_recipient_rewraps_the_key_and_signatures_are_checked_before_opening() {
+    let env = Env::new();
+    let world = env.world();
+    let (_, rcp_a) = env.keygen("alice");
+    let (id_b, rcp_b) = env.keygen("bob");
+    let signing = env.path("signing");
+    env.ok(&["keygen", "--out", signing.to_str().unwrap()]);
+    let other = env.path("other");
+    env.ok(&["keygen", "--out", other.to_str().unwrap()]);
+    let (key, public) = (signing.with_extension("key"), signing.with_extension("pub"));
+    let repo = env.repo("repo");
+    let w = world.to_str().unwrap();
+    let k = key.to_str().unwrap();
+    env.ok(&["push", w, &repo, "--encrypt-to", &rcp_a, "--key", k]);
+    // Same content, one more recipient: only the new envelope (and the
+    // sealed index, when the snapshot's date changed) is sent; every
+    // sealed pack of the 3 MB world is already there.
+    let rep = env.ok(&[
+        "push",
+        w,
+        &repo,
+        "--encrypt-to",
+        &rcp_a,
+        "--encrypt-to",
+        &rcp_b,
+        "--key",
+        k,
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&rep).unwrap();
+    let sent = v["blobs_uploaded"].as_u64().unwrap();
+    assert!((1..=2).contains(&sent), "{v}");
+    assert!(v["raw_bytes_uploaded"].as_u64().unwrap() < 100_000, "{v}");
+    assert_eq!(v["signed"], true, "{v}");
+    // A pull trusting another key fails on the signature (exit 4) before
+    // anything is opened or restored; trusting the signer, bob opens it.
+    let out = env.path("out");
+    let o = env.pf_in(
+        "pull-store",
+        &[
+            "pull",
+            &repo,
+            "--identity",
+            &id_b,
+            "--trust",
+            other.with_extension("pub").to_str().unwrap(),
+            "--into",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists());
+    let got = env.ok(&[
+        "pull",
+        &repo,
+        "--identity",
+        &id_b,
+        "--trust",
+        public.to_str().unwrap(),
+        "--into",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(v["verification"]["status"], "verified", "{v}");
+    assert_eq!(v["encrypted"], true);
+    assert_same(&world, &out);
+}
