@@ -164,6 +164,43 @@ impl KeyEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn envelope_wire_format() {
+        let env = KeyEnvelope {
+            version: 1,
+            algorithm: ALGORITHM.into(),
+            recipients: vec![Stanza {
+                key_id: "0123456789abcdef".into(),
+                ephemeral: "11".repeat(32),
+                wrapped: "22".repeat(48),
+            }],
+        };
+        let bytes = env.to_bytes();
+        insta::assert_snapshot!(String::from_utf8(bytes.clone()).unwrap());
+        assert_eq!(KeyEnvelope::from_bytes(&bytes).unwrap(), env);
+        // Unknown fields, versions and algorithms are refused.
+        let text = String::from_utf8(bytes).unwrap();
+        for bad in [
+            text.replace("\"version\":1", "\"version\":2"),
+            text.replace("x25519-hkdf", "p256-hkdf"),
+            text.replace("\"recipients\"", "\"extra\":1,\"recipients\""),
+        ] {
+            assert!(KeyEnvelope::from_bytes(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the parser, and an envelope that
+        /// parses never unwraps for a stranger.
+        #[test]
+        fn arbitrary_envelopes_are_refused_or_open_nothing(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(e) = KeyEnvelope::from_bytes(&bytes) {
+                prop_assert!(e.unwrap_key(&Identity::generate().unwrap()).is_err());
+            }
+        }
+    }
 
     #[test]
     fn every_recipient_and_no_one_else_unwraps_the_same_key() {

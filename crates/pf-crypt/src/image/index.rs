@@ -124,6 +124,20 @@ pub(crate) fn by_plain(seals: &[PackSeal]) -> HashMap<Digest, &PackSeal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The index parser never panics on arbitrary bytes, and a parsed
+        /// pack map always adds up.
+        #[test]
+        fn arbitrary_indexes_are_refused_or_consistent(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
+            if let Ok(i) = Index::from_bytes(&bytes) {
+                for p in &i.packs {
+                    prop_assert!(p.validate().is_ok());
+                }
+            }
+        }
+    }
     use pf_registry_core::manifest::{Chunk, PackedChunk};
 
     #[test]
