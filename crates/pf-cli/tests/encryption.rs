@@ -402,3 +402,31 @@ fn adding_a_recipient_rewraps_the_key_and_signatures_are_checked_before_opening(
     assert_eq!(v["encrypted"], true);
     assert_same(&world, &out);
 }
+
+#[test]
+fn sealed_packs_gone_from_the_destination_are_sent_again() {
+    let env = Env::new();
+    let world = env.world();
+    let (id, rcp) = env.keygen("alice");
+    let repo = env.repo("repo");
+    let w = world.to_str().unwrap();
+    env.ok(&["push", w, &repo, "--encrypt-to", &rcp]);
+    // The repository is reset (a gc, a new bucket): the next push is
+    // chunked against the first, whose sealed packs are no longer there;
+    // they are sent again (from the local store, where sealing put them).
+    fs::remove_dir_all(env.path("repo")).unwrap();
+    fs::write(world.join("later.txt"), "written later").unwrap();
+    let o = env.pf(&["push", w, &repo, "--encrypt-to", &rcp]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = env.path("out");
+    env.ok(&[
+        "pull",
+        &repo,
+        "--identity",
+        &id,
+        "--into",
+        out.to_str().unwrap(),
+    ]);
+    assert_same(&world, &out);
+    assert_no_plaintext(&env.path("repo"), &world);
+}
