@@ -77,6 +77,10 @@ pub(crate) enum Cmd {
         /// push's re-sends every chunk once.
         #[arg(long, env = "PF_CHUNKER", value_parser = parse_chunker)]
         chunker: Option<pf_snapshot::Chunking>,
+        /// Encrypt the image to this recipient file (`pf keygen
+        /// --encryption`); repeatable. Off by default.
+        #[arg(long, value_name = "RECIPIENT_FILE")]
+        encrypt_to: Vec<PathBuf>,
     },
     /// Pull REF into the local store, optionally restoring files.
     #[command(
@@ -101,6 +105,10 @@ pub(crate) enum Cmd {
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
+        /// Identity file opening an encrypted image (`pf keygen
+        /// --encryption`).
+        #[arg(long, env = "PF_IDENTITY", value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Write one regular file of REF to stdout, fetching only its blobs.
     #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
@@ -166,13 +174,18 @@ pub(crate) enum Cmd {
         after_help = "Example:\n  pf keygen --out ~/.config/pf/signing   # writes signing.key and signing.pub\n  pf keygen --cosign                      # writes cosign.key and cosign.pub"
     )]
     Keygen {
-        /// Output path prefix (default: pf-signing, or cosign with --cosign).
+        /// Output path prefix (default: pf-signing, cosign with --cosign,
+        /// pf-crypt with --encryption).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Make an ECDSA P-256 key: `pf push --key` with it also writes a
         /// cosign signature to oci:// destinations.
         #[arg(long)]
         cosign: bool,
+        /// Make an X25519 encryption key pair instead: OUT.identity
+        /// (secret, 0600) and OUT.recipient (for `push --encrypt-to`).
+        #[arg(long, conflicts_with = "cosign")]
+        encryption: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(

@@ -7,6 +7,7 @@
 
 mod browse;
 mod cli;
+mod crypt;
 mod display;
 mod exit;
 mod lifecycle;
@@ -37,6 +38,8 @@ enum CliError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Sign(#[from] pf_sign::SignError),
+    #[error(transparent)]
+    Crypt(#[from] pf_crypt::CryptError),
 }
 
 impl CliError {
@@ -48,6 +51,7 @@ impl CliError {
             | CliError::Sign(pf_sign::SignError::Malformed(_)) => 1,
             CliError::Sign(pf_sign::SignError::KeyRejected(_)) => 1,
             CliError::Sign(_) => 4,
+            CliError::Crypt(e) => crypt::exit_code(e),
         }
     }
 }
@@ -255,7 +259,15 @@ async fn run(cli: Cli) -> CliResult<u8> {
             Ok(0)
         }
         Cmd::Lifecycle(c) => lifecycle::run(&cli, c).await,
-        Cmd::Keygen { out, cosign } => {
+        Cmd::Keygen {
+            out,
+            cosign,
+            encryption,
+        } => {
+            if *encryption {
+                let out = out.clone().unwrap_or_else(|| PathBuf::from("pf-crypt"));
+                return crypt::keygen(&cli, &out);
+            }
             let (alg, default) = if *cosign {
                 (pf_sign::Algorithm::EcdsaP256Sha256, "cosign")
             } else {
@@ -287,6 +299,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             parent,
             annotation,
             chunker,
+            encrypt_to,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;
@@ -316,6 +329,17 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 ),
                 _ => r.repository_key(),
             };
+            if !encrypt_to.is_empty() {
+                let to = crypt::Destination {
+                    key: key.as_ref(),
+                    recipient_files: encrypt_to,
+                    location: &dest,
+                };
+                let rep = crypt::push(&cli, dir, &*reg, &store, opts, to).await?;
+                let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
+                print_push(&cli, &rep, cosigned.as_ref());
+                return Ok(0);
+            }
             opts.base = book.base(&*store, &dir_abs, &dest);
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
@@ -344,32 +368,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             }
             let cosigned = cosign_sign(&r, &cfg, &rep, key.as_ref()).await?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "pushed");
-            if cli.json {
-                match &cosigned {
-                    None => println!("{}", serde_json::to_string(&rep).unwrap_or_default()),
-                    Some((_, c)) => {
-                        let mut v = serde_json::to_value(&rep).unwrap_or_default();
-                        v["cosign"] = c.clone();
-                        println!("{v}");
-                    }
-                }
-            } else {
-                println!("{}", clean(&rep.resolved));
-                if let Some((at, _)) = &cosigned {
-                    note(&cli, format!("cosign signature: {at}"));
-                }
-                note(
-                    &cli,
-                    format!(
-                        "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
-                        rep.manifest_digest,
-                        rep.blobs_uploaded,
-                        rep.blobs_total,
-                        rep.wire_bytes_uploaded,
-                        if rep.signed { ", signed" } else { ", unsigned" }
-                    ),
-                );
-            }
+            print_push(&cli, &rep, cosigned.as_ref());
             Ok(0)
         }
         Cmd::Pull {
@@ -378,6 +377,7 @@ async fn run(cli: Cli) -> CliResult<u8> {
             include,
             max_size,
             trust,
+            identity,
         } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, trust)?;
@@ -390,6 +390,11 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
+            if let Some(id) = identity {
+                let mut opts = restore::RestoreOptions::default().with_include(include.clone());
+                opts.max_size = *max_size;
+                return crypt::pull(&cli, &*reg, store, into.as_deref(), opts, id).await;
+            }
             let (rep, restored, skipped) = match into {
                 None => {
                     let rep = reg.pull(store.clone()).await?;
@@ -406,10 +411,15 @@ async fn run(cli: Cli) -> CliResult<u8> {
                             eprintln!("restoring {total} bytes into {shown}");
                         }));
                     }
-                    let rep = restore::pull_into_dir(&*reg, store, dest, &opts).await?;
+                    let rep = restore::pull_into_dir(&*reg, store.clone(), dest, &opts).await?;
                     (rep.pull, Some(rep.restored_bytes), rep.blobs_skipped)
                 }
             };
+            if let (Some(dest), true) = (into, pf_crypt::is_encrypted(&rep.manifest)) {
+                // Nothing was restored (the outer image has no fs tree).
+                let _ = std::fs::remove_dir(dest);
+                return Err(need_identity(&*store, &rep.manifest));
+            }
             if cli.json {
                 let mut v = serde_json::to_value(&rep).unwrap_or_default();
                 v["restored_bytes"] = json!(restored);
@@ -558,4 +568,48 @@ fn snapshot_options(
         o.annotations.insert(k.into(), v.into());
     }
     Ok(o)
+}
+
+/// The error for an encrypted image pulled with `--into` but no
+/// `--identity`: it names the key ids the envelope lists.
+fn need_identity(store: &dyn pf_cas::BlobStore, outer: &pf_registry::Manifest) -> CliError {
+    match pf_crypt::open_image(outer, store, None, u64::MAX) {
+        Err(e) => e.into(),
+        Ok(_) => CliError::Usage("the image is encrypted: pass --identity FILE".into()),
+    }
+}
+
+/// Prints a push report (the resolved reference, then a note), with the
+/// cosign signature written, if any.
+fn print_push(
+    cli: &Cli,
+    rep: &pf_registry::PushReport,
+    cosigned: Option<&(String, serde_json::Value)>,
+) {
+    if cli.json {
+        match cosigned {
+            None => println!("{}", serde_json::to_string(rep).unwrap_or_default()),
+            Some((_, c)) => {
+                let mut v = serde_json::to_value(rep).unwrap_or_default();
+                v["cosign"] = c.clone();
+                println!("{v}");
+            }
+        }
+    } else {
+        println!("{}", clean(&rep.resolved));
+        if let Some((at, _)) = cosigned {
+            note(cli, format!("cosign signature: {at}"));
+        }
+        note(
+            cli,
+            format!(
+                "pushed {} ({} of {} blobs uploaded, {} bytes sent){}",
+                rep.manifest_digest,
+                rep.blobs_uploaded,
+                rep.blobs_total,
+                rep.wire_bytes_uploaded,
+                if rep.signed { ", signed" } else { ", unsigned" }
+            ),
+        );
+    }
 }

@@ -27,6 +27,7 @@ pub const CASES: &[(&str, bool)] = &[
     ("failed_push_keeps_previous", true),
     ("rollback_under_pin", true),
     ("ranged_reads", false),
+    ("encrypted_roundtrip", false),
 ];
 
 /// Runs the property `case` of [`CASES`] on `backend`.
@@ -45,6 +46,7 @@ pub async fn run(case: &str, backend: &Subject) {
         "failed_push_keeps_previous" => failed_push_keeps_previous(backend).await,
         "rollback_under_pin" => rollback_under_pin(backend).await,
         "ranged_reads" => crate::ranged::ranged_reads(backend).await,
+        "encrypted_roundtrip" => crate::encrypted::encrypted_roundtrip(backend).await,
         other => panic!("no conformance property {other}"),
     }
 }

@@ -35,6 +35,7 @@
 
 pub mod conformance;
 pub mod crash;
+pub mod encrypted;
 pub mod faults;
 pub mod harness;
 pub mod image;

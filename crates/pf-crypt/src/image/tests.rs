@@ -1,0 +1,202 @@
+use std::sync::Arc;
+
+use pf_cas::MemoryStore;
+use pf_snapshot::{restore, snapshot, Chunking, SnapshotOptions};
+
+use super::*;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    plain: Arc<MemoryStore>,
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("world");
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/token.txt"), "TOKEN=sk-live-abcdef").unwrap();
+    let big: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(dir.join("model.bin"), big).unwrap();
+    World {
+        _tmp: tmp,
+        dir,
+        plain: Arc::new(MemoryStore::new()),
+    }
+}
+
+fn opts(base: Option<FsTree>) -> SnapshotOptions {
+    let mut o = SnapshotOptions::new("secret-agent", "9");
+    o.chunking = Chunking {
+        cdc_min: 4096,
+        cdc_avg: 16384,
+        cdc_max: 65536,
+        pack_size: 100_000,
+    };
+    o.base = base;
+    o
+}
+
+/// Copies the outer closure of `m` from `from` into a fresh store.
+fn outer_only(m: &Manifest, from: &dyn BlobStore) -> MemoryStore {
+    let s = MemoryStore::new();
+    for l in &m.layers {
+        s.put(&from.get(&l.digest).unwrap()).unwrap();
+    }
+    s
+}
+
+#[test]
+fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() {
+    let w = world();
+    let id = Identity::generate().unwrap();
+    let key = DataKey::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let out = MemoryStore::new();
+    let sealed = seal_image(
+        &snap.manifest,
+        &*snap.source,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &out,
+    )
+    .unwrap();
+    let m = &sealed.manifest;
+    assert!(is_encrypted(m));
+    assert_eq!(m.agent.name, "pf-crypt");
+    assert_eq!(m.created_at, OUTER_CREATED_AT);
+    assert!(m.annotations.is_empty() && m.parents.is_empty());
+    assert!(m.layers.len() >= 4, "{} layers", m.layers.len());
+    // The outer image holds no plaintext digest.
+    let tree = pf_snapshot::restore::manifest_tree(&snap.manifest, &*w.plain).unwrap();
+    let text = String::from_utf8(m.to_bytes()).unwrap();
+    for p in &tree.packs {
+        assert!(!text.contains(&p.blob.hex()));
+    }
+    assert!(!text.contains(&snap.manifest.layers[0].digest.hex()));
+
+    let store = outer_only(m, &out);
+    // Over the caller's total, nothing is opened.
+    assert!(matches!(
+        open_image(m, &store, Some(&id), 1000),
+        Err(CryptError::Malformed(_))
+    ));
+    let inner = open_image(m, &store, Some(&id), u64::MAX).unwrap();
+    assert_eq!(inner, snap.manifest);
+    let dest = w._tmp.path().join("restored");
+    restore::restore_from_store(&inner, &store, &dest, &restore::RestoreOptions::default())
+        .unwrap();
+    for f in ["secrets/token.txt", "model.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(w.dir.join(f)).unwrap()
+        );
+    }
+
+    // The next version, chunked against the first and sealed against its
+    // seals, shares every unchanged sealed pack and seals only new ones.
+    std::fs::write(w.dir.join("secrets/new.txt"), "another secret").unwrap();
+    assert!(covers(&sealed.packs, &tree));
+    let snap2 = snapshot(&w.dir, w.plain.clone(), &opts(Some(tree))).unwrap();
+    let out2 = MemoryStore::new();
+    let sealed2 = seal_image(
+        &snap2.manifest,
+        &*snap2.source,
+        &key,
+        &[id.recipient()],
+        &sealed.packs,
+        3,
+        &out2,
+    )
+    .unwrap();
+    let old: HashSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
+    let new_data: Vec<_> = sealed2
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.role == DATA_ROLE && !old.contains(&l.digest))
+        .collect();
+    assert_eq!(
+        new_data.len(),
+        1,
+        "one new sealed pack for one new small file"
+    );
+    // Sealing the same plaintext again gives the same sealed packs.
+    let again = seal_image(
+        &snap.manifest,
+        &*snap.source,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &MemoryStore::new(),
+    )
+    .unwrap();
+    assert_eq!(again.packs, sealed.packs);
+}
+
+#[test]
+fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
+    let w = world();
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let out = MemoryStore::new();
+    let key = DataKey::generate().unwrap();
+    let m = seal_image(
+        &snap.manifest,
+        &*snap.source,
+        &key,
+        &[a.recipient()],
+        &[],
+        3,
+        &out,
+    )
+    .unwrap()
+    .manifest;
+    let store = outer_only(&m, &out);
+    match open_image(&m, &store, Some(&b), u64::MAX) {
+        Err(e @ CryptError::WrongIdentity { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&a.key_id().to_string()), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match open_image(&m, &store, None, u64::MAX) {
+        Err(CryptError::NeedIdentity(ids)) => assert_eq!(ids, vec![a.key_id()]),
+        other => panic!("{other:?}"),
+    }
+    // A sealed index altered (and renamed, as a writer of an unsigned
+    // repository could) fails authentication; nothing plaintext is stored.
+    let before = store.list().unwrap().len();
+    let mut bad = m.clone();
+    let idx = bad
+        .layers
+        .iter_mut()
+        .find(|l| l.role == INDEX_ROLE)
+        .unwrap();
+    let mut bytes = store.get(&idx.digest).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 1;
+    idx.digest = store.put(&bytes).unwrap();
+    assert!(matches!(
+        open_image(&bad, &store, Some(&a), u64::MAX),
+        Err(CryptError::Authentication)
+    ));
+    // A sealed pack altered and renamed is refused: the sealed index
+    // names every sealed pack.
+    let mut bad = m.clone();
+    let data = bad.layers.iter_mut().find(|l| l.role == DATA_ROLE).unwrap();
+    let mut bytes = store.get(&data.digest).unwrap();
+    bytes[40] ^= 1;
+    data.digest = store.put(&bytes).unwrap();
+    assert!(open_image(&bad, &store, Some(&a), u64::MAX).is_err());
+    assert_eq!(
+        store.list().unwrap().len(),
+        before + 2,
+        "only the two tampered blobs were added"
+    );
+}
