@@ -53,6 +53,19 @@ fn an_edit_re_sends_about_its_chunks_and_a_lost_base_sends_everything() {
         "{sent} bytes sent for two small edits: {second}"
     );
 
+    // A copy of the directory elsewhere (a restore on another path) starts
+    // from the repository's last tree too.
+    let copy = tmp.path().join("copy");
+    let o = std::process::Command::new("cp")
+        .args(["-a", world.to_str().unwrap(), copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    fs::write(copy.join("small/8.txt"), b"changed in the copy").unwrap();
+    let third = push(&store, &copy, &r);
+    let sent = third["wire_bytes_uploaded"].as_u64().unwrap();
+    assert!(sent < 1 << 20, "{sent} bytes sent from a copy: {third}");
+
     // The packs the book's base lives in disappear (a reset repository):
     // the push notices, sends every chunk and still succeeds.
     fs::remove_dir_all(&repo).unwrap();

@@ -47,10 +47,20 @@ impl BaseBook {
         format!("{}\n{destination}", dir.display())
     }
 
-    /// The tree last pushed from `dir` to `destination`, read from `store`
-    /// and verified against its digest; `None` if unknown or gone.
+    /// The tree last pushed from `dir` to `destination`, or else the tree
+    /// last pushed to `destination` from any directory (a copy of the
+    /// directory, a restore elsewhere: its chunks are still the repository's),
+    /// read from `store` and verified against its digest; `None` if unknown
+    /// or gone.
     pub fn base(&self, store: &dyn BlobStore, dir: &Path, destination: &str) -> Option<FsTree> {
-        let (_, d) = self.entries.get(&Self::key(dir, destination))?;
+        let suffix = format!("\n{destination}");
+        let (_, d) = self.entries.get(&Self::key(dir, destination)).or_else(|| {
+            self.entries
+                .iter()
+                .filter(|(k, _)| k.ends_with(&suffix))
+                .map(|(_, v)| v)
+                .max_by_key(|(n, _)| *n)
+        })?;
         let bytes = crate::restore::get_verified(store, d).ok()?;
         FsTree::from_bytes(&bytes).ok().filter(FsTree::is_v2)
     }
@@ -109,6 +119,11 @@ mod tests {
         let tree = book.base(&*store, &world, "file:///a").unwrap();
         assert_eq!(tree.entries.len(), 1);
         assert!(book.base(&*store, &world, "file:///b").is_none());
+        // Another directory pushing to the same repository starts from the
+        // repository's last tree.
+        let copy = dir.path().join("copy");
+        assert_eq!(book.base(&*store, &copy, "file:///a"), Some(tree));
+        assert!(book.base(&*store, &copy, "file:///ab").is_none());
         // A damaged book is an empty one, never an error.
         std::fs::write(&path, b"{not json").unwrap();
         assert!(BaseBook::load(&path)
