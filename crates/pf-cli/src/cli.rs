@@ -73,7 +73,7 @@ pub(crate) enum Cmd {
         #[arg(long)]
         annotation: Vec<String>,
         /// FastCDC chunk sizes MIN,AVG,MAX (bytes or KiB/MiB suffixes;
-        /// default 16KiB,64KiB,256KiB). Another chunker than the last
+        /// default 8KiB,32KiB,128KiB). Another chunker than the last
         /// push's re-sends every chunk once.
         #[arg(long, env = "PF_CHUNKER", value_parser = parse_chunker)]
         chunker: Option<pf_snapshot::Chunking>,

@@ -26,11 +26,11 @@ use crate::statcache::StatCache;
 pub(crate) use crate::walk::PendingFile;
 
 /// FastCDC minimum chunk size.
-pub const CDC_MIN: u32 = 16 << 10;
+pub const CDC_MIN: u32 = 8 << 10;
 /// Average chunk size.
-pub const CDC_AVG: u32 = 64 << 10;
+pub const CDC_AVG: u32 = 32 << 10;
 /// Maximum chunk size.
-pub const CDC_MAX: u32 = 256 << 10;
+pub const CDC_MAX: u32 = 128 << 10;
 /// A new pack is closed once it holds this many bytes.
 pub const PACK_SIZE: u64 = 16 << 20;
 /// Chunks cut ahead while the previous batch is hashed.
