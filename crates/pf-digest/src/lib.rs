@@ -119,18 +119,23 @@ impl Digest {
                 len: hex_part.len(),
             });
         }
-        if !hex_part
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(DigestError::BadHex {
-                shown: shown(hex_part),
-            });
-        }
+        // One pass, lowercase only (trees hold tens of thousands of these).
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| DigestError::BadHex {
-            shown: shown(hex_part),
-        })?;
+        for (o, pair) in out.iter_mut().zip(hex_part.as_bytes().chunks_exact(2)) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(h), Some(l)) => *o = h << 4 | l,
+                _ => {
+                    return Err(DigestError::BadHex {
+                        shown: shown(hex_part),
+                    })
+                }
+            }
+        }
         Ok(Digest(out))
     }
 

@@ -425,13 +425,15 @@ impl<T: Transport> Registry for Engine<T> {
         let st = store.clone();
         let (closure, plans, absent) = blocking(move || {
             let mut plans = std::collections::HashMap::new();
-            let c = manifest::closure(&manifest, |d| {
-                let bytes = read_index(&*st, d)?;
-                if d.media_type == manifest::FS_TREE_V2_MEDIA_TYPE {
-                    plans.extend(pack::frame_plans(&manifest::FsTree::from_bytes(&bytes)?));
-                }
-                Ok(bytes)
-            })?;
+            let c = manifest::closure_visiting(
+                &manifest,
+                |d| read_index(&*st, d),
+                |tree| {
+                    if tree.is_v2() {
+                        plans.extend(pack::frame_plans(tree));
+                    }
+                },
+            )?;
             let mut absent = HashSet::new();
             for b in &c {
                 if !st.has(&b.digest)? {

@@ -642,9 +642,20 @@ pub struct ClosureBlob {
 /// Children of one index blob, given its media type and raw bytes.
 /// Non-index media types have no children.
 pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>> {
+    index_children_visiting(media_type, bytes, &mut |_| {})
+}
+
+/// [`index_children`], also handing a parsed fs tree to `visit` (so a
+/// caller that needs the tree does not parse it a second time).
+fn index_children_visiting(
+    media_type: &str,
+    bytes: &[u8],
+    visit: &mut dyn FnMut(&FsTree),
+) -> Result<Vec<ClosureBlob>> {
     match media_type {
         FS_TREE_MEDIA_TYPE | FS_TREE_V2_MEDIA_TYPE => {
             let t = FsTree::from_bytes(bytes)?;
+            visit(&t);
             let v1_content = t
                 .entries
                 .iter()
@@ -715,7 +726,17 @@ pub fn merge_unique(
 /// Returns unique blobs: the layers first, then index children.
 pub fn closure(
     manifest: &Manifest,
+    read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>>,
+) -> Result<Vec<ClosureBlob>> {
+    closure_visiting(manifest, read_index, |_| {})
+}
+
+/// [`closure`], handing each fs tree it parses to `visit` (the push engine
+/// takes the v2 packs' frame plans from there, parsing each tree once).
+pub fn closure_visiting(
+    manifest: &Manifest,
     mut read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>>,
+    mut visit: impl FnMut(&FsTree),
 ) -> Result<Vec<ClosureBlob>> {
     let mut out = Vec::new();
     let mut idx = std::collections::HashMap::new();
@@ -733,7 +754,7 @@ pub fn closure(
         .filter(|l| is_index_media_type(&l.media_type))
     {
         let bytes = read_index(l)?;
-        let children = index_children(&l.media_type, &bytes)?;
+        let children = index_children_visiting(&l.media_type, &bytes, &mut visit)?;
         merge_unique(&mut out, &mut idx, children)?;
     }
     Ok(out)
