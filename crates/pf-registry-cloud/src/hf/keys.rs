@@ -25,14 +25,12 @@ use pf_registry_core::{layout, EncodedBlob, KeyStore, NoProgress, RegistryError,
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::transport::{next_link, HfTransport};
+use super::transport::HfTransport;
 use super::upload::Pending;
 
 /// Files up to this size that look like text are committed inline; others
 /// go through LFS (as the Hub requires for binary and large files).
 const INLINE_MAX: usize = 1 << 20;
-/// Most pages of one tree listing.
-const PAGE_LIMIT: usize = 100_000;
 
 fn time_of(v: &Value) -> Option<SystemTime> {
     let secs = parse_rfc3339(v["lastCommit"]["date"].as_str()?)?;
@@ -104,43 +102,25 @@ impl HfTransport {
     async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
         layout::check_key(dir)?;
         self.forget_blobs_at(dir);
-        let mut out = Vec::new();
-        let mut url = Some(self.api(&format!(
-            "/tree/{}/{dir}?recursive=true&expand=true",
-            self.rev_enc()
-        )));
-        let mut pages = 0;
-        while let Some(u) = url.take() {
-            pages += 1;
-            if pages > PAGE_LIMIT {
-                return Err(RegistryError::invalid("hf tree listing", "too many pages"));
-            }
-            let resp = match self.send(self.req(Method::GET, &u), "tree listing").await {
-                Ok(r) => r,
-                // No such folder (or revision): nothing stored there.
-                Err(RegistryError::NotFound { .. }) => return Ok(out),
-                Err(e) => return Err(e),
-            };
-            url = next_link(resp.headers());
-            let items: Vec<Value> = resp
-                .json()
-                .await
-                .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
-            for it in items.iter().filter(|it| it["type"] == "file") {
-                let Some(path) = it["path"].as_str() else {
-                    continue;
-                };
+        let items = self
+            .tree_items(&format!("{dir}?recursive=true&expand=true"))
+            .await?;
+        let out = items
+            .iter()
+            .filter(|it| it["type"] == "file")
+            .filter_map(|it| {
+                let path = it["path"].as_str()?;
                 let size = it["lfs"]["size"]
                     .as_u64()
                     .or_else(|| it["size"].as_u64())
                     .unwrap_or(0);
-                out.push(StoredKey {
+                Some(StoredKey {
                     key: path.to_string(),
                     size,
                     modified: time_of(it),
-                });
-            }
-        }
+                })
+            })
+            .collect();
         Ok(out)
     }
 

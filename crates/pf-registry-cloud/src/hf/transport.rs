@@ -192,8 +192,20 @@ impl HfTransport {
 
     /// Lists every blob in the revision's tree (paginated).
     async fn list_blobs(&self) -> Result<HashSet<Digest>> {
-        let mut out = HashSet::new();
-        let mut url = Some(self.api(&format!("/tree/{}/blobs?recursive=true", self.rev_enc())));
+        Ok(self
+            .tree_items("blobs?recursive=true")
+            .await?
+            .iter()
+            .filter_map(|it| it["path"].as_str().and_then(layout::blob_digest))
+            .collect())
+    }
+
+    /// Every item of the revision's tree listing at `path_query` (a path
+    /// plus query string), following the pagination links up to
+    /// [`TREE_PAGE_LIMIT`] pages; a missing folder or revision is empty.
+    pub(super) async fn tree_items(&self, path_query: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut url = Some(self.api(&format!("/tree/{}/{path_query}", self.rev_enc())));
         let mut pages = 0;
         while let Some(u) = url.take() {
             pages += 1;
@@ -210,11 +222,7 @@ impl HfTransport {
                 .json()
                 .await
                 .map_err(|e| RegistryError::invalid("hf tree listing", e.to_string()))?;
-            for it in items {
-                if let Some(d) = it["path"].as_str().and_then(layout::blob_digest) {
-                    out.insert(d);
-                }
-            }
+            out.extend(items);
         }
         Ok(out)
     }
@@ -292,7 +300,7 @@ impl Classify for HfTransport {
     }
 }
 
-pub(super) fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
     let link = h.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
