@@ -432,6 +432,11 @@ pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
         dry_run: false,
         squash_history: false,
     };
+    // The repository exists before the first gc (on the Hub, a gc of a
+    // repository no push created yet is `NotFound`).
+    let (first, cf) = version(&*src, 89, 0, None);
+    push(backend, &r, &src, &first).await;
+    closures.insert(first.digest(), cf);
     let mut deleted_total = 0;
     for round in 0..rounds {
         let (shared, cs) = version(&*src, 90 + (round as u64 % 4), 2 * round, None);
