@@ -175,10 +175,11 @@ impl HfTransport {
             }
         }
         let total = blob_lines.len().div_ceil(self.commit_files);
+        let mut moved = false;
         for (i, chunk) in blob_lines.chunks(self.commit_files).enumerate() {
             let lines: Vec<Value> = chunk.iter().map(|(_, l)| l.clone()).collect();
             let summary = format!("pf push {}: blobs {}/{total}", d.short(), i + 1);
-            self.post_commit(&summary, &lines, &[]).await?;
+            moved |= self.post_commit(&summary, &lines, &[]).await?.1;
             // A retried push commit skips what is already committed.
             if let Some(p) = lock(&self.present).as_mut() {
                 p.extend(chunk.iter().map(|(d, _)| *d));
@@ -194,7 +195,13 @@ impl HfTransport {
         // use it only when its envelope names the manifest they fetched.
         lines.push(file(layout::MANIFEST.into(), req.manifest));
         let needs: Vec<Digest> = req.blobs.iter().map(|b| b.digest).collect();
-        let oid = self
+        // A blob commit that moved onto a new head skipped the check (it
+        // adds files only); the manifest commit must not.
+        let head = lock(&self.parent).clone();
+        if let (true, Some(head)) = (moved, head) {
+            self.check_blobs(&head, &needs).await?;
+        }
+        let (oid, _) = self
             .post_commit(&format!("pf push {d}"), &lines, &needs)
             .await?;
         self.committed
@@ -203,22 +210,23 @@ impl HfTransport {
     }
 
     /// One NDJSON commit on the revision with `parentCommit`; returns and
-    /// records the new commit id. When the head moved meanwhile, re-reads
-    /// it, checks that every blob of `needs` is in its tree (`NotFound`
-    /// naming one that is not) and commits again on it (see the module doc).
+    /// records the new commit id, and whether it moved onto a new head: when
+    /// the head moved meanwhile, re-reads it, checks that every blob of
+    /// `needs` is in its tree (`NotFound` naming one that is not) and
+    /// commits again on it (see the module doc).
     async fn post_commit(
         &self,
         summary: &str,
         files: &[Value],
         needs: &[Digest],
-    ) -> Result<String> {
-        let mut attempt = 0;
+    ) -> Result<(String, bool)> {
+        let (mut attempt, mut moved_on) = (0, false);
         loop {
             let parent = lock(&self.parent).clone();
             let err = match self.commit_lines(summary, files, parent.as_deref()).await {
                 Ok(oid) => {
                     *lock(&self.parent) = Some(oid.clone());
-                    return Ok(oid);
+                    return Ok((oid, moved_on));
                 }
                 Err(RegistryError::Conflict(m)) => m,
                 Err(e) => return Err(e),
@@ -244,18 +252,27 @@ impl HfTransport {
                 return Err(moved("refused the commit although its head did not move"));
             };
             tracing::debug!(attempt, %head, "hf: head moved during the push; committing on it");
-            if !needs.is_empty() {
-                let present = self.blobs_at(&head).await?;
-                let gone = needs.iter().find(|d| !present.contains(d)).copied();
-                *lock(&self.present) = Some(present);
-                if let Some(d) = gone {
-                    return Err(RegistryError::not_found(format!(
-                        "blob {d} in hf://{}{}@{head} (removed while the push ran; it is uploaded again)",
-                        self.url_prefix(),
-                        self.repo_id
-                    )));
-                }
-            }
+            moved_on = true;
+            self.check_blobs(&head, needs).await?;
+        }
+    }
+
+    /// `NotFound` naming a blob of `needs` that the tree of commit `head`
+    /// lacks; records that tree's blobs as present.
+    async fn check_blobs(&self, head: &str, needs: &[Digest]) -> Result<()> {
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let present = self.blobs_at(head).await?;
+        let gone = needs.iter().find(|d| !present.contains(d)).copied();
+        *lock(&self.present) = Some(present);
+        match gone {
+            Some(d) => Err(RegistryError::not_found(format!(
+                "blob {d} in hf://{}{}@{head} (removed while the push ran; it is uploaded again)",
+                self.url_prefix(),
+                self.repo_id
+            ))),
+            None => Ok(()),
         }
     }
 
