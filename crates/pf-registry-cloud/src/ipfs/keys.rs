@@ -50,7 +50,9 @@ use pf_digest::Digest;
 use pf_registry_core::http;
 use pf_registry_core::lifecycle::StoredKey;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
-use pf_registry_core::{layout, ByteStream, FetchedManifest, KeyStore, RegistryError, Result};
+use pf_registry_core::{
+    layout, ByteStream, FetchedManifest, KeyStore, NoProgress, RegistryError, Result,
+};
 use serde_json::Value;
 
 use super::transport::{IpfsTransport, INDEX};
@@ -168,8 +170,17 @@ impl IpfsTransport {
     /// Records now as the time of the index entry at MFS `entry`.
     pub(super) async fn write_time(&self, entry: &str) -> Result<()> {
         // Empty: only its name matters, so it need not appear whole.
-        self.write_file(&format!("{entry}.{}{TIME}", now_ms()), b"", true)
-            .await
+        let path = format!("{entry}.{}{TIME}", now_ms());
+        self.write_empty(&path).await
+    }
+
+    /// Creates the empty file `path` (and its parents); one made meanwhile
+    /// by a racing push is as good.
+    async fn write_empty(&self, path: &str) -> Result<()> {
+        match self.write_file(path, b"", true).await {
+            Err(RegistryError::Conflict(_)) => Ok(()),
+            done => done,
+        }
     }
 
     /// `files/read` of MFS `path` (a range of it), streamed.
@@ -261,7 +272,7 @@ impl IpfsTransport {
             self.write_mfs(&mfs(&layout::signature_by_digest(d)), sig)
                 .await?;
         }
-        self.write_file(&mfs(&format!("{}/{root}", roots_dir(d))), b"", true)
+        self.write_empty(&mfs(&format!("{}/{root}", roots_dir(d))))
             .await?;
         self.write_mfs(&mfs(&layout::manifest_by_digest(d)), manifest)
             .await?;
@@ -377,7 +388,6 @@ impl IpfsTransport {
     }
 
     async fn list_now(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        layout::check_key(dir)?;
         let mut out = Vec::new();
         let mut times: HashMap<String, u64> = HashMap::new();
         let mut frontier = vec![dir.to_string()];
@@ -420,29 +430,42 @@ impl IpfsTransport {
 }
 
 /// The repository is the node's index (see the module doc). Only an
-/// `ipfs://` reference without a root offers it (`Transport::keys`).
+/// `ipfs://` reference without a root offers it (`Transport::keys`). The
+/// engine does not retry these (push markers, gc), so they run under the
+/// caller's retry policy here; each is idempotent.
 #[async_trait]
 impl KeyStore for IpfsTransport {
     async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        self.list_now(dir).await
+        layout::check_key(dir)?;
+        self.retry
+            .run("list keys", &NoProgress, || self.list_now(dir))
+            .await
     }
 
     async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
         layout::check_key(key)?;
-        self.read_small(&mfs(key), limit).await
+        let path = mfs(key);
+        self.retry
+            .run("read key", &NoProgress, || self.read_small(&path, limit))
+            .await
     }
 
     async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
         layout::check_key(key)?;
-        self.write_mfs(&mfs(key), bytes).await
+        let path = mfs(key);
+        self.retry
+            .run("write key", &NoProgress, || self.write_mfs(&path, bytes))
+            .await
     }
 
     async fn delete_key(&self, key: &str) -> Result<()> {
-        self.delete_keys_now(&[key.to_string()]).await
+        self.delete_keys(&[key.to_string()]).await
     }
 
     async fn delete_keys(&self, keys: &[String]) -> Result<()> {
-        self.delete_keys_now(keys).await
+        self.retry
+            .run("delete keys", &NoProgress, || self.delete_keys_now(keys))
+            .await
     }
 }
 

@@ -30,6 +30,8 @@ pub struct IpfsTransport {
     /// that manifest from the node's index).
     pub(super) pin: Option<Digest>,
     gateway: Option<Gateway>,
+    /// The caller's retry policy, for the key operations of `lifecycle`.
+    pub(super) retry: pf_registry_core::RetryPolicy,
 }
 
 pub(super) fn index_path(d: &Digest) -> String {
@@ -54,6 +56,7 @@ impl IpfsTransport {
             cid: cid.clone(),
             pin: reference.digest,
             gateway,
+            retry: config.retry,
         })
     }
 
