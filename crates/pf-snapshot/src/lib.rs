@@ -114,8 +114,8 @@ pub struct SnapshotOptions {
     /// The same as [`SnapshotOptions::base`], given as the digest of a v2
     /// fs tree in the snapshot's store (see [`BaseBook::base_digest`]); it
     /// is read and verified only if the snapshot needs it. With a stat
-    /// cache, a directory re-pushed unchanged onto the tree it last
-    /// produced ends right after the walk (the tree memo). Ignored when
+    /// cache, a directory unchanged since its last snapshot, whose tree is
+    /// this base, ends right after the walk (the tree memo). Ignored when
     /// `base` is set; a tree it cannot read or verify means no base.
     pub base_stored: Option<Digest>,
 }
@@ -152,8 +152,8 @@ pub struct Snapshot {
     /// Files whose hash came from the stat cache.
     pub cache_hits: u64,
     /// The tree memo recognised the directory as unchanged since its last
-    /// snapshot onto [`SnapshotOptions::base_stored`]: the tree is that
-    /// base, and nothing but the walk was done.
+    /// snapshot, whose tree is [`SnapshotOptions::base_stored`]: the tree
+    /// is that base, and nothing but the walk was done.
     pub unchanged: bool,
 }
 
@@ -198,12 +198,12 @@ pub(crate) fn snapshot_at(
     let walked = walk::walk(&dir_abs, &mut skeleton, &mut |w| warnings.push(w))?;
     // The tree memo: an unchanged directory onto its own last tree.
     let stored_base = options.base_stored.filter(|_| options.base.is_none());
-    let memo = match (&options.stat_cache, stored_base) {
-        (Some(p), Some(b)) => {
+    let memo = match &options.stat_cache {
+        Some(p) => {
             let path = memo::path_for(p);
             let fp = memo::fingerprint(&dir_abs, options.chunking, &skeleton, &walked, started);
             let memo = memo::Memo::load(&path);
-            if let Some(fp) = &fp {
+            if let (Some(fp), Some(b)) = (&fp, stored_base) {
                 if memo.unchanged(&dir_abs, fp, &b) {
                     if let Some(size) = store.size(&b)? {
                         m.layers.push(fs_layer(b, size));
@@ -217,9 +217,9 @@ pub(crate) fn snapshot_at(
                     }
                 }
             }
-            Some((path, fp, memo, b))
+            Some((path, fp, memo))
         }
-        _ => None,
+        None => None,
     };
     let mut cache = match &options.stat_cache {
         Some(p) => {
@@ -251,8 +251,8 @@ pub(crate) fn snapshot_at(
     let bytes = tree.to_bytes();
     let digest = store.put(&bytes)?;
     match memo {
-        Some((path, Some(fp), memo, b)) => memo.record(&path, &dir_abs, fp, b, digest)?,
-        Some((path, None, memo, _)) => memo.forget(&path, &dir_abs)?,
+        Some((path, Some(fp), memo)) => memo.record(&path, &dir_abs, fp, digest)?,
+        Some((path, None, memo)) => memo.forget(&path, &dir_abs)?,
         None => {}
     }
     m.layers.push(fs_layer(digest, bytes.len() as u64));

@@ -1,15 +1,17 @@
 //! The tree memo: a directory re-pushed unchanged onto the tree it last
 //! produced is not chunked, planned or serialized again.
 //!
-//! A snapshot is a pure function of what the walk sees (every entry's
-//! name, kind, mode and link target, every regular file's content), the
-//! chunking and the base tree. The memo keeps, per source directory, a
-//! fingerprint of the first two (file contents stand in by their stat
-//! stamps, exactly as the stat cache trusts them), the base tree's digest
-//! and the resulting tree's digest. When the walk's fingerprint and the
-//! base match a record whose result IS its base, the result is that base
-//! tree again, and the snapshot ends after the walk: no stat cache read,
-//! no tree parsed, built or hashed.
+//! A tree describes what the walk saw (every entry's name, kind, mode and
+//! link target, every regular file's content) cut with one chunking. The
+//! memo keeps, per source directory, a fingerprint of those (file contents
+//! stand in by their stat stamps, exactly as the stat cache trusts them)
+//! and the digest of the tree the last snapshot produced. When the walk's
+//! fingerprint matches and that tree is the snapshot's base (so it was
+//! pushed to this destination: the base book records only pushes that
+//! succeeded), that tree describes the directory as it is, and the
+//! snapshot ends after the walk: no stat cache read, no tree parsed, built
+//! or hashed. The push then checks, as for any base, that its packs are
+//! still at the destination.
 //!
 //! A record is written only when every file's stamp is trustworthy (not
 //! racy, on a filesystem that keeps exact stamps); otherwise the fingerprint
@@ -36,7 +38,6 @@ const MEMO_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Record {
     fingerprint: Digest,
-    base: Digest,
     result: Digest,
     seq: u64,
 }
@@ -103,23 +104,22 @@ impl Memo {
             .unwrap_or_default()
     }
 
-    /// The tree a snapshot of `dir` with this `fingerprint` onto `base`
-    /// produces, if the memo knows it: only when the last snapshot of
-    /// `dir` had this fingerprint and base and produced the base itself.
+    /// Whether `base` describes `dir` as the walk with this `fingerprint`
+    /// saw it: the last snapshot of `dir` had this fingerprint and
+    /// produced `base`.
     pub(crate) fn unchanged(&self, dir: &Path, fingerprint: &Digest, base: &Digest) -> bool {
         self.entries
             .get(&dir.display().to_string())
-            .is_some_and(|r| r.fingerprint == *fingerprint && r.base == *base && r.result == *base)
+            .is_some_and(|r| r.fingerprint == *fingerprint && r.result == *base)
     }
 
-    /// Records that a snapshot of `dir` with `fingerprint` onto `base`
-    /// produced `result`, and writes the memo to `path` atomically.
+    /// Records that a snapshot of `dir` with `fingerprint` produced
+    /// `result`, and writes the memo to `path` atomically.
     pub(crate) fn record(
         mut self,
         path: &Path,
         dir: &Path,
         fingerprint: Digest,
-        base: Digest,
         result: Digest,
     ) -> Result<()> {
         self.version = MEMO_VERSION;
@@ -129,7 +129,6 @@ impl Memo {
             dir.display().to_string(),
             Record {
                 fingerprint,
-                base,
                 result,
                 seq,
             },
@@ -216,14 +215,15 @@ mod tests {
     fn an_unchanged_directory_is_its_last_tree_and_any_change_is_seen() {
         let mut w = world();
         let first = w.snap(None, 10);
-        // Onto a base the memo has not seen produce: a full run.
+        assert!(!first.unchanged);
+        // Without a base (another destination): a full run.
+        assert!(!w.snap(None, 10).unchanged);
         let second = w.snap(Some(&first), 10);
-        assert!(!second.unchanged);
+        assert!(second.unchanged, "the memo skips an unchanged directory");
         assert_eq!(tree_of(&second), tree_of(&first));
+        assert_eq!(second.cache_hits, 2);
         let third = w.snap(Some(&second), 10);
-        assert!(third.unchanged, "the memo skips an unchanged directory");
-        assert_eq!(tree_of(&third), tree_of(&first));
-        assert_eq!(third.cache_hits, 2);
+        assert!(third.unchanged);
         // Each kind of change defeats the memo and shows in the tree.
         type Change = Box<dyn Fn(&std::path::Path)>;
         let changes: Vec<Change> = vec![
@@ -242,9 +242,9 @@ mod tests {
             let next = w.snap(Some(&last), 10);
             assert!(!next.unchanged, "change {i} went unseen");
             assert_ne!(tree_of(&next), tree_of(&last), "change {i}");
-            let again = w.snap(Some(&next), 10);
-            assert!(!again.unchanged, "the first run onto a new base is full");
-            let settled = w.snap(Some(&again), 10);
+            // Onto the old tree (the push of `next` failed): a full run.
+            assert!(!w.snap(Some(&last), 10).unchanged, "change {i}");
+            let settled = w.snap(Some(&next), 10);
             assert!(settled.unchanged, "change {i}: settles again");
             assert_eq!(tree_of(&settled), tree_of(&next));
             last = settled;
@@ -252,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn the_memo_needs_its_base_its_chunking_and_settled_files() {
+    fn the_memo_needs_its_tree_as_base_its_chunking_and_settled_files() {
         let mut w = world();
         let first = w.snap(None, 10);
         let second = w.snap(Some(&first), 10);
@@ -270,9 +270,11 @@ mod tests {
             o
         };
         assert!(!w.snap(Some(&other), 10).unchanged);
+        // That run's tree differs from `second`'s (its new chunk went into
+        // a pack of its own), so onto `second`: one full run, then settled.
+        assert!(!w.snap(Some(&second), 10).unchanged);
+        assert!(w.snap(Some(&second), 10).unchanged);
         // Another chunking.
-        let s = w.snap(Some(&second), 10);
-        assert!(!s.unchanged);
         w.opts.chunking.cdc_avg *= 2;
         assert!(!w.snap(Some(&second), 10).unchanged);
         // A base tree gone from the store: a full run, never a dangling tree.
