@@ -85,7 +85,7 @@ fn s3_push_and_pull_with_credentials_only_from_profile_files() {
 fn hub_token_from_hf_home_and_dataset_reference() {
     use pf_hub_testserver::RepoType;
     const TOKEN: &str = "hf_token_file_secret_9f3c";
-    let (rt, hub) = common::hub_server(TOKEN);
+    let (_rt, hub) = common::hub_server(TOKEN);
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     fs::create_dir_all(h.join("world")).unwrap();
