@@ -260,18 +260,8 @@ async fn large_blobs_use_multipart_when_offered() {
     let cfg = config_for(&hub);
     // Two incompressible 100 KB layers: 4 parts each.
     let mut spec = ImageSpec::sample(8, 2);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     spec.layers = (0..2)
-        .map(|_| {
-            (0..100_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        })
+        .map(|i| pf_testsupport::noise(100_000, 0x9e37_79b9_7f4a_7c15 + i))
         .collect();
     let (_, resolved) = push(&hub, &cfg, "hf://pf-tester/mp", &spec).await;
     let s = hub.stats();
