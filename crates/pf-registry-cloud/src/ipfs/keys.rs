@@ -175,11 +175,20 @@ impl IpfsTransport {
     }
 
     /// Creates the empty file `path` (and its parents); one made meanwhile
-    /// by a racing push is as good.
+    /// by a racing push is as good. Kubo answers "file does not exist" to a
+    /// `files/write --parents` whose parent another call is creating (or a
+    /// gc removing) at the same time: that is tried again, a few times.
     async fn write_empty(&self, path: &str) -> Result<()> {
-        match self.write_file(path, b"", true).await {
-            Err(RegistryError::Conflict(_)) => Ok(()),
-            done => done,
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match self.write_file(path, b"", true).await {
+                Err(RegistryError::Conflict(_)) => return Ok(()),
+                Err(RegistryError::NotFound { .. }) if attempt < 4 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                done => return done,
+            }
         }
     }
 
