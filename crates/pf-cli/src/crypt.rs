@@ -17,6 +17,12 @@ use crate::{note, CliResult};
 /// The data keys file in the local store.
 const KEY_BOOK: &str = "crypt-keys.json";
 
+/// Sealed bytes a push holds in memory for its upload before it writes
+/// the rest to the local store (see [`pf_crypt::Staging`]): on a 2-core
+/// machine it saves about a fifth of an incompressible push's time, for
+/// that much more peak memory.
+const STAGING_BUDGET: u64 = 256 << 20;
+
 /// The exit code of a pf-crypt error: 4 for anything about sealed data or
 /// the identity, 1 for unusable local key files.
 pub(crate) fn exit_code(e: &pf_crypt::CryptError) -> u8 {
@@ -99,7 +105,11 @@ pub(crate) async fn push(
         .iter()
         .map(|p| Recipient::load(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = &deferred(store)?;
+    // The snapshot's trees go into the store as a plain push's do; sealed
+    // packs go into it with deferred durability and no sync: they are a
+    // cache of what the destination gets (a damaged copy is re-hashed and
+    // refused on read), and losing them only costs the next push its base.
+    let sealed_store = deferred(store)?;
     let book_path = store.root().join(KEY_BOOK);
     let mut keys = KeyBook::load(&book_path)?;
     let data_key = match keys.key(location) {
@@ -131,17 +141,25 @@ pub(crate) async fn push(
         for w in &snap.warnings {
             note(cli, format!("warning: {w}"));
         }
-        let (src, out, dk) = (snap.source.clone(), store.clone(), data_key.clone());
+        let staging = Arc::new(pf_crypt::Staging::new(sealed_store.clone(), STAGING_BUDGET));
+        let (src, out, dk) = (snap.source.clone(), staging.clone(), data_key.clone());
         let (inner, rs, level) = (snap.manifest.clone(), recipients.clone(), cli.zstd_level);
         let sealed = blocking(move || {
-            let sealed = pf_crypt::seal_image(&inner, &*src, &dk, &rs, &base_seals, level, &*out)?;
-            out.sync()?;
-            Ok(sealed)
+            Ok(pf_crypt::seal_image(
+                &inner,
+                &*src,
+                &dk,
+                &rs,
+                &base_seals,
+                level,
+                &*out,
+            )?)
         })
         .await?;
+        staging.persist(&sealed.index)?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "sealed");
         let signed = SignedImage::new(&sealed.manifest, key);
-        let source: Arc<dyn BlobStore> = store.clone();
+        let source: Arc<dyn BlobStore> = staging.clone();
         match reg.push(source, &signed).await {
             Err(RegistryError::NotFound { .. }) if opts.base.is_some() && attempt == 1 => {
                 note(
@@ -182,15 +200,29 @@ pub(crate) async fn pull(
     let dest = into.map(Path::to_path_buf);
     let st = store.clone();
     let restored = blocking(move || {
-        let inner = if pf_crypt::is_encrypted(&outer) {
-            pf_crypt::open_image(&outer, &*st, Some(&id), opts.max_size)?
-        } else {
-            outer
-        };
-        st.sync()?;
+        let encrypted = pf_crypt::is_encrypted(&outer);
         match dest {
-            Some(d) => Ok(Some(restore::restore_from_store(&inner, &*st, &d, &opts)?)),
-            None => Ok(None),
+            // Restored straight from the sealed packs (opened as they are
+            // read); the sealed copies stay in the store as a cache, like
+            // a plain pull's blobs, without a sync.
+            Some(d) if encrypted => {
+                let opened = pf_crypt::open_index(&outer, st, Some(&id), opts.max_size)?;
+                Ok(Some(restore::restore_from_store(
+                    &opened.manifest,
+                    &*opened.store,
+                    &d,
+                    &opts,
+                )?))
+            }
+            Some(d) => Ok(Some(restore::restore_from_store(&outer, &*st, &d, &opts)?)),
+            // No restore: the plaintext packs go into the store.
+            None => {
+                if encrypted {
+                    pf_crypt::open_image(&outer, &*st, Some(&id), opts.max_size)?;
+                }
+                st.sync()?;
+                Ok(None)
+            }
         }
     })
     .await?;

@@ -15,21 +15,21 @@
 //! exactly these layers and it walks them without keys.
 
 mod index;
+mod open;
 
 use std::collections::HashSet;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{
-    AgentInfo, FsTree, FS_TREE_V2_MEDIA_TYPE, MAX_INDEX_BYTES, MAX_LAYERS,
-};
+use pf_registry_core::manifest::{AgentInfo, FsTree, FS_TREE_V2_MEDIA_TYPE, MAX_LAYERS};
 use pf_registry_core::{Descriptor, Manifest};
 
 use index::{by_plain, pieces, Index};
 pub use index::{covers, PackSeal};
+pub use open::{open_image, open_index, Opened, OpenedStore};
 
 use crate::envelope::KeyEnvelope;
-use crate::keys::{DataKey, Identity, Recipient};
+use crate::keys::{DataKey, Recipient};
 use crate::seal::Sealer;
 use crate::{CryptError, Result};
 
@@ -239,10 +239,16 @@ fn seal_pack(
     let mut sealed = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 64);
     let mut lens = Vec::new();
     let mut at = 0usize;
-    for len in pieces(tree, index, size) {
-        let piece = sealer.seal(&bytes[at..at + len as usize]);
-        lens.push((len as u32, piece.len() as u32));
-        sealed.extend_from_slice(&piece);
+    for (len, digest) in pieces(tree, index, size) {
+        let piece = &bytes[at..at + len as usize];
+        // The tree's chunk digest spares a hash pass when the source
+        // vouched for these bytes (so they are what was chunked).
+        let digest = match digest {
+            Some(d) if vouched => d,
+            _ => Digest::of(piece),
+        };
+        let n = sealer.seal_into(piece, &digest, &mut sealed);
+        lens.push((len as u32, n as u32));
         at += len as usize;
     }
     let d = out.put(&sealed)?;
@@ -260,128 +266,6 @@ fn seal_pack(
 pub fn recorded_seals(store: &dyn BlobStore, index: &Digest) -> Option<Vec<PackSeal>> {
     let bytes = read_verified(store, index).ok()?;
     Index::from_bytes(&bytes).ok().map(|i| i.packs)
-}
-
-/// Opens the encrypted image `outer`, whose closure is in `store`: unwraps
-/// the data key with `identity`, opens the index, then opens every sealed
-/// pack and writes the plaintext trees and packs into `store`. Returns the
-/// inner (plaintext) manifest. Sizes are bounded before anything is read
-/// or opened: the envelope ([`MAX_ENVELOPE_BYTES`]), the index, each pack
-/// ([`MAX_PACK_BYTES`]) and the packs' plaintext total (`max_total`). A pack is written only once all its pieces
-/// passed authentication and it hashes to the digest the index names; a
-/// tampered piece fails with [`CryptError::Authentication`].
-pub fn open_image(
-    outer: &Manifest,
-    store: &dyn BlobStore,
-    identity: Option<&Identity>,
-    max_total: u64,
-) -> Result<Manifest> {
-    let find = |role: &str, max: u64| {
-        let l = outer
-            .layers
-            .iter()
-            .find(|l| l.role == role)
-            .ok_or_else(|| CryptError::Malformed(format!("no {role} layer")))?;
-        if l.size > max {
-            return Err(CryptError::Malformed(format!(
-                "the {role} layer declares {} bytes, over {max}",
-                l.size
-            )));
-        }
-        Ok(l)
-    };
-    let env = find(ENVELOPE_ROLE, MAX_ENVELOPE_BYTES)?;
-    let env = KeyEnvelope::from_bytes(&read_verified(store, &env.digest)?)?;
-    let identity = identity.ok_or_else(|| CryptError::NeedIdentity(env.key_ids()))?;
-    let sealer = Sealer::new(&env.unwrap_key(identity)?, 3);
-    let sealed_index = read_verified(store, &find(INDEX_ROLE, MAX_INDEX_BYTES)?.digest)?;
-    let index = Index::from_bytes(&sealer.open(&sealed_index, MAX_INDEX_BYTES as usize)?)?;
-    // Every tree is one of the inner manifest's layers; every pack is in
-    // the map and its sealed form is an outer layer of the declared size.
-    let layers: HashSet<(Digest, u64)> = outer.layers.iter().map(|l| (l.digest, l.size)).collect();
-    let seals = by_plain(&index.packs);
-    let mut todo: Vec<&PackSeal> = Vec::new();
-    let mut queued = HashSet::new();
-    let inner_trees: HashSet<Digest> = index.manifest.layers.iter().map(|l| l.digest).collect();
-    for text in &index.trees {
-        let tree = FsTree::from_bytes(text.as_bytes())?;
-        if !inner_trees.contains(&Digest::of(text.as_bytes())) {
-            return Err(CryptError::Malformed(
-                "a sealed fs tree is not a layer of the sealed manifest".into(),
-            ));
-        }
-        for p in &tree.packs {
-            let s = seals
-                .get(&p.blob)
-                .ok_or_else(|| CryptError::Malformed(format!("pack {} has no seal", p.blob)))?;
-            if s.plain_size != p.size || !layers.contains(&(s.sealed, s.sealed_size)) {
-                return Err(CryptError::Malformed(format!(
-                    "pack {} is not an outer layer of its declared size",
-                    p.blob
-                )));
-            }
-            if s.plain_size > MAX_PACK_BYTES {
-                return Err(CryptError::Malformed(format!(
-                    "pack {} is over the {MAX_PACK_BYTES}-byte limit of an encrypted pack",
-                    p.blob
-                )));
-            }
-            if queued.insert(s.plain) {
-                todo.push(s);
-            }
-        }
-    }
-    let total: u64 = todo.iter().map(|s| s.plain_size).sum();
-    if total > max_total {
-        return Err(CryptError::Malformed(format!(
-            "the image's packs hold {total} bytes, over the {max_total}-byte limit"
-        )));
-    }
-    let opened: Vec<Result<()>> = {
-        use rayon::prelude::*;
-        todo.par_iter()
-            .map(|s| open_pack(&sealer, store, s))
-            .collect()
-    };
-    opened.into_iter().collect::<Result<Vec<()>>>()?;
-    for text in &index.trees {
-        store.put(text.as_bytes())?;
-    }
-    Ok(index.manifest)
-}
-
-fn open_pack(sealer: &Sealer, store: &dyn BlobStore, s: &PackSeal) -> Result<()> {
-    if store.has_intact(&s.plain, Some(s.plain_size))? {
-        return Ok(());
-    }
-    let sealed = read_verified(store, &s.sealed)?;
-    if sealed.len() as u64 != s.sealed_size {
-        return Err(CryptError::Authentication);
-    }
-    let mut plain = Vec::with_capacity(s.plain_size as usize);
-    let mut at = 0usize;
-    for &(p, c) in &s.pieces {
-        let piece = sealed
-            .get(at..at + c as usize)
-            .ok_or(CryptError::Authentication)?;
-        let bytes = sealer.open(piece, p as usize)?;
-        if bytes.len() != p as usize {
-            return Err(CryptError::Authentication);
-        }
-        plain.extend_from_slice(&bytes);
-        at += c as usize;
-    }
-    let actual = Digest::of(&plain);
-    if actual != s.plain {
-        return Err(pf_registry_core::RegistryError::Integrity {
-            what: format!("decrypted pack {}", s.plain),
-            expected: s.plain,
-            actual,
-        }
-        .into());
-    }
-    store.put(&plain)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use pf_cas::MemoryStore;
 use pf_snapshot::{restore, snapshot, Chunking, SnapshotOptions};
 
 use super::*;
+use crate::keys::Identity;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -199,4 +200,114 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
         before + 2,
         "only the two tampered blobs were added"
     );
+}
+
+#[test]
+fn the_opened_view_restores_from_sealed_packs_and_refuses_a_tampered_one() {
+    let w = world();
+    let id = Identity::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let out = MemoryStore::new();
+    let key = DataKey::generate().unwrap();
+    let m = seal_image(
+        &snap.manifest,
+        &*snap.source,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &out,
+    )
+    .unwrap()
+    .manifest;
+    let store = Arc::new(outer_only(&m, &out));
+    let sealed_count = store.list().unwrap().len();
+    let opened = open_index(&m, store.clone(), Some(&id), u64::MAX).unwrap();
+    assert_eq!(opened.manifest, snap.manifest);
+    let dest = w._tmp.path().join("restored");
+    restore::restore_from_store(
+        &opened.manifest,
+        &*opened.store,
+        &dest,
+        &restore::RestoreOptions::default(),
+    )
+    .unwrap();
+    for f in ["secrets/token.txt", "model.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(w.dir.join(f)).unwrap()
+        );
+    }
+    // Only the plaintext fs tree was written: packs are opened as read.
+    assert_eq!(store.list().unwrap().len(), sealed_count + 1);
+    for s in opened.store.seals() {
+        assert!(opened
+            .store
+            .has_intact(&s.plain, Some(s.plain_size))
+            .unwrap());
+        assert!(!store.has(&s.plain).unwrap());
+    }
+
+    // A sealed pack altered in place (a damaged local copy under its own
+    // name): reading it fails authentication, and nothing is restored.
+    let s = opened.store.seals().next().unwrap().clone();
+    let mut bytes = store.get(&s.sealed).unwrap();
+    bytes[50] ^= 1;
+    let bad = Arc::new(MemoryStore::new());
+    for d in store.list().unwrap() {
+        if d != s.sealed {
+            bad.put(&store.get(&d).unwrap()).unwrap();
+        }
+    }
+    let bad = Arc::new(Swapped {
+        inner: bad,
+        digest: s.sealed,
+        bytes,
+    });
+    let view = open_index(&m, bad.clone(), Some(&id), u64::MAX).unwrap();
+    let err = view.store.get(&s.plain).unwrap_err();
+    assert!(err.to_string().contains("authentication"), "{err}");
+    assert!(matches!(
+        open_image(&m, &*bad, Some(&id), u64::MAX),
+        Err(CryptError::Authentication)
+    ));
+    assert!(!bad.has(&s.plain).unwrap(), "no plaintext stored");
+}
+
+/// A store that serves `bytes` under `digest` (a copy damaged in place).
+struct Swapped {
+    inner: Arc<MemoryStore>,
+    digest: Digest,
+    bytes: Vec<u8>,
+}
+
+impl BlobStore for Swapped {
+    fn has(&self, d: &Digest) -> pf_cas::Result<bool> {
+        Ok(*d == self.digest || self.inner.has(d)?)
+    }
+    fn size(&self, d: &Digest) -> pf_cas::Result<Option<u64>> {
+        if *d == self.digest {
+            return Ok(Some(self.bytes.len() as u64));
+        }
+        self.inner.size(d)
+    }
+    fn open(&self, d: &Digest) -> pf_cas::Result<Box<dyn std::io::Read + Send>> {
+        if *d == self.digest {
+            return Ok(Box::new(std::io::Cursor::new(self.bytes.clone())));
+        }
+        self.inner.open(d)
+    }
+    fn put(&self, b: &[u8]) -> pf_cas::Result<Digest> {
+        self.inner.put(b)
+    }
+    fn put_stream(
+        &self,
+        e: Option<&Digest>,
+        r: &mut dyn std::io::Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        self.inner.put_stream(e, r)
+    }
+    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+        self.inner.list()
+    }
 }
