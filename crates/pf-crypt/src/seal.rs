@@ -37,13 +37,14 @@ const AAD: &[u8] = b"pf-crypt sealed piece v1";
 const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
 
+type SealScratch = (Option<(i32, zstd::bulk::Compressor<'static>)>, Vec<u8>);
 type OpenScratch = (Vec<u8>, Option<zstd::bulk::Decompressor<'static>>, Vec<u8>);
 
 thread_local! {
     /// One zstd context (per level) and one output buffer per thread,
     /// reused across pieces: a context per 64 KiB chunk costs about as
     /// much as compressing it.
-    static SCRATCH: RefCell<(Option<(i32, zstd::bulk::Compressor<'static>)>, Vec<u8>)> =
+    static SCRATCH: RefCell<SealScratch> =
         const { RefCell::new((None, Vec::new())) };
     /// The ciphertext being opened in place, a zstd decoding context and
     /// the decoded plaintext.
