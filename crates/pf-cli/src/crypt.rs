@@ -17,10 +17,10 @@ use crate::{note, CliResult};
 /// The data keys file in the local store.
 const KEY_BOOK: &str = "crypt-keys.json";
 
-/// Sealed bytes a push holds in memory for its upload before it writes
-/// the rest to the local store (see [`pf_crypt::Staging`]): on a 2-core
-/// machine it saves about a fifth of an incompressible push's time, for
-/// that much more peak memory.
+/// Bytes of compressed sealed packs a push holds in memory for its upload
+/// before it writes the rest to the local store (packs that do not
+/// compress are sealed again as they are uploaded instead; see
+/// [`pf_crypt::image::PushSource`]).
 const STAGING_BUDGET: u64 = 256 << 20;
 
 /// The exit code of a pf-crypt error: 4 for anything about sealed data or
@@ -141,18 +141,18 @@ pub(crate) async fn push(
         for w in &snap.warnings {
             note(cli, format!("warning: {w}"));
         }
-        let staging = Arc::new(pf_crypt::Staging::new(sealed_store.clone(), STAGING_BUDGET));
-        let (src, out, dk) = (snap.source.clone(), staging.clone(), data_key.clone());
+        let (src, spill, dk) = (snap.source.clone(), sealed_store.clone(), data_key.clone());
         let (inner, rs, level) = (snap.manifest.clone(), recipients.clone(), cli.zstd_level);
-        let sealed = blocking(move || {
-            Ok(pf_crypt::seal_image(
+        let (sealed, staging) = blocking(move || {
+            Ok(pf_crypt::image::seal_for_push(
                 &inner,
-                &*src,
+                src,
                 &dk,
                 &rs,
                 &base_seals,
                 level,
-                &*out,
+                spill,
+                STAGING_BUDGET,
             )?)
         })
         .await?;
@@ -183,7 +183,15 @@ pub(crate) async fn push(
     }
 }
 
-/// Pulls REF with `identity`: fetches the outer closure (signature checked
+/// Loads `--identity` files.
+pub(crate) fn load_identities(files: &[PathBuf]) -> CliResult<Vec<Identity>> {
+    Ok(files
+        .iter()
+        .map(|p| Identity::load(p))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Pulls REF with `identities`: fetches the outer closure (signature checked
 /// first, by the engine), opens it into the store, and restores `into`.
 pub(crate) async fn pull(
     cli: &Cli,
@@ -191,9 +199,9 @@ pub(crate) async fn pull(
     store: Arc<DirStore>,
     into: Option<&Path>,
     opts: restore::RestoreOptions,
-    identity: &Path,
+    identities: &[PathBuf],
 ) -> CliResult<u8> {
-    let id = Identity::load(identity)?;
+    let ids = load_identities(identities)?;
     let store = deferred(&store)?;
     let rep = reg.pull(store.clone()).await?;
     let outer = rep.manifest.clone();
@@ -206,7 +214,7 @@ pub(crate) async fn pull(
             // read); the sealed copies stay in the store as a cache, like
             // a plain pull's blobs, without a sync.
             Some(d) if encrypted => {
-                let opened = pf_crypt::open_index(&outer, st, Some(&id), opts.max_size)?;
+                let opened = pf_crypt::open_index_with(&outer, st, &ids, opts.max_size)?;
                 Ok(Some(restore::restore_from_store(
                     &opened.manifest,
                     &*opened.store,
@@ -218,7 +226,9 @@ pub(crate) async fn pull(
             // No restore: the plaintext packs go into the store.
             None => {
                 if encrypted {
-                    pf_crypt::open_image(&outer, &*st, Some(&id), opts.max_size)?;
+                    let env = pf_crypt::image::envelope(&outer, &*st)?;
+                    let id = pf_crypt::image::pick(&env, &ids);
+                    pf_crypt::open_image(&outer, &*st, id, opts.max_size)?;
                 }
                 st.sync()?;
                 Ok(None)

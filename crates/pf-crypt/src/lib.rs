@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod book;
+pub mod browse;
 pub mod envelope;
 pub mod image;
 pub mod keys;
@@ -59,7 +60,8 @@ mod staging;
 pub use book::KeyBook;
 pub use envelope::KeyEnvelope;
 pub use image::{
-    is_encrypted, open_image, open_index, seal_image, Opened, OpenedStore, PackSeal, SealedImage,
+    is_encrypted, open_image, open_index, open_index_with, seal_image, Opened, OpenedStore,
+    PackSeal, SealedImage,
 };
 pub use keys::{DataKey, Identity, KeyId, Recipient};
 pub use seal::Sealer;

@@ -133,6 +133,17 @@ impl Sealer {
     /// that dedups with nothing). Compresses with a per-thread zstd
     /// context.
     pub fn seal_into(&self, plain: &[u8], digest: &Digest, out: &mut Vec<u8>) -> usize {
+        self.seal_body(plain, digest, true, out)
+    }
+
+    /// [`Sealer::seal_into`] for a piece known not to compress (it was
+    /// sealed before with a raw body): the same bytes, without trying
+    /// zstd again.
+    pub fn seal_raw_into(&self, plain: &[u8], digest: &Digest, out: &mut Vec<u8>) -> usize {
+        self.seal_body(plain, digest, false, out)
+    }
+
+    fn seal_body(&self, plain: &[u8], digest: &Digest, try_zstd: bool, out: &mut Vec<u8>) -> usize {
         let id = self.id_of(digest);
         let start = out.len();
         out.reserve(plain.len() + OVERHEAD);
@@ -140,17 +151,20 @@ impl Sealer {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (cctx, buf) = &mut *scratch;
-            if cctx.as_ref().is_none_or(|(l, _)| *l != self.level) {
-                *cctx = zstd::bulk::Compressor::new(self.level)
-                    .ok()
-                    .map(|c| (self.level, c));
-            }
             buf.clear();
-            buf.reserve(zstd::zstd_safe::compress_bound(plain.len()));
-            let packed = match cctx {
-                Some((_, c)) => c.compress_to_buffer(plain, buf).is_ok(),
-                None => false,
-            };
+            let mut packed = false;
+            if try_zstd {
+                if cctx.as_ref().is_none_or(|(l, _)| *l != self.level) {
+                    *cctx = zstd::bulk::Compressor::new(self.level)
+                        .ok()
+                        .map(|c| (self.level, c));
+                }
+                buf.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+                packed = match cctx {
+                    Some((_, c)) => c.compress_to_buffer(plain, buf).is_ok(),
+                    None => false,
+                };
+            }
             if packed && buf.len() < plain.len() {
                 out.push(FLAG_ZSTD);
                 out.extend_from_slice(buf);

@@ -68,6 +68,31 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// Stores `bytes`, whose digest the caller just computed from them, as
+    /// [`BlobStore::put`] does without hashing them again.
+    pub(crate) fn put_known(&self, digest: Digest, bytes: Vec<u8>) -> pf_cas::Result<()> {
+        if self.mem_get(&digest).is_some() {
+            return Ok(());
+        }
+        let n = bytes.len() as u64;
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        if *used + n > self.budget {
+            drop(used);
+            self.spill.put(&bytes)?;
+            return Ok(());
+        }
+        *used += n;
+        drop(used);
+        let mut mem = self.mem.write().unwrap_or_else(PoisonError::into_inner);
+        if mem.insert(digest, Arc::from(bytes)).is_some() {
+            drop(mem);
+            *self.used.lock().unwrap_or_else(PoisonError::into_inner) -= n;
+        }
+        Ok(())
+    }
+}
+
 impl BlobStore for Staging {
     fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
         Ok(self.mem_get(digest).is_some() || self.spill.has(digest)?)
@@ -97,24 +122,8 @@ impl BlobStore for Staging {
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
-        if self.mem_get(&d).is_some() {
-            return Ok(d);
-        }
-        {
-            let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-            if *used + bytes.len() as u64 <= self.budget {
-                *used += bytes.len() as u64;
-                drop(used);
-                let mut mem = self.mem.write().unwrap_or_else(PoisonError::into_inner);
-                if mem.insert(d, Arc::from(bytes)).is_some() {
-                    // Raced with an equal put: count it once.
-                    drop(mem);
-                    *self.used.lock().unwrap_or_else(PoisonError::into_inner) -= bytes.len() as u64;
-                }
-                return Ok(d);
-            }
-        }
-        self.spill.put(bytes)
+        self.put_known(d, bytes.to_vec())?;
+        Ok(d)
     }
     fn put_stream(
         &self,

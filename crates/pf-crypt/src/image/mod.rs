@@ -15,9 +15,11 @@
 //! exactly these layers and it walks them without keys.
 
 mod index;
+mod lazy;
 mod open;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
@@ -26,7 +28,8 @@ use pf_registry_core::{Descriptor, Manifest};
 
 use index::{by_plain, pieces, Index};
 pub use index::{covers, PackSeal};
-pub use open::{open_image, open_index, Opened, OpenedStore};
+pub use lazy::{seal_for_push, PushSource};
+pub use open::{envelope, open_image, open_index, open_index_with, pick, Opened, OpenedStore};
 
 use crate::envelope::KeyEnvelope;
 use crate::keys::{DataKey, Recipient};
@@ -105,9 +108,30 @@ pub fn seal_image(
     level: i32,
     out: &dyn BlobStore,
 ) -> Result<SealedImage> {
-    inner.validate()?;
     let sealer = Sealer::new(key, level);
-    let mut trees = Vec::new();
+    let keep = |_: &Arc<FsTree>, _: u32, _: &[(u32, u32)], bytes: Vec<u8>| Ok(out.put(&bytes)?);
+    seal_with(inner, source, &sealer, key, recipients, base, out, &keep)
+}
+
+/// What becomes of a sealed pack: given its tree, its index there, its
+/// pieces and its bytes, stores it (or not) and returns its digest.
+pub(crate) type Keep<'a> =
+    dyn Fn(&Arc<FsTree>, u32, &[(u32, u32)], Vec<u8>) -> Result<Digest> + Sync + 'a;
+
+/// [`seal_image`], each new sealed pack handed to `keep`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_with(
+    inner: &Manifest,
+    source: &dyn BlobStore,
+    sealer: &Sealer,
+    key: &DataKey,
+    recipients: &[Recipient],
+    base: &[PackSeal],
+    out: &dyn BlobStore,
+    keep: &Keep<'_>,
+) -> Result<SealedImage> {
+    inner.validate()?;
+    let mut trees: Vec<(String, Arc<FsTree>)> = Vec::new();
     // (tree index, pack index, pack) of every pack not in `base`, once.
     let mut todo: Vec<(usize, u32, Digest, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -139,7 +163,7 @@ pub fn seal_image(
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| CryptError::Malformed("an fs tree is not UTF-8 JSON".into()))?;
-        trees.push((text, tree));
+        trees.push((text, Arc::new(tree)));
     }
     if reused.len() + todo.len() + 2 > MAX_LAYERS {
         return Err(CryptError::Malformed(format!(
@@ -150,7 +174,19 @@ pub fn seal_image(
     let sealed: Vec<Result<PackSeal>> = {
         use rayon::prelude::*;
         todo.par_iter()
-            .map(|&(t, i, d, size)| seal_pack(&sealer, source, out, &trees[t].1, i, d, size))
+            .map(|&(t, i, d, size)| {
+                let tree = &trees[t].1;
+                let (bytes, pieces) = seal_pack(sealer, source, tree, i, d, size, None)?;
+                let sealed_size = bytes.len() as u64;
+                let sealed = keep(tree, i, &pieces, bytes)?;
+                Ok(PackSeal {
+                    plain: d,
+                    plain_size: size,
+                    sealed,
+                    sealed_size,
+                    pieces,
+                })
+            })
             .collect()
     };
     let mut packs = reused;
@@ -202,25 +238,66 @@ pub fn seal_image(
     })
 }
 
-/// Reads plaintext pack `plain` (pack `index` of `tree`) from `source`,
-/// checks its digest (unless the source vouches for the bytes, see
-/// [`BlobStore::open_vouched`]), seals each piece and writes the sealed
-/// pack to `out`.
-fn seal_pack(
+/// A sealed pack's bytes and its pieces' (plain, sealed) lengths.
+pub(crate) type SealedPack = (Vec<u8>, Vec<(u32, u32)>);
+
+/// Reads plaintext pack `plain` (pack `index` of `tree`) from `source`
+/// piece by piece, checks its digest (unless the source vouches for the
+/// bytes, see [`BlobStore::open_vouched`]) and seals each piece. Returns
+/// the sealed pack and its pieces' (plain, sealed) lengths. With `again`
+/// (the pieces of an earlier seal of this pack), a piece sealed raw then
+/// is sealed raw without trying zstd: the same bytes, cheaper.
+pub(crate) fn seal_pack(
     sealer: &Sealer,
     source: &dyn BlobStore,
-    out: &dyn BlobStore,
     tree: &FsTree,
     index: u32,
     plain: Digest,
     size: u64,
-) -> Result<PackSeal> {
+    again: Option<&[(u32, u32)]>,
+) -> Result<SealedPack> {
+    use std::io::Read;
+    let io = |e| CryptError::io(format!("reading pack {plain}"), e);
     let (mut r, vouched) = source.open_vouched(&plain)?;
-    let mut bytes = Vec::with_capacity(size as usize);
-    std::io::Read::read_to_end(&mut r, &mut bytes)
-        .map_err(|e| CryptError::io(format!("reading pack {plain}"), e))?;
-    if !vouched {
-        let actual = Digest::of(&bytes);
+    let mut whole = (!vouched).then(pf_digest::Hasher::new);
+    let mut piece = Vec::new();
+    let mut sealed = Vec::with_capacity(size as usize + size as usize / 64 + 64);
+    let mut lens = Vec::new();
+    for (k, (len, digest)) in pieces(tree, index, size).into_iter().enumerate() {
+        piece.resize(len as usize, 0);
+        r.read_exact(&mut piece).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                CryptError::Malformed(format!("pack {plain} is shorter than its tree says"))
+            } else {
+                io(e)
+            }
+        })?;
+        if let Some(h) = &mut whole {
+            h.update(&piece);
+        }
+        // The tree's chunk digest spares a hash pass when the source
+        // vouched for these bytes (so they are what was chunked).
+        let digest = match digest {
+            Some(d) if vouched => d,
+            _ => Digest::of(&piece),
+        };
+        let raw = again
+            .and_then(|a| a.get(k))
+            .is_some_and(|&(p, c)| c as usize == p as usize + crate::seal::OVERHEAD);
+        let n = if raw {
+            sealer.seal_raw_into(&piece, &digest, &mut sealed)
+        } else {
+            sealer.seal_into(&piece, &digest, &mut sealed)
+        };
+        lens.push((len as u32, n as u32));
+    }
+    if r.read(&mut [0u8; 1]).map_err(io)? != 0 {
+        return Err(CryptError::Malformed(format!(
+            "pack {plain} is longer than its tree says"
+        )));
+    }
+    if let Some(h) = whole {
+        let actual = h.finish();
         if actual != plain {
             return Err(pf_registry_core::RegistryError::Integrity {
                 what: format!("pack {plain} read to seal"),
@@ -230,35 +307,24 @@ fn seal_pack(
             .into());
         }
     }
-    if bytes.len() as u64 != size {
-        return Err(CryptError::Malformed(format!(
-            "pack {plain} is {} bytes, its tree says {size}",
-            bytes.len()
-        )));
-    }
-    let mut sealed = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 64);
-    let mut lens = Vec::new();
+    Ok((sealed, lens))
+}
+
+/// The AEAD tag of each sealed piece of a sealed pack (its last 16
+/// bytes): equal tags under one key and nonce mean equal ciphertexts.
+pub(crate) fn tags(sealed: &[u8], pieces: &[(u32, u32)]) -> Vec<[u8; 16]> {
     let mut at = 0usize;
-    for (len, digest) in pieces(tree, index, size) {
-        let piece = &bytes[at..at + len as usize];
-        // The tree's chunk digest spares a hash pass when the source
-        // vouched for these bytes (so they are what was chunked).
-        let digest = match digest {
-            Some(d) if vouched => d,
-            _ => Digest::of(piece),
-        };
-        let n = sealer.seal_into(piece, &digest, &mut sealed);
-        lens.push((len as u32, n as u32));
-        at += len as usize;
-    }
-    let d = out.put(&sealed)?;
-    Ok(PackSeal {
-        plain,
-        plain_size: size,
-        sealed: d,
-        sealed_size: sealed.len() as u64,
-        pieces: lens,
-    })
+    pieces
+        .iter()
+        .map(|&(_, c)| {
+            at += c as usize;
+            let mut t = [0u8; 16];
+            if let Some(s) = sealed.get(at.saturating_sub(16)..at) {
+                t.copy_from_slice(s);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The seals recorded in plaintext index blob `index` of `store` (see

@@ -98,6 +98,29 @@ pub fn open_index(
     })
 }
 
+/// [`open_index`] with the first of `identities` the image was sealed for
+/// (by key id); none given: [`CryptError::NeedIdentity`]; none of them:
+/// [`CryptError::WrongIdentity`] for the first.
+pub fn open_index_with(
+    outer: &Manifest,
+    store: Arc<dyn BlobStore>,
+    identities: &[Identity],
+    max_total: u64,
+) -> Result<Opened> {
+    let id = pick(&envelope(outer, &*store)?, identities);
+    open_index(outer, store, id, max_total)
+}
+
+/// The first of `identities` that `env` lists, else the first one (to
+/// name in a [`CryptError::WrongIdentity`]).
+pub fn pick<'a>(env: &KeyEnvelope, identities: &'a [Identity]) -> Option<&'a Identity> {
+    let ids = env.key_ids();
+    identities
+        .iter()
+        .find(|i| ids.contains(&i.key_id()))
+        .or(identities.first())
+}
+
 /// What [`open_index`] opens: the inner manifest, the sealer, the seals.
 type Parts = (Manifest, Sealer, HashMap<Digest, PackSeal>);
 

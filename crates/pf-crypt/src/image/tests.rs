@@ -311,3 +311,71 @@ impl BlobStore for Swapped {
         self.inner.list()
     }
 }
+
+#[test]
+fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
+    let w = world();
+    // Compressible text beside the incompressible model: some packs are
+    // held (compressed), the model's are sealed again when read.
+    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
+    let id = Identity::generate().unwrap();
+    let key = DataKey::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let reference = seal_image(
+        &snap.manifest,
+        &*snap.source,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &MemoryStore::new(),
+    )
+    .unwrap();
+    for budget in [0, u64::MAX] {
+        let spill = Arc::new(MemoryStore::new());
+        let (sealed, push) = seal_for_push(
+            &snap.manifest,
+            snap.source.clone(),
+            &key,
+            &[id.recipient()],
+            &[],
+            3,
+            spill.clone(),
+            budget,
+        )
+        .unwrap();
+        assert_eq!(sealed.packs, reference.packs, "the same sealed packs");
+        let mut resealed = 0;
+        for l in &sealed.manifest.layers {
+            let (mut r, vouched) = push.open_vouched(&l.digest).unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
+            assert_eq!(Digest::of(&bytes), l.digest, "{}", l.role);
+            assert_eq!(push.size(&l.digest).unwrap(), Some(l.size));
+            if !spill.has(&l.digest).unwrap() && vouched {
+                resealed += 1;
+            }
+        }
+        assert!(
+            resealed >= 1,
+            "budget {budget}: some pack sealed again or held"
+        );
+        // Nothing sealed was written to the local store but what is over
+        // the budget; persist writes the plaintext index through.
+        if budget == u64::MAX {
+            assert!(spill.list().unwrap().is_empty());
+        }
+        push.persist(&sealed.index).unwrap();
+        assert!(spill.has(&sealed.index).unwrap());
+    }
+}
