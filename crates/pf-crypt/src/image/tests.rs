@@ -40,6 +40,17 @@ fn opts(base: Option<FsTree>) -> SnapshotOptions {
     o
 }
 
+/// Seals `snap` for `to` under `key` against `base`, into `out`.
+fn seal(
+    snap: &pf_snapshot::Snapshot,
+    key: &DataKey,
+    to: &Identity,
+    base: &[PackSeal],
+    out: &dyn BlobStore,
+) -> SealedImage {
+    seal_image(&snap.manifest, &*snap.source, key, &[to.recipient()], base, 3, out).unwrap()
+}
+
 /// Copies the outer closure of `m` from `from` into a fresh store.
 fn outer_only(m: &Manifest, from: &dyn BlobStore) -> MemoryStore {
     let s = MemoryStore::new();
@@ -56,16 +67,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
     let key = DataKey::generate().unwrap();
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
-    let sealed = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap();
+    let sealed = seal(&snap, &key, &id, &[], &out);
     let m = &sealed.manifest;
     assert!(is_encrypted(m));
     assert_eq!(m.agent.name, "pf-crypt");
@@ -104,16 +106,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
     assert!(covers(&sealed.packs, &tree));
     let snap2 = snapshot(&w.dir, w.plain.clone(), &opts(Some(tree))).unwrap();
     let out2 = MemoryStore::new();
-    let sealed2 = seal_image(
-        &snap2.manifest,
-        &*snap2.source,
-        &key,
-        &[id.recipient()],
-        &sealed.packs,
-        3,
-        &out2,
-    )
-    .unwrap();
+    let sealed2 = seal(&snap2, &key, &id, &sealed.packs, &out2);
     let old: HashSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
     let new_data: Vec<_> = sealed2
         .manifest
@@ -127,16 +120,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
         "one new sealed pack for one new small file"
     );
     // Sealing the same plaintext again gives the same sealed packs.
-    let again = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &MemoryStore::new(),
-    )
-    .unwrap();
+    let again = seal(&snap, &key, &id, &[], &MemoryStore::new());
     assert_eq!(again.packs, sealed.packs);
 }
 
@@ -147,16 +131,7 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
     let key = DataKey::generate().unwrap();
-    let m = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[a.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap()
+    let m = seal(&snap, &key, &a, &[], &out)
     .manifest;
     let store = outer_only(&m, &out);
     match open_image(&m, &store, Some(&b), u64::MAX) {
@@ -209,16 +184,7 @@ fn the_opened_view_restores_from_sealed_packs_and_refuses_a_tampered_one() {
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
     let key = DataKey::generate().unwrap();
-    let m = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap()
+    let m = seal(&snap, &key, &id, &[], &out)
     .manifest;
     let store = Arc::new(outer_only(&m, &out));
     let sealed_count = store.list().unwrap().len();
@@ -331,16 +297,7 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
     let id = Identity::generate().unwrap();
     let key = DataKey::generate().unwrap();
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
-    let reference = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &MemoryStore::new(),
-    )
-    .unwrap();
+    let reference = seal(&snap, &key, &id, &[], &MemoryStore::new());
     for budget in [0, u64::MAX] {
         let spill = Arc::new(MemoryStore::new());
         let (sealed, push) = seal_for_push(
