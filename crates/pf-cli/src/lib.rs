@@ -340,20 +340,22 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 print_push(&cli, &rep, cosigned.as_ref());
                 return Ok(0);
             }
-            opts.base = book.base(&*store, &dir_abs, &dest);
+            // Read only if the snapshot needs it (the tree memo skips it
+            // for an unchanged directory).
+            opts.base_stored = book.base_digest(&dir_abs, &dest);
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");
             let mut signed = SignedImage::new(&snap.manifest, key.as_ref());
             let mut res = reg.push(snap.source.clone(), &signed).await;
-            if opts.base.is_some() && matches!(res, Err(RegistryError::NotFound { .. })) {
+            if opts.base_stored.is_some() && matches!(res, Err(RegistryError::NotFound { .. })) {
                 // The destination no longer holds a pack of the base (a gc,
                 // a reset repository): chunk against nothing and push again.
                 note(
                     &cli,
                     "the previous push's packs are gone from the destination; sending every chunk",
                 );
-                opts.base = None;
+                opts.base_stored = None;
                 snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
                 signed = SignedImage::new(&snap.manifest, key.as_ref());
                 res = reg.push(snap.source.clone(), &signed).await;

@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use pf_registry_core::pack::FrameTable;
+
 /// zstd frame magic number.
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// Skippable frames use magic numbers 0x184D2A50..=0x184D2A5F.
@@ -27,6 +29,9 @@ pub fn complete(file: &File, len: u64) -> io::Result<bool> {
     if len == 0 {
         return Ok(false);
     }
+    if let Some(whole) = by_table(file, len)? {
+        return Ok(whole);
+    }
     let mut pos = 0u64;
     while pos < len {
         let Some(next) = frame_end(file, pos, len)? else {
@@ -35,6 +40,41 @@ pub fn complete(file: &File, len: u64) -> io::Result<bool> {
         pos = next;
     }
     Ok(pos == len)
+}
+
+/// The check for a format v2 pack, which starts with its frame table
+/// ([`FrameTable`]): the table's encoded lengths must add up to `len` and
+/// the last frame it names must be a whole zstd frame ending at `len`. A
+/// cut anywhere shortens the file below the table's total, so this needs a
+/// few reads where walking every block header needs one per block.
+/// `None` when the file does not start with a frame table.
+fn by_table(file: &File, len: u64) -> io::Result<Option<bool>> {
+    let mut first = [0u8; 16];
+    if !read_at(file, &mut first, 0, len)? {
+        return Ok(None);
+    }
+    let Some(head_len) = FrameTable::head_len(&first) else {
+        return Ok(None);
+    };
+    let Ok(head_len) = usize::try_from(head_len) else {
+        return Ok(Some(false));
+    };
+    let mut head = vec![0u8; head_len];
+    if !read_at(file, &mut head, 0, len)? {
+        return Ok(Some(false));
+    }
+    let Ok(table) = FrameTable::read(&head) else {
+        return Ok(Some(false));
+    };
+    let Some(&(_, last)) = table.frames.last() else {
+        return Ok(Some(head_len as u64 == len));
+    };
+    if table.encoded_size() != len {
+        return Ok(Some(false));
+    }
+    Ok(Some(
+        frame_end(file, len - u64::from(last), len)? == Some(len),
+    ))
 }
 
 /// Reads exactly `buf.len()` bytes at `pos`, or `false` if the file ends first.
@@ -163,6 +203,44 @@ mod tests {
             // Trailing garbage is not a frame either.
             assert!(!check(&[enc.clone(), b"junk".to_vec()].concat()));
         }
+    }
+
+    /// A format v2 pack: frame table first, then one frame per chunk.
+    fn framed(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let frames: Vec<Vec<u8>> = chunks
+            .iter()
+            .map(|c| zstd::bulk::compress(c, 3).expect("compress"))
+            .collect();
+        let table = FrameTable {
+            frames: chunks
+                .iter()
+                .zip(&frames)
+                .map(|(c, f)| (c.len() as u32, f.len() as u32))
+                .collect(),
+        };
+        [table.to_bytes(), frames.concat()].concat()
+    }
+
+    #[test]
+    fn framed_packs_are_checked_by_their_table() {
+        let chunks: Vec<Vec<u8>> = (0..12).map(|i| sample(20_000 + i * 997)).collect();
+        let pack = framed(&chunks);
+        assert!(check(&pack));
+        for cut in [1, 16, 40, pack.len() / 2, pack.len() - 9, pack.len() - 1] {
+            assert!(!check(&pack[..cut]), "cut at {cut} of {}", pack.len());
+        }
+        assert!(!check(&[pack.clone(), b"junk".to_vec()].concat()));
+        // A table naming a longer last frame than stored is damage.
+        let mut lying = pack.clone();
+        let last = 16 + 8 * (chunks.len() - 1) + 4;
+        let e = u32::from_le_bytes(lying[last..last + 4].try_into().expect("4 bytes"));
+        lying[last..last + 4].copy_from_slice(&(e + 1).to_le_bytes());
+        assert!(!check(&[lying, vec![0]].concat()));
+        // The table's last frame must start with a zstd frame header.
+        let mut bad_tail = pack;
+        let start = bad_tail.len() - e as usize;
+        bad_tail[start..start + 4].copy_from_slice(b"junk");
+        assert!(!check(&bad_tail));
     }
 
     #[test]

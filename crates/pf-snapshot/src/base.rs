@@ -53,6 +53,12 @@ impl BaseBook {
     /// read from `store` and verified against its digest; `None` if unknown
     /// or gone.
     pub fn base(&self, store: &dyn BlobStore, dir: &Path, destination: &str) -> Option<FsTree> {
+        load_tree(store, &self.base_digest(dir, destination)?)
+    }
+
+    /// The digest of the tree [`BaseBook::base`] reads, without reading it
+    /// (for [`crate::SnapshotOptions::base_stored`]).
+    pub fn base_digest(&self, dir: &Path, destination: &str) -> Option<Digest> {
         let suffix = format!("\n{destination}");
         let (_, d) = self.entries.get(&Self::key(dir, destination)).or_else(|| {
             self.entries
@@ -61,8 +67,7 @@ impl BaseBook {
                 .map(|(_, v)| v)
                 .max_by_key(|(n, _)| *n)
         })?;
-        let bytes = crate::restore::get_verified(store, d).ok()?;
-        FsTree::from_bytes(&bytes).ok().filter(FsTree::is_v2)
+        Some(*d)
     }
 
     /// Records that `manifest` (made from `dir`) was pushed to `destination`.
@@ -89,6 +94,13 @@ impl BaseBook {
             };
         }
     }
+}
+
+/// The v2 fs tree `digest` from `store`, verified against its digest;
+/// `None` if absent, damaged, unparseable or not v2.
+pub(crate) fn load_tree(store: &dyn BlobStore, digest: &Digest) -> Option<FsTree> {
+    let bytes = crate::restore::get_verified(store, digest).ok()?;
+    FsTree::from_bytes(&bytes).ok().filter(FsTree::is_v2)
 }
 
 #[cfg(test)]

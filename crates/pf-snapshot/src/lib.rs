@@ -64,6 +64,7 @@
 pub mod base;
 mod browse;
 mod fsat;
+mod memo;
 mod ranged;
 pub mod restore;
 mod select;
@@ -110,6 +111,13 @@ pub struct SnapshotOptions {
     /// reports them missing otherwise). Use a tree this program built or
     /// verified: its chunk claims are not re-checked.
     pub base: Option<FsTree>,
+    /// The same as [`SnapshotOptions::base`], given as the digest of a v2
+    /// fs tree in the snapshot's store (see [`BaseBook::base_digest`]); it
+    /// is read and verified only if the snapshot needs it. With a stat
+    /// cache, a directory unchanged since its last snapshot, whose tree is
+    /// this base, ends right after the walk (the tree memo). Ignored when
+    /// `base` is set; a tree it cannot read or verify means no base.
+    pub base_stored: Option<Digest>,
 }
 
 impl SnapshotOptions {
@@ -126,6 +134,7 @@ impl SnapshotOptions {
             stat_cache: None,
             chunking: Chunking::default(),
             base: None,
+            base_stored: None,
         }
     }
 }
@@ -142,6 +151,10 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// Files whose hash came from the stat cache.
     pub cache_hits: u64,
+    /// The tree memo recognised the directory as unchanged since its last
+    /// snapshot, whose tree is [`SnapshotOptions::base_stored`]: the tree
+    /// is that base, and nothing but the walk was done.
+    pub unchanged: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -163,43 +176,103 @@ pub fn snapshot(
     store: Arc<dyn BlobStore>,
     options: &SnapshotOptions,
 ) -> Result<Snapshot> {
+    snapshot_at(dir, store, options, statcache::now_secs())
+}
+
+/// [`snapshot()`] for a run that started at `started` (seconds since the
+/// epoch; the racy-clean rule measures from it).
+pub(crate) fn snapshot_at(
+    dir: &Path,
+    store: Arc<dyn BlobStore>,
+    options: &SnapshotOptions,
+    started: i64,
+) -> Result<Snapshot> {
     let mut m = Manifest::new(options.agent.clone(), now_rfc3339());
     m.parents.clone_from(&options.parents);
     m.annotations.clone_from(&options.annotations);
     let source = Arc::new(SourceStore::new(store.clone()));
     let dir_abs =
         std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
+    let mut warnings = Vec::new();
+    let mut skeleton = FsTree::default();
+    let walked = walk::walk(&dir_abs, &mut skeleton, &mut |w| warnings.push(w))?;
+    // The tree memo: an unchanged directory onto its own last tree.
+    let stored_base = options.base_stored.filter(|_| options.base.is_none());
+    let memo = match &options.stat_cache {
+        Some(p) => {
+            let path = memo::path_for(p);
+            let fp = memo::fingerprint(&dir_abs, options.chunking, &skeleton, &walked, started);
+            let memo = memo::Memo::load(&path);
+            if let (Some(fp), Some(b)) = (&fp, stored_base) {
+                if memo.unchanged(&dir_abs, fp, &b) {
+                    if let Some(size) = store.size(&b)? {
+                        m.layers.push(fs_layer(b, size));
+                        return Ok(Snapshot {
+                            manifest: m,
+                            source,
+                            warnings,
+                            cache_hits: walked.todo.len() as u64,
+                            unchanged: true,
+                        });
+                    }
+                }
+            }
+            Some((path, fp, memo))
+        }
+        None => None,
+    };
     let mut cache = match &options.stat_cache {
-        Some(p) => StatCache::load(p),
+        Some(p) => {
+            let mut c = StatCache::load(p);
+            c.started = started;
+            c
+        }
         None => StatCache::default(),
     };
-    let mut warnings = Vec::new();
-    let base = options.base.as_ref().filter(|b| b.is_v2());
-    let tree = snapshot_dir(
-        &dir_abs,
+    let loaded;
+    let base = match &options.base {
+        Some(b) => Some(b).filter(|b| b.is_v2()),
+        None => {
+            loaded = stored_base.and_then(|d| base::load_tree(&*store, &d));
+            loaded.as_ref()
+        }
+    };
+    let tree = snapshot::snapshot_walked(
+        skeleton,
+        walked,
         &source,
         &mut cache,
         options.chunking,
         base,
-        &mut |w| warnings.push(w),
     )?;
     if let Some(p) = &options.stat_cache {
         cache.save(p)?;
     }
     let bytes = tree.to_bytes();
     let digest = store.put(&bytes)?;
-    m.layers.push(Descriptor {
-        role: FS_LAYER_ROLE.into(),
-        media_type: FS_TREE_V2_MEDIA_TYPE.into(),
-        digest,
-        size: bytes.len() as u64,
-    });
+    match memo {
+        Some((path, Some(fp), memo)) => memo.record(&path, &dir_abs, fp, digest)?,
+        Some((path, None, memo)) => memo.forget(&path, &dir_abs)?,
+        None => {}
+    }
+    m.layers.push(fs_layer(digest, bytes.len() as u64));
     Ok(Snapshot {
         manifest: m,
         source,
         warnings,
         cache_hits: cache.hits,
+        unchanged: false,
     })
+}
+
+/// The manifest layer of fs tree `digest` of `size` bytes.
+fn fs_layer(digest: Digest, size: u64) -> Descriptor {
+    Descriptor {
+        role: FS_LAYER_ROLE.into(),
+        media_type: FS_TREE_V2_MEDIA_TYPE.into(),
+        digest,
+        size,
+    }
 }
 
 /// Maps an I/O error to a [`RegistryError`] saying what was being done.

@@ -80,9 +80,22 @@ pub fn snapshot_dir(
     base: Option<&FsTree>,
     warn: &mut dyn FnMut(String),
 ) -> Result<FsTree> {
-    cache.set_chunking(chunking);
     let mut tree = FsTree::default();
     let walked = crate::walk::walk(dir, &mut tree, warn)?;
+    snapshot_walked(tree, walked, source, cache, chunking, base)
+}
+
+/// [`snapshot_dir`] after the walk: `tree` holds the walk's entries and
+/// `walked` its files.
+pub(crate) fn snapshot_walked(
+    mut tree: FsTree,
+    walked: crate::walk::Walked,
+    source: &SourceStore,
+    cache: &mut StatCache,
+    chunking: Chunking,
+    base: Option<&FsTree>,
+) -> Result<FsTree> {
+    cache.set_chunking(chunking);
     let files = walked.todo;
     // Unchanged files come from the stat cache; the rest are read and
     // chunked in parallel, largest first so the big files overlap.
@@ -382,8 +395,13 @@ fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)> {
     if f.st.size <= u64::from(c.cdc_min) {
         // One chunk (or none): bounded, a file that grew is read up to
         // its walk size plus one byte and then is a different chunk.
-        let (d, n) = Digest::of_reader(&mut (&r).take(u64::from(c.cdc_max)))
+        // Read into a buffer of the file's size (plus the byte that shows
+        // growth), not a large zeroed one: small files are most files.
+        let mut buf = Vec::with_capacity(f.st.size as usize + 1);
+        (&r).take(u64::from(c.cdc_max))
+            .read_to_end(&mut buf)
             .map_err(io_ctx(format!("reading {}", shown())))?;
+        let (d, n) = (Digest::of(&buf), buf.len() as u64);
         let chunks = if n == 0 {
             vec![]
         } else {

@@ -75,6 +75,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Seconds since the Unix epoch, now (a run's start for [`racy`]).
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a file was modified or changed too recently (2 s before
+/// `started`, or later) for its stat to prove it unchanged.
+pub(crate) fn racy(started: i64, st: &Stamp) -> bool {
+    st.mtime.0.max(st.ctime.0) >= started - 2
+}
+
 /// A stat cache (like restic's or git's index): a file whose size, mtime, ctime, inode and device are all unchanged since
 /// it was hashed is not read again. Files whose mtime or ctime is within 2
 /// seconds of the run are never cached nor reused (racy-clean rule), since
@@ -104,10 +118,7 @@ impl StatCache {
             file,
             used: Default::default(),
             hits: 0,
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            started: now_secs(),
         }
     }
 
@@ -137,7 +148,7 @@ impl StatCache {
     /// Whether a file was modified or changed too recently (2 s before
     /// this run started, or later) for its stat to prove it unchanged.
     pub(crate) fn is_racy(&self, st: &Stamp) -> bool {
-        st.mtime.0.max(st.ctime.0) >= self.started - 2
+        racy(self.started, st)
     }
 
     /// The cached chunks of `f`, if its stat is unchanged, not racy, and

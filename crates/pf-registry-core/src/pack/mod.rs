@@ -195,6 +195,21 @@ impl FrameTable {
     /// Parses the table from the blob's first [`FrameTable::head_len`]
     /// bytes, checking its raw lengths add up to the pack's raw size.
     pub fn parse(head: &[u8], raw_size: u64) -> Result<FrameTable> {
+        let table = Self::read(head)?;
+        let raw: u64 = table.frames.iter().map(|f| u64::from(f.0)).sum();
+        if raw != raw_size {
+            return Err(RegistryError::invalid(
+                "pack frame table",
+                "frame lengths do not add up to the pack's size",
+            ));
+        }
+        Ok(table)
+    }
+
+    /// Parses the table from the blob's first [`FrameTable::head_len`]
+    /// bytes when the pack's raw size is not known: the structure is
+    /// checked (length, no empty frame), the sum of raw lengths is not.
+    pub fn read(head: &[u8]) -> Result<FrameTable> {
         let inv = |r: &str| Err(RegistryError::invalid("pack frame table", r.to_string()));
         match Self::head_len(head) {
             Some(len) if len == head.len() as u64 => {}
@@ -202,18 +217,13 @@ impl FrameTable {
         }
         let n = (head.len() - TABLE_FIXED as usize) / 8;
         let mut frames = Vec::with_capacity(n);
-        let mut raw = 0u64;
         for c in head[TABLE_FIXED as usize..].chunks_exact(8) {
             let r = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             let e = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
             if r == 0 || e == 0 {
                 return inv("an empty frame");
             }
-            raw += u64::from(r);
             frames.push((r, e));
-        }
-        if raw != raw_size {
-            return inv("frame lengths do not add up to the pack's size");
         }
         Ok(FrameTable { frames })
     }

@@ -1,0 +1,294 @@
+//! The tree memo: a directory re-pushed unchanged onto the tree it last
+//! produced is not chunked, planned or serialized again.
+//!
+//! A tree describes what the walk saw (every entry's name, kind, mode and
+//! link target, every regular file's content) cut with one chunking. The
+//! memo keeps, per source directory, a fingerprint of those (file contents
+//! stand in by their stat stamps, exactly as the stat cache trusts them)
+//! and the digest of the tree the last snapshot produced. When the walk's
+//! fingerprint matches and that tree is the snapshot's base (so it was
+//! pushed to this destination: the base book records only pushes that
+//! succeeded), that tree describes the directory as it is, and the
+//! snapshot ends after the walk: no stat cache read, no tree parsed, built
+//! or hashed. The push then checks, as for any base, that its packs are
+//! still at the destination.
+//!
+//! A record is written only when every file's stamp is trustworthy (not
+//! racy, on a filesystem that keeps exact stamps); otherwise the fingerprint
+//! is not taken and the snapshot runs in full. The memo sits beside the
+//! stat cache and is trusted like it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pf_digest::Digest;
+use pf_registry_core::manifest::FsTree;
+use pf_registry_core::Result;
+
+use crate::snapshot::Chunking;
+use crate::walk::Walked;
+
+/// Most directories remembered; the oldest go first.
+const MAX_ENTRIES: usize = 256;
+
+/// Bumped when anything a tree depends on changes meaning.
+const MEMO_VERSION: u32 = 1;
+
+/// One directory's last snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Record {
+    fingerprint: Digest,
+    result: Digest,
+    seq: u64,
+}
+
+/// The memo file: records keyed by absolute source directory.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Memo {
+    version: u32,
+    next: u64,
+    entries: BTreeMap<String, Record>,
+}
+
+/// Where the memo of the stat cache at `stat_cache` lives.
+pub(crate) fn path_for(stat_cache: &Path) -> PathBuf {
+    let mut name = stat_cache
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".memo");
+    stat_cache.with_file_name(name)
+}
+
+/// The fingerprint of a walk of `dir` (the tree's entries before any
+/// content, and every file's stamp), or `None` when some stamp cannot
+/// prove its file unchanged: modified within 2 s of `started` (the stat
+/// cache's racy-clean rule) or on a filesystem without exact stamps.
+pub(crate) fn fingerprint(
+    dir: &Path,
+    chunking: Chunking,
+    skeleton: &FsTree,
+    walked: &Walked,
+    started: i64,
+) -> Option<Digest> {
+    let stampable = |dev: &u64| walked.stampable.get(dev).copied().unwrap_or(false);
+    if walked
+        .todo
+        .iter()
+        .any(|f| crate::statcache::racy(started, &f.st) || !stampable(&f.st.dev))
+    {
+        return None;
+    }
+    let mut buf = format!(
+        "pf-snapshot memo {MEMO_VERSION} {}\n{}\n",
+        env!("CARGO_PKG_VERSION"),
+        dir.display()
+    )
+    .into_bytes();
+    serde_json::to_writer(&mut buf, &chunking).ok()?;
+    buf.extend_from_slice(&skeleton.to_bytes());
+    for f in &walked.todo {
+        buf.extend_from_slice(&(f.index as u64).to_le_bytes());
+        serde_json::to_writer(&mut buf, &f.st).ok()?;
+    }
+    Some(Digest::of(&buf))
+}
+
+impl Memo {
+    /// Loads the memo at `path`; a missing, damaged or older one is empty.
+    pub(crate) fn load(path: &Path) -> Memo {
+        crate::statcache::read_bounded(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+            .filter(|m| m.version == MEMO_VERSION)
+            .unwrap_or_default()
+    }
+
+    /// Whether `base` describes `dir` as the walk with this `fingerprint`
+    /// saw it: the last snapshot of `dir` had this fingerprint and
+    /// produced `base`.
+    pub(crate) fn unchanged(&self, dir: &Path, fingerprint: &Digest, base: &Digest) -> bool {
+        self.entries
+            .get(&dir.display().to_string())
+            .is_some_and(|r| r.fingerprint == *fingerprint && r.result == *base)
+    }
+
+    /// Records that a snapshot of `dir` with `fingerprint` produced
+    /// `result`, and writes the memo to `path` atomically.
+    pub(crate) fn record(
+        mut self,
+        path: &Path,
+        dir: &Path,
+        fingerprint: Digest,
+        result: Digest,
+    ) -> Result<()> {
+        self.version = MEMO_VERSION;
+        self.next += 1;
+        let seq = self.next;
+        self.entries.insert(
+            dir.display().to_string(),
+            Record {
+                fingerprint,
+                result,
+                seq,
+            },
+        );
+        while self.entries.len() > MAX_ENTRIES {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, r)| r.seq)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.entries.remove(&k),
+                None => break,
+            };
+        }
+        let bytes = serde_json::to_vec(&self).unwrap_or_default();
+        crate::statcache::write_atomic(path, &bytes)
+    }
+
+    /// Forgets `dir` (its last snapshot could not be fingerprinted) and
+    /// writes the memo to `path` if it changed.
+    pub(crate) fn forget(mut self, path: &Path, dir: &Path) -> Result<()> {
+        if self.entries.remove(&dir.display().to_string()).is_some() {
+            let bytes = serde_json::to_vec(&self).unwrap_or_default();
+            crate::statcache::write_atomic(path, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::sync::Arc;
+
+    use pf_cas::{BlobStore, DirStore};
+
+    use crate::{snapshot_at, statcache, Snapshot, SnapshotOptions};
+
+    struct World {
+        _tmp: tempfile::TempDir,
+        dir: std::path::PathBuf,
+        store: Arc<dyn BlobStore>,
+        opts: SnapshotOptions,
+    }
+
+    fn world() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("world");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("a.txt"), b"alpha").unwrap();
+        fs::write(dir.join("sub/b.bin"), vec![9u8; 300_000]).unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(DirStore::open(tmp.path().join("store")).unwrap());
+        let mut opts = SnapshotOptions::new("t", "1");
+        opts.stat_cache = Some(tmp.path().join("statcache.json"));
+        World {
+            _tmp: tmp,
+            dir,
+            store,
+            opts,
+        }
+    }
+
+    impl World {
+        /// A snapshot onto the tree of `prev` (as the CLI's base book
+        /// gives it), run `secs` after now so nothing is racy.
+        fn snap(&mut self, prev: Option<&Snapshot>, secs: i64) -> Snapshot {
+            self.opts.base_stored = prev.map(tree_of);
+            snapshot_at(
+                &self.dir,
+                self.store.clone(),
+                &self.opts,
+                statcache::now_secs() + secs,
+            )
+            .unwrap()
+        }
+    }
+
+    fn tree_of(s: &Snapshot) -> pf_digest::Digest {
+        s.manifest.layers[0].digest
+    }
+
+    #[test]
+    fn an_unchanged_directory_is_its_last_tree_and_any_change_is_seen() {
+        let mut w = world();
+        let first = w.snap(None, 10);
+        assert!(!first.unchanged);
+        // Without a base (another destination): a full run.
+        assert!(!w.snap(None, 10).unchanged);
+        let second = w.snap(Some(&first), 10);
+        assert!(second.unchanged, "the memo skips an unchanged directory");
+        assert_eq!(tree_of(&second), tree_of(&first));
+        assert_eq!(second.cache_hits, 2);
+        let third = w.snap(Some(&second), 10);
+        assert!(third.unchanged);
+        // Each kind of change defeats the memo and shows in the tree.
+        type Change = Box<dyn Fn(&std::path::Path)>;
+        let changes: Vec<Change> = vec![
+            Box::new(|d| fs::write(d.join("a.txt"), b"alphb").unwrap()),
+            Box::new(|d| fs::rename(d.join("a.txt"), d.join("c.txt")).unwrap()),
+            Box::new(|d| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o750)).unwrap()
+            }),
+            Box::new(|d| fs::create_dir(d.join("empty")).unwrap()),
+            Box::new(|d| std::os::unix::fs::symlink("c.txt", d.join("link")).unwrap()),
+        ];
+        let mut last = third;
+        for (i, change) in changes.iter().enumerate() {
+            change(&w.dir);
+            let next = w.snap(Some(&last), 10);
+            assert!(!next.unchanged, "change {i} went unseen");
+            assert_ne!(tree_of(&next), tree_of(&last), "change {i}");
+            // Onto the old tree (the push of `next` failed): a full run.
+            assert!(!w.snap(Some(&last), 10).unchanged, "change {i}");
+            let settled = w.snap(Some(&next), 10);
+            assert!(settled.unchanged, "change {i}: settles again");
+            assert_eq!(tree_of(&settled), tree_of(&next));
+            last = settled;
+        }
+    }
+
+    #[test]
+    fn the_memo_needs_its_tree_as_base_its_chunking_and_settled_files() {
+        let mut w = world();
+        let first = w.snap(None, 10);
+        let second = w.snap(Some(&first), 10);
+        assert!(w.snap(Some(&second), 10).unchanged);
+        // Files changed within 2 s of the run prove nothing: full runs,
+        // and no record, so the next settled run is full too.
+        assert!(!w.snap(Some(&second), 0).unchanged);
+        assert!(!w.snap(Some(&second), 10).unchanged);
+        assert!(w.snap(Some(&second), 10).unchanged);
+        // Another base (say, a different destination's last tree).
+        let other = {
+            fs::write(w.dir.join("a.txt"), b"other").unwrap();
+            let o = w.snap(None, 10);
+            fs::write(w.dir.join("a.txt"), b"alpha").unwrap();
+            o
+        };
+        assert!(!w.snap(Some(&other), 10).unchanged);
+        // That run's tree differs from `second`'s (its new chunk went into
+        // a pack of its own), so onto `second`: one full run, then settled.
+        assert!(!w.snap(Some(&second), 10).unchanged);
+        assert!(w.snap(Some(&second), 10).unchanged);
+        // Another chunking.
+        w.opts.chunking.cdc_avg *= 2;
+        assert!(!w.snap(Some(&second), 10).unchanged);
+        // A base tree gone from the store: a full run, never a dangling tree.
+        w.opts.chunking = crate::Chunking::default();
+        let s = w.snap(Some(&second), 10);
+        assert!(!s.unchanged);
+        assert!(w.snap(Some(&s), 10).unchanged);
+        let gone = tree_of(&s);
+        let path = DirStore::open(w._tmp.path().join("store"))
+            .unwrap()
+            .blob_path(&gone);
+        fs::remove_file(path).unwrap();
+        let after = w.snap(Some(&s), 10);
+        assert!(!after.unchanged);
+        assert!(w.store.size(&tree_of(&after)).unwrap().is_some());
+    }
+}
