@@ -14,8 +14,9 @@
 //! - **Sealing** ([`seal`]): each chunk is compressed, then sealed with
 //!   AES-256-GCM under a key derived from `K` and the chunk's keyed hash,
 //!   with a fixed nonce: deterministic (dedup), and a (key, nonce) pair
-//!   never seals two plaintexts. A push seals into a [`Staging`] store
-//!   (memory first, then disk) that its upload reads from.
+//!   never seals two plaintexts. A push's upload reads the sealed packs
+//!   from an [`image::PushSource`]: sealed again as read when they do not
+//!   compress, else held in memory ([`Staging`]) or on disk.
 //! - **Images** ([`image`]): a pack of the plaintext format v2 image
 //!   becomes the concatenation of its sealed chunks; the inner manifest,
 //!   the fs tree and the pack map (plaintext to sealed offsets) are sealed

@@ -48,7 +48,16 @@ fn seal(
     base: &[PackSeal],
     out: &dyn BlobStore,
 ) -> SealedImage {
-    seal_image(&snap.manifest, &*snap.source, key, &[to.recipient()], base, 3, out).unwrap()
+    seal_image(
+        &snap.manifest,
+        &*snap.source,
+        key,
+        &[to.recipient()],
+        base,
+        3,
+        out,
+    )
+    .unwrap()
 }
 
 /// Copies the outer closure of `m` from `from` into a fresh store.
@@ -131,8 +140,7 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
     let key = DataKey::generate().unwrap();
-    let m = seal(&snap, &key, &a, &[], &out)
-    .manifest;
+    let m = seal(&snap, &key, &a, &[], &out).manifest;
     let store = outer_only(&m, &out);
     match open_image(&m, &store, Some(&b), u64::MAX) {
         Err(e @ CryptError::WrongIdentity { .. }) => {
@@ -184,8 +192,7 @@ fn the_opened_view_restores_from_sealed_packs_and_refuses_a_tampered_one() {
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
     let key = DataKey::generate().unwrap();
-    let m = seal(&snap, &key, &id, &[], &out)
-    .manifest;
+    let m = seal(&snap, &key, &id, &[], &out).manifest;
     let store = Arc::new(outer_only(&m, &out));
     let sealed_count = store.list().unwrap().len();
     let opened = open_index(&m, store.clone(), Some(&id), u64::MAX).unwrap();
