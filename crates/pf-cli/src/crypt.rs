@@ -191,8 +191,8 @@ pub(crate) fn load_identities(files: &[PathBuf]) -> CliResult<Vec<Identity>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Pulls REF with `identities`: fetches the outer closure (signature checked
-/// first, by the engine), opens it into the store, and restores `into`.
+/// Pulls REF with `identities` (signature checked first, by the engine):
+/// restores `into` as the packs arrive, or opens the image into the store.
 pub(crate) async fn pull(
     cli: &Cli,
     reg: &dyn Registry,
@@ -202,40 +202,33 @@ pub(crate) async fn pull(
     identities: &[PathBuf],
 ) -> CliResult<u8> {
     let ids = load_identities(identities)?;
-    let store = deferred(&store)?;
-    let rep = reg.pull(store.clone()).await?;
-    let outer = rep.manifest.clone();
-    let dest = into.map(Path::to_path_buf);
-    let st = store.clone();
-    let restored = blocking(move || {
-        let encrypted = pf_crypt::is_encrypted(&outer);
-        match dest {
-            // Restored straight from the sealed packs (opened as they are
-            // read); the sealed copies stay in the store as a cache, like
-            // a plain pull's blobs, without a sync.
-            Some(d) if encrypted => {
-                let opened = pf_crypt::open_index_with(&outer, st, &ids, opts.max_size)?;
-                Ok(Some(restore::restore_from_store(
-                    &opened.manifest,
-                    &*opened.store,
-                    &d,
-                    &opts,
-                )?))
-            }
-            Some(d) => Ok(Some(restore::restore_from_store(&outer, &*st, &d, &opts)?)),
-            // No restore: the plaintext packs go into the store.
-            None => {
-                if encrypted {
-                    let env = pf_crypt::image::envelope(&outer, &*st)?;
-                    let id = pf_crypt::image::pick(&env, &ids);
-                    pf_crypt::open_image(&outer, &*st, id, opts.max_size)?;
-                }
-                st.sync()?;
-                Ok(None)
-            }
+    let (rep, restored) = match into {
+        // Each sealed pack is opened as it arrives and written straight
+        // into place, as a plain pull restores; only the envelope, the
+        // sealed index and the trees are stored.
+        Some(d) => {
+            let store: Arc<dyn BlobStore> = store;
+            let (rep, n) = pf_crypt::pull::pull_into_dir(reg, store, d, &opts, &ids).await?;
+            (rep, Some(n))
         }
-    })
-    .await?;
+        // No restore: the sealed, then the opened packs go into the store.
+        None => {
+            let store = deferred(&store)?;
+            let rep = reg.pull(store.clone()).await?;
+            let outer = rep.manifest.clone();
+            blocking(move || {
+                if pf_crypt::is_encrypted(&outer) {
+                    let env = pf_crypt::image::envelope(&outer, &*store)?;
+                    let id = pf_crypt::image::pick(&env, &ids);
+                    pf_crypt::open_image(&outer, &*store, id, opts.max_size)?;
+                }
+                store.sync()?;
+                Ok(())
+            })
+            .await?;
+            (rep, None)
+        }
+    };
     if cli.json {
         let mut v = serde_json::to_value(&rep).unwrap_or_default();
         v["restored_bytes"] = json!(restored);

@@ -237,6 +237,16 @@ fn an_encrypted_push_stores_no_plaintext_and_restores_byte_for_byte() {
         "{shown}"
     );
     env.round_trip(&repo, &alice, "out", &world);
+    // The pull opened each sealed pack as it arrived: its store holds the
+    // envelope, the index and the tree, no pack (the world's are MBs).
+    for f in files(&env.path("pull-store-out")) {
+        let n = fs::metadata(&f).unwrap().len();
+        assert!(
+            n < 1_000_000,
+            "{} ({n} bytes) kept by the pull",
+            f.display()
+        );
+    }
     // A second version sends only what changed: the envelope, the sealed
     // index and one new sealed pack.
     fs::write(world.join("new-file"), "a small new file").unwrap();

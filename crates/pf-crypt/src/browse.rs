@@ -64,7 +64,7 @@ impl PullTarget for Only {
     }
 }
 
-async fn pull_only(
+pub(crate) async fn pull_only(
     registry: &dyn Registry,
     store: &Arc<dyn BlobStore>,
     packs: HashSet<Digest>,

@@ -55,6 +55,7 @@ pub mod browse;
 pub mod envelope;
 pub mod image;
 pub mod keys;
+pub mod pull;
 pub mod seal;
 mod staging;
 

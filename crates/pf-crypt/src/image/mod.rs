@@ -30,6 +30,7 @@ use index::{by_plain, pieces, Index};
 pub use index::{covers, PackSeal};
 pub use lazy::{seal_for_push, PushSource};
 pub use open::{envelope, open_image, open_index, open_index_with, pick, Opened, OpenedStore};
+pub(crate) use open::{AuthFailed, PackReader};
 
 use crate::envelope::KeyEnvelope;
 use crate::keys::{DataKey, Recipient};

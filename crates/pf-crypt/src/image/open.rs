@@ -237,7 +237,7 @@ fn unwrap_auth(e: pf_cas::CasError, s: &PackSeal) -> CryptError {
 
 /// The `io::Error` payload of a piece that failed authentication.
 #[derive(Debug)]
-struct AuthFailed;
+pub(crate) struct AuthFailed;
 
 impl std::fmt::Display for AuthFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,6 +251,16 @@ impl OpenedStore {
     /// The plaintext packs in view and how each is sealed.
     pub fn seals(&self) -> impl Iterator<Item = &PackSeal> {
         self.seals.values()
+    }
+
+    /// The store the sealed packs are in.
+    pub(crate) fn inner(&self) -> &Arc<dyn BlobStore> {
+        &self.inner
+    }
+
+    /// The sealer of the image's data key.
+    pub(crate) fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
     }
 }
 
@@ -297,10 +307,14 @@ impl BlobStore for OpenedStore {
             None => self.inner.size(digest),
         }
     }
+    /// A plaintext pack is opened from its sealed pack, or read as is if
+    /// only a plaintext copy is local (an earlier pull without `--into`).
     fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
         match self.seals.get(digest) {
-            Some(s) => Ok(Box::new(pack_reader(&self.sealer, &*self.inner, s)?)),
-            None => self.inner.open(digest),
+            Some(s) if self.inner.has(&s.sealed)? || !self.inner.has(digest)? => {
+                Ok(Box::new(pack_reader(&self.sealer, &*self.inner, s)?))
+            }
+            _ => self.inner.open(digest),
         }
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
@@ -327,8 +341,8 @@ impl BlobStore for OpenedStore {
 /// Streams a plaintext pack: reads each sealed piece, opens it (failing
 /// with [`AuthFailed`] unless it authenticates), serves its plaintext.
 /// Memory is one piece.
-struct PackReader {
-    sealed: Box<dyn Read + Send>,
+pub(crate) struct PackReader<R = Box<dyn Read + Send>> {
+    pub(crate) sealed: R,
     sealer: Arc<Sealer>,
     pieces: std::vec::IntoIter<(u32, u32)>,
     ct: Vec<u8>,
@@ -336,7 +350,20 @@ struct PackReader {
     at: usize,
 }
 
-impl PackReader {
+impl<R: Read> PackReader<R> {
+    /// Opens the plaintext of a sealed pack read from `sealed`, whose
+    /// pieces are `pieces`.
+    pub(crate) fn new(sealed: R, sealer: Arc<Sealer>, pieces: Vec<(u32, u32)>) -> PackReader<R> {
+        PackReader {
+            sealed,
+            sealer,
+            pieces: pieces.into_iter(),
+            ct: Vec::new(),
+            plain: Vec::new(),
+            at: 0,
+        }
+    }
+
     fn next_piece(&mut self) -> io::Result<bool> {
         let Some((p, c)) = self.pieces.next() else {
             // Nothing may follow the last piece.
@@ -369,7 +396,7 @@ impl PackReader {
     }
 }
 
-impl Read for PackReader {
+impl<R: Read> Read for PackReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.plain.len() {
             if !self.next_piece()? {
