@@ -83,16 +83,9 @@ fn s3_push_and_pull_with_credentials_only_from_profile_files() {
 #[cfg(feature = "hf")]
 #[test]
 fn hub_token_from_hf_home_and_dataset_reference() {
-    use pf_hub_testserver::{HubConfig, HubServer, RepoType};
+    use pf_hub_testserver::RepoType;
     const TOKEN: &str = "hf_token_file_secret_9f3c";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hub = rt
-        .block_on(HubServer::start(HubConfig::with_token(TOKEN)))
-        .unwrap();
+    let (_rt, hub) = common::hub_server(TOKEN);
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     fs::create_dir_all(h.join("world")).unwrap();

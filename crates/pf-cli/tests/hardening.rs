@@ -187,16 +187,8 @@ fn option_values_come_from_files_and_the_environment_and_stay_unprinted() {
 #[cfg(feature = "hf")]
 #[test]
 fn hf_token_from_a_file_or_the_environment() {
-    use pf_hub_testserver::{HubConfig, HubServer};
     const TOKEN: &str = "hf_token_from_file_5e6f";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let hub = rt
-        .block_on(HubServer::start(HubConfig::with_token(TOKEN)))
-        .expect("hub");
+    let (_rt, hub) = common::hub_server(TOKEN);
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).expect("mkdir");

@@ -7,18 +7,6 @@ use std::fs;
 mod common;
 use common::{pf_env, text};
 
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn push(store: &std::path::Path, dir: &std::path::Path, r: &str) -> serde_json::Value {
     let o = pf_env(store, &["--json", "push", dir.to_str().unwrap(), r], &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -30,10 +18,14 @@ fn an_edit_re_sends_about_its_chunks_and_a_lost_base_sends_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, world) = (tmp.path().join("store"), tmp.path().join("world"));
     fs::create_dir_all(world.join("small")).unwrap();
-    let mut big = random(8 << 20, 1);
+    let mut big = pf_testsupport::noise(8 << 20, 1);
     fs::write(world.join("big.bin"), &big).unwrap();
     for i in 0..50 {
-        fs::write(world.join(format!("small/{i}.txt")), random(2000, i + 10)).unwrap();
+        fs::write(
+            world.join(format!("small/{i}.txt")),
+            pf_testsupport::noise(2000, i + 10),
+        )
+        .unwrap();
     }
     let repo = tmp.path().join("repo");
     let r = format!("file://{}", repo.display());

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::text;
-use pf_hub_testserver::{HubConfig, HubServer};
 
 const TOKEN: &str = "hf_offline_token_7c1d";
 
@@ -34,14 +33,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn pinned_pulls_work_offline_from_the_store() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hub = rt
-        .block_on(HubServer::start(HubConfig::with_token(TOKEN)))
-        .unwrap();
+    let (rt, hub) = common::hub_server(TOKEN);
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     fs::create_dir_all(h.join("world/sub")).unwrap();

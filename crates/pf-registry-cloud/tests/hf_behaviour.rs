@@ -187,3 +187,119 @@ async fn gc_creates_no_repository_and_deletes_in_few_commits() {
         .await;
     assert!(gone.is_err(), "a squashed revision still pulls");
 }
+
+/// `d` from `src`, encoded as a push uploads it.
+fn encoded(src: &MemoryStore, d: &pf_registry_core::Digest) -> pf_registry_core::EncodedBlob {
+    use pf_registry_core::BlobStore;
+    let raw = src.get(d).expect("blob");
+    let enc = pf_registry_core::codec::zstd_encode_bytes(&raw, 3).expect("zstd");
+    pf_registry_core::EncodedBlob::in_memory(*d, raw.len() as u64, enc.into())
+}
+
+/// A push whose parent commit moved (a gc deleted a blob it had found
+/// present) commits its new blobs on the new head, but not its manifest
+/// over a tree missing a blob: `NotFound` names it; uploaded again, the
+/// image commits and pulls. A blob uploaded after the manifest commit (the
+/// settle step) is committed into the tree at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_on_a_moved_head_rechecks_its_blobs() {
+    use pf_registry_cloud::hf::HfTransport;
+    use pf_registry_core::{layout, CommitBlob, Transport};
+    let hub = start_hub(100).await;
+    let cfg = config_for(&hub);
+    let src = Arc::new(MemoryStore::new());
+    let spec = ImageSpec::sample(81, 4);
+    let a = spec.build(&*src, "a");
+    let mut spec_b = spec.clone();
+    spec_b.layers.push(b"only in b ".repeat(300));
+    let b = spec_b.build(&*src, "b");
+    let shared = a.manifest.layers[0].digest;
+    assert!(b.closure.contains(&shared));
+    let r = ImageRef::parse("hf://pf-tester/moved").unwrap();
+    pf_registry_cloud::hf::open(&r, &cfg)
+        .unwrap()
+        .push(src.clone(), &SignedImage::new(&a.manifest, None))
+        .await
+        .expect("push a");
+
+    let t = HfTransport::new(&r, &cfg).expect("transport");
+    let other = HfTransport::new(&r, &cfg).expect("transport");
+    let missing = t.missing(&b.closure).await.expect("missing");
+    assert!(!missing.is_empty() && !missing.contains(&shared));
+    other
+        .delete_key(&layout::blob(&shared))
+        .await
+        .expect("a gc deletes the shared blob");
+    let mut blobs = Vec::new();
+    for d in &b.closure {
+        let uploaded = match missing.contains(d) {
+            true => Some(t.put_blob(&encoded(&src, d)).await.expect("put")),
+            false => None,
+        };
+        blobs.push(CommitBlob {
+            digest: *d,
+            raw_size: None,
+            uploaded,
+        });
+    }
+    let signed = SignedImage::new(&b.manifest, None);
+    match t.commit(request(&signed, &blobs)).await {
+        Err(RegistryError::NotFound { what }) => {
+            assert!(what.contains(&shared.hex()), "{what}")
+        }
+        other => panic!("manifest committed over a tree without {shared}: {other:?}"),
+    }
+    assert_eq!(t.missing(&b.closure).await.expect("missing"), vec![shared]);
+    let again = t.put_blob(&encoded(&src, &shared)).await.expect("put");
+    if let Some(x) = blobs.iter_mut().find(|x| x.digest == shared) {
+        x.uploaded = Some(again);
+    }
+    t.commit(request(&signed, &blobs))
+        .await
+        .expect("commit on the new head");
+    let pinned = {
+        let mut p = r.clone();
+        p.digest = Some(signed.digest());
+        p
+    };
+    pull(&cfg, &pinned).await.expect("b pulls");
+
+    // The settle step: a gc removed the blob after the manifest commit.
+    other
+        .delete_key(&layout::blob(&shared))
+        .await
+        .expect("delete");
+    assert!(is_gone(pull(&cfg, &pinned).await));
+    t.put_blob(&encoded(&src, &shared))
+        .await
+        .expect("put again");
+    let keys = other.list_keys(layout::BLOBS).await.expect("list");
+    assert!(keys.iter().any(|k| k.key == layout::blob(&shared)));
+    pull(&cfg, &pinned).await.expect("b pulls again");
+}
+
+fn request<'a>(
+    s: &'a SignedImage,
+    blobs: &'a [pf_registry_core::CommitBlob],
+) -> pf_registry_core::CommitRequest<'a> {
+    pf_registry_core::CommitRequest {
+        manifest: &s.manifest,
+        manifest_digest: s.digest(),
+        signature: None,
+        blobs,
+    }
+}
+
+async fn pull(
+    cfg: &Config,
+    r: &ImageRef,
+) -> pf_registry_core::Result<pf_registry_core::PullReport> {
+    pf_registry_cloud::hf::open(r, cfg)
+        .unwrap()
+        .pull(Arc::new(MemoryStore::new()))
+        .await
+}
+
+fn is_gone<T>(r: pf_registry_core::Result<T>) -> bool {
+    matches!(r, Err(RegistryError::NotFound { .. }))
+}

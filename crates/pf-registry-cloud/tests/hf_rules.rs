@@ -12,9 +12,7 @@ use pf_cas::MemoryStore;
 use pf_hub_testserver::{HubConfig, HubServer};
 use pf_registry_cloud::hf::HfTransport;
 use pf_registry_conformance::ImageSpec;
-use pf_registry_core::{
-    CommitRequest, Config, ImageRef, Registry, RegistryError, SignedImage, Transport,
-};
+use pf_registry_core::{layout, CommitRequest, Config, ImageRef, Registry, SignedImage, Transport};
 
 const TOKEN: &str = "hf_rules_token_abc";
 
@@ -185,8 +183,11 @@ async fn commit_file_option_splits_commits_and_server_limit_holds() {
     assert!(err.to_string().contains("Too many files"), "{err}");
 }
 
+/// A commit whose parent moved (the Hub's 412) is made again on the new
+/// head, as `huggingface_hub` users re-read and retry: the push lands and
+/// the commit made meanwhile stays (its manifest by digest, and in history).
 #[tokio::test(flavor = "multi_thread")]
-async fn stale_parent_commit_is_a_conflict() {
+async fn stale_parent_commit_lands_on_the_new_head() {
     let hub = HubServer::start(HubConfig::with_token(TOKEN))
         .await
         .unwrap();
@@ -196,10 +197,18 @@ async fn stale_parent_commit_is_a_conflict() {
     let r = ImageRef::parse("hf://pf-tester/race").unwrap();
     let slow = HfTransport::new(&r, &cfg).unwrap();
     slow.missing(&[]).await.expect("reads the head");
-    // ... loses to a commit made meanwhile.
-    push(&hub, &cfg, "hf://pf-tester/race", &many_blobs(6, 3)).await;
+    // ... while another push commits.
+    let src = Arc::new(MemoryStore::new());
+    let other = many_blobs(6, 3).build(&*src, "other");
+    let other = SignedImage::new(&other.manifest, None);
+    pf_registry_cloud::hf::open(&r, &cfg)
+        .unwrap()
+        .push(src, &other)
+        .await
+        .expect("push meanwhile");
+    let commits = hub.stats().commits;
     let manifest = br#"{"not":"read by the server"}"#;
-    let err = slow
+    let resolved = slow
         .commit(CommitRequest {
             manifest,
             manifest_digest: pf_digest::Digest::of(manifest),
@@ -207,8 +216,24 @@ async fn stale_parent_commit_is_a_conflict() {
             blobs: &[],
         })
         .await
-        .expect_err("a stale parent must not win");
-    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+        .expect("a stale parent commits again on the new head");
+    assert_eq!(
+        hub.stats().commits,
+        commits + 1,
+        "one commit landed after the refused one"
+    );
+    let head = resolved.rsplit('@').next().unwrap_or_default();
+    assert_eq!(
+        hub.resolve(pf_hub_testserver::RepoType::Model, "pf-tester/race", "main")
+            .as_deref(),
+        Some(head)
+    );
+    let kept = HfTransport::new(&r, &cfg)
+        .unwrap()
+        .read_key(&layout::manifest_by_digest(&other.digest()), 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!(kept.as_deref(), Some(&other.manifest[..]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,18 +260,8 @@ async fn large_blobs_use_multipart_when_offered() {
     let cfg = config_for(&hub);
     // Two incompressible 100 KB layers: 4 parts each.
     let mut spec = ImageSpec::sample(8, 2);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     spec.layers = (0..2)
-        .map(|_| {
-            (0..100_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        })
+        .map(|i| pf_testsupport::noise(100_000, 0x9e37_79b9_7f4a_7c15 + i))
         .collect();
     let (_, resolved) = push(&hub, &cfg, "hf://pf-tester/mp", &spec).await;
     let s = hub.stats();

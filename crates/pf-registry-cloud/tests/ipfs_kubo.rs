@@ -210,9 +210,12 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     assert!(dst.list().expect("list").is_empty(), "nothing was stored");
 }
 
-/// `rm ipfs://<root>` unpins the image's root; a second `rm` (not pinned
-/// any more) and a digest the root does not hold are `NotFound`; `gc` says
-/// it is not supported.
+/// `rm ipfs://<root>` unpins the image's root and drops the node's record
+/// of the image; a second `rm` (not pinned any more) and a digest the root
+/// does not hold are `NotFound`; `gc` of one root says it is not supported.
+/// `gc ipfs://` (the node's index) then keeps the image's index entries
+/// while they are younger than the grace period (their recorded index
+/// times) and deletes them all without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rm_unpins_the_root() {
     use pf_registry_core::lifecycle;
@@ -264,6 +267,43 @@ async fn rm_unpins_the_root() {
         matches!(gc, Err(RegistryError::NotSupported { .. })),
         "{gc:?}"
     );
+
+    let index = pf_registry_cloud::ipfs::IpfsTransport::new(&push_ref(), &cfg).expect("index");
+    let inv = lifecycle::Inventory::read(&index).await.expect("inventory");
+    assert!(inv.manifests.is_empty() && inv.tags.is_empty(), "{inv:?}");
+    let young = lifecycle::gc(&index, &lifecycle::GcOptions::default())
+        .await
+        .expect("gc with the default grace");
+    assert!(young.deleted.is_empty(), "{young:?}");
+    assert_eq!(young.kept_young, img.closure.len());
+    let no_grace = lifecycle::GcOptions {
+        grace: std::time::Duration::ZERO,
+        ..lifecycle::GcOptions::default()
+    };
+    let g = lifecycle::gc(&index, &no_grace).await.expect("gc");
+    let mut deleted = g.deleted.clone();
+    deleted.sort();
+    let mut closure = img.closure.clone();
+    closure.sort();
+    assert_eq!(deleted, closure, "every index entry of the removed image");
+    let left = pf_registry_core::Transport::list_keys(&index, pf_registry_core::layout::BLOBS)
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "{left:?}");
+    // The entries' time siblings went with them.
+    for d in &img.closure {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/v0/files/ls", node.api))
+            .query(&[("arg", format!("/pf-registry/blobs/sha256/{}", d.shard()))])
+            .send()
+            .await
+            .expect("files/ls")
+            .json()
+            .await
+            .expect("json");
+        let names = v["Entries"].as_array().cloned().unwrap_or_default();
+        assert!(names.is_empty(), "left in the shard of {d}: {names:?}");
+    }
 }
 
 /// Ranged reads through the trustless gateway alone (the conformance case

@@ -43,9 +43,9 @@ pub async fn run(case: &str, backend: &Subject) {
         "retain_policies" => retain_policies(backend).await,
         "gc_refuses_bad_manifests" => gc_refuses_bad_manifests(backend).await,
         "concurrent_push_and_gc" => {
-            let rounds = concurrent_push_and_gc(backend, 50).await;
+            let (rounds, deleted) = concurrent_push_and_gc(backend, 50).await;
             eprintln!(
-                "{}: {rounds} rounds of concurrent push + gc",
+                "{}: {rounds} rounds of concurrent push + gc; the gcs deleted {deleted} blobs",
                 backend.name()
             );
         }
@@ -415,15 +415,16 @@ pub async fn gc_refuses_bad_manifests(backend: &Subject) {
 /// Rounds of two concurrent pushes (one of content that earlier rounds
 /// pushed and `retain` since dropped, one new) racing a gc with no grace;
 /// after every round every committed version pulls and verifies.
-/// `PF_GC_ROUNDS` sets the rounds (default `default`). Returns the rounds run.
-pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
+/// `PF_GC_ROUNDS` sets the rounds (default `default`). Returns the rounds
+/// run and the blobs the gcs deleted.
+pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> (u32, usize) {
     let rounds = std::env::var("PF_GC_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
     let r = backend.fresh_ref("lc-race");
     let Some(t) = lifecycle_transport(backend, &r).await else {
-        return 0;
+        return (0, 0);
     };
     let src = Arc::new(MemoryStore::new());
     let mut closures = std::collections::HashMap::new();
@@ -432,6 +433,11 @@ pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
         dry_run: false,
         squash_history: false,
     };
+    // The repository exists before the first gc (on the Hub, a gc of a
+    // repository no push created yet is `NotFound`).
+    let (first, cf) = version(&*src, 89, 0, None);
+    push(backend, &r, &src, &first).await;
+    closures.insert(first.digest(), cf);
     let mut deleted_total = 0;
     for round in 0..rounds {
         let (shared, cs) = version(&*src, 90 + (round as u64 % 4), 2 * round, None);
@@ -490,7 +496,7 @@ pub async fn concurrent_push_and_gc(backend: &Subject, default: u32) -> u32 {
         "{}: the gc rounds never deleted anything",
         backend.name()
     );
-    rounds
+    (rounds, deleted_total)
 }
 
 /// `r` with tag `tag` where the backend has tags (same repository), so

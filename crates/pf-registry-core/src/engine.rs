@@ -563,14 +563,20 @@ impl<T: Transport> Registry for Engine<T> {
         let dt = data.clone();
         let m2 = manifest.clone();
         let (closure, need2) = blocking(move || {
+            use rayon::prelude::*;
             let closure = manifest::closure(&m2, |d| read_index(&*st, d))?;
             let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
-            let mut need = Vec::new();
-            for b in closure.iter().filter(|b| !top.contains(&b.digest)) {
-                if !dt.has_intact(&b.digest, b.size)? {
-                    need.push(*b);
-                }
-            }
+            // Checking a local copy re-hashes it: one blob per core.
+            let intact: Vec<bool> = closure
+                .par_iter()
+                .map(|b| Ok(top.contains(&b.digest) || dt.has_intact(&b.digest, b.size)?))
+                .collect::<Result<_>>()?;
+            let need: Vec<ClosureBlob> = closure
+                .iter()
+                .zip(intact)
+                .filter(|(_, ok)| !ok)
+                .map(|(b, _)| *b)
+                .collect();
             Ok((closure, need))
         })
         .await?;

@@ -205,8 +205,10 @@ pub(crate) fn snapshot_at(
             let memo = memo::Memo::load(&path);
             if let (Some(fp), Some(b)) = (&fp, stored_base) {
                 if memo.unchanged(&dir_abs, fp, &b) {
-                    if let Some(size) = store.size(&b)? {
-                        m.layers.push(fs_layer(b, size));
+                    // Re-hashed like any tree read back from the store: the
+                    // push uploads it as it is stored.
+                    if let Ok(bytes) = restore::get_verified(&*store, &b) {
+                        m.layers.push(fs_layer(b, bytes.len() as u64));
                         return Ok(Snapshot {
                             manifest: m,
                             source,

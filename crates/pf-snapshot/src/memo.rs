@@ -290,5 +290,16 @@ mod tests {
         let after = w.snap(Some(&s), 10);
         assert!(!after.unchanged);
         assert!(w.store.size(&tree_of(&after)).unwrap().is_some());
+        // A damaged stored tree is never named again either.
+        let settled = w.snap(Some(&after), 10);
+        assert!(settled.unchanged);
+        let path = DirStore::open(w._tmp.path().join("store"))
+            .unwrap()
+            .blob_path(&tree_of(&after));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, bytes).unwrap();
+        assert!(!w.snap(Some(&after), 10).unchanged);
     }
 }

@@ -518,18 +518,6 @@ mod tests {
             .sum()
     }
 
-    fn random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn stat_cache_skips_unchanged_files_and_catches_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -541,11 +529,11 @@ mod tests {
             age(&p);
         }
         let big = root.join("big");
-        fs::write(&big, random(1 << 20, 1)).unwrap();
+        fs::write(&big, pf_testsupport::noise(1 << 20, 1)).unwrap();
         age(&big);
         // Modified "now" as the runs see it: racy, so never cached.
         let fresh = root.join("fresh");
-        fs::write(&fresh, random(1 << 20, 2)).unwrap();
+        fs::write(&fresh, pf_testsupport::noise(1 << 20, 2)).unwrap();
         fs::File::options()
             .write(true)
             .open(&fresh)
@@ -586,7 +574,7 @@ mod tests {
             let body = format!("{i}:").repeat(20 + i * 40);
             fs::write(root.join(format!("d{}/f{i:03}", i % 7)), &body).unwrap();
         }
-        fs::write(root.join("big"), random(3 << 20, 9)).unwrap();
+        fs::write(root.join("big"), pf_testsupport::noise(3 << 20, 9)).unwrap();
         fs::write(root.join("empty"), b"").unwrap();
         let src = source();
         let tree = snap(root, &src, None);
@@ -608,11 +596,11 @@ mod tests {
         for i in 0..200 {
             fs::write(
                 root.join(format!("s{i:03}")),
-                random(2000 + i * 10, i as u64),
+                pf_testsupport::noise(2000 + i * 10, i as u64),
             )
             .unwrap();
         }
-        let mut big = random(8 << 20, 77);
+        let mut big = pf_testsupport::noise(8 << 20, 77);
         fs::write(root.join("big"), &big).unwrap();
         // The first version's packs, as the destination keeps them.
         let kept = Arc::new(MemoryStore::new());
@@ -629,7 +617,7 @@ mod tests {
         // to, one new small file: new packs hold about the changed chunks.
         for k in 0..4 {
             let at = (k * 2 + 1) << 20;
-            big[at..at + 4096].copy_from_slice(&random(4096, 1000 + k as u64));
+            big[at..at + 4096].copy_from_slice(&pf_testsupport::noise(4096, 1000 + k as u64));
         }
         fs::write(root.join("big"), &big).unwrap();
         let mut s = fs::read(root.join("s010")).unwrap();

@@ -95,19 +95,6 @@ fn chunking() -> Chunking {
     }
 }
 
-/// Deterministic bytes that do not repeat (so CDC cuts several chunks).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 struct Fixture {
     tmp: tempfile::TempDir,
     world: PathBuf,
@@ -138,18 +125,22 @@ impl Fixture {
         {
             let p = world.join(name);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, noise(3000 + i * 100, i as u64 + 1)).unwrap();
+            fs::write(&p, pf_testsupport::noise(3000 + i * 100, i as u64 + 1)).unwrap();
         }
         fs::create_dir_all(world.join("big/deep")).unwrap();
-        fs::write(world.join("big/deep/data.bin"), noise(300 << 10, 99)).unwrap();
-        fs::write(world.join("mid.bin"), noise(20 << 10, 7)).unwrap();
+        fs::write(
+            world.join("big/deep/data.bin"),
+            pf_testsupport::noise(300 << 10, 99),
+        )
+        .unwrap();
+        fs::write(world.join("mid.bin"), pf_testsupport::noise(20 << 10, 7)).unwrap();
         std::os::unix::fs::symlink("a.txt", world.join("small/link")).unwrap();
 
         let store = Arc::new(DirStore::open(tmp.path().join("store")).unwrap());
         let mut opts = SnapshotOptions::new("t", "1");
         opts.chunking = chunking();
         let mut snap = pf_snapshot::snapshot(&world, store.clone(), &opts).unwrap();
-        let model = noise(50 << 10, 1234);
+        let model = pf_testsupport::noise(50 << 10, 1234);
         let model_digest = store.put(&model).unwrap();
         snap.manifest.layers.push(Descriptor {
             role: "model.base".into(),

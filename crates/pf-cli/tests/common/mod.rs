@@ -26,3 +26,20 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A Hub test server that requires `token`, and the runtime serving it
+/// (both must stay alive while the test runs).
+#[cfg(feature = "hf")]
+#[allow(dead_code)] // Only the Hub test binaries use it.
+pub fn hub_server(token: &str) -> (tokio::runtime::Runtime, pf_hub_testserver::HubServer) {
+    use pf_hub_testserver::{HubConfig, HubServer};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hub = rt
+        .block_on(HubServer::start(HubConfig::with_token(token)))
+        .expect("Hub test server");
+    (rt, hub)
+}

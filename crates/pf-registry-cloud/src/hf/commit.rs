@@ -8,9 +8,24 @@
 //!   the manifest and its signature go in the LAST commit, so a reader sees
 //!   the new `manifest.json` only once every blob it names is committed.
 //! - Every commit names its `parentCommit`: the revision's head read when
-//!   the push began, then the commit before it. A commit made meanwhile by
-//!   someone else fails the next commit with `RegistryError::Conflict`
-//!   (the Hub's 412) instead of silently winning over it.
+//!   the push began, then the commit before it, so the Hub applies it only
+//!   on the tree the push last saw (`huggingface_hub`'s `parent_commit`:
+//!   "the commit will fail if `revision` does not point to
+//!   `parent_commit`"). When someone else committed meanwhile (a gc, a
+//!   marker, another push; the Hub answers 412), the push re-reads the
+//!   head and commits again on it, at most [`PARENT_RETRIES`] times with
+//!   backoff, after re-checking there what the commit relies on: the
+//!   manifest commit needs every blob of the closure in the tree at its
+//!   parent. One that is gone (a gc that started before the push's marker
+//!   deleted it) ends the commit with `NotFound`, on which the engine
+//!   uploads what is missing and commits again. Like every backend, a
+//!   push does not compare the reference it moves: two pushes to one
+//!   revision both land and the later `manifest.json` wins (the earlier
+//!   manifest stays under `manifests/`, and in the git history). A 412
+//!   whose head did not move, or a head that keeps moving, is `Conflict`.
+//! - A blob uploaded again AFTER the manifest commit (the engine's settle
+//!   step, when a running gc removed it) is committed at once on the
+//!   current head: the tree must hold it, not only LFS storage.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -18,9 +33,25 @@ use pf_registry_core::{layout, CommitRequest, RegistryError, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pf_digest::Digest;
+use pf_registry_core::RetryPolicy;
+
 use super::config::LFS_BATCH_OBJECTS;
 use super::transport::HfTransport;
 use super::upload::Pending;
+
+/// Commits again on a moved head at most this many times.
+pub(super) const PARENT_RETRIES: u32 = 10;
+
+/// Backoff between those attempts (with jitter, so racing pushes spread).
+const PARENT_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: PARENT_RETRIES + 1,
+    initial_delay: Duration::from_millis(40),
+    max_delay: Duration::from_secs(2),
+};
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -144,10 +175,11 @@ impl HfTransport {
             }
         }
         let total = blob_lines.len().div_ceil(self.commit_files);
+        let mut moved = false;
         for (i, chunk) in blob_lines.chunks(self.commit_files).enumerate() {
             let lines: Vec<Value> = chunk.iter().map(|(_, l)| l.clone()).collect();
             let summary = format!("pf push {}: blobs {}/{total}", d.short(), i + 1);
-            self.post_commit(&summary, &lines).await?;
+            moved |= self.post_commit(&summary, &lines, &[]).await?.1;
             // A retried push commit skips what is already committed.
             if let Some(p) = lock(&self.present).as_mut() {
                 p.extend(chunk.iter().map(|(d, _)| *d));
@@ -162,28 +194,96 @@ impl HfTransport {
         // An older manifest.json.sig may stay after an unsigned push; readers
         // use it only when its envelope names the manifest they fetched.
         lines.push(file(layout::MANIFEST.into(), req.manifest));
-        let oid = self.post_commit(&format!("pf push {d}"), &lines).await?;
+        let needs: Vec<Digest> = req.blobs.iter().map(|b| b.digest).collect();
+        // A blob commit that moved onto a new head skipped the check (it
+        // adds files only); the manifest commit must not.
+        let head = lock(&self.parent).clone();
+        if let (true, Some(head)) = (moved, head) {
+            self.check_blobs(&head, &needs).await?;
+        }
+        let (oid, _) = self
+            .post_commit(&format!("pf push {d}"), &lines, &needs)
+            .await?;
+        self.committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(format!("hf://{}{}@{oid}", self.url_prefix(), self.repo_id))
     }
 
     /// One NDJSON commit on the revision with `parentCommit`; returns and
-    /// records the new commit id.
-    async fn post_commit(&self, summary: &str, files: &[Value]) -> Result<String> {
-        let parent = lock(&self.parent).clone();
-        let oid = self
-            .commit_lines(summary, files, parent.as_deref())
-            .await
-            .map_err(|e| match e {
-                RegistryError::Conflict(m) => RegistryError::Conflict(format!(
-                    "hf://{}{}@{} moved during the push (someone else committed): {m}",
+    /// records the new commit id, and whether it moved onto a new head: when
+    /// the head moved meanwhile, re-reads it, checks that every blob of
+    /// `needs` is in its tree (`NotFound` naming one that is not) and
+    /// commits again on it (see the module doc).
+    async fn post_commit(
+        &self,
+        summary: &str,
+        files: &[Value],
+        needs: &[Digest],
+    ) -> Result<(String, bool)> {
+        let (mut attempt, mut moved_on) = (0, false);
+        loop {
+            let parent = lock(&self.parent).clone();
+            let err = match self.commit_lines(summary, files, parent.as_deref()).await {
+                Ok(oid) => {
+                    *lock(&self.parent) = Some(oid.clone());
+                    return Ok((oid, moved_on));
+                }
+                Err(RegistryError::Conflict(m)) => m,
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            let moved = |detail: &str| {
+                RegistryError::Conflict(format!(
+                    "hf://{}{}@{} {detail}: {err}",
                     self.url_prefix(),
                     self.repo_id,
                     self.revision
-                )),
-                e => e,
-            })?;
-        *lock(&self.parent) = Some(oid.clone());
-        Ok(oid)
+                ))
+            };
+            if attempt > PARENT_RETRIES {
+                return Err(moved(&format!(
+                    "kept moving during the push ({PARENT_RETRIES} commits again on a new head)"
+                )));
+            }
+            tokio::time::sleep(PARENT_BACKOFF.delay(attempt, None)).await;
+            self.head().await?;
+            let head = lock(&self.parent).clone();
+            let Some(head) = head.filter(|h| parent.as_ref() != Some(h)) else {
+                return Err(moved("refused the commit although its head did not move"));
+            };
+            tracing::debug!(attempt, %head, "hf: head moved during the push; committing on it");
+            moved_on = true;
+            self.check_blobs(&head, needs).await?;
+        }
+    }
+
+    /// `NotFound` naming a blob of `needs` that the tree of commit `head`
+    /// lacks; records that tree's blobs as present.
+    async fn check_blobs(&self, head: &str, needs: &[Digest]) -> Result<()> {
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let present = self.blobs_at(head).await?;
+        let gone = needs.iter().find(|d| !present.contains(d)).copied();
+        *lock(&self.present) = Some(present);
+        match gone {
+            Some(d) => Err(RegistryError::not_found(format!(
+                "blob {d} in hf://{}{}@{head} (removed while the push ran; it is uploaded again)",
+                self.url_prefix(),
+                self.repo_id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every blob in the tree of commit `rev`.
+    async fn blobs_at(&self, rev: &str) -> Result<HashSet<Digest>> {
+        Ok(self
+            .tree_items_at(rev, "blobs?recursive=true")
+            .await?
+            .iter()
+            .filter_map(|it| it["path"].as_str().and_then(layout::blob_digest))
+            .collect())
     }
 
     /// One NDJSON commit of `files` (operation lines) on the revision,

@@ -7,8 +7,9 @@
 //! Writes and deletions are commits WITHOUT `parentCommit`: the Hub applies
 //! them on its current head, so they never conflict with each other. A
 //! push's own commits still name their parent (its marker commit included):
-//! a push that sees a gc or another push commit meanwhile fails with
-//! `Conflict`, never a half image.
+//! a push that sees a gc or another push commit meanwhile re-checks its
+//! blobs on the new head and commits on it (see `commit`), never a half
+//! image.
 //! A batch of deletions is one commit of `deletedFile` operations (at most
 //! `hf.commit_files` per commit). Deleted files stay in the repository's
 //! git history: `gc --squash-history` then calls the Hub's super-squash.
@@ -79,6 +80,17 @@ impl HfTransport {
         self.key_commit(&summary, &lines).await
     }
 
+    /// Uploads `p` and commits it at its blob path at once, on the current
+    /// head (the settle step of a push: its manifest already names it).
+    pub(super) async fn recommit_blob(&self, p: Pending) -> Result<()> {
+        let (digest, oid, size) = (p.blob.digest, p.oid, p.blob.encoded_size);
+        self.lfs_batch(&[p]).await?;
+        let line = json!({"key": "lfsFile", "value": {"path": layout::blob(&digest), "algo": "sha256", "oid": oid.hex(), "size": size}});
+        let key = layout::blob(&digest);
+        self.key_commit(&format!("pf: write {key} again"), &[line])
+            .await
+    }
+
     /// A commit without `parentCommit`. When a push on this transport
     /// tracks the revision's head (its marker was just written, or it
     /// committed and now removes its marker), the head is now this commit:
@@ -138,6 +150,9 @@ impl HfTransport {
         // Nothing else creates one (a gc of a mistyped name fails).
         if key.starts_with("locks/push-") {
             self.ensure_repo().await?;
+            // A new push: its blobs go in its own commits until it commits.
+            self.committed
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         }
         let line = if inline(key, bytes) {
             json!({"key": "file", "value": {"path": key, "content": STANDARD.encode(bytes), "encoding": "base64"}})

@@ -11,8 +11,10 @@
 //! call, `multipart` when the Hub offers it; never base64 in a commit body),
 //! then commits them in commits of at most `hf.commit_files` files (default
 //! 100), and the manifest and its signature in the LAST commit. Every commit
-//! names its `parentCommit`: a concurrent commit to the revision fails the
-//! push with `Conflict`. Repository layout is the `file://` layout. Blobs already in the
+//! names its `parentCommit`; when another commit landed meanwhile (a gc, a
+//! marker, another push) the push re-reads the head, checks its blobs are
+//! in that head's tree, and commits on it (see `commit`). Repository
+//! layout is the `file://` layout. Blobs already in the
 //! repository's tree are not uploaded again. Pushes return
 //! `hf://[datasets/|spaces/]owner/repo@<commit id>`. Auth: `HF_TOKEN`, then
 //! the file `$HF_TOKEN_PATH`, then `$HF_HOME/token` (as `huggingface_hub`);

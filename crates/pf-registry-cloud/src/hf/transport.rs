@@ -45,6 +45,10 @@ pub struct HfTransport {
     /// The commit the next commit names as `parentCommit`: the revision's
     /// head when the push began, then each commit this push made.
     pub(super) parent: Mutex<Option<String>>,
+    /// Set once this push's manifest commit landed: a blob uploaded after
+    /// it (the engine's settle step) is committed at once. Cleared when a
+    /// push writes its marker.
+    pub(super) committed: std::sync::atomic::AtomicBool,
     /// Set once the repository is known to exist (created if needed).
     pub(super) repo_ready: tokio::sync::OnceCell<()>,
     /// The caller's retry policy, for the key operations of `lifecycle`.
@@ -103,6 +107,7 @@ impl HfTransport {
             present: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
             parent: Mutex::new(None),
+            committed: std::sync::atomic::AtomicBool::new(false),
             repo_ready: tokio::sync::OnceCell::new(),
             retry: config.retry,
             offline,
@@ -204,8 +209,13 @@ impl HfTransport {
     /// plus query string), following the pagination links up to
     /// [`TREE_PAGE_LIMIT`] pages; a missing folder or revision is empty.
     pub(super) async fn tree_items(&self, path_query: &str) -> Result<Vec<Value>> {
+        self.tree_items_at(&self.rev_enc(), path_query).await
+    }
+
+    /// [`tree_items`](Self::tree_items) at revision `rev` (percent-encoded).
+    pub(super) async fn tree_items_at(&self, rev: &str, path_query: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        let mut url = Some(self.api(&format!("/tree/{}/{path_query}", self.rev_enc())));
+        let mut url = Some(self.api(&format!("/tree/{rev}/{path_query}")));
         let mut pages = 0;
         while let Some(u) = url.take() {
             pages += 1;
@@ -373,11 +383,16 @@ impl Transport for HfTransport {
     async fn put_blob(&self, blob: &EncodedBlob) -> Result<UploadedBlob> {
         self.ensure_repo().await?;
         let oid = blob.encoded_digest()?;
-        self.enqueue(Pending {
+        let p = Pending {
             blob: blob.clone(),
             oid,
-        })
-        .await?;
+        };
+        if self.committed.load(std::sync::atomic::Ordering::SeqCst) {
+            // The settle step: the manifest already names this blob.
+            self.recommit_blob(p).await?;
+        } else {
+            self.enqueue(p).await?;
+        }
         Ok(UploadedBlob {
             digest: blob.digest,
             encoded_digest: Some(oid),

@@ -10,10 +10,18 @@
 //! with `cat`, or, with `-o ipfs.gateway=URL`, fetch raw blocks from a
 //! trustless gateway and check each against its CID (no RPC access needed);
 //! the engine verifies every blob by its sha256 on top of that.
+//!
+//! The index is also the node's repository for the lifecycle commands
+//! (`keys`): every push records its image there (manifest, signature,
+//! pinned root, and `manifest.json`, the last push), so `ipfs://` pulls
+//! the last push, `ipfs://@sha256:<hex>` the image with that manifest
+//! digest (both read from the index), and `tags`, `log`, `rm`, `retain`,
+//! `gc` and `verify` work on `ipfs://` as on `file://`.
 
 mod config;
 mod dag;
 mod gateway;
+mod keys;
 mod transport;
 
 use pf_registry_core::{Config, Engine, ImageRef, Result};

@@ -17,8 +17,8 @@ use super::config;
 use super::dag::Cid;
 use super::gateway::Gateway;
 
-/// MFS directory of the dedup index; blob keys of [`layout`] go below it.
-const INDEX: &str = "/pf-registry";
+/// MFS directory of the dedup index; the keys of [`layout`] go below it.
+pub(super) const INDEX: &str = "/pf-registry";
 
 /// Transport for one IPFS node; `cid` is the image root (pulls).
 #[derive(Debug)]
@@ -26,10 +26,15 @@ pub struct IpfsTransport {
     http: reqwest::Client,
     api: String,
     cid: Option<String>,
+    /// The reference's `@sha256:` pin (an `ipfs://@sha256:...` pull reads
+    /// that manifest from the node's index).
+    pub(super) pin: Option<Digest>,
     gateway: Option<Gateway>,
+    /// The caller's retry policy, for the key operations of `lifecycle`.
+    pub(super) retry: pf_registry_core::RetryPolicy,
 }
 
-fn index_path(d: &Digest) -> String {
+pub(super) fn index_path(d: &Digest) -> String {
     format!("{INDEX}/{}", layout::blob(d))
 }
 
@@ -49,17 +54,19 @@ impl IpfsTransport {
             http,
             api,
             cid: cid.clone(),
+            pin: reference.digest,
             gateway,
+            retry: config.retry,
         })
     }
 
-    fn backend(&self) -> String {
+    pub(super) fn backend(&self) -> String {
         format!("ipfs {}", self.api)
     }
 
     /// POSTs an RPC call; RPC errors (HTTP 500 with a JSON `Message`) map to
     /// NotFound when the node says a path does not exist.
-    async fn rpc(
+    pub(super) async fn rpc(
         &self,
         cmd: &str,
         args: &[(&str, &str)],
@@ -86,7 +93,7 @@ impl IpfsTransport {
         Err(http::classify(&Failure::read(resp).await, &what, self))
     }
 
-    async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
+    pub(super) async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
         let part = reqwest::multipart::Part::stream_with_length(body, len)
             .file_name(name.to_string())
             .mime_str("application/octet-stream")
@@ -131,12 +138,17 @@ impl IpfsTransport {
     /// blob) is success when it holds the same CID, and a
     /// [`RegistryError::Conflict`] when it holds other content; never a
     /// transient error to retry.
-    async fn cp(&self, from: &str, to: &str) -> Result<()> {
+    pub(super) async fn cp(&self, from: &str, to: &str) -> Result<()> {
         if let Some((parent, _)) = to.rsplit_once('/') {
             if !parent.is_empty() {
                 self.mkdir(parent).await?;
             }
         }
+        self.cp_into(from, to).await
+    }
+
+    /// [`cp`](Self::cp) into a directory that exists.
+    async fn cp_into(&self, from: &str, to: &str) -> Result<()> {
         match self
             .rpc("files/cp", &[("arg", from), ("arg", to)], None)
             .await
@@ -227,6 +239,12 @@ impl Classify for IpfsTransport {
             .unwrap_or_else(|| failure.body.chars().take(200).collect())
     }
 
+    /// Kubo's message says which path is missing (the argument or the
+    /// destination of a copy).
+    fn not_found(&self, what: &str, detail: &str) -> RegistryError {
+        RegistryError::not_found(format!("{what} on {} ({detail})", self.backend()))
+    }
+
     fn refine(&self, failure: &Failure, message: &str) -> Option<Class> {
         let lower = message.to_ascii_lowercase();
         if ["does not exist", "no link named", "not found", "not pinned"]
@@ -293,12 +311,17 @@ impl Transport for IpfsTransport {
         // The index is a dedup hint keyed by the raw digest: another pusher
         // may have indexed a different (equally valid) encoding first; this
         // push keeps its own CID for the image directory either way, and
-        // pulls verify every blob by its digest.
-        match self
-            .cp(&format!("/ipfs/{cid}"), &index_path(&blob.digest))
-            .await
-        {
+        // pulls verify every blob by its digest. A racing gc may remove the
+        // entry as it is made (Kubo: "cannot flush the created file"): the
+        // push's settle step indexes it again (see `pf_registry_core::lifecycle`).
+        // The entry's time first (it creates the shard directory): gc's
+        // grace period reads it (see `keys`).
+        let entry = index_path(&blob.digest);
+        self.write_time(&entry).await?;
+        match self.cp_into(&format!("/ipfs/{cid}"), &entry).await {
             Ok(()) | Err(RegistryError::Conflict(_)) => {}
+            Err(RegistryError::NotFound { .. })
+                if self.stat_hash(&format!("/ipfs/{cid}")).await.is_ok() => {}
             Err(e) => return Err(e),
         }
         Ok(UploadedBlob {
@@ -353,6 +376,9 @@ impl Transport for IpfsTransport {
         let root = self.stat_hash(&staging).await?;
         self.rpc("pin/add", &[("arg", &format!("/ipfs/{root}"))], None)
             .await?;
+        // The node's record of the image, which gc reads (see `keys`).
+        self.record_commit(&req.manifest_digest, req.manifest, req.signature, &root)
+            .await?;
         // The pinned root keeps the content; the staging directory can go.
         let _ = self
             .rpc(
@@ -365,6 +391,9 @@ impl Transport for IpfsTransport {
     }
 
     async fn get_manifest(&self) -> Result<FetchedManifest> {
+        if self.cid.is_none() {
+            return self.index_manifest().await;
+        }
         let root = self.root()?;
         if let Some(gw) = &self.gateway {
             let root = Cid::parse(root)?;
@@ -401,6 +430,9 @@ impl Transport for IpfsTransport {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<ByteStream> {
+        if self.cid.is_none() {
+            return self.index_blob(digest, None).await;
+        }
         let root = self.root()?;
         if let Some(gw) = &self.gateway {
             let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
@@ -420,6 +452,10 @@ impl Transport for IpfsTransport {
     /// gateway read is.
     async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
         ranges::check(digest, offset, len)?;
+        if self.cid.is_none() {
+            let body = self.index_blob(digest, Some((offset, len))).await?;
+            return ranges::collect(body, digest, offset, len).await;
+        }
         let root = self.root()?;
         if let Some(gw) = &self.gateway {
             let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
@@ -441,9 +477,19 @@ impl Transport for IpfsTransport {
         ranges::collect(Box::pin(body), digest, offset, len).await
     }
 
-    /// `pf rm ipfs://<root>`: unpins the image's root (`pin/rm`). A root
-    /// this node has not pinned is `NotFound`. The blobs stay while pf's
-    /// MFS dedup index holds them (see the README).
+    /// The node's index as a repository (`ipfs://`, `ipfs://@sha256:...`):
+    /// see `keys`. A root (`ipfs://<cid>`) is one image, not a repository.
+    fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
+        match self.cid {
+            None => Some(self),
+            Some(_) => None,
+        }
+    }
+
+    /// `pf rm ipfs://<root>`: unpins the image's root (`pin/rm`) and drops
+    /// it from the node's record of the image (the record goes with its
+    /// last root). A root this node has not pinned is `NotFound`. The
+    /// blobs go at the next `pf gc ipfs://` (see the README).
     async fn remove_reference(
         &self,
         _tag: Option<&str>,
@@ -458,6 +504,7 @@ impl Transport for IpfsTransport {
         }
         self.rpc("pin/rm", &[("arg", &format!("/ipfs/{root}"))], None)
             .await?;
+        self.forget_root(&manifest, &root).await?;
         Ok(pf_registry_core::lifecycle::RmReport {
             tags: Vec::new(),
             manifests: vec![manifest],
@@ -465,9 +512,6 @@ impl Transport for IpfsTransport {
     }
 
     async fn exists(&self) -> Result<bool> {
-        if self.cid.is_none() {
-            return Ok(false);
-        }
         match self.get_manifest().await {
             Ok(_) => Ok(true),
             Err(RegistryError::NotFound { .. }) => Ok(false),

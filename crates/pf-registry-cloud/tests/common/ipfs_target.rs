@@ -64,6 +64,14 @@ fn push_returns_a_stable_root_cid(s: &Subject, rt: &tokio::runtime::Handle) {
     });
 }
 
+/// A target named `name` whose repository is the node's index (`ipfs://`
+/// names it and moves with every push, like an untagged reference).
+pub fn index_target(name: &str) -> Target {
+    Target::new(name, open, |_| IpfsBackend {
+        node: IpfsServer::start(),
+    })
+}
+
 /// The `ipfs` target (immutable references).
 pub fn target() -> Target {
     Target::new("ipfs", open, |_| IpfsBackend {

@@ -81,7 +81,9 @@ pub struct GcReport {
 /// or when a manifest was written by a newer format.
 pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
     if t.keys().is_none() {
-        let why = if t.location().starts_with("oci://") {
+        let why = if t.location().starts_with("ipfs://") {
+            "`pf gc` of one root (collect the node's index: `pf gc ipfs://`)"
+        } else if t.location().starts_with("oci://") {
             "`pf gc` (a registry collects its own garbage: after `pf rm`, run its collector, for distribution `registry garbage-collect --delete-untagged <config.yml>`; see the README)"
         } else {
             "`pf gc` (pf does not own this backend's storage)"

@@ -65,7 +65,16 @@
 //! commit, which covers a gc finished by then but not one still running.
 //! Give it list rights, or do not collect garbage while it pushes. A
 //! backend that caches what it has stored must drop that cache when
-//! `locks/` is listed (the S3 backend does).
+//! `locks/` is listed (the S3 and Hub backends do).
+//!
+//! The same argument covers the Hub and IPFS. On the Hub every key write
+//! and deletion is a commit; a push's commits name their parent and, when
+//! the head moved, commit on the new head only after checking there that
+//! every blob of the closure is in its tree, and a blob the settle step
+//! uploads again is committed at once. On IPFS the node's MFS index is the
+//! repository: its entries are the blobs, each push's record is the
+//! committed manifest, and an image's pinned root keeps its blocks
+//! whatever gc deletes from the index.
 //!
 //! The argument needs only read-after-write consistency of writes, deletes
 //! and listings (a local filesystem; S3 since 2020) and clocks that agree
