@@ -133,17 +133,7 @@ impl BlobStore for Staging {
         self.spill.put_stream(expected, reader)
     }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        let mut v = self.spill.list()?;
-        v.extend(
-            self.mem
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .keys()
-                .copied(),
-        );
-        v.sort();
-        v.dedup();
-        Ok(v)
+        Ok(listed(self.spill.list()?, &self.mem))
     }
     fn get_named(&self, name: &str) -> pf_cas::Result<Option<Vec<u8>>> {
         self.spill.get_named(name)
@@ -151,6 +141,19 @@ impl BlobStore for Staging {
     fn put_named(&self, name: &str, value: &[u8]) -> pf_cas::Result<bool> {
         self.spill.put_named(name, value)
     }
+}
+
+/// `listed` and the keys of `more`, sorted, once each.
+pub(crate) fn listed<V>(mut listed: Vec<Digest>, more: &RwLock<HashMap<Digest, V>>) -> Vec<Digest> {
+    listed.extend(
+        more.read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied(),
+    );
+    listed.sort();
+    listed.dedup();
+    listed
 }
 
 #[cfg(test)]

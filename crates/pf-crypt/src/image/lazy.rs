@@ -219,17 +219,7 @@ impl BlobStore for PushSource {
         self.staging.put_stream(expected, reader)
     }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        let mut v = self.staging.list()?;
-        v.extend(
-            self.recipes
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .keys()
-                .copied(),
-        );
-        v.sort();
-        v.dedup();
-        Ok(v)
+        Ok(crate::staging::listed(self.staging.list()?, &self.recipes))
     }
     fn get_named(&self, name: &str) -> pf_cas::Result<Option<Vec<u8>>> {
         self.staging.get_named(name)
