@@ -6,7 +6,7 @@
 //!   `cargo deny check bans licenses sources`. Fails loudly on the first failing step.
 //! - `conformance [--backend NAME]`: only the conformance suite.
 //! - `bench [--size 1GiB] [--runs 3] [--backend oci,s3] [--levels 1,3,6,9|none]
-//!   [--scenario base,levels,edits,pull,small,big|all] [--small-files N] [--quick] [--pf PATH]`:
+//!   [--scenario base,levels,edits,pull,small,crypt,big|all] [--small-files N] [--quick] [--pf PATH]`:
 //!   push/pull figures beside baselines and peers (restic, borg), and what
 //!   each zstd level costs and saves.
 //! - `minimal`: the minimal-build check alone.

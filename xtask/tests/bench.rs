@@ -106,6 +106,17 @@ fn expected_rows() -> Vec<String> {
             format!("pull after {e}: {b}")
         }));
     }
+    rows.extend(
+        [
+            "crypt: pf push (plain)",
+            "crypt: pf push --encrypt-to",
+            "crypt: restic backup",
+            "crypt: pf pull + restore (plain)",
+            "crypt: pf pull --identity + restore",
+            "crypt: restic restore",
+        ]
+        .map(String::from),
+    );
     rows.extend(BACKUPS.map(|b| format!("200 small files: {b}")));
     rows.extend(RESTORES.map(|b| format!("200 small files: {b}")));
     rows
@@ -137,9 +148,26 @@ fn every_scenario_reports_every_row_with_restic_and_borg() {
         grown.extend(BACKUPS.map(|b| format!("after {e}: {b}")));
     }
     grown.extend(BACKUPS.map(|b| format!("200 small files: {b}")));
+    grown.extend(
+        [
+            "crypt: pf push (plain)",
+            "crypt: pf push --encrypt-to",
+            "crypt: restic backup",
+        ]
+        .map(String::from),
+    );
     for name in &grown {
         let grew = field(row(&json, name), "repo_growth");
         assert!(grew.is_some_and(|g| g > 0), "{name}: no repository growth");
+    }
+    // The encryption ratios: pf encrypted vs plain, and vs restic.
+    for k in [
+        "encrypted push: pf encrypted / plain",
+        "encrypted pull + restore: pf encrypted / plain",
+        "encrypted push: pf --encrypt-to vs restic backup",
+        "encrypted pull + restore: pf --encrypt-to vs restic restore",
+    ] {
+        assert!(json.contains(k), "no ratio {k:?} in:\n{json}");
     }
     for name in [
         "restic backup unchanged",

@@ -25,16 +25,34 @@ fn open_reading(
 }
 
 /// `pf cat REF PATH`: the file's bytes to stdout. A reader that closes the
-/// pipe early (`| head`) ends it quietly, with exit 0.
-pub async fn cat(cli: &Cli, reference: &str, path: &str, trust: &[PathBuf]) -> CliResult<u8> {
+/// pipe early (`| head`) ends it quietly, with exit 0. An encrypted image
+/// (found when its outer tree has no such path) is read with
+/// `identities` (pf-crypt's `browse::cat_file`); without one, exit 4
+/// naming its key ids.
+pub async fn cat(
+    cli: &Cli,
+    reference: &str,
+    path: &str,
+    trust: &[PathBuf],
+    identities: &[PathBuf],
+) -> CliResult<u8> {
     let (reg, store) = open_reading(cli, reference, trust)?;
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    match pf_snapshot::cat_file(&*reg, store, path, &mut out).await {
-        Ok(rep) => {
-            note(
-                cli,
-                format!("signature: {}", describe(&rep.pull.verification)),
-            );
+    let res = match pf_snapshot::cat_file(&*reg, store.clone(), path, &mut out).await {
+        Ok(rep) => Ok(rep.pull),
+        Err(RegistryError::NotFound { .. }) if encrypted(&*reg, &store).await? => {
+            let ids = crate::crypt::load_identities(identities)?;
+            match pf_crypt::browse::cat_file(&*reg, store, &ids, path, &mut out).await {
+                Ok((pull, _)) => Ok(pull),
+                Err(pf_crypt::CryptError::Registry(e)) => Err(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(pull) => {
+            note(cli, format!("signature: {}", describe(&pull.verification)));
             Ok(0)
         }
         Err(RegistryError::Io { source, .. })
@@ -46,15 +64,31 @@ pub async fn cat(cli: &Cli, reference: &str, path: &str, trust: &[PathBuf]) -> C
     }
 }
 
+/// Whether REF is an encrypted image (its manifest only is fetched).
+async fn encrypted(reg: &dyn Registry, store: &Arc<pf_cas::DirStore>) -> CliResult<bool> {
+    let (rep, _) = pf_snapshot::pull_tree(reg, store.clone()).await?;
+    Ok(pf_crypt::is_encrypted(&rep.pull.manifest))
+}
+
 /// `pf ls REF [PATH]`: one line per entry, or a JSON array with `--json`.
+/// An encrypted image's tree is opened with `identities` (only its key
+/// envelope and sealed index are fetched); without one, exit 4 naming its
+/// key ids.
 pub async fn ls(
     cli: &Cli,
     reference: &str,
     path: Option<&str>,
     trust: &[PathBuf],
+    identities: &[PathBuf],
 ) -> CliResult<u8> {
     let (reg, store) = open_reading(cli, reference, trust)?;
-    let (rep, tree) = pf_snapshot::pull_tree(&*reg, store).await?;
+    let (rep, mut tree) = pf_snapshot::pull_tree(&*reg, store.clone()).await?;
+    let mut pull = rep.pull;
+    if pf_crypt::is_encrypted(&pull.manifest) {
+        let ids = crate::crypt::load_identities(identities)?;
+        let b = pf_crypt::browse::pull_tree(&*reg, store, &ids).await?;
+        (pull, tree) = (b.pull, b.tree);
+    }
     let entries = pf_snapshot::list(&tree, path)?;
     if cli.json {
         println!("{}", ls_json(&entries));
@@ -62,10 +96,7 @@ pub async fn ls(
         for e in &entries {
             println!("{}", ls_line(e));
         }
-        note(
-            cli,
-            format!("signature: {}", describe(&rep.pull.verification)),
-        );
+        note(cli, format!("signature: {}", describe(&pull.verification)));
     }
     Ok(0)
 }

@@ -106,9 +106,10 @@ pub(crate) enum Cmd {
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
         /// Identity file opening an encrypted image (`pf keygen
-        /// --encryption`).
-        #[arg(long, env = "PF_IDENTITY", value_name = "FILE")]
-        identity: Option<PathBuf>,
+        /// --encryption`); repeatable (comma-separated in PF_IDENTITY):
+        /// the one the image was sealed for is used.
+        #[arg(long, env = "PF_IDENTITY", value_name = "FILE", value_delimiter = ',')]
+        identity: Vec<PathBuf>,
     },
     /// Write one regular file of REF to stdout, fetching only its blobs.
     #[command(after_help = "Example:\n  pf cat file:///mnt/usb/agent etc/app.toml > app.toml")]
@@ -120,6 +121,10 @@ pub(crate) enum Cmd {
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
+        /// Identity file opening an encrypted image; repeatable
+        /// (comma-separated in PF_IDENTITY), as for `pf pull`.
+        #[arg(long, env = "PF_IDENTITY", value_name = "FILE", value_delimiter = ',')]
+        identity: Vec<PathBuf>,
     },
     /// List REF's fs tree (kind, octal mode, size, path), or the part at
     /// PATH; fetches no file content.
@@ -132,6 +137,10 @@ pub(crate) enum Cmd {
         /// Trusted public key file; repeatable (comma-separated in PF_TRUST).
         #[arg(long, env = "PF_TRUST", value_delimiter = ',')]
         trust: Vec<PathBuf>,
+        /// Identity file opening an encrypted image; repeatable
+        /// (comma-separated in PF_IDENTITY), as for `pf pull`.
+        #[arg(long, env = "PF_IDENTITY", value_name = "FILE", value_delimiter = ',')]
+        identity: Vec<PathBuf>,
     },
     /// Exit 0 if REF exists, 2 if not.
     #[command(

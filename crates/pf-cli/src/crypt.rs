@@ -17,6 +17,12 @@ use crate::{note, CliResult};
 /// The data keys file in the local store.
 const KEY_BOOK: &str = "crypt-keys.json";
 
+/// Bytes of compressed sealed packs a push holds in memory for its upload
+/// before it writes the rest to the local store (packs that do not
+/// compress are sealed again as they are uploaded instead; see
+/// [`pf_crypt::image::PushSource`]).
+const STAGING_BUDGET: u64 = 256 << 20;
+
 /// The exit code of a pf-crypt error: 4 for anything about sealed data or
 /// the identity, 1 for unusable local key files.
 pub(crate) fn exit_code(e: &pf_crypt::CryptError) -> u8 {
@@ -99,7 +105,11 @@ pub(crate) async fn push(
         .iter()
         .map(|p| Recipient::load(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = &deferred(store)?;
+    // The snapshot's trees go into the store as a plain push's do; sealed
+    // packs go into it with deferred durability and no sync: they are a
+    // cache of what the destination gets (a damaged copy is re-hashed and
+    // refused on read), and losing them only costs the next push its base.
+    let sealed_store = deferred(store)?;
     let book_path = store.root().join(KEY_BOOK);
     let mut keys = KeyBook::load(&book_path)?;
     let data_key = match keys.key(location) {
@@ -131,17 +141,25 @@ pub(crate) async fn push(
         for w in &snap.warnings {
             note(cli, format!("warning: {w}"));
         }
-        let (src, out, dk) = (snap.source.clone(), store.clone(), data_key.clone());
+        let (src, spill, dk) = (snap.source.clone(), sealed_store.clone(), data_key.clone());
         let (inner, rs, level) = (snap.manifest.clone(), recipients.clone(), cli.zstd_level);
-        let sealed = blocking(move || {
-            let sealed = pf_crypt::seal_image(&inner, &*src, &dk, &rs, &base_seals, level, &*out)?;
-            out.sync()?;
-            Ok(sealed)
+        let (sealed, staging) = blocking(move || {
+            Ok(pf_crypt::image::seal_for_push(
+                &inner,
+                src,
+                &dk,
+                &rs,
+                &base_seals,
+                level,
+                spill,
+                STAGING_BUDGET,
+            )?)
         })
         .await?;
+        staging.persist(&sealed.index)?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "sealed");
         let signed = SignedImage::new(&sealed.manifest, key);
-        let source: Arc<dyn BlobStore> = store.clone();
+        let source: Arc<dyn BlobStore> = staging.clone();
         match reg.push(source, &signed).await {
             Err(RegistryError::NotFound { .. }) if opts.base.is_some() && attempt == 1 => {
                 note(
@@ -165,35 +183,52 @@ pub(crate) async fn push(
     }
 }
 
-/// Pulls REF with `identity`: fetches the outer closure (signature checked
-/// first, by the engine), opens it into the store, and restores `into`.
+/// Loads `--identity` files.
+pub(crate) fn load_identities(files: &[PathBuf]) -> CliResult<Vec<Identity>> {
+    Ok(files
+        .iter()
+        .map(|p| Identity::load(p))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Pulls REF with `identities` (signature checked first, by the engine):
+/// restores `into` as the packs arrive, or opens the image into the store.
 pub(crate) async fn pull(
     cli: &Cli,
     reg: &dyn Registry,
     store: Arc<DirStore>,
     into: Option<&Path>,
     opts: restore::RestoreOptions,
-    identity: &Path,
+    identities: &[PathBuf],
 ) -> CliResult<u8> {
-    let id = Identity::load(identity)?;
-    let store = deferred(&store)?;
-    let rep = reg.pull(store.clone()).await?;
-    let outer = rep.manifest.clone();
-    let dest = into.map(Path::to_path_buf);
-    let st = store.clone();
-    let restored = blocking(move || {
-        let inner = if pf_crypt::is_encrypted(&outer) {
-            pf_crypt::open_image(&outer, &*st, Some(&id), opts.max_size)?
-        } else {
-            outer
-        };
-        st.sync()?;
-        match dest {
-            Some(d) => Ok(Some(restore::restore_from_store(&inner, &*st, &d, &opts)?)),
-            None => Ok(None),
+    let ids = load_identities(identities)?;
+    let (rep, restored) = match into {
+        // Each sealed pack is opened as it arrives and written straight
+        // into place, as a plain pull restores; only the envelope, the
+        // sealed index and the trees are stored.
+        Some(d) => {
+            let store: Arc<dyn BlobStore> = store;
+            let (rep, n) = pf_crypt::pull::pull_into_dir(reg, store, d, &opts, &ids).await?;
+            (rep, Some(n))
         }
-    })
-    .await?;
+        // No restore: the sealed, then the opened packs go into the store.
+        None => {
+            let store = deferred(&store)?;
+            let rep = reg.pull(store.clone()).await?;
+            let outer = rep.manifest.clone();
+            blocking(move || {
+                if pf_crypt::is_encrypted(&outer) {
+                    let env = pf_crypt::image::envelope(&outer, &*store)?;
+                    let id = pf_crypt::image::pick(&env, &ids);
+                    pf_crypt::open_image(&outer, &*store, id, opts.max_size)?;
+                }
+                store.sync()?;
+                Ok(())
+            })
+            .await?;
+            (rep, None)
+        }
+    };
     if cli.json {
         let mut v = serde_json::to_value(&rep).unwrap_or_default();
         v["restored_bytes"] = json!(restored);

@@ -392,10 +392,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
                 },
             )?;
             let reg = pf_registry::open(&r, &cfg)?;
-            if let Some(id) = identity {
+            if !identity.is_empty() {
                 let mut opts = restore::RestoreOptions::default().with_include(include.clone());
                 opts.max_size = *max_size;
-                return crypt::pull(&cli, &*reg, store, into.as_deref(), opts, id).await;
+                return crypt::pull(&cli, &*reg, store, into.as_deref(), opts, identity).await;
             }
             let (rep, restored, skipped) = match into {
                 None => {
@@ -451,12 +451,14 @@ async fn run(cli: Cli) -> CliResult<u8> {
             reference,
             path,
             trust,
-        } => browse::cat(&cli, reference, path, trust).await,
+            identity,
+        } => browse::cat(&cli, reference, path, trust, identity).await,
         Cmd::Ls {
             reference,
             path,
             trust,
-        } => browse::ls(&cli, reference, path.as_deref(), trust).await,
+            identity,
+        } => browse::ls(&cli, reference, path.as_deref(), trust, identity).await,
         Cmd::Exists { reference } => {
             let r = parse_ref(reference)?;
             let cfg = config(&cli, &[])?;

@@ -12,9 +12,11 @@
 //!   ([`KeyBook`]) so the next version seals the same chunks to the same
 //!   bytes.
 //! - **Sealing** ([`seal`]): each chunk is compressed, then sealed with
-//!   ChaCha20-Poly1305 under a key derived from `K` and the chunk's keyed
-//!   hash, with a fixed nonce: deterministic (dedup), and a (key, nonce)
-//!   pair never seals two plaintexts.
+//!   AES-256-GCM under a key derived from `K` and the chunk's keyed hash,
+//!   with a fixed nonce: deterministic (dedup), and a (key, nonce) pair
+//!   never seals two plaintexts. A push's upload reads the sealed packs
+//!   from an [`image::PushSource`]: sealed again as read when they do not
+//!   compress, else held in memory ([`Staging`]) or on disk.
 //! - **Images** ([`image`]): a pack of the plaintext format v2 image
 //!   becomes the concatenation of its sealed chunks; the inner manifest,
 //!   the fs tree and the pack map (plaintext to sealed offsets) are sealed
@@ -22,7 +24,9 @@
 //!   the sealed index and the sealed packs with opaque media types, a fixed
 //!   agent and date, and nothing else, so storage sees only ciphertext
 //!   digests and sizes; a signature signs the outer manifest, so a pull
-//!   checks it before anything is decrypted.
+//!   checks it before anything is decrypted. A pull opens the index
+//!   ([`open_index`]) and restores through a view that opens each sealed
+//!   pack as it is read ([`OpenedStore`]): no plaintext pack is written.
 //!
 //! ```
 //! # fn main() -> Result<(), pf_crypt::CryptError> {
@@ -47,16 +51,23 @@
 #![warn(missing_docs)]
 
 mod book;
+pub mod browse;
 pub mod envelope;
 pub mod image;
 pub mod keys;
+pub mod pull;
 pub mod seal;
+mod staging;
 
 pub use book::KeyBook;
 pub use envelope::KeyEnvelope;
-pub use image::{is_encrypted, open_image, seal_image, PackSeal, SealedImage};
+pub use image::{
+    is_encrypted, open_image, open_index, open_index_with, seal_image, Opened, OpenedStore,
+    PackSeal, SealedImage,
+};
 pub use keys::{DataKey, Identity, KeyId, Recipient};
 pub use seal::Sealer;
+pub use staging::Staging;
 
 use pf_registry_core::RegistryError;
 

@@ -36,7 +36,7 @@ type Wanted = Box<dyn Fn(&Digest) -> bool + Send + Sync>;
 /// A store that answers "present" for every blob `wanted` refuses (so a
 /// pull does not fetch it) and is `inner` otherwise. Counts the blobs it
 /// made the pull skip into `skipped`.
-pub(crate) struct Selective {
+pub struct Selective {
     inner: Arc<dyn BlobStore>,
     wanted: Wanted,
     skipped: Arc<AtomicU64>,
@@ -44,7 +44,7 @@ pub(crate) struct Selective {
 
 impl Selective {
     /// `inner`, with the blobs `wanted` refuses reported present.
-    pub(crate) fn new(
+    pub fn new(
         inner: Arc<dyn BlobStore>,
         wanted: impl Fn(&Digest) -> bool + Send + Sync + 'static,
         skipped: Arc<AtomicU64>,
@@ -212,6 +212,27 @@ pub async fn cat_file(
         blobs_skipped,
         bytes,
     })
+}
+
+/// Writes the regular file at `path` of `tree` to `out`, every blob read
+/// from `store` and checked against its digest before any byte of it is
+/// written (what [`cat_file`] does once the blobs are local; for a store
+/// that is a view, such as an encrypted image opened). Errors as
+/// [`cat_file`]'s. Returns the bytes written.
+pub fn cat_from_store(
+    tree: &FsTree,
+    store: &dyn BlobStore,
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    tree_path(path)?;
+    let entry = regular_file(tree, path)?;
+    write_file(
+        &tree.pieces(entry),
+        &crate::ranged::Fetched::default(),
+        store,
+        out,
+    )
 }
 
 /// Writes `pieces` in order: chunks read by range from `fetched`, the rest

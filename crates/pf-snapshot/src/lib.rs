@@ -83,7 +83,7 @@ use pf_registry_core::manifest::{AgentInfo, FsTree, FS_LAYER_ROLE, FS_TREE_V2_ME
 use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 
 pub use base::BaseBook;
-pub use browse::{cat_file, pull_tree, BrowseReport};
+pub use browse::{cat_file, cat_from_store, pull_tree, BrowseReport, Selective};
 pub use select::{find, kind_name, list, select, tree_path};
 pub use snapshot::{snapshot_dir, Chunking};
 pub use source::SourceStore;

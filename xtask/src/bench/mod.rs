@@ -3,10 +3,12 @@
 //! runs, interleaved). Prints a table and writes `target/bench/results.json`.
 //! Benchmarks print figures; they never fail on timing. Options in [`opts`],
 //! input data in [`data`] and [`edits`], timing in [`measure`], the peers'
-//! commands in [`peers`], their scenarios in [`scenarios`], the remote and
+//! commands in [`peers`], their scenarios in [`scenarios`] (encryption in
+//! [`crypt`]), the remote and
 //! zstd level rows in [`remote`], servers (the tests' launchers) in
 //! [`servers`], the table and ratios in [`report`].
 
+mod crypt;
 mod data;
 mod edits;
 mod measure;
@@ -138,6 +140,9 @@ fn run_scenarios(
     }
     if o.has(Scenario::Small) {
         scenarios::small(&c.peers, &c.root, r, sum, o.small_files)?;
+    }
+    if o.has(Scenario::Crypt) {
+        crypt::crypt(&c.peers, v, r, sum)?;
     }
     if o.has(Scenario::Big) {
         scenarios::big(&c.peers, v, r)?;

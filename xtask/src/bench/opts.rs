@@ -16,16 +16,20 @@ pub enum Scenario {
     Small,
     /// pf alone, one run: push and pull at `--size`, for peak RSS.
     Big,
+    /// pf's encrypted push and pull beside its plain ones and restic
+    /// (which always encrypts), on the base version.
+    Crypt,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Base,
         Scenario::Levels,
         Scenario::Edits,
         Scenario::Pull,
         Scenario::Small,
+        Scenario::Crypt,
         Scenario::Big,
     ];
 
@@ -37,9 +41,10 @@ impl Scenario {
             "pull" => Scenario::Pull,
             "small" => Scenario::Small,
             "big" => Scenario::Big,
+            "crypt" => Scenario::Crypt,
             _ => {
                 return Err(format!(
-                    "--scenario {s}: one of base, levels, edits, pull, small, big, all"
+                    "--scenario {s}: one of base, levels, edits, pull, small, crypt, big, all"
                 ))
             }
         })
@@ -200,6 +205,10 @@ mod tests {
     fn scenarios_default_to_all_but_big_and_all_means_all() {
         let o = parse(&[]).unwrap();
         assert!(o.has(Scenario::Edits) && o.has(Scenario::Small) && !o.has(Scenario::Big));
+        assert!(
+            o.has(Scenario::Crypt),
+            "the encryption rows are cheap: default"
+        );
         let o = parse(&args("--scenario all")).unwrap();
         assert_eq!(o.scenarios, Scenario::ALL.to_vec());
         let o = parse(&args("--scenario small,edits")).unwrap();

@@ -85,32 +85,36 @@ pub fn covers(seals: &[PackSeal], tree: &FsTree) -> bool {
 }
 
 /// The pieces plaintext pack `index` of `tree` (of `size` bytes) is cut
-/// into: its chunks when the chunk table tiles it exactly, else the whole
-/// pack as one piece. Pieces are at most `u32::MAX` bytes.
-pub(crate) fn pieces(tree: &FsTree, index: u32, size: u64) -> Vec<u64> {
-    let mut spans: Vec<(u64, u64)> = tree
+/// into, each with its digest when the tree names it: its chunks when the
+/// chunk table tiles it exactly, else the whole pack as one piece (no
+/// digest). Pieces are at most `u32::MAX` bytes.
+pub(crate) fn pieces(tree: &FsTree, index: u32, size: u64) -> Vec<(u64, Option<Digest>)> {
+    let mut spans: Vec<(u64, u64, Digest)> = tree
         .chunk_table
         .iter()
         .filter(|c| c.pack == index)
-        .map(|c| (c.offset, c.size))
+        .map(|c| (c.offset, c.size, c.digest))
         .collect();
-    spans.sort_unstable();
-    spans.dedup();
+    spans.sort_unstable_by_key(|&(off, len, _)| (off, len));
+    spans.dedup_by_key(|s| (s.0, s.1));
     let mut at = 0u64;
-    let tiles = spans.iter().all(|&(off, len)| {
+    let tiles = spans.iter().all(|&(off, len, _)| {
         let ok = off == at && len > 0 && len <= u64::from(u32::MAX);
         at = off.saturating_add(len);
         ok
     }) && at == size;
     if tiles && !spans.is_empty() {
-        return spans.into_iter().map(|(_, len)| len).collect();
+        return spans
+            .into_iter()
+            .map(|(_, len, d)| (len, Some(d)))
+            .collect();
     }
     // Not tiled (or empty): whole-pack pieces of at most 1 GiB.
     let step = 1u64 << 30;
     let mut out = Vec::new();
     let mut left = size;
     while left > 0 {
-        out.push(left.min(step));
+        out.push((left.min(step), None));
         left -= left.min(step);
     }
     out
@@ -153,12 +157,14 @@ mod tests {
             offset,
             size,
         };
+        let lens = |t: &FsTree| -> Vec<u64> { pieces(t, 0, 10).iter().map(|p| p.0).collect() };
         t.chunk_table = vec![chunk(4, 6), chunk(0, 4), chunk(0, 4)];
-        assert_eq!(pieces(&t, 0, 10), vec![4, 6]);
+        assert_eq!(lens(&t), vec![4, 6]);
+        assert!(pieces(&t, 0, 10).iter().all(|p| p.1 == Some(d)));
         t.chunk_table = vec![chunk(0, 4)];
-        assert_eq!(pieces(&t, 0, 10), vec![10], "a gap: one piece");
+        assert_eq!(pieces(&t, 0, 10), vec![(10, None)], "a gap: one piece");
         t.chunk_table = vec![chunk(0, 4), chunk(2, 8)];
-        assert_eq!(pieces(&t, 0, 10), vec![10], "an overlap: one piece");
+        assert_eq!(lens(&t), vec![10], "an overlap: one piece");
         assert!(pieces(&t, 0, 0).is_empty());
     }
 }

@@ -15,21 +15,25 @@
 //! exactly these layers and it walks them without keys.
 
 mod index;
+mod lazy;
+mod open;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{
-    AgentInfo, FsTree, FS_TREE_V2_MEDIA_TYPE, MAX_INDEX_BYTES, MAX_LAYERS,
-};
+use pf_registry_core::manifest::{AgentInfo, FsTree, FS_TREE_V2_MEDIA_TYPE, MAX_LAYERS};
 use pf_registry_core::{Descriptor, Manifest};
 
 use index::{by_plain, pieces, Index};
 pub use index::{covers, PackSeal};
+pub use lazy::{seal_for_push, PushSource};
+pub use open::{envelope, open_image, open_index, open_index_with, pick, Opened, OpenedStore};
+pub(crate) use open::{AuthFailed, PackReader};
 
 use crate::envelope::KeyEnvelope;
-use crate::keys::{DataKey, Identity, Recipient};
+use crate::keys::{DataKey, Recipient};
 use crate::seal::Sealer;
 use crate::{CryptError, Result};
 
@@ -105,9 +109,30 @@ pub fn seal_image(
     level: i32,
     out: &dyn BlobStore,
 ) -> Result<SealedImage> {
-    inner.validate()?;
     let sealer = Sealer::new(key, level);
-    let mut trees = Vec::new();
+    let keep = |_: &Arc<FsTree>, _: u32, _: &[(u32, u32)], bytes: Vec<u8>| Ok(out.put(&bytes)?);
+    seal_with(inner, source, &sealer, key, recipients, base, out, &keep)
+}
+
+/// What becomes of a sealed pack: given its tree, its index there, its
+/// pieces and its bytes, stores it (or not) and returns its digest.
+pub(crate) type Keep<'a> =
+    dyn Fn(&Arc<FsTree>, u32, &[(u32, u32)], Vec<u8>) -> Result<Digest> + Sync + 'a;
+
+/// [`seal_image`], each new sealed pack handed to `keep`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_with(
+    inner: &Manifest,
+    source: &dyn BlobStore,
+    sealer: &Sealer,
+    key: &DataKey,
+    recipients: &[Recipient],
+    base: &[PackSeal],
+    out: &dyn BlobStore,
+    keep: &Keep<'_>,
+) -> Result<SealedImage> {
+    inner.validate()?;
+    let mut trees: Vec<(String, Arc<FsTree>)> = Vec::new();
     // (tree index, pack index, pack) of every pack not in `base`, once.
     let mut todo: Vec<(usize, u32, Digest, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -139,7 +164,7 @@ pub fn seal_image(
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| CryptError::Malformed("an fs tree is not UTF-8 JSON".into()))?;
-        trees.push((text, tree));
+        trees.push((text, Arc::new(tree)));
     }
     if reused.len() + todo.len() + 2 > MAX_LAYERS {
         return Err(CryptError::Malformed(format!(
@@ -150,7 +175,19 @@ pub fn seal_image(
     let sealed: Vec<Result<PackSeal>> = {
         use rayon::prelude::*;
         todo.par_iter()
-            .map(|&(t, i, d, size)| seal_pack(&sealer, source, out, &trees[t].1, i, d, size))
+            .map(|&(t, i, d, size)| {
+                let tree = &trees[t].1;
+                let (bytes, pieces) = seal_pack(sealer, source, tree, i, d, size, None)?;
+                let sealed_size = bytes.len() as u64;
+                let sealed = keep(tree, i, &pieces, bytes)?;
+                Ok(PackSeal {
+                    plain: d,
+                    plain_size: size,
+                    sealed,
+                    sealed_size,
+                    pieces,
+                })
+            })
             .collect()
     };
     let mut packs = reused;
@@ -202,25 +239,66 @@ pub fn seal_image(
     })
 }
 
-/// Reads plaintext pack `plain` (pack `index` of `tree`) from `source`,
-/// checks its digest (unless the source vouches for the bytes, see
-/// [`BlobStore::open_vouched`]), seals each piece and writes the sealed
-/// pack to `out`.
-fn seal_pack(
+/// A sealed pack's bytes and its pieces' (plain, sealed) lengths.
+pub(crate) type SealedPack = (Vec<u8>, Vec<(u32, u32)>);
+
+/// Reads plaintext pack `plain` (pack `index` of `tree`) from `source`
+/// piece by piece, checks its digest (unless the source vouches for the
+/// bytes, see [`BlobStore::open_vouched`]) and seals each piece. Returns
+/// the sealed pack and its pieces' (plain, sealed) lengths. With `again`
+/// (the pieces of an earlier seal of this pack), a piece sealed raw then
+/// is sealed raw without trying zstd: the same bytes, cheaper.
+pub(crate) fn seal_pack(
     sealer: &Sealer,
     source: &dyn BlobStore,
-    out: &dyn BlobStore,
     tree: &FsTree,
     index: u32,
     plain: Digest,
     size: u64,
-) -> Result<PackSeal> {
+    again: Option<&[(u32, u32)]>,
+) -> Result<SealedPack> {
+    use std::io::Read;
+    let io = |e| CryptError::io(format!("reading pack {plain}"), e);
     let (mut r, vouched) = source.open_vouched(&plain)?;
-    let mut bytes = Vec::with_capacity(size as usize);
-    std::io::Read::read_to_end(&mut r, &mut bytes)
-        .map_err(|e| CryptError::io(format!("reading pack {plain}"), e))?;
-    if !vouched {
-        let actual = Digest::of(&bytes);
+    let mut whole = (!vouched).then(pf_digest::Hasher::new);
+    let mut piece = Vec::new();
+    let mut sealed = Vec::with_capacity(size as usize + size as usize / 64 + 64);
+    let mut lens = Vec::new();
+    for (k, (len, digest)) in pieces(tree, index, size).into_iter().enumerate() {
+        piece.resize(len as usize, 0);
+        r.read_exact(&mut piece).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                CryptError::Malformed(format!("pack {plain} is shorter than its tree says"))
+            } else {
+                io(e)
+            }
+        })?;
+        if let Some(h) = &mut whole {
+            h.update(&piece);
+        }
+        // The tree's chunk digest spares a hash pass when the source
+        // vouched for these bytes (so they are what was chunked).
+        let digest = match digest {
+            Some(d) if vouched => d,
+            _ => Digest::of(&piece),
+        };
+        let raw = again
+            .and_then(|a| a.get(k))
+            .is_some_and(|&(p, c)| c as usize == p as usize + crate::seal::OVERHEAD);
+        let n = if raw {
+            sealer.seal_raw_into(&piece, &digest, &mut sealed)
+        } else {
+            sealer.seal_into(&piece, &digest, &mut sealed)
+        };
+        lens.push((len as u32, n as u32));
+    }
+    if r.read(&mut [0u8; 1]).map_err(io)? != 0 {
+        return Err(CryptError::Malformed(format!(
+            "pack {plain} is longer than its tree says"
+        )));
+    }
+    if let Some(h) = whole {
+        let actual = h.finish();
         if actual != plain {
             return Err(pf_registry_core::RegistryError::Integrity {
                 what: format!("pack {plain} read to seal"),
@@ -230,29 +308,24 @@ fn seal_pack(
             .into());
         }
     }
-    if bytes.len() as u64 != size {
-        return Err(CryptError::Malformed(format!(
-            "pack {plain} is {} bytes, its tree says {size}",
-            bytes.len()
-        )));
-    }
-    let mut sealed = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 64);
-    let mut lens = Vec::new();
+    Ok((sealed, lens))
+}
+
+/// The AEAD tag of each sealed piece of a sealed pack (its last 16
+/// bytes): equal tags under one key and nonce mean equal ciphertexts.
+pub(crate) fn tags(sealed: &[u8], pieces: &[(u32, u32)]) -> Vec<[u8; 16]> {
     let mut at = 0usize;
-    for len in pieces(tree, index, size) {
-        let piece = sealer.seal(&bytes[at..at + len as usize]);
-        lens.push((len as u32, piece.len() as u32));
-        sealed.extend_from_slice(&piece);
-        at += len as usize;
-    }
-    let d = out.put(&sealed)?;
-    Ok(PackSeal {
-        plain,
-        plain_size: size,
-        sealed: d,
-        sealed_size: sealed.len() as u64,
-        pieces: lens,
-    })
+    pieces
+        .iter()
+        .map(|&(_, c)| {
+            at += c as usize;
+            let mut t = [0u8; 16];
+            if let Some(s) = sealed.get(at.saturating_sub(16)..at) {
+                t.copy_from_slice(s);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The seals recorded in plaintext index blob `index` of `store` (see
@@ -260,128 +333,6 @@ fn seal_pack(
 pub fn recorded_seals(store: &dyn BlobStore, index: &Digest) -> Option<Vec<PackSeal>> {
     let bytes = read_verified(store, index).ok()?;
     Index::from_bytes(&bytes).ok().map(|i| i.packs)
-}
-
-/// Opens the encrypted image `outer`, whose closure is in `store`: unwraps
-/// the data key with `identity`, opens the index, then opens every sealed
-/// pack and writes the plaintext trees and packs into `store`. Returns the
-/// inner (plaintext) manifest. Sizes are bounded before anything is read
-/// or opened: the envelope ([`MAX_ENVELOPE_BYTES`]), the index, each pack
-/// ([`MAX_PACK_BYTES`]) and the packs' plaintext total (`max_total`). A pack is written only once all its pieces
-/// passed authentication and it hashes to the digest the index names; a
-/// tampered piece fails with [`CryptError::Authentication`].
-pub fn open_image(
-    outer: &Manifest,
-    store: &dyn BlobStore,
-    identity: Option<&Identity>,
-    max_total: u64,
-) -> Result<Manifest> {
-    let find = |role: &str, max: u64| {
-        let l = outer
-            .layers
-            .iter()
-            .find(|l| l.role == role)
-            .ok_or_else(|| CryptError::Malformed(format!("no {role} layer")))?;
-        if l.size > max {
-            return Err(CryptError::Malformed(format!(
-                "the {role} layer declares {} bytes, over {max}",
-                l.size
-            )));
-        }
-        Ok(l)
-    };
-    let env = find(ENVELOPE_ROLE, MAX_ENVELOPE_BYTES)?;
-    let env = KeyEnvelope::from_bytes(&read_verified(store, &env.digest)?)?;
-    let identity = identity.ok_or_else(|| CryptError::NeedIdentity(env.key_ids()))?;
-    let sealer = Sealer::new(&env.unwrap_key(identity)?, 3);
-    let sealed_index = read_verified(store, &find(INDEX_ROLE, MAX_INDEX_BYTES)?.digest)?;
-    let index = Index::from_bytes(&sealer.open(&sealed_index, MAX_INDEX_BYTES as usize)?)?;
-    // Every tree is one of the inner manifest's layers; every pack is in
-    // the map and its sealed form is an outer layer of the declared size.
-    let layers: HashSet<(Digest, u64)> = outer.layers.iter().map(|l| (l.digest, l.size)).collect();
-    let seals = by_plain(&index.packs);
-    let mut todo: Vec<&PackSeal> = Vec::new();
-    let mut queued = HashSet::new();
-    let inner_trees: HashSet<Digest> = index.manifest.layers.iter().map(|l| l.digest).collect();
-    for text in &index.trees {
-        let tree = FsTree::from_bytes(text.as_bytes())?;
-        if !inner_trees.contains(&Digest::of(text.as_bytes())) {
-            return Err(CryptError::Malformed(
-                "a sealed fs tree is not a layer of the sealed manifest".into(),
-            ));
-        }
-        for p in &tree.packs {
-            let s = seals
-                .get(&p.blob)
-                .ok_or_else(|| CryptError::Malformed(format!("pack {} has no seal", p.blob)))?;
-            if s.plain_size != p.size || !layers.contains(&(s.sealed, s.sealed_size)) {
-                return Err(CryptError::Malformed(format!(
-                    "pack {} is not an outer layer of its declared size",
-                    p.blob
-                )));
-            }
-            if s.plain_size > MAX_PACK_BYTES {
-                return Err(CryptError::Malformed(format!(
-                    "pack {} is over the {MAX_PACK_BYTES}-byte limit of an encrypted pack",
-                    p.blob
-                )));
-            }
-            if queued.insert(s.plain) {
-                todo.push(s);
-            }
-        }
-    }
-    let total: u64 = todo.iter().map(|s| s.plain_size).sum();
-    if total > max_total {
-        return Err(CryptError::Malformed(format!(
-            "the image's packs hold {total} bytes, over the {max_total}-byte limit"
-        )));
-    }
-    let opened: Vec<Result<()>> = {
-        use rayon::prelude::*;
-        todo.par_iter()
-            .map(|s| open_pack(&sealer, store, s))
-            .collect()
-    };
-    opened.into_iter().collect::<Result<Vec<()>>>()?;
-    for text in &index.trees {
-        store.put(text.as_bytes())?;
-    }
-    Ok(index.manifest)
-}
-
-fn open_pack(sealer: &Sealer, store: &dyn BlobStore, s: &PackSeal) -> Result<()> {
-    if store.has_intact(&s.plain, Some(s.plain_size))? {
-        return Ok(());
-    }
-    let sealed = read_verified(store, &s.sealed)?;
-    if sealed.len() as u64 != s.sealed_size {
-        return Err(CryptError::Authentication);
-    }
-    let mut plain = Vec::with_capacity(s.plain_size as usize);
-    let mut at = 0usize;
-    for &(p, c) in &s.pieces {
-        let piece = sealed
-            .get(at..at + c as usize)
-            .ok_or(CryptError::Authentication)?;
-        let bytes = sealer.open(piece, p as usize)?;
-        if bytes.len() != p as usize {
-            return Err(CryptError::Authentication);
-        }
-        plain.extend_from_slice(&bytes);
-        at += c as usize;
-    }
-    let actual = Digest::of(&plain);
-    if actual != s.plain {
-        return Err(pf_registry_core::RegistryError::Integrity {
-            what: format!("decrypted pack {}", s.plain),
-            expected: s.plain,
-            actual,
-        }
-        .into());
-    }
-    store.put(&plain)?;
-    Ok(())
 }
 
 #[cfg(test)]

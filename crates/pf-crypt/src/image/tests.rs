@@ -4,6 +4,7 @@ use pf_cas::MemoryStore;
 use pf_snapshot::{restore, snapshot, Chunking, SnapshotOptions};
 
 use super::*;
+use crate::keys::Identity;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -39,6 +40,26 @@ fn opts(base: Option<FsTree>) -> SnapshotOptions {
     o
 }
 
+/// Seals `snap` for `to` under `key` against `base`, into `out`.
+fn seal(
+    snap: &pf_snapshot::Snapshot,
+    key: &DataKey,
+    to: &Identity,
+    base: &[PackSeal],
+    out: &dyn BlobStore,
+) -> SealedImage {
+    seal_image(
+        &snap.manifest,
+        &*snap.source,
+        key,
+        &[to.recipient()],
+        base,
+        3,
+        out,
+    )
+    .unwrap()
+}
+
 /// Copies the outer closure of `m` from `from` into a fresh store.
 fn outer_only(m: &Manifest, from: &dyn BlobStore) -> MemoryStore {
     let s = MemoryStore::new();
@@ -55,16 +76,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
     let key = DataKey::generate().unwrap();
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
-    let sealed = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap();
+    let sealed = seal(&snap, &key, &id, &[], &out);
     let m = &sealed.manifest;
     assert!(is_encrypted(m));
     assert_eq!(m.agent.name, "pf-crypt");
@@ -103,16 +115,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
     assert!(covers(&sealed.packs, &tree));
     let snap2 = snapshot(&w.dir, w.plain.clone(), &opts(Some(tree))).unwrap();
     let out2 = MemoryStore::new();
-    let sealed2 = seal_image(
-        &snap2.manifest,
-        &*snap2.source,
-        &key,
-        &[id.recipient()],
-        &sealed.packs,
-        3,
-        &out2,
-    )
-    .unwrap();
+    let sealed2 = seal(&snap2, &key, &id, &sealed.packs, &out2);
     let old: HashSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
     let new_data: Vec<_> = sealed2
         .manifest
@@ -126,16 +129,7 @@ fn an_image_seals_opens_and_restores_byte_for_byte_and_dedups_across_versions() 
         "one new sealed pack for one new small file"
     );
     // Sealing the same plaintext again gives the same sealed packs.
-    let again = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &MemoryStore::new(),
-    )
-    .unwrap();
+    let again = seal(&snap, &key, &id, &[], &MemoryStore::new());
     assert_eq!(again.packs, sealed.packs);
 }
 
@@ -146,17 +140,7 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let out = MemoryStore::new();
     let key = DataKey::generate().unwrap();
-    let m = seal_image(
-        &snap.manifest,
-        &*snap.source,
-        &key,
-        &[a.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap()
-    .manifest;
+    let m = seal(&snap, &key, &a, &[], &out).manifest;
     let store = outer_only(&m, &out);
     match open_image(&m, &store, Some(&b), u64::MAX) {
         Err(e @ CryptError::WrongIdentity { .. }) => {
@@ -199,4 +183,163 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
         before + 2,
         "only the two tampered blobs were added"
     );
+}
+
+#[test]
+fn the_opened_view_restores_from_sealed_packs_and_refuses_a_tampered_one() {
+    let w = world();
+    let id = Identity::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let out = MemoryStore::new();
+    let key = DataKey::generate().unwrap();
+    let m = seal(&snap, &key, &id, &[], &out).manifest;
+    let store = Arc::new(outer_only(&m, &out));
+    let sealed_count = store.list().unwrap().len();
+    let opened = open_index(&m, store.clone(), Some(&id), u64::MAX).unwrap();
+    assert_eq!(opened.manifest, snap.manifest);
+    let dest = w._tmp.path().join("restored");
+    restore::restore_from_store(
+        &opened.manifest,
+        &*opened.store,
+        &dest,
+        &restore::RestoreOptions::default(),
+    )
+    .unwrap();
+    for f in ["secrets/token.txt", "model.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(w.dir.join(f)).unwrap()
+        );
+    }
+    // Only the plaintext fs tree was written: packs are opened as read.
+    assert_eq!(store.list().unwrap().len(), sealed_count + 1);
+    for s in opened.store.seals() {
+        assert!(opened
+            .store
+            .has_intact(&s.plain, Some(s.plain_size))
+            .unwrap());
+        assert!(!store.has(&s.plain).unwrap());
+    }
+
+    // A sealed pack altered in place (a damaged local copy under its own
+    // name): reading it fails authentication, and nothing is restored.
+    let s = opened.store.seals().next().unwrap().clone();
+    let mut bytes = store.get(&s.sealed).unwrap();
+    bytes[50] ^= 1;
+    let bad = Arc::new(MemoryStore::new());
+    for d in store.list().unwrap() {
+        if d != s.sealed {
+            bad.put(&store.get(&d).unwrap()).unwrap();
+        }
+    }
+    let bad = Arc::new(Swapped {
+        inner: bad,
+        digest: s.sealed,
+        bytes,
+    });
+    let view = open_index(&m, bad.clone(), Some(&id), u64::MAX).unwrap();
+    let err = view.store.get(&s.plain).unwrap_err();
+    assert!(err.to_string().contains("authentication"), "{err}");
+    assert!(matches!(
+        open_image(&m, &*bad, Some(&id), u64::MAX),
+        Err(CryptError::Authentication)
+    ));
+    assert!(!bad.has(&s.plain).unwrap(), "no plaintext stored");
+}
+
+/// A store that serves `bytes` under `digest` (a copy damaged in place).
+struct Swapped {
+    inner: Arc<MemoryStore>,
+    digest: Digest,
+    bytes: Vec<u8>,
+}
+
+impl BlobStore for Swapped {
+    fn has(&self, d: &Digest) -> pf_cas::Result<bool> {
+        Ok(*d == self.digest || self.inner.has(d)?)
+    }
+    fn size(&self, d: &Digest) -> pf_cas::Result<Option<u64>> {
+        if *d == self.digest {
+            return Ok(Some(self.bytes.len() as u64));
+        }
+        self.inner.size(d)
+    }
+    fn open(&self, d: &Digest) -> pf_cas::Result<Box<dyn std::io::Read + Send>> {
+        if *d == self.digest {
+            return Ok(Box::new(std::io::Cursor::new(self.bytes.clone())));
+        }
+        self.inner.open(d)
+    }
+    fn put(&self, b: &[u8]) -> pf_cas::Result<Digest> {
+        self.inner.put(b)
+    }
+    fn put_stream(
+        &self,
+        e: Option<&Digest>,
+        r: &mut dyn std::io::Read,
+    ) -> pf_cas::Result<(Digest, u64)> {
+        self.inner.put_stream(e, r)
+    }
+    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
+        self.inner.list()
+    }
+}
+
+#[test]
+fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
+    let w = world();
+    // Compressible text beside the incompressible model: some packs are
+    // held (compressed), the model's are sealed again when read.
+    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
+    let id = Identity::generate().unwrap();
+    let key = DataKey::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let reference = seal(&snap, &key, &id, &[], &MemoryStore::new());
+    for budget in [0, u64::MAX] {
+        let spill = Arc::new(MemoryStore::new());
+        let (sealed, push) = seal_for_push(
+            &snap.manifest,
+            snap.source.clone(),
+            &key,
+            &[id.recipient()],
+            &[],
+            3,
+            spill.clone(),
+            budget,
+        )
+        .unwrap();
+        assert_eq!(sealed.packs, reference.packs, "the same sealed packs");
+        let mut resealed = 0;
+        for l in &sealed.manifest.layers {
+            let (mut r, vouched) = push.open_vouched(&l.digest).unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
+            assert_eq!(Digest::of(&bytes), l.digest, "{}", l.role);
+            assert_eq!(push.size(&l.digest).unwrap(), Some(l.size));
+            if !spill.has(&l.digest).unwrap() && vouched {
+                resealed += 1;
+            }
+        }
+        assert!(
+            resealed >= 1,
+            "budget {budget}: some pack sealed again or held"
+        );
+        // Nothing sealed was written to the local store but what is over
+        // the budget; persist writes the plaintext index through.
+        if budget == u64::MAX {
+            assert!(spill.list().unwrap().is_empty());
+        }
+        push.persist(&sealed.index).unwrap();
+        assert!(spill.has(&sealed.index).unwrap());
+    }
 }
