@@ -39,14 +39,19 @@ use crate::{CryptError, Result};
 
 /// Role of the key envelope layer.
 pub const ENVELOPE_ROLE: &str = "crypt.envelope";
-/// Media type of the key envelope layer.
-pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.envelope.v1+json";
+/// Media type of the key envelope layer. `v2`: chunk ids are keyed hashes
+/// of the chunks' SHA-256 and pieces are sealed with AES-256-GCM; images
+/// sealed as `v1` (ChaCha20-Poly1305) are refused with a clear error.
+pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.envelope.v2+json";
+/// Media type of the envelope layer of the first encryption format, which
+/// this version does not open.
+pub const ENVELOPE_MEDIA_TYPE_V1: &str = "application/vnd.processfork.crypt.envelope.v1+json";
 /// Role of the sealed index layer.
 pub const INDEX_ROLE: &str = "crypt.index";
 /// Role of a sealed pack layer.
 pub const DATA_ROLE: &str = "crypt.data";
 /// Media type of sealed layers.
-pub const SEALED_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.sealed.v1";
+pub const SEALED_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.sealed.v2";
 /// The fixed creation date of outer manifests (the real one is sealed).
 pub const OUTER_CREATED_AT: &str = "1970-01-01T00:00:00Z";
 /// Largest key envelope opened (1,024 stanzas fit in well under this).

@@ -13,7 +13,10 @@ use pf_registry_core::manifest::{FsTree, MAX_INDEX_BYTES};
 use pf_registry_core::Manifest;
 
 use super::index::{Index, PackSeal};
-use super::{read_verified, ENVELOPE_ROLE, INDEX_ROLE, MAX_ENVELOPE_BYTES, MAX_PACK_BYTES};
+use super::{
+    read_verified, ENVELOPE_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE_V1, ENVELOPE_ROLE, INDEX_ROLE,
+    MAX_ENVELOPE_BYTES, MAX_PACK_BYTES,
+};
 use crate::envelope::KeyEnvelope;
 use crate::keys::Identity;
 use crate::seal::{Sealer, OVERHEAD};
@@ -48,8 +51,26 @@ impl std::fmt::Debug for OpenedStore {
     }
 }
 
-/// The layer of role `role`, refused if it declares more than `max` bytes.
+/// The layer of role `role`, refused if it declares more than `max` bytes
+/// or the image is sealed in another encryption format than this one.
 fn find<'a>(outer: &'a Manifest, role: &str, max: u64) -> Result<&'a pf_registry_core::Descriptor> {
+    match outer.layers.iter().find(|l| l.role == ENVELOPE_ROLE) {
+        Some(e) if e.media_type == ENVELOPE_MEDIA_TYPE => {}
+        Some(e) if e.media_type == ENVELOPE_MEDIA_TYPE_V1 => {
+            return Err(CryptError::Malformed(
+                "sealed in encryption format v1 (ChaCha20-Poly1305) by an earlier pf, \
+                 which this pf does not open; push it again from its plaintext"
+                    .into(),
+            ))
+        }
+        Some(e) => {
+            return Err(CryptError::Malformed(format!(
+                "unknown encryption format {:?} (a newer pf?)",
+                e.media_type
+            )))
+        }
+        None => return Err(CryptError::Malformed(format!("no {ENVELOPE_ROLE} layer"))),
+    }
     let l = outer
         .layers
         .iter()

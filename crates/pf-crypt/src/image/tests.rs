@@ -186,6 +186,38 @@ fn a_wrong_or_missing_identity_names_the_recipients_and_tampering_fails() {
 }
 
 #[test]
+fn an_image_sealed_in_another_encryption_format_is_refused_by_name() {
+    let w = world();
+    let a = Identity::generate().unwrap();
+    let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
+    let out = MemoryStore::new();
+    let m = seal(&snap, &DataKey::generate().unwrap(), &a, &[], &out).manifest;
+    let store = outer_only(&m, &out);
+    assert!(open_image(&m, &store, Some(&a), u64::MAX).is_ok());
+    for (media_type, says) in [
+        (super::ENVELOPE_MEDIA_TYPE_V1, "format v1"),
+        (
+            "application/vnd.processfork.crypt.envelope.v9+json",
+            "newer pf",
+        ),
+    ] {
+        let mut old = m.clone();
+        let env = old
+            .layers
+            .iter_mut()
+            .find(|l| l.role == super::ENVELOPE_ROLE)
+            .unwrap();
+        env.media_type = media_type.into();
+        match open_image(&old, &store, Some(&a), u64::MAX) {
+            Err(e @ CryptError::Malformed(_)) => {
+                assert!(e.to_string().contains(says), "{e}")
+            }
+            other => panic!("{media_type}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn the_opened_view_restores_from_sealed_packs_and_refuses_a_tampered_one() {
     let w = world();
     let id = Identity::generate().unwrap();
