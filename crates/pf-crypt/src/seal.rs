@@ -1,27 +1,34 @@
 //! Deterministic sealing of one piece of plaintext (a chunk, a whole
 //! index) under the repository data key.
 //!
-//! A sealed piece is `id (32) || AES-256-GCM(k_id, nonce 0, aad,
-//! flag || body) || tag (16)`, where `id = HMAC-SHA256(K_mac,
-//! SHA-256(plaintext))` (the chunk's digest, which the snapshot already
-//! computed, so sealing hashes no plaintext again; AES-256-GCM runs at
-//! several GB/s with AES-NI, about 4x ChaCha20-Poly1305 here),
-//! `k_id = HKDF-SHA256(K, info = "pf-crypt chunk key v1" || id)`, `body`
-//! is the zstd-compressed plaintext (`flag` 1) or the plaintext itself
-//! when that is not larger (`flag` 0). `K_mac` is derived from the data
-//! key `K` with its own HKDF info. So:
+//! A sealed piece is `id (32) || form (6) || AES-256-GCM(k, nonce 0, aad,
+//! body) || tag (16)`, where `id = HMAC-SHA256(K_mac, SHA-256(plaintext))`
+//! (the chunk's digest, which the snapshot already computed, so sealing
+//! hashes no plaintext again; AES-256-GCM runs at several GB/s with
+//! AES-NI, about 4x ChaCha20-Poly1305 here), `body` is the plaintext itself
+//! (`form` = flag 0 and five zero bytes) or its zstd compression when that
+//! is smaller (`form` = flag 1, the zstd level as one signed byte and the
+//! zstd library's version number, u32 little-endian), and
+//! `k = HKDF-SHA256(K, info = "pf-crypt chunk key v2" || id || form)`.
+//! `K_mac` is derived from the data key `K` with its own HKDF info. So:
 //!
-//! - the same plaintext under the same `K` seals to the same bytes (dedup
-//!   across versions of one repository works on ciphertext digests);
+//! - the same plaintext under the same `K` (and the same zstd level and
+//!   library) seals to the same bytes: dedup across versions of one
+//!   repository works on ciphertext digests;
 //! - every key is used with the one nonce, and a key is a function of the
-//!   plaintext's keyed hash: two different plaintexts share a key only on
-//!   an HMAC-SHA256 collision, so a (key, nonce) pair never seals two
-//!   plaintexts by construction (and SHA-256 is collision resistant, so
-//!   two plaintexts share a digest, hence an id, only on a collision too);
+//!   plaintext's keyed hash AND of how its body was made: the raw body is
+//!   the plaintext, and zstd's output is a function of the input, the
+//!   level and the library version. So a (key, nonce) pair never encrypts
+//!   two different bodies (short of an HMAC-SHA256 or SHA-256 collision),
+//!   also when one repository is pushed at several `--zstd-level`s or by
+//!   pf builds with different zstd libraries;
 //! - [`Sealer::open`] checks the tag, then recomputes the id from the
 //!   plaintext: a piece is accepted only if it is exactly what was sealed
 //!   under that id. [`Sealer::open_into`] checks the tag only, for callers
 //!   that check the digest of the whole pack they open.
+//!
+//! The form is in clear: storage learns which chunks compressed, and the
+//! level and zstd version they were compressed with.
 
 use std::cell::RefCell;
 
@@ -32,7 +39,9 @@ use crate::keys::DataKey;
 use crate::{CryptError, Result};
 
 /// Bytes a sealed piece adds to its (compressed) body.
-pub const OVERHEAD: usize = 32 + 1 + 16;
+pub const OVERHEAD: usize = 32 + FORM + 16;
+/// Bytes of a piece's clear form: flag, zstd level, zstd version.
+const FORM: usize = 6;
 const AAD: &[u8] = b"pf-crypt sealed piece v1";
 const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
@@ -106,14 +115,15 @@ impl Sealer {
         id
     }
 
-    /// The AEAD key of the piece with id `id` (exposed for the property
-    /// test that distinct plaintexts never share a key).
-    pub fn piece_key(&self, id: &[u8; 32]) -> [u8; 32] {
-        expand(&self.prk, &[b"pf-crypt chunk key v1", id])
+    /// The AEAD key of the piece with id `id` whose body was made as
+    /// `form` says (exposed for the property tests that distinct bodies
+    /// never share a key).
+    pub fn piece_key(&self, id: &[u8; 32], form: &[u8]) -> [u8; 32] {
+        expand(&self.prk, &[b"pf-crypt chunk key v2", id, form])
     }
 
-    fn aead_key(&self, id: &[u8; 32]) -> aead::LessSafeKey {
-        let k = self.piece_key(id);
+    fn aead_key(&self, id: &[u8; 32], form: &[u8]) -> aead::LessSafeKey {
+        let k = self.piece_key(id, form);
         // A 32-byte key is always accepted by AES-256-GCM.
         let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &k)
             .unwrap_or_else(|_| unreachable!("32-byte AES-256-GCM key"));
@@ -148,7 +158,7 @@ impl Sealer {
         let start = out.len();
         out.reserve(plain.len() + OVERHEAD);
         out.extend_from_slice(&id);
-        SCRATCH.with(|cell| {
+        let form = SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (cctx, buf) = &mut *scratch;
             buf.clear();
@@ -165,24 +175,34 @@ impl Sealer {
                     None => false,
                 };
             }
-            if packed && buf.len() < plain.len() {
-                out.push(FLAG_ZSTD);
-                out.extend_from_slice(buf);
+            let form = if packed && buf.len() < plain.len() {
+                self.zstd_form()
             } else {
-                out.push(FLAG_RAW);
-                out.extend_from_slice(plain);
-            }
+                [FLAG_RAW, 0, 0, 0, 0, 0]
+            };
+            out.extend_from_slice(&form);
+            out.extend_from_slice(if form[0] == FLAG_ZSTD { buf } else { plain });
+            form
         });
-        let key = self.aead_key(&id);
+        let key = self.aead_key(&id, &form);
         let tag = key
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key([0u8; 12]),
                 aead::Aad::from(AAD),
-                &mut out[start + 32..],
+                &mut out[start + 32 + FORM..],
             )
             .unwrap_or_else(|_| unreachable!("AES-256-GCM seals any piece (at most 4 GiB)"));
         out.extend_from_slice(tag.as_ref());
         out.len() - start
+    }
+
+    /// The form of a body compressed by this sealer: flag 1, the level
+    /// (clamped to a signed byte, as zstd's levels are) and the zstd
+    /// library's version number.
+    fn zstd_form(&self) -> [u8; FORM] {
+        let level = self.level.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8;
+        let v = zstd::zstd_safe::version_number().to_le_bytes();
+        [FLAG_ZSTD, level as u8, v[0], v[1], v[2], v[3]]
     }
 
     /// Opens a sealed piece into `out` (appended) without checking that
@@ -197,14 +217,15 @@ impl Sealer {
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(&sealed[..32]);
-        let (ct, tag) = sealed[32..].split_at(sealed.len() - 32 - 16);
+        let form = &sealed[32..32 + FORM];
+        let (ct, tag) = sealed[32 + FORM..].split_at(sealed.len() - 32 - FORM - 16);
         let tag = aead::Tag::try_from(tag).map_err(|_| CryptError::Authentication)?;
         OPEN_SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (buf, dctx, plain) = &mut *scratch;
             buf.clear();
             buf.extend_from_slice(ct);
-            self.aead_key(&id)
+            self.aead_key(&id, form)
                 .open_in_place_separate_tag(
                     aead::Nonce::assume_unique_for_key([0u8; 12]),
                     aead::Aad::from(AAD),
@@ -213,12 +234,13 @@ impl Sealer {
                     0..,
                 )
                 .map_err(|_| CryptError::Authentication)?;
-            match buf.split_first() {
-                Some((&FLAG_RAW, rest)) if rest.len() <= max_len => {
+            let rest = &buf[..];
+            match form[0] {
+                FLAG_RAW if rest.len() <= max_len => {
                     out.extend_from_slice(rest);
                     Ok(())
                 }
-                Some((&FLAG_ZSTD, rest)) => {
+                FLAG_ZSTD => {
                     if dctx.is_none() {
                         *dctx = zstd::bulk::Decompressor::new().ok();
                     }
@@ -305,6 +327,41 @@ mod tests {
         assert!(s.open(&sealed, 3).is_err());
     }
 
+    /// One repository pushed at several zstd levels: the same chunk's
+    /// compressed bodies differ, so their keys must too (a fixed nonce
+    /// under one key for two bodies would leak their XOR and GCM's
+    /// authentication key).
+    #[test]
+    fn bodies_made_at_other_levels_never_share_a_key() {
+        let key = DataKey::generate().unwrap();
+        let text = b"the same chunk, pushed at another --zstd-level; ".repeat(300);
+        let mut by_key: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+        for level in [1, 3, 9, 19] {
+            let s = Sealer::new(&key, level);
+            let sealed = s.seal(&text);
+            assert_eq!(sealed[32], FLAG_ZSTD, "compressible text is compressed");
+            assert_eq!(sealed[33] as i8, level as i8);
+            let k = s.piece_key(sealed[..32].try_into().unwrap(), &sealed[32..32 + FORM]);
+            let body = sealed[32 + FORM..].to_vec();
+            if let Some(prev) = by_key.insert(k, body.clone()) {
+                assert_eq!(prev, body, "level {level}: two bodies under one key");
+            }
+            // Any level's sealer opens any level's piece.
+            assert_eq!(
+                Sealer::new(&key, 3).open(&sealed, text.len()).unwrap(),
+                text
+            );
+        }
+        assert_eq!(by_key.len(), 4, "a key per level");
+        // Raw bodies (random bytes do not compress) do not depend on it.
+        let noise: Vec<u8> = (0..160)
+            .flat_map(|_| crate::keys::random32().unwrap())
+            .collect();
+        let raw = Sealer::new(&key, 1).seal(&noise);
+        assert_eq!(raw[32..32 + FORM], [FLAG_RAW, 0, 0, 0, 0, 0]);
+        assert_eq!(raw, Sealer::new(&key, 19).seal(&noise));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Over many seals under one data key, a (key, nonce) pair never
@@ -318,7 +375,7 @@ mod tests {
             let mut by_key: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
             for p in &plains {
                 let sealed = s.seal(p);
-                let key = s.piece_key(sealed[..32].try_into().unwrap());
+                let key = s.piece_key(sealed[..32].try_into().unwrap(), &sealed[32..32 + FORM]);
                 if let Some(prev) = by_key.insert(key, p.clone()) {
                     prop_assert_eq!(&prev, p, "two plaintexts sealed under one key and nonce");
                 }
