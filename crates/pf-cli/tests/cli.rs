@@ -6,39 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::text;
-
-struct Env {
-    tmp: tempfile::TempDir,
-}
+use common::{text, Env};
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
     fn pf(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pf"))
-            .args(args)
-            .env("PF_STORE", self.path("store"))
-            .env_remove("PF_KEY")
-            .env_remove("PF_TRUST")
-            .output()
-            .expect("run pf")
-    }
-    fn pf_store(&self, store: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pf"))
-            .args(args)
-            .env("PF_STORE", self.path(store))
-            .output()
-            .expect("run pf")
-    }
-    fn repo(&self, name: &str) -> String {
-        format!("file://{}", self.path(name).display())
+        self.pf_in("store", args)
     }
 }
 
@@ -93,7 +65,7 @@ fn push_pull_restore_signed_roundtrip() {
     );
 
     // Pull with a fresh store, verifying the signature, and restore.
-    let out = env.pf_store(
+    let out = env.pf_in(
         "store2",
         &[
             "pull",
@@ -119,13 +91,13 @@ fn push_pull_restore_signed_roundtrip() {
     assert_eq!(v["blobs_uploaded"], 0, "{v}");
 
     // Without trust: reported as signed by unknown key / unsigned, not rejected.
-    let out = env.pf_store("store3", &["pull", &resolved]);
+    let out = env.pf_in("store3", &["pull", &resolved]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 
     // Wrong trusted key: exit 4.
     let out = env.pf(&["keygen", "--out", env.path("other").to_str().unwrap()]);
     assert_eq!(code(&out), 0);
-    let first = env.pf_store(
+    let first = env.pf_in(
         "store4",
         &[
             "pull",
@@ -147,7 +119,7 @@ fn push_pull_restore_signed_roundtrip() {
     let repo2 = env.repo("copy");
     let out = env.pf(&["copy", &resolved, &repo2]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = env.pf_store(
+    let out = env.pf_in(
         "store5",
         &[
             "pull",
@@ -208,7 +180,7 @@ fn push_reads_the_source_and_pull_into_writes_files_in_place() {
     // The push store holds the fs tree only, not copies of the files.
     assert_eq!(blob_files(&env.path("store/sha256")).len(), 1);
 
-    let out = env.pf_store(
+    let out = env.pf_in(
         "s2",
         &["pull", &b, "--into", env.path("dst").to_str().unwrap()],
     );
@@ -231,7 +203,7 @@ fn push_reads_the_source_and_pull_into_writes_files_in_place() {
         }
     }
     let dst2 = env.path("dst2");
-    let out = env.pf_store("s3", &["pull", &a, "--into", dst2.to_str().unwrap()]);
+    let out = env.pf_in("s3", &["pull", &a, "--into", dst2.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(
         !dst2.exists(),
@@ -305,7 +277,7 @@ fn tampered_blob_on_disk_is_exit_4() {
         }
     }
     assert!(n >= 2);
-    let out = env.pf_store("fresh", &["pull", &repo]);
+    let out = env.pf_in("fresh", &["pull", &repo]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("integrity"),

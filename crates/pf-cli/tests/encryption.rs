@@ -7,9 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
+mod common;
+use common::Env;
 
 /// Distinct markers that must never appear in the repository.
 const NAMES: [&str; 3] = ["zebra-secret-notes.txt", "quokka-dir", "wombat-model.bin"];
@@ -22,35 +21,12 @@ struct Keys {
 }
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
     fn pf(&self, args: &[&str]) -> Output {
         self.pf_in("store", args)
-    }
-    /// `pf` with its local store in `store` (pulls use a fresh one, so
-    /// every blob comes from the repository).
-    fn pf_in(&self, store: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pf"))
-            .args(args)
-            .env("PF_STORE", self.path(store))
-            .env_remove("PF_KEY")
-            .env_remove("PF_TRUST")
-            .env_remove("PF_IDENTITY")
-            .output()
-            .expect("run pf")
     }
     /// Runs `pf` (in the pushing store) and requires success; its stdout.
     fn ok(&self, args: &[&str]) -> String {
         ok_output(args, self.pf(args))
-    }
-    fn repo(&self, name: &str) -> String {
-        format!("file://{}", self.path(name).display())
     }
     fn keygen(&self, name: &str) -> Keys {
         let out = self.path(name);

@@ -1,10 +1,10 @@
 //! Helpers shared by the `pf` end-to-end test binaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs `pf` with `args`, its local store at `store`, no key or trust from
-/// the caller's environment, and the extra environment `env`.
+/// Runs `pf` with `args`, its local store at `store`, no key, trust or
+/// identity from the caller's environment, and the extra environment `env`.
 #[allow(dead_code)] // Not every test binary drives pf this way.
 pub fn pf_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pf"))
@@ -12,12 +12,14 @@ pub fn pf_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("PF_STORE", store)
         .env_remove("PF_KEY")
         .env_remove("PF_TRUST")
+        .env_remove("PF_IDENTITY")
         .envs(env.iter().copied())
         .output()
         .expect("run pf")
 }
 
 /// A finished `pf` run's status, stdout and stderr, for assertion messages.
+#[allow(dead_code)] // Not every test binary prints runs this way.
 pub fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -42,4 +44,35 @@ pub fn hub_server(token: &str) -> (tokio::runtime::Runtime, pf_hub_testserver::H
         .block_on(HubServer::start(HubConfig::with_token(token)))
         .expect("Hub test server");
     (rt, hub)
+}
+
+/// A temporary directory for one test: its stores, repositories and trees
+/// are paths below it.
+#[allow(dead_code)] // Not every test binary uses every method.
+pub struct Env {
+    /// The directory (removed when the test ends).
+    pub tmp: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Env {
+    /// A fresh temporary directory.
+    pub fn new() -> Env {
+        Env {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    /// `p` below the directory.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+    /// The `file://` repository `name` below the directory.
+    pub fn repo(&self, name: &str) -> String {
+        format!("file://{}", self.path(name).display())
+    }
+    /// `pf` with its local store at `store` below the directory (see
+    /// [`pf_env`]).
+    pub fn pf_in(&self, store: &str, args: &[&str]) -> Output {
+        pf_env(&self.path(store), args, &[])
+    }
 }
