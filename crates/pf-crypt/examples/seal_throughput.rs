@@ -9,15 +9,7 @@ fn main() {
     let sealer = Sealer::new(&DataKey::generate().expect("random"), 3);
     let total = 256usize << 20;
     let chunk = 64usize << 10;
-    let mut x = 0x9e3779b97f4a7c15u64;
-    let random: Vec<u8> = (0..total)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = pf_testsupport::noise(total, 0x9e37_79b9_7f4a_7c15);
     let text: Vec<u8> = (0..total)
         .map(|i| b"agent log line: tool call ok; tokens=1234\n"[i % 42] ^ (((i / 4096) % 7) as u8))
         .collect();

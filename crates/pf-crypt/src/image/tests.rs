@@ -323,15 +323,7 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
     // Compressible text beside the incompressible model: some packs are
     // held (compressed), the model's are sealed again when read.
     std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = pf_testsupport::noise(300_000, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
     let id = Identity::generate().unwrap();
     let key = DataKey::generate().unwrap();
