@@ -119,6 +119,14 @@ impl Cid {
         out
     }
 
+    /// The CID of `block` stored under `codec`.
+    pub fn of(codec: u64, block: &[u8]) -> Cid {
+        Cid {
+            codec,
+            hash: *Digest::of(block).as_bytes(),
+        }
+    }
+
     /// Checks that `block` is the block this CID names.
     pub fn verify(&self, block: &[u8]) -> Result<()> {
         let actual = Digest::of(block);
@@ -181,6 +189,44 @@ pub(super) struct Node {
 
 /// UnixFS directory.
 pub(super) const DIRECTORY: u64 = 1;
+
+/// A link to write into a directory node: its name, the linked block and
+/// `tsize`, the bytes of every block under it (dag-pb `Tsize`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DirLink {
+    /// Entry name.
+    pub name: String,
+    /// The linked block.
+    pub cid: Cid,
+    /// Cumulative size of the linked DAG.
+    pub tsize: u64,
+}
+
+/// A UnixFS directory as the canonical dag-pb block Kubo writes: links
+/// sorted by name bytes, each (Hash, Name, Tsize), then `Data` = UnixFS
+/// `{Type: Directory}`. The same links give the same block.
+pub(super) fn directory(mut links: Vec<DirLink>) -> Vec<u8> {
+    links.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let mut out = Vec::new();
+    for l in &links {
+        let mut link = Vec::new();
+        put_bytes(&mut link, 1, &l.cid.to_bytes());
+        put_bytes(&mut link, 2, l.name.as_bytes());
+        put_varint(&mut link, 3 << 3);
+        put_varint(&mut link, l.tsize);
+        put_bytes(&mut out, 2, &link);
+    }
+    // UnixFS Data: field 1 (Type), varint DIRECTORY.
+    put_bytes(&mut out, 1, &[0x08, DIRECTORY as u8]);
+    out
+}
+
+/// A length-delimited protobuf field.
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
 /// UnixFS HAMT-sharded directory (very large directories).
 pub(super) const HAMT_SHARD: u64 = 5;
 
@@ -283,6 +329,41 @@ mod tests {
         c.verify(b"").expect("the empty block");
         let e = c.verify(b"x").unwrap_err();
         assert!(matches!(e, RegistryError::Integrity { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_encoded_directory_decodes_to_its_links_in_name_order() {
+        let file = |b: &[u8]| Cid::of(RAW, b);
+        let links = vec![
+            DirLink {
+                name: "manifest.json".into(),
+                cid: file(b"m"),
+                tsize: 1,
+            },
+            DirLink {
+                name: "blobs".into(),
+                cid: file(b"b"),
+                tsize: 300,
+            },
+        ];
+        let block = directory(links.clone());
+        let node = Node::decode(&block).expect("decode");
+        assert_eq!(node.kind, DIRECTORY);
+        let names: Vec<_> = node.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["blobs", "manifest.json"]);
+        assert_eq!(node.links[0].cid, file(b"b"));
+        // Order of the input does not matter.
+        assert_eq!(directory(links.into_iter().rev().collect()), block);
+    }
+
+    #[test]
+    fn the_empty_directory_is_kubos() {
+        // `ipfs files mkdir --cid-version 1` of an empty directory.
+        let empty = Cid::of(DAG_PB, &directory(Vec::new()));
+        assert_eq!(
+            empty.to_string(),
+            "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+        );
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl IpfsTransport {
             done => return done,
         }
         let body = reqwest::Body::from(bytes.to_vec());
-        let cid = self.add("key", body, bytes.len() as u64).await?;
+        let cid = self.add("key", body, bytes.len() as u64).await?.cid;
         match self.cp(&format!("/ipfs/{cid}"), path).await {
             // Created meanwhile with other bytes: rewrite it.
             Err(RegistryError::Conflict(_)) => self.rewrite(path, bytes).await,

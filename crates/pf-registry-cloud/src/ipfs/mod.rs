@@ -3,10 +3,11 @@
 //!
 //! Blobs are added as raw-leaf CIDv1 files. A dedup index lives in the
 //! node's MFS at `/pf-registry/blobs/sha256/<aa>/<hex>.zst`, so a blob the
-//! node already has is not added again. A push builds the image directory
-//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`) in
-//! MFS with `files/*` calls (no deprecated `object/*`), pins its root and
-//! returns `ipfs://<root CID>` (CIDv1, base32). Pulls read `/ipfs/<cid>/...`
+//! node already has is not added again. A push encodes the image directory
+//! (`manifest.json`, `manifest.json.sig`, `blobs/sha256/<aa>/<hex>.zst`)
+//! as dag-pb blocks itself and writes them with `block/put` (the same image
+//! always gets the same root; see `image_dir`), pins its root and returns
+//! `ipfs://<root CID>` (CIDv1, base32). Pulls read `/ipfs/<cid>/...`
 //! with `cat`, or, with `-o ipfs.gateway=URL`, fetch raw blocks from a
 //! trustless gateway and check each against its CID (no RPC access needed);
 //! the engine verifies every blob by its sha256 on top of that.
@@ -21,6 +22,7 @@
 mod config;
 mod dag;
 mod gateway;
+mod image_dir;
 mod keys;
 mod transport;
 

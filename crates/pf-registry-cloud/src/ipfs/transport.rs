@@ -8,14 +8,15 @@ use pf_digest::Digest;
 use pf_registry_core::http::{self, Class, Classify, Failure};
 use pf_registry_core::ranges;
 use pf_registry_core::{
-    layout, ByteStream, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef, Location,
-    RegistryError, Result, Transport, UploadedBlob,
+    layout, ByteStream, CommitBlob, CommitRequest, Config, EncodedBlob, FetchedManifest, ImageRef,
+    Location, RegistryError, Result, Transport, UploadedBlob,
 };
 use serde_json::Value;
 
 use super::config;
 use super::dag::Cid;
 use super::gateway::Gateway;
+use super::image_dir::{self, Placed};
 
 /// MFS directory of the dedup index; the keys of [`layout`] go below it.
 pub(super) const INDEX: &str = "/pf-registry";
@@ -93,7 +94,8 @@ impl IpfsTransport {
         Err(http::classify(&Failure::read(resp).await, &what, self))
     }
 
-    pub(super) async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<String> {
+    /// `add` of one file (raw-leaf CIDv1, not pinned): where it landed.
+    pub(super) async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<Placed> {
         let part = reqwest::multipart::Part::stream_with_length(body, len)
             .file_name(name.to_string())
             .mime_str("application/octet-stream")
@@ -115,12 +117,80 @@ impl IpfsTransport {
             .text()
             .await
             .map_err(|e| http::send_error(self.backend(), "add", e))?;
-        // One JSON object per line; the last names the added file.
+        // One JSON object per line; the last names the added file, with
+        // its cumulative size as a string.
         text.lines()
             .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find_map(|v| v["Hash"].as_str().map(str::to_string))
-            .ok_or_else(|| RegistryError::invalid("ipfs add response", "no Hash"))
+            .find_map(|v| {
+                let tsize = match &v["Size"] {
+                    Value::String(s) => s.parse().ok()?,
+                    n => n.as_u64()?,
+                };
+                Some(Placed {
+                    cid: Cid::parse(v["Hash"].as_str()?).ok()?,
+                    tsize,
+                })
+            })
+            .ok_or_else(|| RegistryError::invalid("ipfs add response", "no Hash and Size"))
+    }
+
+    /// Where MFS `path` (or an `/ipfs/` path) points: `files/stat`.
+    async fn stat_placed(&self, path: &str) -> Result<Placed> {
+        let v: Value = self
+            .rpc("files/stat", &[("arg", path)], None)
+            .await?
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("ipfs files/stat", e.to_string()))?;
+        let cid = v["Hash"]
+            .as_str()
+            .ok_or_else(|| RegistryError::invalid("ipfs files/stat", "no Hash"))?;
+        Ok(Placed {
+            cid: Cid::parse(cid)?,
+            tsize: v["CumulativeSize"]
+                .as_u64()
+                .ok_or_else(|| RegistryError::invalid("ipfs files/stat", "no CumulativeSize"))?,
+        })
+    }
+
+    /// A blob's path in the image directory and where it is on the node:
+    /// this push's upload, or the index entry a previous push made.
+    async fn place(&self, b: &CommitBlob) -> Result<(String, Placed)> {
+        let placed = match b.uploaded.as_ref().and_then(|u| u.handle.as_deref()) {
+            Some(h) => Placed::from_handle(h)
+                .ok_or_else(|| RegistryError::invalid("ipfs upload handle", h.to_string()))?,
+            None => self.stat_placed(&index_path(&b.digest)).await?,
+        };
+        Ok((layout::blob(&b.digest), placed))
+    }
+
+    /// `block/put` of one dag-pb block whose CID the caller computed; the
+    /// node must name it the same.
+    async fn put_dir_block(&self, block: Vec<u8>, cid: Cid) -> Result<()> {
+        let len = block.len() as u64;
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::from(block), len)
+            .file_name("block")
+            .mime_str("application/octet-stream")
+            .map_err(|e| RegistryError::permanent(self.backend(), format!("block/put: {e}")))?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let v: Value = self
+            .rpc(
+                "block/put",
+                &[("cid-codec", "dag-pb"), ("mhtype", "sha2-256")],
+                Some(form),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| RegistryError::invalid("ipfs block/put", e.to_string()))?;
+        match v["Key"].as_str().map(Cid::parse) {
+            Some(Ok(got)) if got == cid => Ok(()),
+            _ => Err(RegistryError::invalid(
+                "ipfs block/put",
+                format!("the node named the block {}, not {cid}", v["Key"]),
+            )),
+        }
     }
 
     async fn mkdir(&self, path: &str) -> Result<()> {
@@ -301,13 +371,14 @@ impl Transport for IpfsTransport {
                 reqwest::Body::wrap_stream(blob.stream(1 << 20).map(|r| r.map_err(|e| e.into_io())))
             }
         };
-        let cid = self
+        let placed = self
             .add(
                 &format!("{}.zst", blob.digest.hex()),
                 body,
                 blob.encoded_size,
             )
             .await?;
+        let cid = placed.cid;
         // The index is a dedup hint keyed by the raw digest: another pusher
         // may have indexed a different (equally valid) encoding first; this
         // push keeps its own CID for the image directory either way, and
@@ -328,65 +399,39 @@ impl Transport for IpfsTransport {
             digest: blob.digest,
             encoded_digest: None,
             encoded_size: blob.encoded_size,
-            handle: Some(cid),
+            handle: Some(placed.handle()),
         })
     }
 
     async fn commit(&self, req: CommitRequest<'_>) -> Result<String> {
-        let staging = format!(
-            "/pf-registry/staging/{}-{:016x}",
-            req.manifest_digest.hex(),
-            rand_u64()
-        );
-        self.mkdir(&format!("{staging}/{}", layout::BLOBS)).await?;
-        for b in req.blobs {
-            let from = match b.uploaded.as_ref().and_then(|u| u.handle.clone()) {
-                Some(cid) => format!("/ipfs/{cid}"),
-                None => index_path(&b.digest),
-            };
-            self.cp(&from, &format!("{staging}/{}", layout::blob(&b.digest)))
-                .await?;
-        }
+        let places: Vec<_> = req.blobs.iter().map(|b| self.place(b)).collect();
+        let mut files = futures::stream::iter(places)
+            .buffered(16)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         if let Some(sig) = req.signature {
-            let cid = self
-                .add(
-                    layout::SIGNATURE,
-                    reqwest::Body::from(sig.to_vec()),
-                    sig.len() as u64,
-                )
-                .await?;
-            self.cp(
-                &format!("/ipfs/{cid}"),
-                &format!("{staging}/{}", layout::SIGNATURE),
-            )
-            .await?;
+            let body = reqwest::Body::from(sig.to_vec());
+            let placed = self.add(layout::SIGNATURE, body, sig.len() as u64).await?;
+            files.push((layout::SIGNATURE.to_string(), placed));
         }
-        let cid = self
-            .add(
-                layout::MANIFEST,
-                reqwest::Body::from(req.manifest.to_vec()),
-                req.manifest.len() as u64,
-            )
+        let body = reqwest::Body::from(req.manifest.to_vec());
+        let placed = self
+            .add(layout::MANIFEST, body, req.manifest.len() as u64)
             .await?;
-        self.cp(
-            &format!("/ipfs/{cid}"),
-            &format!("{staging}/{}", layout::MANIFEST),
-        )
-        .await?;
-        let root = self.stat_hash(&staging).await?;
+        files.push((layout::MANIFEST.to_string(), placed));
+        let (blocks, root) = image_dir::build(&files)?;
+        for block in blocks {
+            let cid = Cid::of(super::dag::DAG_PB, &block);
+            self.put_dir_block(block, cid).await?;
+        }
+        let root = root.cid.to_string();
         self.rpc("pin/add", &[("arg", &format!("/ipfs/{root}"))], None)
             .await?;
         // The node's record of the image, which gc reads (see `keys`).
         self.record_commit(&req.manifest_digest, req.manifest, req.signature, &root)
             .await?;
-        // The pinned root keeps the content; the staging directory can go.
-        let _ = self
-            .rpc(
-                "files/rm",
-                &[("arg", &staging), ("recursive", "true")],
-                None,
-            )
-            .await;
         Ok(format!("ipfs://{root}"))
     }
 
@@ -518,18 +563,4 @@ impl Transport for IpfsTransport {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A staging-directory suffix unique per push: time, process id and a
-/// per-process counter (concurrent pushes of one image in one process must
-/// not share a staging directory).
-fn rand_u64() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    t ^ (std::process::id() as u64).rotate_left(32) ^ n.rotate_left(48)
 }
