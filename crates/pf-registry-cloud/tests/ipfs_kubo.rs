@@ -399,3 +399,46 @@ async fn a_gateway_range_fetches_only_the_blocks_that_hold_it() {
         "root node + three leaves"
     );
 }
+
+/// An index pull (`ipfs://`, `ipfs://@sha256:...`) reads a blob whose
+/// index entry is gone (MFS lost it, or something deleted it) from the
+/// image's pinned root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_pull_reads_blobs_gone_from_the_index_from_the_pinned_root() {
+    let node = IpfsServer::start();
+    let cfg = api_config(&node);
+    let src = Arc::new(MemoryStore::new());
+    let img = ImageSpec::sample(93, 4).build(&*src, "index-pull");
+    let signed = SignedImage::new(&img.manifest, None);
+    pf_registry_cloud::ipfs::open(&push_ref(), &cfg)
+        .expect("open")
+        .push(src.clone(), &signed)
+        .await
+        .expect("push");
+    let rm = reqwest::Client::new()
+        .post(format!("{}/api/v0/files/rm", node.api))
+        .query(&[("arg", "/pf-registry/blobs"), ("recursive", "true")])
+        .send()
+        .await
+        .expect("files/rm");
+    assert!(rm.status().is_success(), "files/rm: {}", rm.status());
+    for r in [
+        "ipfs://".to_string(),
+        format!("ipfs://@{}", signed.digest()),
+    ] {
+        let dst = Arc::new(MemoryStore::new());
+        let pulled = pf_registry_cloud::ipfs::open(&ImageRef::parse(&r).expect("ref"), &cfg)
+            .expect("open")
+            .pull(dst.clone())
+            .await
+            .unwrap_or_else(|e| panic!("pull {r}: {e}"));
+        assert_eq!(pulled.manifest, img.manifest, "{r}");
+        for l in &img.manifest.layers {
+            assert!(
+                dst.has(&l.digest).expect("has"),
+                "{r}: {} missing",
+                l.digest
+            );
+        }
+    }
+}

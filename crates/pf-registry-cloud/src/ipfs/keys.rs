@@ -47,7 +47,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
-use pf_registry_core::http;
 use pf_registry_core::lifecycle::StoredKey;
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
 use pf_registry_core::{
@@ -194,18 +193,7 @@ impl IpfsTransport {
 
     /// `files/read` of MFS `path` (a range of it), streamed.
     async fn read_mfs(&self, path: &str, range: Option<(u64, u64)>) -> Result<ByteStream> {
-        let (o, l) = range.map_or((String::new(), String::new()), |(o, l)| {
-            (o.to_string(), l.to_string())
-        });
-        let mut args = vec![("arg", path)];
-        if range.is_some() {
-            args.extend([("offset", o.as_str()), ("count", l.as_str())]);
-        }
-        let resp = self.rpc("files/read", &args, None).await?;
-        let backend = self.backend();
-        Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| http::send_error(backend.clone(), "files/read", e))
-        })))
+        self.read_stream("files/read", "count", path, range).await
     }
 
     /// MFS `path` whole, at most `limit` bytes; `None` when absent.
@@ -229,13 +217,27 @@ impl IpfsTransport {
         Ok(Some(Bytes::from(out)))
     }
 
-    /// A blob from the index (a pull of `ipfs://` or `ipfs://@sha256:...`).
+    /// A blob from the index (a pull of `ipfs://` or `ipfs://@sha256:...`,
+    /// or `verify`, which checks the index); one whose entry is gone
+    /// (deleted, or lost by MFS) is read from the image's pinned root,
+    /// which gc never touches.
     pub(super) async fn index_blob(
         &self,
         d: &Digest,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream> {
-        self.read_mfs(&super::transport::index_path(d), range).await
+        let entry = self.read_mfs(&super::transport::index_path(d), range).await;
+        let Err(RegistryError::NotFound { .. }) = entry else {
+            return entry;
+        };
+        for root in self.index_roots.get().into_iter().flatten() {
+            let path = format!("/ipfs/{root}/{}", layout::blob(d));
+            match self.cat_stream(&path, range).await {
+                Err(RegistryError::NotFound { .. }) => continue,
+                done => return done,
+            }
+        }
+        entry
     }
 
     /// The manifest the reference names in the index: by its `@sha256:`
@@ -255,6 +257,14 @@ impl IpfsTransport {
                 ))
             })?;
         let d = Digest::of(&manifest);
+        let roots = self.ls(&mfs(&roots_dir(&d))).await?.unwrap_or_default();
+        let _ = self.index_roots.set(
+            roots
+                .into_iter()
+                .filter(|e| !e.dir && super::dag::Cid::parse(&e.name).is_ok())
+                .map(|e| e.name)
+                .collect(),
+        );
         let signature = self
             .read_small(
                 &mfs(&layout::signature_by_digest(&d)),

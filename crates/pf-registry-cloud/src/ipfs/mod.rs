@@ -16,7 +16,8 @@
 //! (`keys`): every push records its image there (manifest, signature,
 //! pinned root, and `manifest.json`, the last push), so `ipfs://` pulls
 //! the last push, `ipfs://@sha256:<hex>` the image with that manifest
-//! digest (both read from the index), and `tags`, `log`, `rm`, `retain`,
+//! digest (read from the index; a blob whose index entry is gone is read
+//! from the image's pinned root), and `tags`, `log`, `rm`, `retain`,
 //! `gc` and `verify` work on `ipfs://` as on `file://`.
 
 mod config;

@@ -33,6 +33,9 @@ pub struct IpfsTransport {
     gateway: Option<Gateway>,
     /// The caller's retry policy, for the key operations of `lifecycle`.
     pub(super) retry: pf_registry_core::RetryPolicy,
+    /// An index pull's image roots, as its record lists them (set when
+    /// the manifest is read): its blobs are read from there first.
+    pub(super) index_roots: std::sync::OnceLock<Vec<String>>,
 }
 
 pub(super) fn index_path(d: &Digest) -> String {
@@ -58,6 +61,7 @@ impl IpfsTransport {
             pin: reference.digest,
             gateway,
             retry: config.retry,
+            index_roots: std::sync::OnceLock::new(),
         })
     }
 
@@ -239,16 +243,7 @@ impl IpfsTransport {
     }
 
     async fn stat_hash(&self, path: &str) -> Result<String> {
-        let v: Value = self
-            .rpc("files/stat", &[("arg", path)], None)
-            .await?
-            .json()
-            .await
-            .map_err(|e| RegistryError::invalid("ipfs files/stat", e.to_string()))?;
-        v["Hash"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| RegistryError::invalid("ipfs files/stat", "no Hash"))
+        Ok(self.stat_placed(path).await?.cid.to_string())
     }
 
     fn root(&self) -> Result<&str> {
@@ -261,6 +256,38 @@ impl IpfsTransport {
 
     async fn cat(&self, path: &str) -> Result<reqwest::Response> {
         self.rpc("cat", &[("arg", path)], None).await
+    }
+
+    /// `cat` of `path` (`offset`, `length` of it), streamed.
+    pub(super) async fn cat_stream(
+        &self,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream> {
+        self.read_stream("cat", "length", path, range).await
+    }
+
+    /// RPC `cmd` (`cat` or `files/read`) of `path`, streamed; a range is
+    /// sent as `offset` and `len_arg` (what `cmd` calls the byte count).
+    pub(super) async fn read_stream(
+        &self,
+        cmd: &'static str,
+        len_arg: &str,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream> {
+        let (o, l) = range.map_or((String::new(), String::new()), |(o, l)| {
+            (o.to_string(), l.to_string())
+        });
+        let mut args = vec![("arg", path)];
+        if range.is_some() {
+            args.extend([("offset", o.as_str()), (len_arg, l.as_str())]);
+        }
+        let resp = self.rpc(cmd, &args, None).await?;
+        let backend = self.backend();
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| http::send_error(backend.clone(), cmd, e))
+        })))
     }
 
     async fn cat_small(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
@@ -483,13 +510,8 @@ impl Transport for IpfsTransport {
             let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
             return Ok(gw.file(cid));
         }
-        let resp = self
-            .cat(&format!("/ipfs/{root}/{}", layout::blob(digest)))
-            .await?;
-        let backend = self.backend();
-        Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| http::send_error(backend.clone(), "cat", e))
-        })))
+        self.cat_stream(&format!("/ipfs/{root}/{}", layout::blob(digest)), None)
+            .await
     }
 
     /// RPC: `cat` with `offset` and `length`. Gateway: only the file's
@@ -506,20 +528,9 @@ impl Transport for IpfsTransport {
             let cid = gw.resolve(Cid::parse(root)?, &layout::blob(digest)).await?;
             return gw.range(digest, cid, offset, len).await;
         }
-        let (o, l) = (offset.to_string(), len.to_string());
         let path = format!("/ipfs/{root}/{}", layout::blob(digest));
-        let resp = self
-            .rpc(
-                "cat",
-                &[("arg", &path), ("offset", &o), ("length", &l)],
-                None,
-            )
-            .await?;
-        let backend = self.backend();
-        let body = resp
-            .bytes_stream()
-            .map(move |r| r.map_err(|e| http::send_error(backend.clone(), "cat", e)));
-        ranges::collect(Box::pin(body), digest, offset, len).await
+        let body = self.cat_stream(&path, Some((offset, len))).await?;
+        ranges::collect(body, digest, offset, len).await
     }
 
     /// The node's index as a repository (`ipfs://`, `ipfs://@sha256:...`):
