@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use pf_digest::Digest;
+
+mod forward;
 use pf_digest::Hasher;
 
 /// Errors from a blob store.

@@ -125,22 +125,10 @@ impl BlobStore for Staging {
         self.put_known(d, bytes.to_vec())?;
         Ok(d)
     }
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        self.spill.put_stream(expected, reader)
-    }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         Ok(listed(self.spill.list()?, &self.mem))
     }
-    fn get_named(&self, name: &str) -> pf_cas::Result<Option<Vec<u8>>> {
-        self.spill.get_named(name)
-    }
-    fn put_named(&self, name: &str, value: &[u8]) -> pf_cas::Result<bool> {
-        self.spill.put_named(name, value)
-    }
+    pf_cas::forward_to!(spill: put_stream, get_named, put_named);
 }
 
 /// `listed` and the keys of `more`, sorted, once each.

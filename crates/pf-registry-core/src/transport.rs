@@ -396,9 +396,11 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// Boxed transports are transports, so tests and facades can erase types.
 /// Raw access to a repository's keys ([`crate::layout`]), for lifecycle
 /// work on backends where pf owns the storage (see [`Transport::keys`]).
+/// A backend whose key operations are single requests nothing else
+/// retries implements [`crate::lifecycle::KeyAttempts`] instead and gets
+/// this trait with each operation under a retry policy.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// Every stored object under the directory `dir` (a layout key prefix
@@ -429,6 +431,7 @@ pub trait KeyStore: Send + Sync {
     }
 }
 
+/// Boxed transports are transports, so tests and facades can erase types.
 #[async_trait]
 impl Transport for Box<dyn Transport> {
     fn location(&self) -> String {

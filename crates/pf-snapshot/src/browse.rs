@@ -73,25 +73,7 @@ impl BlobStore for Selective {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
-    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
-        self.inner.size(digest)
-    }
-    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
-        self.inner.open(digest)
-    }
-    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
-        self.inner.put(bytes)
-    }
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        self.inner.put_stream(expected, reader)
-    }
-    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        self.inner.list()
-    }
+    pf_cas::forward_to!(inner: size, open, put, put_stream, list);
 }
 
 /// Pulls the fs tree; then, if `path` is given, requires it to be a

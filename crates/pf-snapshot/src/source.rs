@@ -216,18 +216,6 @@ impl BlobStore for SourceStore {
         }
     }
 
-    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
-        self.inner.put(bytes)
-    }
-
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        self.inner.put_stream(expected, reader)
-    }
-
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         let mut all = self.inner.list()?;
         if let Ok(m) = self.blobs.read() {
@@ -237,6 +225,7 @@ impl BlobStore for SourceStore {
         all.dedup();
         Ok(all)
     }
+    pf_cas::forward_to!(inner: put, put_stream);
 }
 
 /// Reads segments one after the other; a file that has become shorter than

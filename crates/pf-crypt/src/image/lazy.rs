@@ -208,23 +208,8 @@ impl BlobStore for PushSource {
             None => self.staging.open_vouched(digest),
         }
     }
-    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
-        self.staging.put(bytes)
-    }
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        self.staging.put_stream(expected, reader)
-    }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         Ok(crate::staging::listed(self.staging.list()?, &self.recipes))
     }
-    fn get_named(&self, name: &str) -> pf_cas::Result<Option<Vec<u8>>> {
-        self.staging.get_named(name)
-    }
-    fn put_named(&self, name: &str, value: &[u8]) -> pf_cas::Result<bool> {
-        self.staging.put_named(name, value)
-    }
+    pf_cas::forward_to!(staging: put, put_stream, get_named, put_named);
 }

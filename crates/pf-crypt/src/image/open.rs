@@ -338,25 +338,7 @@ impl BlobStore for OpenedStore {
             _ => self.inner.open(digest),
         }
     }
-    fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
-        self.inner.put(bytes)
-    }
-    fn put_stream(
-        &self,
-        expected: Option<&Digest>,
-        reader: &mut dyn Read,
-    ) -> pf_cas::Result<(Digest, u64)> {
-        self.inner.put_stream(expected, reader)
-    }
-    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        self.inner.list()
-    }
-    fn get_named(&self, name: &str) -> pf_cas::Result<Option<Vec<u8>>> {
-        self.inner.get_named(name)
-    }
-    fn put_named(&self, name: &str, value: &[u8]) -> pf_cas::Result<bool> {
-        self.inner.put_named(name, value)
-    }
+    pf_cas::forward_to!(inner: put, put_stream, list, get_named, put_named);
 }
 
 /// Streams a plaintext pack: reads each sealed piece, opens it (failing

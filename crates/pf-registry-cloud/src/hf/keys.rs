@@ -21,8 +21,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use pf_digest::Digest;
-use pf_registry_core::lifecycle::{parse_rfc3339, StoredKey};
-use pf_registry_core::{layout, EncodedBlob, KeyStore, NoProgress, RegistryError, Result};
+use pf_registry_core::lifecycle::{parse_rfc3339, KeyAttempts, StoredKey};
+use pf_registry_core::{layout, EncodedBlob, RegistryError, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -110,7 +110,16 @@ impl HfTransport {
     }
 }
 
-impl HfTransport {
+// The engine does not retry key operations (push markers, gc): they run
+// under the caller's retry policy ([`KeyAttempts`]). A retried commit whose
+// first attempt landed writes the same content again, or deletes what is
+// already gone.
+#[async_trait]
+impl KeyAttempts for HfTransport {
+    fn key_retry(&self) -> &pf_registry_core::RetryPolicy {
+        &self.retry
+    }
+
     async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
         layout::check_key(dir)?;
         self.forget_blobs_at(dir);
@@ -189,39 +198,5 @@ impl HfTransport {
             }
         }
         Ok(())
-    }
-}
-
-// The engine does not retry these (push markers, gc), so they run under
-// the caller's retry policy here. A retried commit whose first attempt
-// landed writes the same content again, or deletes what is already gone.
-#[async_trait]
-impl KeyStore for HfTransport {
-    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        self.retry
-            .run("list keys", &NoProgress, || self.list_keys_once(dir))
-            .await
-    }
-
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        self.retry
-            .run("read key", &NoProgress, || self.read_key_once(key, limit))
-            .await
-    }
-
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.retry
-            .run("write key", &NoProgress, || self.write_key_once(key, bytes))
-            .await
-    }
-
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        self.delete_keys(&[key.to_string()]).await
-    }
-
-    async fn delete_keys(&self, keys: &[String]) -> Result<()> {
-        self.retry
-            .run("delete keys", &NoProgress, || self.delete_keys_once(keys))
-            .await
     }
 }

@@ -47,11 +47,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pf_digest::Digest;
-use pf_registry_core::lifecycle::StoredKey;
+use pf_registry_core::lifecycle::{KeyAttempts, StoredKey};
 use pf_registry_core::manifest::MAX_MANIFEST_BYTES;
-use pf_registry_core::{
-    layout, ByteStream, FetchedManifest, KeyStore, NoProgress, RegistryError, Result,
-};
+use pf_registry_core::{layout, ByteStream, FetchedManifest, RegistryError, Result};
 use serde_json::Value;
 
 use super::transport::{IpfsTransport, INDEX};
@@ -449,42 +447,32 @@ impl IpfsTransport {
 }
 
 /// The repository is the node's index (see the module doc). Only an
-/// `ipfs://` reference without a root offers it (`Transport::keys`). The
-/// engine does not retry these (push markers, gc), so they run under the
-/// caller's retry policy here; each is idempotent.
+/// `ipfs://` reference without a root offers it (`Transport::keys`). Each
+/// operation is idempotent and runs under the caller's retry policy
+/// ([`KeyAttempts`]).
 #[async_trait]
-impl KeyStore for IpfsTransport {
-    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
+impl KeyAttempts for IpfsTransport {
+    fn key_retry(&self) -> &pf_registry_core::RetryPolicy {
+        &self.retry
+    }
+
+    async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
         layout::check_key(dir)?;
-        self.retry
-            .run("list keys", &NoProgress, || self.list_now(dir))
-            .await
+        self.list_now(dir).await
     }
 
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
+    async fn read_key_once(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
         layout::check_key(key)?;
-        let path = mfs(key);
-        self.retry
-            .run("read key", &NoProgress, || self.read_small(&path, limit))
-            .await
+        self.read_small(&mfs(key), limit).await
     }
 
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    async fn write_key_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
         layout::check_key(key)?;
-        let path = mfs(key);
-        self.retry
-            .run("write key", &NoProgress, || self.write_mfs(&path, bytes))
-            .await
+        self.write_mfs(&mfs(key), bytes).await
     }
 
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        self.delete_keys(&[key.to_string()]).await
-    }
-
-    async fn delete_keys(&self, keys: &[String]) -> Result<()> {
-        self.retry
-            .run("delete keys", &NoProgress, || self.delete_keys_now(keys))
-            .await
+    async fn delete_keys_once(&self, keys: &[String]) -> Result<()> {
+        self.delete_keys_now(keys).await
     }
 }
 

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode};
-use pf_registry_core::lifecycle::StoredKey;
-use pf_registry_core::{layout, KeyStore, NoProgress, Result};
+use pf_registry_core::lifecycle::{KeyAttempts, StoredKey};
+use pf_registry_core::{layout, Result};
 
 use super::S3Transport;
 
@@ -25,7 +25,19 @@ impl S3Transport {
     }
 }
 
-impl S3Transport {
+// object_store retries nothing (see the s3 config), and the engine does not
+// retry key operations: they run under the caller's retry policy
+// ([`KeyAttempts`]), one key at a time.
+#[async_trait]
+impl KeyAttempts for S3Transport {
+    fn key_retry(&self) -> &pf_registry_core::RetryPolicy {
+        &self.retry
+    }
+
+    fn deletes_in_one_request(&self) -> bool {
+        false
+    }
+
     async fn list_keys_once(&self, dir: &str) -> Result<Vec<StoredKey>> {
         layout::check_key(dir)?;
         if dir == layout::LOCKS {
@@ -67,40 +79,14 @@ impl S3Transport {
         .await
     }
 
-    async fn delete_key_once(&self, key: &str) -> Result<()> {
-        layout::check_key(key)?;
-        match self.store.delete(&self.key(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.map_err(key, e)),
+    async fn delete_keys_once(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            layout::check_key(key)?;
+            match self.store.delete(&self.key(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.map_err(key, e)),
+            }
         }
-    }
-}
-
-// object_store retries nothing (see the s3 config), and the engine does not
-// retry these, so they run under the caller's retry policy here.
-#[async_trait]
-impl KeyStore for S3Transport {
-    async fn list_keys(&self, dir: &str) -> Result<Vec<StoredKey>> {
-        self.retry
-            .run("list keys", &NoProgress, || self.list_keys_once(dir))
-            .await
-    }
-
-    async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>> {
-        self.retry
-            .run("read key", &NoProgress, || self.read_key_once(key, limit))
-            .await
-    }
-
-    async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.retry
-            .run("write key", &NoProgress, || self.write_key_once(key, bytes))
-            .await
-    }
-
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        self.retry
-            .run("delete key", &NoProgress, || self.delete_key_once(key))
-            .await
+        Ok(())
     }
 }

@@ -98,6 +98,7 @@ use crate::layout;
 use crate::manifest::{self, ClosureBlob, Manifest};
 use crate::transport::Transport;
 
+mod attempts;
 mod gc;
 mod history;
 mod inventory;
@@ -105,6 +106,7 @@ mod markers;
 mod retain;
 mod verify;
 
+pub use attempts::KeyAttempts;
 pub use gc::{gc, GcOptions, GcReport};
 pub use history::{diff, log, tags, DiffReport, FileChange, TagInfo, VersionInfo};
 pub use inventory::{Inventory, StoredManifest, FORMAT_VERSION};

@@ -118,19 +118,10 @@ impl RestoreSink {
 }
 
 impl BlobStore for RestoreSink {
-    fn has(&self, digest: &Digest) -> pf_cas::Result<bool> {
-        self.inner.has(digest)
-    }
     /// `inner`'s check, so a damaged local copy is fetched again rather
     /// than copied into the restore.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
         self.inner.has_intact(digest, size)
-    }
-    fn size(&self, digest: &Digest) -> pf_cas::Result<Option<u64>> {
-        self.inner.size(digest)
-    }
-    fn open(&self, digest: &Digest) -> pf_cas::Result<Box<dyn Read + Send>> {
-        self.inner.open(digest)
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
@@ -150,7 +141,5 @@ impl BlobStore for RestoreSink {
             _ => self.inner.put_stream(expected, reader),
         }
     }
-    fn list(&self) -> pf_cas::Result<Vec<Digest>> {
-        self.inner.list()
-    }
+    pf_cas::forward_to!(inner: has, size, open, list);
 }
