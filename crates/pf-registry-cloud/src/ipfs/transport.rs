@@ -100,11 +100,7 @@ impl IpfsTransport {
 
     /// `add` of one file (raw-leaf CIDv1, not pinned): where it landed.
     pub(super) async fn add(&self, name: &str, body: reqwest::Body, len: u64) -> Result<Placed> {
-        let part = reqwest::multipart::Part::stream_with_length(body, len)
-            .file_name(name.to_string())
-            .mime_str("application/octet-stream")
-            .map_err(|e| RegistryError::permanent(self.backend(), format!("add: {e}")))?;
-        let form = reqwest::multipart::Form::new().part("file", part);
+        let form = self.file_form("add", name, body, len)?;
         let resp = self
             .rpc(
                 "add",
@@ -137,6 +133,21 @@ impl IpfsTransport {
                 })
             })
             .ok_or_else(|| RegistryError::invalid("ipfs add response", "no Hash and Size"))
+    }
+
+    /// The multipart body of RPC `cmd` that sends one file.
+    fn file_form(
+        &self,
+        cmd: &str,
+        name: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<reqwest::multipart::Form> {
+        let part = reqwest::multipart::Part::stream_with_length(body, len)
+            .file_name(name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|e| RegistryError::permanent(self.backend(), format!("{cmd}: {e}")))?;
+        Ok(reqwest::multipart::Form::new().part("file", part))
     }
 
     /// Where MFS `path` (or an `/ipfs/` path) points: `files/stat`.
@@ -173,11 +184,7 @@ impl IpfsTransport {
     /// node must name it the same.
     async fn put_dir_block(&self, block: Vec<u8>, cid: Cid) -> Result<()> {
         let len = block.len() as u64;
-        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::from(block), len)
-            .file_name("block")
-            .mime_str("application/octet-stream")
-            .map_err(|e| RegistryError::permanent(self.backend(), format!("block/put: {e}")))?;
-        let form = reqwest::multipart::Form::new().part("file", part);
+        let form = self.file_form("block/put", "block", reqwest::Body::from(block), len)?;
         let v: Value = self
             .rpc(
                 "block/put",
