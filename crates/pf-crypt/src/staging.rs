@@ -71,7 +71,7 @@ impl Staging {
 impl Staging {
     /// Stores `bytes`, whose digest the caller just computed from them, as
     /// [`BlobStore::put`] does without hashing them again.
-    pub(crate) fn put_known(&self, digest: Digest, bytes: Vec<u8>) -> pf_cas::Result<()> {
+    pub(crate) fn put_known(&self, digest: Digest, bytes: &[u8]) -> pf_cas::Result<()> {
         if self.mem_get(&digest).is_some() {
             return Ok(());
         }
@@ -79,7 +79,7 @@ impl Staging {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         if *used + n > self.budget {
             drop(used);
-            self.spill.put(&bytes)?;
+            self.spill.put(bytes)?;
             return Ok(());
         }
         *used += n;
@@ -122,7 +122,7 @@ impl BlobStore for Staging {
     }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
-        self.put_known(d, bytes.to_vec())?;
+        self.put_known(d, bytes)?;
         Ok(d)
     }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {

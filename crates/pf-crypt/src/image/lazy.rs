@@ -27,6 +27,7 @@ use pf_digest::Digest;
 use pf_registry_core::manifest::FsTree;
 use pf_registry_core::Manifest;
 
+use super::pool::{Pool, PooledReader};
 use super::{seal_pack, seal_with, tags, PackSeal, SealedImage};
 use crate::keys::{DataKey, Recipient};
 use crate::seal::Sealer;
@@ -49,6 +50,7 @@ struct Recipe {
 /// rest and for everything else put into it.
 pub struct PushSource {
     sealer: Sealer,
+    pool: Arc<Pool>,
     source: Arc<dyn BlobStore>,
     staging: Staging,
     recipes: RwLock<HashMap<Digest, Recipe>>,
@@ -81,6 +83,7 @@ pub fn seal_for_push(
 ) -> Result<(SealedImage, Arc<PushSource>)> {
     let push = Arc::new(PushSource {
         sealer: Sealer::new(key, level),
+        pool: Arc::new(Pool::default()),
         source: source.clone(),
         staging: Staging::new(spill, budget),
         recipes: RwLock::new(HashMap::new()),
@@ -91,7 +94,7 @@ pub fn seal_for_push(
     let image = seal_with(
         inner,
         &*source,
-        &push.sealer,
+        (&push.sealer, &push.pool),
         key,
         recipients,
         base,
@@ -130,8 +133,9 @@ impl PushSource {
                     },
                 );
         } else {
-            self.staging.put_known(digest, bytes)?;
+            self.staging.put_known(digest, &bytes)?;
         }
+        self.pool.give(bytes);
         Ok(digest)
     }
 
@@ -156,7 +160,7 @@ impl PushSource {
         let recipes = self.recipes.read().unwrap_or_else(PoisonError::into_inner);
         let r = recipes.get(digest)?;
         let res = seal_pack(
-            &self.sealer,
+            (&self.sealer, &self.pool),
             &*self.source,
             &r.tree,
             r.index,
@@ -203,7 +207,8 @@ impl BlobStore for PushSource {
         match self.reseal(digest) {
             Some(res) => {
                 let (bytes, same) = res?;
-                Ok((Box::new(std::io::Cursor::new(bytes)), same))
+                let reader = PooledReader::new(bytes, self.pool.clone());
+                Ok((Box::new(reader), same))
             }
             None => self.staging.open_vouched(digest),
         }

@@ -17,6 +17,7 @@
 mod index;
 mod lazy;
 mod open;
+mod pool;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use index::{covers, PackSeal};
 pub use lazy::{seal_for_push, PushSource};
 pub use open::{envelope, open_image, open_index, open_index_with, pick, Opened, OpenedStore};
 pub(crate) use open::{AuthFailed, PackReader};
+use pool::Pool;
 
 use crate::envelope::KeyEnvelope;
 use crate::keys::{DataKey, Recipient};
@@ -115,8 +117,14 @@ pub fn seal_image(
     out: &dyn BlobStore,
 ) -> Result<SealedImage> {
     let sealer = Sealer::new(key, level);
-    let keep = |_: &Arc<FsTree>, _: u32, _: &[(u32, u32)], bytes: Vec<u8>| Ok(out.put(&bytes)?);
-    seal_with(inner, source, &sealer, key, recipients, base, out, &keep)
+    let pool = Pool::default();
+    let keep = |_: &Arc<FsTree>, _: u32, _: &[(u32, u32)], bytes: Vec<u8>| {
+        let d = out.put(&bytes)?;
+        pool.give(bytes);
+        Ok(d)
+    };
+    let sealing = (&sealer, &pool);
+    seal_with(inner, source, sealing, key, recipients, base, out, &keep)
 }
 
 /// What becomes of a sealed pack: given its tree, its index there, its
@@ -124,12 +132,13 @@ pub fn seal_image(
 pub(crate) type Keep<'a> =
     dyn Fn(&Arc<FsTree>, u32, &[(u32, u32)], Vec<u8>) -> Result<Digest> + Sync + 'a;
 
-/// [`seal_image`], each new sealed pack handed to `keep`.
+/// [`seal_image`], each new sealed pack handed to `keep`; packs are sealed
+/// into buffers of `pool`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn seal_with(
     inner: &Manifest,
     source: &dyn BlobStore,
-    sealer: &Sealer,
+    (sealer, pool): (&Sealer, &Pool),
     key: &DataKey,
     recipients: &[Recipient],
     base: &[PackSeal],
@@ -182,7 +191,7 @@ pub(crate) fn seal_with(
         todo.par_iter()
             .map(|&(t, i, d, size)| {
                 let tree = &trees[t].1;
-                let (bytes, pieces) = seal_pack(sealer, source, tree, i, d, size, None)?;
+                let (bytes, pieces) = seal_pack((sealer, pool), source, tree, i, d, size, None)?;
                 let sealed_size = bytes.len() as u64;
                 let sealed = keep(tree, i, &pieces, bytes)?;
                 Ok(PackSeal {
@@ -254,7 +263,7 @@ pub(crate) type SealedPack = (Vec<u8>, Vec<(u32, u32)>);
 /// (the pieces of an earlier seal of this pack), a piece sealed raw then
 /// is sealed raw without trying zstd: the same bytes, cheaper.
 pub(crate) fn seal_pack(
-    sealer: &Sealer,
+    (sealer, pool): (&Sealer, &Pool),
     source: &dyn BlobStore,
     tree: &FsTree,
     index: u32,
@@ -267,7 +276,7 @@ pub(crate) fn seal_pack(
     let (mut r, vouched) = source.open_vouched(&plain)?;
     let mut whole = (!vouched).then(pf_digest::Hasher::new);
     let mut piece = Vec::new();
-    let mut sealed = Vec::with_capacity(size as usize + size as usize / 64 + 64);
+    let mut sealed = pool.take(size as usize + size as usize / 64 + 64);
     let mut lens = Vec::new();
     for (k, (len, digest)) in pieces(tree, index, size).into_iter().enumerate() {
         piece.resize(len as usize, 0);
