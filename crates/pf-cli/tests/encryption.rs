@@ -406,3 +406,34 @@ fn ls_and_cat_open_an_encrypted_image_with_an_identity() {
         }
     }
 }
+
+#[test]
+fn an_encrypted_pull_with_include_fetches_only_the_packs_that_hold_the_path() {
+    let env = Env::new();
+    let alice = env.keygen("alice");
+    // Two incompressible 24 MiB files: their bytes land in different
+    // sealed packs (about 16 MiB each), but for the one they may share.
+    let w = env.path("two");
+    fs::create_dir_all(&w).unwrap();
+    fs::write(w.join("a.bin"), pf_testsupport::noise(24 << 20, 1)).unwrap();
+    fs::write(w.join("b.bin"), pf_testsupport::noise(24 << 20, 2)).unwrap();
+    let repo = env.repo("repo");
+    env.push(&w, &repo, &[&alice], &[]);
+    let whole: u64 = files(&env.path("repo"))
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    let out = env.pull_ok(&repo, &[&alice], "part", &["--include", "a.bin", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fetched = v["wire_bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < whole * 3 / 4,
+        "fetched {fetched} of {whole} bytes for half the image"
+    );
+    assert!(fetched > 24 << 20, "fetched {fetched}: less than a.bin");
+    assert_eq!(
+        fs::read(env.path("part").join("a.bin")).unwrap(),
+        fs::read(w.join("a.bin")).unwrap()
+    );
+    assert!(!env.path("part").join("b.bin").exists());
+}
