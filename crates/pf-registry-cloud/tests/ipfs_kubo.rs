@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use pf_cas::{BlobStore, MemoryStore};
 use pf_registry_conformance::ImageSpec;
+use pf_registry_core::{layout, RegistryError, Verification};
 use pf_registry_core::{Config, ImageRef, Registry, SignedImage, SigningKey, TrustPolicy};
-use pf_registry_core::{RegistryError, Verification};
 use pf_testsupport::{Fault, FaultProxy, IpfsServer};
 
 fn api_config(node: &IpfsServer) -> Config {
@@ -146,6 +146,20 @@ async fn two_hundred_concurrent_pushes_of_overlapping_content_all_succeed() {
                     .await
                     .unwrap_or_else(|e| panic!("pull {root}: {e}"));
             assert_eq!(pulled.manifest, images[v].manifest);
+        }
+        // Every image pushed so far has its record in the node's index.
+        let t = pf_registry_cloud::ipfs::IpfsTransport::new(&push_ref(), &config).expect("t");
+        let keys = pf_registry_core::KeyStore::list_keys(&t, layout::MANIFESTS)
+            .await
+            .expect("list manifests");
+        for img in &images {
+            let d = SignedImage::new(&img.manifest, None).digest();
+            let key = layout::manifest_by_digest(&d);
+            assert!(
+                keys.iter().any(|k| k.key == key),
+                "round {round}: no record {key} among {} records",
+                keys.len()
+            );
         }
     }
     assert_eq!(ok, 200);
