@@ -38,6 +38,19 @@ pub struct IpfsTransport {
     pub(super) index_roots: std::sync::OnceLock<Vec<String>>,
 }
 
+/// Kubo's MFS loses entries when calls change it concurrently, even in
+/// different directories (a push's parallel uploads each add an index
+/// entry): this process sends its MFS changes one at a time.
+static MFS_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether RPC `cmd` changes MFS.
+fn changes_mfs(cmd: &str) -> bool {
+    matches!(
+        cmd,
+        "files/write" | "files/cp" | "files/rm" | "files/mkdir" | "files/mv" | "files/touch"
+    )
+}
+
 pub(super) fn index_path(d: &Digest) -> String {
     format!("{INDEX}/{}", layout::blob(d))
 }
@@ -84,10 +97,15 @@ impl IpfsTransport {
         if let Some(f) = body {
             rb = rb.multipart(f);
         }
+        let one_at_a_time = match changes_mfs(cmd) {
+            true => Some(MFS_CHANGES.lock().await),
+            false => None,
+        };
         let resp = rb
             .send()
             .await
             .map_err(|e| http::send_error(self.backend(), cmd, e))?;
+        drop(one_at_a_time);
         if resp.status().is_success() {
             return Ok(resp);
         }
