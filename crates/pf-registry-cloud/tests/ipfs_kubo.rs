@@ -21,6 +21,17 @@ fn push_ref() -> ImageRef {
     ImageRef::parse("ipfs://").expect("ref")
 }
 
+/// Pushes `signed` (blobs in `src`) to the node `config` reaches; its
+/// `ipfs://<root>`.
+async fn push(config: &Config, src: &Arc<MemoryStore>, signed: &SignedImage) -> String {
+    pf_registry_cloud::ipfs::open(&push_ref(), config)
+        .expect("open")
+        .push(src.clone(), signed)
+        .await
+        .expect("push")
+        .resolved
+}
+
 /// A config that can only reach the node's gateway: the RPC API points at a
 /// closed port.
 fn gateway_only(node: &IpfsServer, key: &SigningKey) -> Config {
@@ -48,18 +59,14 @@ async fn pull_through_the_trustless_gateway_alone_verifies_signature_and_blobs()
     );
     let img = spec.build(&*src, "gateway");
     let signed = SignedImage::new(&img.manifest, Some(&key));
-    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node))
-        .expect("open")
-        .push(src.clone(), &signed)
-        .await
-        .expect("push");
+    let resolved = push(&api_config(&node), &src, &signed).await;
     assert!(
-        pushed.resolved.starts_with("ipfs://bafy"),
+        resolved.starts_with("ipfs://bafy"),
         "a base32 CIDv1 dag-pb root: {}",
-        pushed.resolved
+        resolved
     );
 
-    let r = ImageRef::parse(&pushed.resolved).expect("resolved ref");
+    let r = ImageRef::parse(&resolved).expect("resolved ref");
     let e = pf_registry_cloud::ipfs::open(&r, &gateway_only(&node, &key)).expect("open");
     assert!(e.exists().await.expect("exists through the gateway"));
     let dst = Arc::new(MemoryStore::new());
@@ -193,12 +200,8 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     let src = Arc::new(MemoryStore::new());
     let img = ImageSpec::sample(72, 3).build(&*src, "tamper");
     let signed = SignedImage::new(&img.manifest, Some(&key));
-    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &api_config(&node))
-        .expect("open")
-        .push(src.clone(), &signed)
-        .await
-        .expect("push");
-    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    let resolved = push(&api_config(&node), &src, &signed).await;
+    let root = resolved.trim_start_matches("ipfs://").to_string();
     // The pull's first request is the root directory block: flip a byte in
     // the middle of its body on the first connection through the proxy.
     let (head, body) = raw_block_answer(&node.gateway, &root);
@@ -210,8 +213,8 @@ async fn a_gateway_block_that_does_not_match_its_cid_is_an_integrity_error() {
     let mut c = gateway_only(&node, &key);
     c.options
         .insert("ipfs.gateway".into(), format!("http://{}", proxy.addr));
-    let e = pf_registry_cloud::ipfs::open(&ImageRef::parse(&pushed.resolved).expect("ref"), &c)
-        .expect("open");
+    let e =
+        pf_registry_cloud::ipfs::open(&ImageRef::parse(&resolved).expect("ref"), &c).expect("open");
     let dst = Arc::new(MemoryStore::new());
     let err = e.pull(dst.clone()).await.expect_err("a tampered block");
     assert_eq!(proxy.injected(), 1, "the flip was applied");
@@ -238,12 +241,8 @@ async fn rm_unpins_the_root() {
     let src = Arc::new(MemoryStore::new());
     let img = ImageSpec::sample(91, 3).build(&*src, "rm");
     let signed = SignedImage::new(&img.manifest, None);
-    let pushed = pf_registry_cloud::ipfs::open(&push_ref(), &cfg)
-        .expect("open")
-        .push(src.clone(), &signed)
-        .await
-        .expect("push");
-    let root = pushed.resolved.trim_start_matches("ipfs://").to_string();
+    let resolved = push(&cfg, &src, &signed).await;
+    let root = resolved.trim_start_matches("ipfs://").to_string();
     let pinned = |root: String, node: &IpfsServer| {
         let api = node.api.clone();
         async move {
@@ -260,7 +259,7 @@ async fn rm_unpins_the_root() {
         }
     };
     assert!(pinned(root.clone(), &node).await, "a push pins its root");
-    let r = ImageRef::parse(&pushed.resolved).expect("ref");
+    let r = ImageRef::parse(&resolved).expect("ref");
     let t = pf_registry_cloud::ipfs::IpfsTransport::new(&r, &cfg).expect("transport");
     let wrong = lifecycle::rm(&t, None, Some(pf_digest::Digest::of(b"other"))).await;
     assert!(
@@ -424,11 +423,7 @@ async fn an_index_pull_reads_blobs_gone_from_the_index_from_the_pinned_root() {
     let src = Arc::new(MemoryStore::new());
     let img = ImageSpec::sample(93, 4).build(&*src, "index-pull");
     let signed = SignedImage::new(&img.manifest, None);
-    pf_registry_cloud::ipfs::open(&push_ref(), &cfg)
-        .expect("open")
-        .push(src.clone(), &signed)
-        .await
-        .expect("push");
+    push(&cfg, &src, &signed).await;
     let rm = reqwest::Client::new()
         .post(format!("{}/api/v0/files/rm", node.api))
         .query(&[("arg", "/pf-registry/blobs"), ("recursive", "true")])
