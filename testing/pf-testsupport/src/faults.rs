@@ -164,6 +164,12 @@ fn content_length(head: &[u8]) -> Option<usize> {
     })
 }
 
+/// Whether the chunked body that starts with `body` has ended in it (its
+/// last, zero-size chunk).
+fn chunked_ends(body: &[u8]) -> bool {
+    body.starts_with(b"0\r\n\r\n") || body.windows(7).any(|w| w == b"\r\n0\r\n\r\n")
+}
+
 fn handle(client: TcpStream, upstream: &str, fault: Fault) {
     match fault {
         Fault::Status(s) => return respond(client, s, ""),
@@ -203,18 +209,26 @@ fn handle(client: TcpStream, upstream: &str, fault: Fault) {
             }
             Fault::FlipAt(at) if at >= sent && at < sent + n => chunk[at - sent] ^= 0x5a,
             Fault::FlipBodyAt(k) => {
-                if body.is_none() {
+                // The stream up to the flip, to find where the first
+                // response's body starts and (chunked) whether it ended.
+                if body.is_none_or(|(start, _)| head.len() <= start + k) {
                     head.extend_from_slice(chunk);
+                }
+                if body.is_none() {
                     if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         body = Some((i + 4, content_length(&head[..i])));
                     }
                 }
-                // Only inside the first response's declared body, never in
-                // the framing of a later response on the same connection
-                // (a chunked body has no declared length: flipped as is).
+                // Only inside the first response's body, never in the
+                // framing of a later response on the same connection: past
+                // a declared length, or past a chunked body's last chunk.
                 if let Some((start, len)) = body {
                     let at = start + k;
-                    if len.is_none_or(|len| k < len) && at >= sent && at < sent + n {
+                    let inside = match len {
+                        Some(len) => k < len,
+                        None => !chunked_ends(head.get(start..at).unwrap_or_default()),
+                    };
+                    if inside && at >= sent && at < sent + n {
                         chunk[at - sent] ^= 0x5a;
                     }
                 }
@@ -227,4 +241,18 @@ fn handle(client: TcpStream, upstream: &str, fault: Fault) {
         }
     }
     let _ = c_write.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunked_ends;
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_and_nothing_else_is() {
+        assert!(chunked_ends(b"0\r\n\r\n"));
+        assert!(chunked_ends(b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK"));
+        assert!(!chunked_ends(b"5\r\nhello\r\n"));
+        assert!(!chunked_ends(b"a\r\n0123456789\r\n"));
+        assert!(!chunked_ends(b""));
+    }
 }
