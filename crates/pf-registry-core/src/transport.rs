@@ -424,11 +424,16 @@ pub trait KeyStore: Send + Sync {
     /// time; a backend that deletes many keys in one request (a Hub
     /// commit) overrides it.
     async fn delete_keys(&self, keys: &[String]) -> Result<()> {
-        for chunk in keys.chunks(8) {
-            futures::future::try_join_all(chunk.iter().map(|k| self.delete_key(k))).await?;
-        }
-        Ok(())
+        delete_each(self, keys).await
     }
+}
+
+/// [`KeyStore::delete_key`] of every key of `keys`, 8 at a time.
+pub(crate) async fn delete_each<S: KeyStore + ?Sized>(store: &S, keys: &[String]) -> Result<()> {
+    for chunk in keys.chunks(8) {
+        futures::future::try_join_all(chunk.iter().map(|k| store.delete_key(k))).await?;
+    }
+    Ok(())
 }
 
 /// Boxed transports are transports, so tests and facades can erase types.

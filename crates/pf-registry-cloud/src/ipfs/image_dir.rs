@@ -49,9 +49,12 @@ enum Entry {
     Dir(Dir),
 }
 
+/// A dag-pb block and its CID.
+pub(super) type Block = (Cid, Vec<u8>);
+
 /// The directory blocks of an image whose files sit at the given
 /// `/`-separated paths, children before parents, and the root.
-pub(super) fn build(files: &[(String, Placed)]) -> Result<(Vec<Vec<u8>>, Placed)> {
+pub(super) fn build(files: &[(String, Placed)]) -> Result<(Vec<Block>, Placed)> {
     let mut root = Dir::default();
     for (path, placed) in files {
         root.insert(path, *placed)?;
@@ -90,7 +93,7 @@ impl Dir {
     }
 
     /// Encodes the subdirectories into `blocks`, then this one.
-    fn encode(self, blocks: &mut Vec<Vec<u8>>) -> Placed {
+    fn encode(self, blocks: &mut Vec<Block>) -> Placed {
         let links = self
             .0
             .into_iter()
@@ -112,7 +115,7 @@ impl Dir {
             cid: Cid::of(DAG_PB, &block),
             tsize: below + block.len() as u64,
         };
-        blocks.push(block);
+        blocks.push((placed.cid, block));
         placed
     }
 }
@@ -139,8 +142,11 @@ mod tests {
         let (blocks, root) = build(&files).expect("build");
         // ab, cd, sha256, blobs, root.
         assert_eq!(blocks.len(), 5);
-        let last = blocks.last().expect("root block");
-        assert_eq!(root.cid, Cid::of(DAG_PB, last));
+        for (cid, block) in &blocks {
+            assert_eq!(*cid, Cid::of(DAG_PB, block));
+        }
+        let (last_cid, last) = blocks.last().expect("root block");
+        assert_eq!(root.cid, *last_cid);
         let names: Vec<_> = Node::decode(last)
             .expect("root")
             .links
@@ -148,7 +154,7 @@ mod tests {
             .map(|l| l.name)
             .collect();
         assert_eq!(names, ["blobs", "manifest.json"]);
-        let all: u64 = blocks.iter().map(|b| b.len() as u64).sum::<u64>() + 2 + 3 + 3;
+        let all: u64 = blocks.iter().map(|b| b.1.len() as u64).sum::<u64>() + 2 + 3 + 3;
         assert_eq!(root.tsize, all);
         // The same files in another order: the same root.
         let rev: Vec<_> = files.into_iter().rev().collect();

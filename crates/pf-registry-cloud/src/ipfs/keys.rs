@@ -196,23 +196,8 @@ impl IpfsTransport {
 
     /// MFS `path` whole, at most `limit` bytes; `None` when absent.
     async fn read_small(&self, path: &str, limit: u64) -> Result<Option<Bytes>> {
-        let mut s = match self.read_mfs(path, None).await {
-            Ok(s) => s,
-            Err(RegistryError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        while let Some(c) = s.next().await {
-            let c = c?;
-            if (out.len() + c.len()) as u64 > limit {
-                return Err(RegistryError::invalid(
-                    path,
-                    format!("larger than {limit} bytes"),
-                ));
-            }
-            out.extend_from_slice(&c);
-        }
-        Ok(Some(Bytes::from(out)))
+        self.read_small_with("files/read", "count", path, limit)
+            .await
     }
 
     /// A blob from the index (a pull of `ipfs://` or `ipfs://@sha256:...`,

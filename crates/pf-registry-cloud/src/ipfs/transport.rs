@@ -279,10 +279,6 @@ impl IpfsTransport {
         })
     }
 
-    async fn cat(&self, path: &str) -> Result<reqwest::Response> {
-        self.rpc("cat", &[("arg", path)], None).await
-    }
-
     /// `cat` of `path` (`offset`, `length` of it), streamed.
     pub(super) async fn cat_stream(
         &self,
@@ -315,17 +311,29 @@ impl IpfsTransport {
         })))
     }
 
-    async fn cat_small(&self, path: &str, limit: usize) -> Result<Option<Bytes>> {
-        let resp = match self.cat(path).await {
-            Ok(r) => r,
+    /// `cat` of `path` whole, at most `limit` bytes; `None` when absent.
+    async fn cat_small(&self, path: &str, limit: u64) -> Result<Option<Bytes>> {
+        self.read_small_with("cat", "length", path, limit).await
+    }
+
+    /// [`read_stream`](Self::read_stream) of `path` whole, at most `limit`
+    /// bytes (more is `InvalidData`); `None` when absent.
+    pub(super) async fn read_small_with(
+        &self,
+        cmd: &'static str,
+        len_arg: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Bytes>> {
+        let mut s = match self.read_stream(cmd, len_arg, path, None).await {
+            Ok(s) => s,
             Err(RegistryError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
-        let mut s = resp.bytes_stream();
         while let Some(c) = s.next().await {
-            let c = c.map_err(|e| http::send_error(self.backend(), "cat", e))?;
-            if out.len() + c.len() > limit {
+            let c = c?;
+            if (out.len() + c.len()) as u64 > limit {
                 return Err(RegistryError::invalid(
                     path,
                     format!("larger than {limit} bytes"),
@@ -474,8 +482,7 @@ impl Transport for IpfsTransport {
             .await?;
         files.push((layout::MANIFEST.to_string(), placed));
         let (blocks, root) = image_dir::build(&files)?;
-        for block in blocks {
-            let cid = Cid::of(super::dag::DAG_PB, &block);
+        for (cid, block) in blocks {
             self.put_dir_block(block, cid).await?;
         }
         let root = root.cid.to_string();
@@ -512,7 +519,7 @@ impl Transport for IpfsTransport {
         let manifest = self
             .cat_small(
                 &format!("/ipfs/{root}/{}", layout::MANIFEST),
-                pf_registry_core::manifest::MAX_MANIFEST_BYTES,
+                pf_registry_core::manifest::MAX_MANIFEST_BYTES as u64,
             )
             .await?
             .ok_or_else(|| RegistryError::not_found(format!("manifest at ipfs://{root}")))?;

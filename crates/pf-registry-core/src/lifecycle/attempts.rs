@@ -77,9 +77,6 @@ impl<T: KeyAttempts> KeyStore for T {
                 .run("delete keys", &NoProgress, || self.delete_keys_once(keys))
                 .await;
         }
-        for chunk in keys.chunks(8) {
-            futures::future::try_join_all(chunk.iter().map(|k| self.delete_key(k))).await?;
-        }
-        Ok(())
+        crate::transport::delete_each(self, keys).await
     }
 }
