@@ -127,6 +127,9 @@ pub(crate) async fn push(
     opts.base = bases
         .base(&**store, &dir_abs, location)
         .filter(|t| pf_crypt::image::covers(&seals, t));
+    // Inner packs are sealed chunk by chunk, never stored as they are:
+    // named by their chunks, they need no read-back pass to hash.
+    opts.pack_names = pf_snapshot::PackNames::Chunks;
     let mut attempt = 0;
     loop {
         attempt += 1;

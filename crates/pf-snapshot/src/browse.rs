@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use pf_cas::{BlobStore, CasError};
-use pf_digest::{Digest, Hasher};
+use pf_digest::Digest;
 use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree, Piece};
+use pf_registry_core::pack::PackCheck;
 use pf_registry_core::{Manifest, PullReport, PullTarget, Registry, RegistryError, Result};
 
 use crate::restore::manifest_tree;
@@ -184,7 +185,8 @@ pub async fn cat_file(
     }
     pull.wire_bytes_fetched += fetched.wire_bytes;
     let pieces = tree.pieces(entry);
-    let mut write = || write_file(&pieces, &fetched, &*store, out);
+    let by_chunks = pf_registry_core::pack::chunk_named(&tree);
+    let mut write = || write_file(&pieces, &fetched, (&*store, &by_chunks), out);
     let bytes = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write)?,
         _ => write()?,
@@ -212,18 +214,19 @@ pub fn cat_from_store(
     write_file(
         &tree.pieces(entry),
         &crate::ranged::Fetched::default(),
-        store,
+        (store, &pf_registry_core::pack::chunk_named(tree)),
         out,
     )
 }
 
 /// Writes `pieces` in order: chunks read by range from `fetched`, the rest
 /// from verified copies of their blobs in `store` (one copy per run of
-/// pieces from the same blob).
+/// pieces from the same blob; a pack named by its chunks, listed in
+/// `by_chunks`, is verified chunk by chunk).
 fn write_file(
     pieces: &[Piece],
     fetched: &crate::ranged::Fetched,
-    store: &dyn BlobStore,
+    (store, by_chunks): (&dyn BlobStore, &ByChunks),
     out: &mut dyn Write,
 ) -> Result<u64> {
     let mut written = 0;
@@ -243,7 +246,14 @@ fn write_file(
             Some((d, v)) if *d == piece.blob => v,
             _ => {
                 &mut current
-                    .insert((piece.blob, Verified::read(store, &piece.blob)?))
+                    .insert((
+                        piece.blob,
+                        Verified::read(
+                            store,
+                            &piece.blob,
+                            by_chunks.get(&piece.blob).map(Vec::as_slice),
+                        )?,
+                    ))
                     .1
             }
         };
@@ -255,19 +265,22 @@ fn write_file(
     Ok(written)
 }
 
+/// Packs named by their chunks, with their tilings.
+type ByChunks = std::collections::HashMap<Digest, Vec<(u64, Digest)>>;
+
 /// Blobs up to this size are verified in memory; larger ones are spooled
 /// to an unnamed temporary file.
 const IN_MEMORY_MAX: usize = 64 << 20;
 
 /// Hashes what is written and keeps it: in memory up to
 /// [`IN_MEMORY_MAX`], then in an unnamed temporary file.
-struct Spool {
-    hasher: Hasher,
+struct Spool<'a> {
+    hasher: PackCheck<'a>,
     mem: Vec<u8>,
     file: Option<File>,
 }
 
-impl Write for Spool {
+impl Write for Spool<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.hasher.update(buf);
         match &mut self.file {
@@ -295,9 +308,15 @@ enum Verified {
 }
 
 impl Verified {
-    fn read(store: &dyn BlobStore, digest: &Digest) -> Result<Verified> {
+    /// Blob `digest` of `store`, checked whole, or by the chunks of
+    /// `tiling` if it is a pack named by its chunks.
+    fn read(
+        store: &dyn BlobStore,
+        digest: &Digest,
+        tiling: Option<&[(u64, Digest)]>,
+    ) -> Result<Verified> {
         let mut spool = Spool {
-            hasher: Hasher::new(),
+            hasher: PackCheck::new(tiling),
             mem: Vec::new(),
             file: None,
         };
@@ -408,7 +427,7 @@ mod tests {
         let e = write_file(
             &FsTree::default().pieces(&entry),
             &Default::default(),
-            &store,
+            (&store, &ByChunks::new()),
             &mut out,
         )
         .unwrap_err();
@@ -424,7 +443,7 @@ mod tests {
         write_file(
             &FsTree::default().pieces(&entry),
             &Default::default(),
-            &store.0,
+            (&store.0, &ByChunks::new()),
             &mut out,
         )
         .unwrap();
@@ -435,7 +454,7 @@ mod tests {
     fn a_range_past_the_blob_end_is_invalid_data() {
         let store = MemoryStore::new();
         let d = store.put(b"short").unwrap();
-        let mut v = Verified::read(&store, &d).unwrap();
+        let mut v = Verified::read(&store, &d, None).unwrap();
         let mut out = Vec::new();
         assert!(matches!(
             v.copy_range(3, 5, &mut out).unwrap_err(),

@@ -85,7 +85,7 @@ use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 pub use base::BaseBook;
 pub use browse::{cat_file, cat_from_store, pull_tree, BrowseReport, Selective};
 pub use select::{find, kind_name, list, select, tree_path};
-pub use snapshot::{snapshot_dir, Chunking};
+pub use snapshot::{snapshot_dir, Chunking, PackNames};
 pub use source::SourceStore;
 pub use statcache::StatCache;
 
@@ -118,6 +118,9 @@ pub struct SnapshotOptions {
     /// this base, ends right after the walk (the tree memo). Ignored when
     /// `base` is set; a tree it cannot read or verify means no base.
     pub base_stored: Option<Digest>,
+    /// How new packs are named ([`PackNames::Content`] unless the packs
+    /// are sealed before they are stored).
+    pub pack_names: PackNames,
 }
 
 impl SnapshotOptions {
@@ -135,6 +138,7 @@ impl SnapshotOptions {
             chunking: Chunking::default(),
             base: None,
             base_stored: None,
+            pack_names: PackNames::Content,
         }
     }
 }
@@ -244,7 +248,7 @@ pub(crate) fn snapshot_at(
         walked,
         &source,
         &mut cache,
-        options.chunking,
+        (options.chunking, options.pack_names),
         base,
     )?;
     if let Some(p) = &options.stat_cache {

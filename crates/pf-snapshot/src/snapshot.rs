@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use pf_digest::{Digest, Hasher};
 use pf_registry_core::manifest::{Chunk, FsTree, PackedChunk};
+use pf_registry_core::pack::name_of_chunks;
 use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
@@ -64,6 +65,21 @@ impl Default for Chunking {
     }
 }
 
+/// How a snapshot names the new packs it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PackNames {
+    /// By the SHA-256 of the pack's bytes, which any store and registry
+    /// checks: the snapshot reads every new pack back once to hash it.
+    #[default]
+    Content,
+    /// By [`name_of_chunks`] of the pack's chunks: no read-back pass. For
+    /// packs that are never stored as such (an encrypted push seals them
+    /// chunk by chunk, checking each chunk read against its digest); a
+    /// store or engine that hashes such a pack whole refuses it.
+    Chunks,
+}
+
 /// A file's content as chunk digests and lengths, in order (what the stat
 /// cache keeps).
 pub(crate) type Hashed = Vec<Chunk>;
@@ -82,7 +98,14 @@ pub fn snapshot_dir(
 ) -> Result<FsTree> {
     let mut tree = FsTree::default();
     let walked = crate::walk::walk(dir, &mut tree, warn)?;
-    snapshot_walked(tree, walked, source, cache, chunking, base)
+    snapshot_walked(
+        tree,
+        walked,
+        source,
+        cache,
+        (chunking, PackNames::Content),
+        base,
+    )
 }
 
 /// [`snapshot_dir`] after the walk: `tree` holds the walk's entries and
@@ -92,7 +115,7 @@ pub(crate) fn snapshot_walked(
     walked: crate::walk::Walked,
     source: &SourceStore,
     cache: &mut StatCache,
-    chunking: Chunking,
+    (chunking, names): (Chunking, PackNames),
     base: Option<&FsTree>,
 ) -> Result<FsTree> {
     cache.set_chunking(chunking);
@@ -154,7 +177,7 @@ pub(crate) fn snapshot_walked(
         e.size = off;
         e.parts = parts;
     }
-    plan.finish(source, &mut tree)?;
+    plan.finish(source, names, &mut tree)?;
     Ok(tree)
 }
 
@@ -179,6 +202,10 @@ struct Planner<'a> {
     packs: Vec<Option<Chunk>>,
     /// Base packs already listed: digest to pack index.
     pack_at: HashMap<Digest, u32>,
+    /// Base packs named by their chunks, with their tilings: listed whole
+    /// in the new tree's table, so that the pack is still checked chunk by
+    /// chunk (see [`name_of_chunks`]).
+    by_chunks: HashMap<Digest, Vec<(u64, Digest)>>,
     table: Vec<PackedChunk>,
     new: Vec<NewPack>,
     pack_size: u64,
@@ -199,6 +226,9 @@ impl<'a> Planner<'a> {
             placed: HashMap::new(),
             packs: Vec::new(),
             pack_at: HashMap::new(),
+            by_chunks: base
+                .map(pf_registry_core::pack::chunk_named)
+                .unwrap_or_default(),
             table: Vec::new(),
             new: Vec::new(),
             pack_size: pack_size.max(1),
@@ -216,6 +246,12 @@ impl<'a> Planner<'a> {
                 let i = *self.pack_at.entry(p.blob).or_insert(n);
                 if i == n {
                     self.packs.push(Some(p.clone()));
+                    if let Some(t) = self.by_chunks.remove(&p.blob) {
+                        self.list_whole(i, &t);
+                        if let Some(&k) = self.placed.get(&c.blob) {
+                            return k;
+                        }
+                    }
                 }
                 (i, at)
             }
@@ -267,13 +303,42 @@ impl<'a> Planner<'a> {
         i
     }
 
-    /// Hashes the new packs (in parallel, re-reading their ranges and
-    /// checking every chunk's digest), records them in `source` and fills
-    /// the tree's pack list and chunk table.
-    fn finish(self, source: &SourceStore, tree: &mut FsTree) -> Result<()> {
-        let digests: Vec<Result<Digest>> = {
-            use rayon::prelude::*;
-            self.new.par_iter().map(hash_pack).collect()
+    /// Lists every chunk of base pack `pack` (tiled by `tiling`) in the
+    /// table, so that the new tree tiles it too; a chunk not placed yet is
+    /// placed there.
+    fn list_whole(&mut self, pack: u32, tiling: &[(u64, Digest)]) {
+        let mut offset = 0;
+        for &(size, digest) in tiling {
+            let i = self.table.len() as u32;
+            self.table.push(PackedChunk {
+                digest,
+                pack,
+                offset,
+                size,
+            });
+            self.placed.entry(digest).or_insert(i);
+            offset += size;
+        }
+    }
+
+    /// Names the new packs (by content: in parallel, re-reading their
+    /// ranges and checking every chunk's digest; by chunks: from the chunk
+    /// list), records them in `source` and fills the tree's pack list and
+    /// chunk table.
+    fn finish(self, source: &SourceStore, names: PackNames, tree: &mut FsTree) -> Result<()> {
+        let digests: Vec<Result<Digest>> = match names {
+            PackNames::Content => {
+                use rayon::prelude::*;
+                self.new.par_iter().map(hash_pack).collect()
+            }
+            PackNames::Chunks => self
+                .new
+                .iter()
+                .map(|p| {
+                    let list: Vec<(u64, Digest)> = p.chunks.iter().map(|&(d, n)| (n, d)).collect();
+                    Ok(name_of_chunks(&list))
+                })
+                .collect(),
         };
         let mut packs = self.packs;
         for (p, d) in self.new.into_iter().zip(digests) {

@@ -89,25 +89,10 @@ pub fn covers(seals: &[PackSeal], tree: &FsTree) -> bool {
 /// chunk table tiles it exactly, else the whole pack as one piece (no
 /// digest). Pieces are at most `u32::MAX` bytes.
 pub(crate) fn pieces(tree: &FsTree, index: u32, size: u64) -> Vec<(u64, Option<Digest>)> {
-    let mut spans: Vec<(u64, u64, Digest)> = tree
-        .chunk_table
-        .iter()
-        .filter(|c| c.pack == index)
-        .map(|c| (c.offset, c.size, c.digest))
-        .collect();
-    spans.sort_unstable_by_key(|&(off, len, _)| (off, len));
-    spans.dedup_by_key(|s| (s.0, s.1));
-    let mut at = 0u64;
-    let tiles = spans.iter().all(|&(off, len, _)| {
-        let ok = off == at && len > 0 && len <= u64::from(u32::MAX);
-        at = off.saturating_add(len);
-        ok
-    }) && at == size;
-    if tiles && !spans.is_empty() {
-        return spans
-            .into_iter()
-            .map(|(_, len, d)| (len, Some(d)))
-            .collect();
+    let tiled = pf_registry_core::pack::tiling(tree, index, size)
+        .filter(|t| t.iter().all(|&(n, _)| n <= u64::from(u32::MAX)));
+    if let Some(t) = tiled {
+        return t.into_iter().map(|(n, d)| (n, Some(d))).collect();
     }
     // Not tiled (or empty): whole-pack pieces of at most 1 GiB.
     let step = 1u64 << 30;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 use pf_registry_core::manifest::{AgentInfo, FsTree, FS_TREE_V2_MEDIA_TYPE, MAX_LAYERS};
+use pf_registry_core::pack::{name_of_chunks, tiling};
 use pf_registry_core::{Descriptor, Manifest};
 
 use index::{by_plain, pieces, Index};
@@ -41,10 +42,15 @@ use crate::{CryptError, Result};
 
 /// Role of the key envelope layer.
 pub const ENVELOPE_ROLE: &str = "crypt.envelope";
-/// Media type of the key envelope layer. `v2`: chunk ids are keyed hashes
-/// of the chunks' SHA-256 and pieces are sealed with AES-256-GCM; images
+/// Media type of the key envelope layer. `v3`: as `v2`, and an inner
+/// pack may be named by its chunks ([`name_of_chunks`]), which a `v2`
+/// reader would take for a damaged pack. `v2`: chunk ids are keyed hashes
+/// of the chunks' SHA-256 and pieces are sealed with AES-256-GCM. Images
 /// sealed as `v1` (ChaCha20-Poly1305) are refused with a clear error.
-pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.envelope.v2+json";
+pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.processfork.crypt.envelope.v3+json";
+/// Media type of the key envelope layer of encryption format v2 (every
+/// inner pack named by its content), which this version opens.
+pub const ENVELOPE_MEDIA_TYPE_V2: &str = "application/vnd.processfork.crypt.envelope.v2+json";
 /// Media type of the envelope layer of the first encryption format, which
 /// this version does not open.
 pub const ENVELOPE_MEDIA_TYPE_V1: &str = "application/vnd.processfork.crypt.envelope.v1+json";
@@ -257,8 +263,10 @@ pub(crate) fn seal_with(
 pub(crate) type SealedPack = (Vec<u8>, Vec<(u32, u32)>);
 
 /// Reads plaintext pack `plain` (pack `index` of `tree`) from `source`
-/// piece by piece, checks its digest (unless the source vouches for the
-/// bytes, see [`BlobStore::open_vouched`]) and seals each piece. Returns
+/// piece by piece, checks each chunk and the pack against their digests
+/// (unless the source vouches for the bytes, see
+/// [`BlobStore::open_vouched`]; a pack named by its chunks, see
+/// [`name_of_chunks`], is checked by its chunks) and seals each piece. Returns
 /// the sealed pack and its pieces' (plain, sealed) lengths. With `again`
 /// (the pieces of an earlier seal of this pack), a piece sealed raw then
 /// is sealed raw without trying zstd: the same bytes, cheaper.
@@ -291,10 +299,23 @@ pub(crate) fn seal_pack(
             h.update(&piece);
         }
         // The tree's chunk digest spares a hash pass when the source
-        // vouched for these bytes (so they are what was chunked).
+        // vouched for these bytes (so they are what was chunked); else a
+        // chunk that is not what the tree names fails the seal.
         let digest = match digest {
             Some(d) if vouched => d,
-            _ => Digest::of(&piece),
+            Some(d) => {
+                let actual = Digest::of(&piece);
+                if actual != d {
+                    return Err(pf_registry_core::RegistryError::Integrity {
+                        what: format!("chunk {k} of pack {plain} read to seal"),
+                        expected: d,
+                        actual,
+                    }
+                    .into());
+                }
+                d
+            }
+            None => Digest::of(&piece),
         };
         let raw = again
             .and_then(|a| a.get(k))
@@ -311,9 +332,12 @@ pub(crate) fn seal_pack(
             "pack {plain} is longer than its tree says"
         )));
     }
+    // Unvouched bytes are the pack named: its SHA-256, or each chunk
+    // checked above when the pack is named by its chunks.
     if let Some(h) = whole {
         let actual = h.finish();
-        if actual != plain {
+        if actual != plain && tiling(tree, index, size).is_none_or(|t| name_of_chunks(&t) != plain)
+        {
             return Err(pf_registry_core::RegistryError::Integrity {
                 what: format!("pack {plain} read to seal"),
                 expected: plain,

@@ -14,8 +14,8 @@ use pf_registry_core::Manifest;
 
 use super::index::{Index, PackSeal};
 use super::{
-    read_verified, ENVELOPE_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE_V1, ENVELOPE_ROLE, INDEX_ROLE,
-    MAX_ENVELOPE_BYTES, MAX_PACK_BYTES,
+    read_verified, ENVELOPE_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE_V1, ENVELOPE_MEDIA_TYPE_V2,
+    ENVELOPE_ROLE, INDEX_ROLE, MAX_ENVELOPE_BYTES, MAX_PACK_BYTES,
 };
 use crate::envelope::KeyEnvelope;
 use crate::keys::Identity;
@@ -55,7 +55,8 @@ impl std::fmt::Debug for OpenedStore {
 /// or the image is sealed in another encryption format than this one.
 fn find<'a>(outer: &'a Manifest, role: &str, max: u64) -> Result<&'a pf_registry_core::Descriptor> {
     match outer.layers.iter().find(|l| l.role == ENVELOPE_ROLE) {
-        Some(e) if e.media_type == ENVELOPE_MEDIA_TYPE => {}
+        Some(e)
+            if [ENVELOPE_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE_V2].contains(&e.media_type.as_str()) => {}
         Some(e) if e.media_type == ENVELOPE_MEDIA_TYPE_V1 => {
             return Err(CryptError::Malformed(
                 "sealed in encryption format v1 (ChaCha20-Poly1305) by an earlier pf, \
@@ -108,7 +109,7 @@ pub fn open_index(
     identity: Option<&Identity>,
     max_total: u64,
 ) -> Result<Opened> {
-    let (manifest, sealer, seals) = open_parts(outer, &*store, identity, max_total)?;
+    let (manifest, sealer, seals, _) = open_parts(outer, &*store, identity, max_total)?;
     Ok(Opened {
         manifest,
         store: Arc::new(OpenedStore {
@@ -142,8 +143,12 @@ pub fn pick<'a>(env: &KeyEnvelope, identities: &'a [Identity]) -> Option<&'a Ide
         .or(identities.first())
 }
 
-/// What [`open_index`] opens: the inner manifest, the sealer, the seals.
-type Parts = (Manifest, Sealer, HashMap<Digest, PackSeal>);
+/// What [`open_index`] opens: the inner manifest, the sealer, the seals,
+/// and the tilings of the packs named by their chunks.
+type Parts = (Manifest, Sealer, HashMap<Digest, PackSeal>, ByChunks);
+
+/// Packs named by their chunks, with their tilings.
+type ByChunks = HashMap<Digest, Vec<(u64, Digest)>>;
 
 fn open_parts(
     outer: &Manifest,
@@ -161,6 +166,7 @@ fn open_parts(
     let layers: HashSet<(Digest, u64)> = outer.layers.iter().map(|l| (l.digest, l.size)).collect();
     let all: HashMap<Digest, &PackSeal> = index.packs.iter().map(|s| (s.plain, s)).collect();
     let mut seals: HashMap<Digest, PackSeal> = HashMap::new();
+    let mut by_chunks = ByChunks::new();
     let inner_trees: HashSet<Digest> = index.manifest.layers.iter().map(|l| l.digest).collect();
     for text in &index.trees {
         let tree = FsTree::from_bytes(text.as_bytes())?;
@@ -187,6 +193,7 @@ fn open_parts(
             }
             seals.entry(s.plain).or_insert_with(|| (*s).clone());
         }
+        by_chunks.extend(pf_registry_core::pack::chunk_named(&tree));
     }
     let total: u64 = seals.values().map(|s| s.plain_size).sum();
     if total > max_total {
@@ -197,13 +204,16 @@ fn open_parts(
     for text in &index.trees {
         store.put(text.as_bytes())?;
     }
-    Ok((index.manifest, sealer, seals))
+    Ok((index.manifest, sealer, seals, by_chunks))
 }
 
 /// Opens the encrypted image `outer`, whose closure is in `store`, and
 /// writes its plaintext trees and packs into `store` (see [`open_index`]
 /// for the checks). A pack is stored only once all its pieces passed
-/// authentication and it hashes to the digest the index names; a
+/// authentication and it hashes to the digest the index names; a pack
+/// named by its chunks (what `pf push --encrypt-to` writes) is checked
+/// chunk by chunk and stays sealed in `store` (it is not
+/// content-addressed; [`open_index`]'s view opens it when read). A
 /// tampered piece fails with [`CryptError::Authentication`]. Returns the
 /// inner (plaintext) manifest.
 pub fn open_image(
@@ -212,26 +222,63 @@ pub fn open_image(
     identity: Option<&Identity>,
     max_total: u64,
 ) -> Result<Manifest> {
-    let (manifest, sealer, seals) = open_parts(outer, store, identity, max_total)?;
+    let (manifest, sealer, seals, by_chunks) = open_parts(outer, store, identity, max_total)?;
     let sealer = Arc::new(sealer);
     let todo: Vec<&PackSeal> = seals.values().collect();
     let done: Vec<Result<()>> = {
         use rayon::prelude::*;
         todo.par_iter()
             .map(|s| {
-                if store.has_intact(&s.plain, Some(s.plain_size))? {
-                    return Ok(());
-                }
                 let mut r = pack_reader(&sealer, store, s)?;
-                store
-                    .put_stream(Some(&s.plain), &mut r)
-                    .map_err(|e| unwrap_auth(e, s))?;
-                Ok(())
+                match by_chunks.get(&s.plain) {
+                    Some(t) => check_by_chunks(&mut r, s, t),
+                    None if store.has_intact(&s.plain, Some(s.plain_size))? => Ok(()),
+                    None => {
+                        store
+                            .put_stream(Some(&s.plain), &mut r)
+                            .map_err(|e| unwrap_auth(e, s))?;
+                        Ok(())
+                    }
+                }
             })
             .collect()
     };
     done.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(manifest)
+}
+
+/// Reads plaintext pack `s` (named by its chunks, `tiling`) from `r` to
+/// the end, checking every piece's authentication and every chunk's
+/// digest: such a pack is not content-addressed, so it stays sealed in
+/// the store and is opened again when read.
+fn check_by_chunks(r: &mut dyn Read, s: &PackSeal, tiling: &[(u64, Digest)]) -> Result<()> {
+    let mut check = pf_registry_core::pack::PackCheck::new(Some(tiling));
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let e = pf_cas::CasError::Io {
+                    context: format!("opening pack {}", s.plain),
+                    source: e,
+                };
+                return Err(unwrap_auth(e, s));
+            }
+        };
+        check.update(&buf[..n]);
+    }
+    let actual = check.finish();
+    if actual != s.plain {
+        return Err(pf_registry_core::RegistryError::Integrity {
+            what: format!("decrypted pack {}", s.plain),
+            expected: s.plain,
+            actual,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The error a store returned while reading an opened pack: an

@@ -367,3 +367,193 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
         assert!(spill.has(&sealed.index).unwrap());
     }
 }
+
+/// `snap.source`, with the bytes of pack `pack` served altered (one bit
+/// flipped) and vouched for or not.
+struct Altered {
+    inner: Arc<pf_snapshot::SourceStore>,
+    pack: Digest,
+    vouch: bool,
+}
+
+impl BlobStore for Altered {
+    fn open(&self, d: &Digest) -> pf_cas::Result<Box<dyn std::io::Read + Send>> {
+        Ok(self.open_vouched(d)?.0)
+    }
+    fn open_vouched(&self, d: &Digest) -> pf_cas::Result<(Box<dyn std::io::Read + Send>, bool)> {
+        if *d != self.pack {
+            return self.inner.open_vouched(d);
+        }
+        let mut bytes = self.inner.get(d)?;
+        bytes[7] ^= 1;
+        Ok((Box::new(std::io::Cursor::new(bytes)), self.vouch))
+    }
+    pf_cas::forward_to!(inner: has, size, put, put_stream, list);
+}
+
+#[test]
+fn packs_named_by_their_chunks_seal_open_and_restore_and_bad_chunks_are_caught() {
+    let w = world();
+    let id = Identity::generate().unwrap();
+    let key = DataKey::generate().unwrap();
+    let mut o = opts(None);
+    o.pack_names = pf_snapshot::PackNames::Chunks;
+    let snap = snapshot(&w.dir, w.plain.clone(), &o).unwrap();
+    let tree = restore::manifest_tree(&snap.manifest, &*w.plain).unwrap();
+    let named = pf_registry_core::pack::chunk_named(&tree);
+    assert!(tree.packs.len() >= 2);
+    assert_eq!(
+        named.len(),
+        tree.packs.len(),
+        "every new pack named by its chunks"
+    );
+    let out = MemoryStore::new();
+    let sealed = seal(&snap, &key, &id, &[], &out);
+    let m = &sealed.manifest;
+    assert_eq!(
+        m.layers
+            .iter()
+            .find(|l| l.role == ENVELOPE_ROLE)
+            .unwrap()
+            .media_type,
+        ENVELOPE_MEDIA_TYPE
+    );
+    let store = Arc::new(outer_only(m, &out));
+    // Opened whole: checked chunk by chunk, and left sealed (not
+    // content-addressed).
+    assert_eq!(
+        open_image(m, &*store, Some(&id), u64::MAX).unwrap(),
+        snap.manifest
+    );
+    for p in &tree.packs {
+        assert!(!store.has(&p.blob).unwrap());
+    }
+    // The view restores and cats, each pack checked by its chunks.
+    let opened = open_index(m, store.clone(), Some(&id), u64::MAX).unwrap();
+    let dest = w._tmp.path().join("restored");
+    restore::restore_from_store(&opened.manifest, &*opened.store, &dest, &Default::default())
+        .unwrap();
+    for f in ["secrets/token.txt", "model.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(w.dir.join(f)).unwrap()
+        );
+    }
+    let mut cat = Vec::new();
+    pf_snapshot::cat_from_store(&tree, &*opened.store, "secrets/token.txt", &mut cat).unwrap();
+    assert_eq!(cat, b"TOKEN=sk-live-abcdef");
+
+    // A source whose bytes changed under one pack: unvouched, the seal
+    // refuses the chunk; vouched (a lying store), the image seals, and
+    // opening, restoring and cat all refuse the pack.
+    let model = tree.entries.iter().find(|e| e.path == "model.bin").unwrap();
+    let pack = tree.packs[tree.chunk_table[model.parts[0] as usize].pack as usize].blob;
+    let unvouched = Altered {
+        inner: snap.source.clone(),
+        pack,
+        vouch: false,
+    };
+    let err = seal_image(
+        &snap.manifest,
+        &unvouched,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &out,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("chunk 0 of pack"), "{err}");
+    let lying = Altered {
+        inner: snap.source.clone(),
+        pack,
+        vouch: true,
+    };
+    let bad_out = MemoryStore::new();
+    let bad = seal_image(
+        &snap.manifest,
+        &lying,
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        &bad_out,
+    )
+    .unwrap()
+    .manifest;
+    let bad_store = Arc::new(outer_only(&bad, &bad_out));
+    let err = open_image(&bad, &*bad_store, Some(&id), u64::MAX).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("decrypted pack {pack}")),
+        "{err}"
+    );
+    let view = open_index(&bad, bad_store.clone(), Some(&id), u64::MAX).unwrap();
+    let dest = w._tmp.path().join("refused");
+    assert!(
+        restore::restore_from_store(&view.manifest, &*view.store, &dest, &Default::default())
+            .is_err()
+    );
+    let mut cat = Vec::new();
+    assert!(pf_snapshot::cat_from_store(&tree, &*view.store, "model.bin", &mut cat).is_err());
+    assert!(cat.is_empty(), "no byte of a bad pack is written");
+
+    // The next version against this one: base packs it uses in part are
+    // listed whole, so they are still checked by their chunks.
+    std::fs::write(w.dir.join("secrets/token.txt"), "TOKEN=sk-live-rotated").unwrap();
+    let mut model = std::fs::read(w.dir.join("model.bin")).unwrap();
+    model[230_000..230_100].fill(0);
+    std::fs::write(w.dir.join("model.bin"), &model).unwrap();
+    let mut o2 = o.clone();
+    o2.base = Some(tree.clone());
+    let snap2 = snapshot(&w.dir, w.plain.clone(), &o2).unwrap();
+    let tree2 = restore::manifest_tree(&snap2.manifest, &*w.plain).unwrap();
+    // (chunks of the pack the entries use, chunks of it the table lists)
+    let listed = |t: &FsTree, p: &pf_registry_core::manifest::Chunk| {
+        let i = t.packs.iter().position(|q| q == p).unwrap() as u32;
+        let used: HashSet<u32> = t
+            .entries
+            .iter()
+            .flat_map(|e| e.parts.iter().copied())
+            .filter(|&k| t.chunk_table[k as usize].pack == i)
+            .collect();
+        let all = t.chunk_table.iter().filter(|c| c.pack == i).count();
+        (used.len(), all)
+    };
+    assert!(
+        tree2
+            .packs
+            .iter()
+            .filter(|p| tree.packs.contains(p))
+            .any(|p| listed(&tree2, p).0 < listed(&tree, p).1),
+        "a base pack is used in part"
+    );
+    assert_eq!(
+        pf_registry_core::pack::chunk_named(&tree2).len(),
+        tree2.packs.len()
+    );
+    let out2 = MemoryStore::new();
+    let m2 = seal(&snap2, &key, &id, &sealed.packs, &out2).manifest;
+    let store2 = Arc::new(MemoryStore::new());
+    for l in &m2.layers {
+        let b = out2.get(&l.digest).or_else(|_| out.get(&l.digest)).unwrap();
+        store2.put(&b).unwrap();
+    }
+    let opened2 = open_index(&m2, store2.clone(), Some(&id), u64::MAX).unwrap();
+    let dest2 = w._tmp.path().join("restored2");
+    restore::restore_from_store(
+        &opened2.manifest,
+        &*opened2.store,
+        &dest2,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dest2.join("secrets/token.txt")).unwrap(),
+        b"TOKEN=sk-live-rotated"
+    );
+    assert_eq!(
+        std::fs::read(dest2.join("model.bin")).unwrap(),
+        std::fs::read(w.dir.join("model.bin")).unwrap()
+    );
+    assert!(open_image(&m2, &*store2, Some(&id), u64::MAX).is_ok());
+}

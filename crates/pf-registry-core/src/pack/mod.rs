@@ -62,6 +62,148 @@ impl From<PackedChunk> for (Digest, u32, u64, u64) {
     }
 }
 
+/// The chunks that lie back to back in pack `index` of `tree` from offset
+/// 0 to `size`, each as `(size, digest)` in pack order (a range listed
+/// twice counts once); `None` if they leave a gap, overlap or run past
+/// `size`, or the pack has none.
+pub fn tiling(tree: &FsTree, index: u32, size: u64) -> Option<Vec<(u64, Digest)>> {
+    let spans = tree
+        .chunk_table
+        .iter()
+        .filter(|c| c.pack == index)
+        .map(|c| (c.offset, c.size, c.digest))
+        .collect();
+    tile(spans, size)
+}
+
+fn tile(mut spans: Vec<(u64, u64, Digest)>, size: u64) -> Option<Vec<(u64, Digest)>> {
+    spans.sort_unstable_by_key(|&(off, len, _)| (off, len));
+    spans.dedup_by_key(|s| (s.0, s.1));
+    let mut at = 0u64;
+    for &(off, len, _) in &spans {
+        if off != at || len == 0 {
+            return None;
+        }
+        at = off.checked_add(len)?;
+    }
+    (at == size && !spans.is_empty()).then(|| spans.into_iter().map(|(_, n, d)| (n, d)).collect())
+}
+
+/// The name a pack gets from its chunks alone: the SHA-256 of a domain
+/// tag, then each chunk's digest and size (8 bytes, big-endian) in pack
+/// order. Naming a pack so costs no pass over its bytes; a reader checks
+/// such a pack chunk by chunk ([`PackCheck`]). pf names packs this way
+/// only where they are never stored as such: the inner packs of an
+/// encrypted image.
+pub fn name_of_chunks(chunks: &[(u64, Digest)]) -> Digest {
+    let mut h = pf_digest::Hasher::new();
+    h.update(b"pf pack named by its chunks v1\n");
+    for (n, d) in chunks {
+        h.update(d.as_bytes());
+        h.update(&n.to_be_bytes());
+    }
+    h.finish()
+}
+
+/// The packs of `tree` named by their chunks ([`name_of_chunks`] of their
+/// [`tiling`] is their digest), each with that tiling. One pass over the
+/// chunk table.
+pub fn chunk_named(tree: &FsTree) -> HashMap<Digest, Vec<(u64, Digest)>> {
+    let mut spans: Vec<Vec<(u64, u64, Digest)>> = vec![Vec::new(); tree.packs.len()];
+    for c in &tree.chunk_table {
+        if let Some(v) = spans.get_mut(c.pack as usize) {
+            v.push((c.offset, c.size, c.digest));
+        }
+    }
+    tree.packs
+        .iter()
+        .zip(spans)
+        .filter_map(|(p, s)| {
+            let t = tile(s, p.size)?;
+            (name_of_chunks(&t) == p.blob).then_some((p.blob, t))
+        })
+        .collect()
+}
+
+/// Checks a pack's bytes as they stream by against its name: the SHA-256
+/// of the bytes, or, for a pack named by its chunks (given its tiling),
+/// [`name_of_chunks`] of the chunks the bytes cut into at the tiling's
+/// lengths (so every chunk is checked by its own digest).
+pub struct PackCheck<'a> {
+    tiling: Option<&'a [(u64, Digest)]>,
+    h: pf_digest::Hasher,
+    at: u64,
+    seen: Vec<(u64, Digest)>,
+    len: u64,
+}
+
+impl std::fmt::Debug for PackCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackCheck")
+            .field("by_chunks", &self.tiling.is_some())
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> PackCheck<'a> {
+    /// A check of a pack named by its content (`None`) or by the chunks of
+    /// `tiling`.
+    pub fn new(tiling: Option<&'a [(u64, Digest)]>) -> PackCheck<'a> {
+        PackCheck {
+            tiling,
+            h: pf_digest::Hasher::new(),
+            at: 0,
+            seen: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Feeds the next bytes of the pack.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        let Some(t) = self.tiling else {
+            self.h.update(bytes);
+            return;
+        };
+        while !bytes.is_empty() {
+            let want = t.get(self.seen.len()).map_or(u64::MAX, |c| c.0);
+            let k = (want - self.at).min(bytes.len() as u64) as usize;
+            self.h.update(&bytes[..k]);
+            self.at += k as u64;
+            bytes = &bytes[k..];
+            if self.at == want {
+                let h = std::mem::take(&mut self.h);
+                self.seen.push((self.at, h.finish()));
+                self.at = 0;
+            }
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The name the bytes fed give the pack, in its naming scheme: equal to
+    /// the pack's digest if and only if they are its bytes.
+    pub fn finish(mut self) -> Digest {
+        if self.tiling.is_none() {
+            return self.h.finish();
+        }
+        if self.at > 0 {
+            let h = std::mem::take(&mut self.h);
+            self.seen.push((self.at, h.finish()));
+        }
+        name_of_chunks(&self.seen)
+    }
+}
+
 /// Checks a chunk table against its packs: bounded count, every chunk
 /// non-empty, at most [`MAX_CHUNK_SIZE`], inside a listed pack, and no two
 /// chunks of a pack overlapping (the same range listed twice is allowed: a
@@ -280,6 +422,91 @@ mod tests {
             offset,
             size,
         }
+    }
+
+    /// A tree of one pack cut into chunks of `lens`, named by its chunks.
+    fn named_tree(bytes: &[u8], lens: &[usize]) -> FsTree {
+        let mut t = FsTree::default();
+        let mut at = 0usize;
+        let mut list = Vec::new();
+        for &n in lens {
+            let d = Digest::of(&bytes[at..at + n]);
+            t.chunk_table.push(PackedChunk {
+                digest: d,
+                pack: 0,
+                offset: at as u64,
+                size: n as u64,
+            });
+            list.push((n as u64, d));
+            at += n;
+        }
+        t.packs.push(Chunk {
+            blob: name_of_chunks(&list),
+            size: at as u64,
+        });
+        t
+    }
+
+    proptest! {
+        /// A pack named by its chunks checks out whatever the read sizes,
+        /// and one flipped bit, a byte short or a byte more never does.
+        #[test]
+        fn packs_named_by_their_chunks_check_chunk_by_chunk(
+            lens in proptest::collection::vec(1usize..300, 1..12),
+            reads in proptest::collection::vec(1usize..500, 1..40),
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let total: usize = lens.iter().sum();
+            let bytes: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+            let tree = named_tree(&bytes, &lens);
+            let named = chunk_named(&tree);
+            let name = tree.packs[0].blob;
+            let tiling = named.get(&name).map(Vec::as_slice);
+            prop_assert!(tiling.is_some());
+            let feed = |b: &[u8]| {
+                let mut c = PackCheck::new(tiling);
+                let mut rest = b;
+                for &r in reads.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let k = r.min(rest.len());
+                    c.update(&rest[..k]);
+                    rest = &rest[k..];
+                }
+                (c.len(), c.finish())
+            };
+            prop_assert_eq!(feed(&bytes), (total as u64, name));
+            let mut bad = bytes.clone();
+            bad[flip.index(total)] ^= 1;
+            prop_assert_ne!(feed(&bad).1, name);
+            prop_assert_ne!(feed(&bytes[..total - 1]).1, name);
+            let mut more = bytes.clone();
+            more.push(0);
+            prop_assert_ne!(feed(&more).1, name);
+            // Named by content, the same bytes are another pack.
+            prop_assert_ne!(Digest::of(&bytes), name);
+            let mut whole = PackCheck::new(None);
+            whole.update(&bytes);
+            prop_assert_eq!(whole.finish(), Digest::of(&bytes));
+        }
+    }
+
+    #[test]
+    fn only_an_exact_tiling_under_its_name_is_named_by_chunks() {
+        let bytes = vec![5u8; 100];
+        let tree = named_tree(&bytes, &[40, 60]);
+        assert_eq!(chunk_named(&tree).len(), 1);
+        // Named by content: not named by chunks.
+        let mut content = tree.clone();
+        content.packs[0].blob = Digest::of(&bytes);
+        assert!(chunk_named(&content).is_empty());
+        // A gap, or a size past the chunks: no tiling.
+        let mut gap = tree.clone();
+        gap.chunk_table[1].offset = 41;
+        assert!(tiling(&gap, 0, 100).is_none());
+        assert!(tiling(&tree, 0, 101).is_none());
+        assert_eq!(tiling(&tree, 0, 100).map(|t| t.len()), Some(2));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use std::sync::Mutex;
 use rustix::fs::{fchmod, fstat, mkdirat, openat, symlinkat, Mode, OFlags};
 
 use pf_cas::{BlobStore, CasError};
-use pf_digest::{Digest, Hasher};
+use pf_digest::Digest;
 use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsTree};
+use pf_registry_core::pack::PackCheck;
 use pf_registry_core::{RegistryError, Result};
 
 use super::RestoreOptions;
@@ -62,6 +63,9 @@ pub struct Layout {
     tree: FsTree,
     files: Vec<Created>,
     places: HashMap<Digest, Vec<Place>>,
+    /// Packs named by their chunks, with their tilings (checked chunk by
+    /// chunk as they are written).
+    by_chunks: HashMap<Digest, Vec<(u64, Digest)>>,
     written: Mutex<HashSet<Digest>>,
 }
 
@@ -165,6 +169,7 @@ impl Layout {
             tree: FsTree::default(),
             files: Vec::new(),
             places: HashMap::new(),
+            by_chunks: pf_registry_core::pack::chunk_named(&tree),
             written: Mutex::new(HashSet::new()),
         };
         match layout.populate(&tree) {
@@ -302,7 +307,7 @@ impl Layout {
     }
 
     /// Streams blob `digest` from `reader` into every range it fills,
-    /// hashing as it goes. Errors like [`BlobStore::put_stream`]: reader
+    /// hashing as it goes (chunk by chunk for a pack named by its chunks). Errors like [`BlobStore::put_stream`]: reader
     /// failures say `reading blob stream`, and a content mismatch is
     /// [`CasError::Integrity`] (the ranges then hold bad bytes until the
     /// blob is written again, and the restore is not finished).
@@ -316,7 +321,7 @@ impl Layout {
         // than the descriptor limit); consecutive writes to the same file
         // reuse it.
         let mut current: Option<(usize, File)> = None;
-        let mut h = Hasher::new();
+        let mut h = PackCheck::new(self.by_chunks.get(digest).map(Vec::as_slice));
         let mut buf = vec![0u8; 256 * 1024];
         let mut pos = 0u64;
         loop {
