@@ -102,6 +102,18 @@ impl PullTarget for Decrypting {
             by_sealed: self.by_sealed.clone(),
         }))
     }
+
+    /// Sealed packs filling the same file are spread apart, as a plain
+    /// restore spreads their plaintext ([`Layout::spread`]).
+    ///
+    /// [`Layout::spread`]: pf_snapshot::restore::Layout::spread
+    fn order(&self, blobs: &mut Vec<pf_registry_core::manifest::ClosureBlob>) {
+        if let Some(l) = self.restore.layout() {
+            l.spread(blobs, |b| {
+                self.by_sealed.get(&b.digest).map_or(b.digest, |s| s.plain)
+            });
+        }
+    }
 }
 
 /// Sealed packs go opened into `sink` (the restore), other blobs to the

@@ -588,6 +588,8 @@ impl<T: Transport> Registry for Engine<T> {
             bytes: need2.iter().filter_map(|b| b.size).sum(),
         });
         fetched_count += need2.len() as u64;
+        let mut need2 = need2;
+        target.order(&mut need2);
         let (w2, r2) = self.fetch_blobs(&data, need2, &budget).await?;
         wire += w2;
         raw += r2;

@@ -143,6 +143,14 @@ pub trait PullTarget: Send + Sync {
         manifest: &Manifest,
         store: &Arc<dyn BlobStore>,
     ) -> Result<Arc<dyn BlobStore>>;
+
+    /// Reorders `blobs`, which are about to be fetched into the store
+    /// [`PullTarget::data_store`] returned; the engine fetches them in
+    /// this order, several at a time. The default keeps the closure's
+    /// order.
+    fn order(&self, blobs: &mut Vec<crate::manifest::ClosureBlob>) {
+        let _ = blobs;
+    }
 }
 
 /// The default [`PullTarget`]: every blob goes into the caller's store.

@@ -301,6 +301,53 @@ impl Layout {
         Ok(File::from(fd))
     }
 
+    /// Reorders `blobs` (each named by `digest`) so that blobs filling the
+    /// same file are spread apart: each blob counts for the file it fills
+    /// most, and the next blob is taken from the file with the most blobs
+    /// left other than the last one's (blobs that fill no file first,
+    /// each file's blobs in their order). Blobs fetched side by side then
+    /// write into different files instead of queueing on one file's
+    /// lock.
+    pub fn spread<T>(&self, blobs: &mut Vec<T>, digest: impl Fn(&T) -> Digest) {
+        let mut none = Vec::new();
+        let mut by_file: Vec<(usize, std::collections::VecDeque<T>)> = Vec::new();
+        let mut at: HashMap<usize, usize> = HashMap::new();
+        for b in blobs.drain(..) {
+            let main = self
+                .places
+                .get(&digest(&b))
+                .and_then(|ps| ps.iter().max_by_key(|p| p.len))
+                .map(|p| p.file);
+            match main {
+                None => none.push(b),
+                Some(f) => {
+                    let i = *at.entry(f).or_insert_with(|| {
+                        by_file.push((f, Default::default()));
+                        by_file.len() - 1
+                    });
+                    by_file[i].1.push_back(b);
+                }
+            }
+        }
+        blobs.extend(none);
+        let mut last = None;
+        loop {
+            let pick = by_file
+                .iter()
+                .enumerate()
+                .filter(|(_, (f, q))| !q.is_empty() && Some(*f) != last)
+                .max_by_key(|(i, (_, q))| (q.len(), std::cmp::Reverse(*i)))
+                .or_else(|| by_file.iter().enumerate().find(|(_, (_, q))| !q.is_empty()))
+                .map(|(i, _)| i);
+            let Some(i) = pick else { break };
+            let (f, q) = &mut by_file[i];
+            if let Some(b) = q.pop_front() {
+                blobs.push(b);
+            }
+            last = Some(*f);
+        }
+    }
+
     /// Whether `digest` fills some file range.
     pub fn wants(&self, digest: &Digest) -> bool {
         self.places.contains_key(digest)
@@ -644,6 +691,43 @@ mod tests {
         assert_eq!(read("d/big"), b"first half/second half");
         let mode = fs::metadata(dest.join("a")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn spread_interleaves_files_and_keeps_each_files_order() {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let chunked = |path: &str, names: &[&str]| {
+            let mut f = file(path, 10 * names.len() as u64, d(names[0]), None);
+            f.blob = None;
+            f.chunks = names
+                .iter()
+                .map(|n| Chunk {
+                    blob: d(n),
+                    size: 10,
+                })
+                .collect();
+            f
+        };
+        let pack = d("pack");
+        let tree = FsTree {
+            entries: vec![
+                chunked("m", &["m1", "m2", "m3", "m4"]),
+                chunked("k", &["k1", "k2"]),
+                file("a", 5, pack, Some(0)),
+                file("c", 6, pack, Some(5)),
+            ],
+            packs: vec![Chunk {
+                blob: pack,
+                size: 11,
+            }],
+            chunk_table: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tree, &dir.path().join("out"), &Default::default()).unwrap();
+        let mut blobs: Vec<&str> = vec!["other", "m1", "m2", "m3", "m4", "k1", "k2", "pack"];
+        layout.spread(&mut blobs, |s| d(s));
+        assert_eq!(blobs, ["other", "m1", "k1", "m2", "k2", "m3", "pack", "m4"]);
+        layout.abandon();
     }
 
     #[test]

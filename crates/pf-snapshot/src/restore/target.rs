@@ -97,6 +97,13 @@ impl PullTarget for RestoreTarget {
             self.skipped.clone(),
         )))
     }
+
+    /// Blobs filling the same file are spread apart ([`Layout::spread`]).
+    fn order(&self, blobs: &mut Vec<pf_registry_core::manifest::ClosureBlob>) {
+        if let Some(l) = self.layout.get() {
+            l.spread(blobs, |b| b.digest);
+        }
+    }
 }
 
 /// A store that writes file-content blobs into a [`Layout`] and everything
