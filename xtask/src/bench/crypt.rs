@@ -61,7 +61,8 @@ impl Dirs {
     fn pull_setup(p: &Peers, d: &str) -> String {
         let out = p.out();
         format!(
-            "rm -rf {out} {d}/pull-store && mkdir -p {out} && find {d}/repo -type f -exec cat {{}} + > /dev/null"
+            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {d}/repo -type f -exec cat {{}} + > /dev/null",
+            crate::bench::peers::retire(&out)
         )
     }
 

@@ -99,9 +99,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "==> {:?} on {:.0} MB ({} runs each, median)",
         o.scenarios, c.mb, o.runs
     );
+    // A graveyard left by an interrupted bench goes first (restores move
+    // earlier outputs there rather than delete them, see `peers::retire`).
+    timed(&peers::bury())?;
     let result = run_scenarios(&o, &c, &v, &mut r, &mut sum, &edit_list);
     // Put the base version back under v/ whatever happened.
     v.park()?;
+    timed(&peers::bury())?;
     let (text_raw, _servers) = result?;
     report::write(
         &root,
@@ -131,18 +135,20 @@ fn run_scenarios(
     if o.has(Scenario::Base) {
         file_rows(c, r, sum)?;
     }
+    // The scenarios with restore targets first: their earlier outputs
+    // stay in the graveyard while the disk has room (`peers::retire`).
+    if o.has(Scenario::Crypt) {
+        crypt::crypt(&c.peers, v, r, sum)?;
+    }
+    if o.has(Scenario::Small) {
+        scenarios::small(&c.peers, &c.root, r, sum, o.small_files)?;
+    }
     let mut text_raw = 0;
     if o.has(Scenario::Levels) {
         text_raw = remote::level_rows(c, r, &o.levels, o.size)?;
     }
     if o.has(Scenario::Edits) || o.has(Scenario::Pull) {
         scenarios::edits(&c.peers, v, r, sum, edit_list, o.has(Scenario::Pull))?;
-    }
-    if o.has(Scenario::Small) {
-        scenarios::small(&c.peers, &c.root, r, sum, o.small_files)?;
-    }
-    if o.has(Scenario::Crypt) {
-        crypt::crypt(&c.peers, v, r, sum)?;
     }
     if o.has(Scenario::Big) {
         scenarios::big(&c.peers, v, r)?;
@@ -215,7 +221,14 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
         &format!("find {dd} -type f -print0 | xargs -0 cat | sha256sum"),
         None,
     )?;
-    r.one(mb, "cp -r", fresh, &format!("cp -r {dd} {ww}/copy"), None)?;
+    let copy = format!("{ww}-copy");
+    r.one(
+        mb,
+        "cp -r",
+        &format!("{fresh} && {}", peers::retire(&copy)),
+        &format!("cp -r {dd} {copy}"),
+        None,
+    )?;
     // The baselines work in their own directory, so they can run between
     // pf's runs without touching pf's repository.
     let bw = format!("{ww}-baseline");
@@ -315,7 +328,8 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
                 name: "zstd -dc | tar -x".into(),
                 mb,
                 setup: format!(
-                    "{bfresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && mkdir {bw}/x"
+                    "{} && {bfresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && mkdir {bw}/x",
+                    peers::retire(&format!("{bw}/x"))
                 ),
                 cmd: format!("zstd -dc {bw}/snap.tar.zst | tar -C {bw}/x -xf -"),
                 log: None,
@@ -328,7 +342,8 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
                 // written its tar.zst: both then read warm input (the file
                 // backend's push drops what it wrote from the page cache).
                 setup: format!(
-                    "rm -rf {ww}/store2 {ww}/out && find {ww}/repo -type f -exec cat {{}} + > /dev/null"
+                    "{} && rm -rf {ww}/store2 && find {ww}/repo -type f -exec cat {{}} + > /dev/null",
+                    peers::retire(&format!("{ww}/out"))
                 ),
                 cmd: format!(
                     "{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"
@@ -365,11 +380,12 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
         "pf pull (store has it) + restore",
         // A plain pull (no --into) keeps every blob in the store.
         &format!(
-            "rm -rf {ww}/out && ([ -d {ww}/store3 ] || {pfs} -q --store {ww}/store3 pull file://{ww}/repo)"
+            "{} && ([ -d {ww}/store3 ] || {pfs} -q --store {ww}/store3 pull file://{ww}/repo)",
+            peers::retire(&format!("{ww}/out"))
         ),
         &format!("{pfs} -q --json --store {ww}/store3 pull file://{ww}/repo --into {ww}/out"),
         None,
-            )?;
+    )?;
     r.one(
         mb,
         "pf pull (store has previous version) + restore",

@@ -25,11 +25,11 @@ impl Scenario {
     /// Every scenario, in the order they run.
     pub const ALL: [Scenario; 7] = [
         Scenario::Base,
+        Scenario::Crypt,
+        Scenario::Small,
         Scenario::Levels,
         Scenario::Edits,
         Scenario::Pull,
-        Scenario::Small,
-        Scenario::Crypt,
         Scenario::Big,
     ];
 
@@ -212,7 +212,7 @@ mod tests {
         let o = parse(&args("--scenario all")).unwrap();
         assert_eq!(o.scenarios, Scenario::ALL.to_vec());
         let o = parse(&args("--scenario small,edits")).unwrap();
-        assert_eq!(o.scenarios, vec![Scenario::Edits, Scenario::Small]);
+        assert_eq!(o.scenarios, vec![Scenario::Small, Scenario::Edits]);
         assert!(parse(&args("--scenario nope")).is_err());
     }
 

@@ -126,7 +126,8 @@ impl Peers {
     pub fn restore_setup(&self, t: Tool) -> String {
         let (d, repo, out) = (self.dir(t), self.repo(t), self.out());
         format!(
-            "rm -rf {out} {d}/pull-store && mkdir -p {out} && find {repo} -type f -exec cat {{}} + > /dev/null"
+            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {repo} -type f -exec cat {{}} + > /dev/null",
+            retire(&out)
         )
     }
 
@@ -176,4 +177,38 @@ impl Peers {
     pub fn clear(&self) -> String {
         format!("rm -rf {}", self.work)
     }
+}
+
+/// Where earlier restore outputs wait: next to the peers' states, so that
+/// clearing those does not delete them.
+pub fn graveyard() -> String {
+    let root = std::path::Path::new("target/bench");
+    std::fs::canonicalize(root)
+        .unwrap_or_else(|_| root.to_path_buf())
+        .join("graveyard")
+        .display()
+        .to_string()
+}
+
+/// Untimed shell: moves directory `dir`, if present, into the
+/// [`graveyard`] instead of deleting it, while the disk keeps 16 GiB plus
+/// twice its size free (else it is deleted). ext4 without a journal (the
+/// bench machine's root filesystem) passes over inodes freed in the last
+/// 60 to 360 seconds when it allocates new ones (`recently_deleted`), so
+/// deleting the previous output just before a restore made that restore
+/// pay for the deletion, by an amount that changed from run to run
+/// (BENCHMARKS.md). The graveyard is emptied once the bench is done
+/// ([`bury`]).
+pub fn retire(dir: &str) -> String {
+    let g = graveyard();
+    format!(
+        "if [ -e {dir} ]; then mkdir -p {g} && \
+         if [ $(df --output=avail -B1 {g} | tail -1) -gt $(( (16 << 30) + 2 * $(du -sb {dir} | cut -f1) )) ]; \
+         then mv {dir} {g}/$(date +%s%N); else rm -rf {dir}; fi; fi"
+    )
+}
+
+/// Untimed shell: empties the [`graveyard`].
+pub fn bury() -> String {
+    format!("rm -rf {}", graveyard())
 }
