@@ -61,8 +61,9 @@ impl Dirs {
     fn pull_setup(p: &Peers, d: &str) -> String {
         let out = p.out();
         format!(
-            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {d}/repo -type f -exec cat {{}} + > /dev/null",
-            crate::bench::peers::retire(&out)
+            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {d}/repo -type f -exec cat {{}} + > /dev/null && {}",
+            crate::bench::peers::retire_output(&out),
+            p.warm(Tool::Pf)
         )
     }
 

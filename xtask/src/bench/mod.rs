@@ -328,8 +328,8 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
                 name: "zstd -dc | tar -x".into(),
                 mb,
                 setup: format!(
-                    "{} && {bfresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && mkdir {bw}/x",
-                    peers::retire(&format!("{bw}/x"))
+                    "{} && {bfresh} && tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && mkdir {bw}/x && sync",
+                    peers::retire_output(&format!("{bw}/x"))
                 ),
                 cmd: format!("zstd -dc {bw}/snap.tar.zst | tar -C {bw}/x -xf -"),
                 log: None,
@@ -342,8 +342,8 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
                 // written its tar.zst: both then read warm input (the file
                 // backend's push drops what it wrote from the page cache).
                 setup: format!(
-                    "{} && rm -rf {ww}/store2 && find {ww}/repo -type f -exec cat {{}} + > /dev/null",
-                    peers::retire(&format!("{ww}/out"))
+                    "{} && rm -rf {ww}/store2 && find {ww}/repo -type f -exec cat {{}} + > /dev/null && {pfs} --version > /dev/null",
+                    peers::retire_output(&format!("{ww}/out"))
                 ),
                 cmd: format!(
                     "{pfs} -q --json --store {ww}/store2 pull file://{ww}/repo --into {ww}/out"
@@ -381,7 +381,7 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
         // A plain pull (no --into) keeps every blob in the store.
         &format!(
             "{} && ([ -d {ww}/store3 ] || {pfs} -q --store {ww}/store3 pull file://{ww}/repo)",
-            peers::retire(&format!("{ww}/out"))
+            peers::retire_output(&format!("{ww}/out"))
         ),
         &format!("{pfs} -q --json --store {ww}/store3 pull file://{ww}/repo --into {ww}/out"),
         None,

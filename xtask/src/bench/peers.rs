@@ -126,9 +126,21 @@ impl Peers {
     pub fn restore_setup(&self, t: Tool) -> String {
         let (d, repo, out) = (self.dir(t), self.repo(t), self.out());
         format!(
-            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {repo} -type f -exec cat {{}} + > /dev/null",
-            retire(&out)
+            "{} && rm -rf {d}/pull-store && mkdir -p {out} && find {repo} -type f -exec cat {{}} + > /dev/null && {}",
+            retire_output(&out),
+            self.warm(t)
         )
+    }
+
+    /// Untimed shell: runs the tool once so that its program is in the
+    /// page cache (after [`retire_output`] dropped it).
+    pub fn warm(&self, t: Tool) -> String {
+        match t {
+            Tool::Pf => format!("{} --version > /dev/null", self.pf),
+            Tool::Restic => "restic version > /dev/null".into(),
+            Tool::Borg => "borg --version > /dev/null".into(),
+            Tool::Tar => "zstd --version > /dev/null && tar --version > /dev/null".into(),
+        }
     }
 
     /// Restores the latest backup (`name` for tar and borg) into
@@ -198,13 +210,26 @@ pub fn graveyard() -> String {
 /// deleting the previous output just before a restore made that restore
 /// pay for the deletion, by an amount that changed from run to run
 /// (BENCHMARKS.md). The graveyard is emptied once the bench is done
-/// ([`bury`]).
+/// ([`bury`]). Then everything dirty is written back: a moved output is
+/// not discarded as a deleted one is, and its write-back would otherwise
+/// run during the next restore.
 pub fn retire(dir: &str) -> String {
     let g = graveyard();
     format!(
         "if [ -e {dir} ]; then mkdir -p {g} && \
          if [ $(df --output=avail -B1 {g} | tail -1) -gt $(( (16 << 30) + 2 * $(du -sb {dir} | cut -f1) )) ]; \
-         then mv {dir} {g}/$(date +%s%N); else rm -rf {dir}; fi; fi"
+         then mv {dir} {g}/$(date +%s%N); else rm -rf {dir}; fi; fi; sync"
+    )
+}
+
+/// Untimed shell: [`retire`] `dir`, then drop the page cache where allowed
+/// (root), so that every restore starts from the same state (the pages of
+/// the outputs before it gone); the restore's setup then reads its input
+/// warm again.
+pub fn retire_output(dir: &str) -> String {
+    format!(
+        "{}; (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null; true",
+        retire(dir)
     )
 }
 
