@@ -47,7 +47,7 @@ const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
 
 type SealScratch = (Option<(i32, zstd::bulk::Compressor<'static>)>, Vec<u8>);
-type OpenScratch = (Vec<u8>, Option<zstd::bulk::Decompressor<'static>>, Vec<u8>);
+type OpenScratch = (Vec<u8>, Option<zstd::bulk::Decompressor<'static>>);
 
 thread_local! {
     /// One zstd context (per level) and one output buffer per thread,
@@ -55,10 +55,10 @@ thread_local! {
     /// much as compressing it.
     static SCRATCH: RefCell<SealScratch> =
         const { RefCell::new((None, Vec::new())) };
-    /// The ciphertext being opened in place, a zstd decoding context and
-    /// the decoded plaintext.
+    /// A copy of the ciphertext being opened (for [`Sealer::open_into`])
+    /// and a zstd decoding context.
     static OPEN_SCRATCH: RefCell<OpenScratch> =
-        const { RefCell::new((Vec::new(), None, Vec::new())) };
+        const { RefCell::new((Vec::new(), None)) };
 }
 
 /// The keys derived from one [`DataKey`].
@@ -212,53 +212,74 @@ impl Sealer {
     /// any ciphertext not sealed under this data key as it is, or a
     /// plaintext over `max_len` bytes.
     pub fn open_into(&self, sealed: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<()> {
+        // The copy buffer is taken out of the thread's scratch while it is
+        // opened (which borrows the scratch's zstd context), then put back.
+        let mut buf = OPEN_SCRATCH.with(|cell| std::mem::take(&mut cell.borrow_mut().0));
+        buf.clear();
+        buf.extend_from_slice(sealed);
+        let mut decoded = Vec::new();
+        let res = self.open_in_place(&mut buf, max_len, &mut decoded);
+        if let Ok(at) = &res {
+            match at {
+                Some(r) => out.extend_from_slice(&buf[r.clone()]),
+                None => out.extend_from_slice(&decoded),
+            }
+        }
+        OPEN_SCRATCH.with(|cell| cell.borrow_mut().0 = buf);
+        res.map(|_| ())
+    }
+
+    /// [`Sealer::open_into`] in place: `sealed` is decrypted where it
+    /// lies. Returns the range of `sealed` that holds the plaintext of a
+    /// raw piece, or `None` for a compressed one, whose plaintext is then
+    /// `out` (cleared first). Same checks and errors; after an error
+    /// `sealed` holds garbage.
+    pub fn open_in_place(
+        &self,
+        sealed: &mut [u8],
+        max_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<std::ops::Range<usize>>> {
         if sealed.len() < OVERHEAD {
             return Err(CryptError::Authentication);
         }
         let mut id = [0u8; 32];
         id.copy_from_slice(&sealed[..32]);
-        let form = &sealed[32..32 + FORM];
-        let (ct, tag) = sealed[32 + FORM..].split_at(sealed.len() - 32 - FORM - 16);
-        let tag = aead::Tag::try_from(tag).map_err(|_| CryptError::Authentication)?;
-        OPEN_SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            let (buf, dctx, plain) = &mut *scratch;
-            buf.clear();
-            buf.extend_from_slice(ct);
-            self.aead_key(&id, form)
-                .open_in_place_separate_tag(
-                    aead::Nonce::assume_unique_for_key([0u8; 12]),
-                    aead::Aad::from(AAD),
-                    tag,
-                    buf,
-                    0..,
-                )
-                .map_err(|_| CryptError::Authentication)?;
-            let rest = &buf[..];
-            match form[0] {
-                FLAG_RAW if rest.len() <= max_len => {
-                    out.extend_from_slice(rest);
-                    Ok(())
+        let mut form = [0u8; FORM];
+        form.copy_from_slice(&sealed[32..32 + FORM]);
+        let body = 32 + FORM..sealed.len() - 16;
+        let tag =
+            aead::Tag::try_from(&sealed[body.end..]).map_err(|_| CryptError::Authentication)?;
+        self.aead_key(&id, &form)
+            .open_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key([0u8; 12]),
+                aead::Aad::from(AAD),
+                tag,
+                &mut sealed[body.clone()],
+                0..,
+            )
+            .map_err(|_| CryptError::Authentication)?;
+        match form[0] {
+            FLAG_RAW if body.len() <= max_len => Ok(Some(body)),
+            FLAG_ZSTD => OPEN_SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                let dctx = &mut scratch.1;
+                if dctx.is_none() {
+                    *dctx = zstd::bulk::Decompressor::new().ok();
                 }
-                FLAG_ZSTD => {
-                    if dctx.is_none() {
-                        *dctx = zstd::bulk::Decompressor::new().ok();
-                    }
-                    let d = dctx.as_mut().ok_or(CryptError::Authentication)?;
-                    plain.clear();
-                    plain.reserve(max_len);
-                    // Fails if the frame decodes to more than `max_len`.
-                    d.decompress_to_buffer(rest, plain)
-                        .map_err(|_| CryptError::Authentication)?;
-                    if plain.len() > max_len {
-                        return Err(CryptError::Authentication);
-                    }
-                    out.extend_from_slice(plain);
-                    Ok(())
+                let d = dctx.as_mut().ok_or(CryptError::Authentication)?;
+                out.clear();
+                out.reserve(max_len);
+                // Fails if the frame decodes to more than `max_len`.
+                d.decompress_to_buffer(&sealed[body], out)
+                    .map_err(|_| CryptError::Authentication)?;
+                if out.len() > max_len {
+                    return Err(CryptError::Authentication);
                 }
-                _ => Err(CryptError::Authentication),
-            }
-        })
+                Ok(None)
+            }),
+            _ => Err(CryptError::Authentication),
+        }
     }
 
     /// Opens a sealed piece whose plaintext is at most `max_len` bytes.

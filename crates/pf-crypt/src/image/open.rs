@@ -349,6 +349,7 @@ fn pack_reader(
         pieces: s.pieces.clone().into_iter(),
         ct: Vec::new(),
         plain: Vec::new(),
+        span: (false, 0, 0),
         at: 0,
     })
 }
@@ -397,6 +398,9 @@ pub(crate) struct PackReader<R = Box<dyn Read + Send>> {
     pieces: std::vec::IntoIter<(u32, u32)>,
     ct: Vec<u8>,
     plain: Vec<u8>,
+    /// Where the current piece's plaintext lies: in `ct` (or `plain`),
+    /// from, to.
+    span: (bool, usize, usize),
     at: usize,
 }
 
@@ -410,6 +414,7 @@ impl<R: Read> PackReader<R> {
             pieces: pieces.into_iter(),
             ct: Vec::new(),
             plain: Vec::new(),
+            span: (false, 0, 0),
             at: 0,
         }
     }
@@ -434,27 +439,35 @@ impl<R: Read> PackReader<R> {
                 e
             }
         })?;
-        self.plain.clear();
-        self.at = 0;
-        self.sealer
-            .open_into(&self.ct, p as usize, &mut self.plain)
+        // A raw piece is served from where it was decrypted, a compressed
+        // one from `plain`.
+        let at = self
+            .sealer
+            .open_in_place(&mut self.ct, p as usize, &mut self.plain)
             .map_err(|_| io::Error::other(AuthFailed))?;
-        if self.plain.len() != p as usize {
+        self.span = match at {
+            Some(r) => (true, r.start, r.end),
+            None => (false, 0, self.plain.len()),
+        };
+        if self.span.2 - self.span.1 != p as usize {
             return Err(io::Error::other(AuthFailed));
         }
+        self.at = self.span.1;
         Ok(true)
     }
 }
 
 impl<R: Read> Read for PackReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.plain.len() {
+        while self.at == self.span.2 {
             if !self.next_piece()? {
                 return Ok(0);
             }
         }
-        let n = buf.len().min(self.plain.len() - self.at);
-        buf[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
+        let (in_ct, _, end) = self.span;
+        let from = if in_ct { &self.ct } else { &self.plain };
+        let n = buf.len().min(end - self.at);
+        buf[..n].copy_from_slice(&from[self.at..self.at + n]);
         self.at += n;
         Ok(n)
     }
