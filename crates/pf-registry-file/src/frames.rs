@@ -3,7 +3,7 @@
 //! and require that the last frame ends exactly at the end of the file.
 //!
 //! This is what catches a blob cut short (a power loss between writing the
-//! blob and the commit's `syncfs`, a copy that stopped half way): such a
+//! blob and the commit's fsyncs, a copy that stopped half way): such a
 //! file is treated as missing so the next push writes it again. It cannot
 //! catch bytes flipped inside a block; readers verify every digest after
 //! decoding, which does.

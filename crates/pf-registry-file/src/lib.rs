@@ -11,8 +11,10 @@
 //! .tmp/                              temp files (same filesystem, so renames are atomic)
 //! ```
 //!
-//! Blobs are written to `.tmp` and renamed into place; before the commit one
-//! `syncfs` makes every blob durable, then the manifest copies are written
+//! Blobs are written to `.tmp` and renamed into place; before the commit
+//! every blob file and directory it is in is fsynced (not one `syncfs`,
+//! which would also wait for every other program's writes to the
+//! filesystem), then the manifest copies are written
 //! with fsync + rename and `manifest.json` is renamed last, so a crash (or a
 //! power loss) leaves the previous version readable. Readers
 //! find the signature for a manifest by its digest, so a reader never pairs
@@ -204,6 +206,33 @@ impl FileTransport {
         Ok(())
     }
 
+    /// Makes `blobs` durable: fsyncs each blob file (one an earlier push
+    /// made durable is clean, and returns at once), then every directory
+    /// between them and the root, which may have gained an entry. Unlike
+    /// one `syncfs`, this never waits for other programs' writes to the
+    /// filesystem. A blob that is missing (or not a regular file) fails
+    /// the commit.
+    fn sync_blobs(&self, blobs: &[Digest]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for d in blobs {
+            let path = self.blob_path(d);
+            let file = open_repo_file(&path)?.ok_or_else(|| {
+                RegistryError::not_found(format!(
+                    "blob {d} at {} (cannot commit a manifest with missing blobs)",
+                    self.display
+                ))
+            })?;
+            file.sync_all()
+                .map_err(io_err(format!("fsync {}", path.display())))?;
+            for dir in path.ancestors().skip(1) {
+                if !dirs.insert(dir.to_path_buf()) || dir == self.root {
+                    break;
+                }
+            }
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
     /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         self.ensure_dirs()?;
@@ -379,7 +408,7 @@ impl Transport for FileTransport {
                 Some(spooled) if spooled.parent() == Some(this.tmp_dir().as_path()) => {
                     // Same filesystem: hard-link the spool file into place (atomic,
                     // never overwrites, leaves the spool file to be cleaned up).
-                    // Durability comes from the syncfs in `commit`.
+                    // Durability comes from the fsyncs in `commit`.
                     // The spool file was created private (0600): give it
                     // the repository's file mode before it becomes the blob.
                     this.set_shared_mode(spooled)?;
@@ -402,9 +431,8 @@ impl Transport for FileTransport {
                     let tmp = this.temp_file()?;
                     blob.persist_to(tmp.path())
                         .map_err(io_err("writing blob"))?;
-                    // No fsync here: the one `syncfs` in `commit` makes every
-                    // blob and its directory entry durable before the
-                    // manifest names it.
+                    // No fsync here: `commit` makes every blob and its
+                    // directory entry durable before the manifest names it.
                     tmp.persist(&dest).map_err(|e| {
                         RegistryError::io(format!("renaming into {}", dest.display()), e.error)
                     })?;
@@ -428,21 +456,9 @@ impl Transport for FileTransport {
         let digest = req.manifest_digest;
         let blobs: Vec<Digest> = req.blobs.iter().map(|b| b.digest).collect();
         blocking(move || {
-            // Refuse to publish a manifest whose blobs are not all durable here.
-            for d in &blobs {
-                let is_file = fs::symlink_metadata(this.blob_path(d)).is_ok_and(|m| m.is_file());
-                if !is_file {
-                    return Err(RegistryError::not_found(format!(
-                        "blob {d} at {} (cannot commit a manifest with missing blobs)",
-                        this.display
-                    )));
-                }
-            }
-            // Make every blob (written without per-file fsync) durable first.
-            let root = File::open(&this.root)
-                .map_err(io_err(format!("opening {}", this.root.display())))?;
-            rustix::fs::syncfs(&root)
-                .map_err(|e| RegistryError::io("syncfs before commit", e.into()))?;
+            // Refuse to publish a manifest whose blobs are not all here, and
+            // make every blob (written without an fsync) durable first.
+            this.sync_blobs(&blobs)?;
             this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
             let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {
@@ -533,8 +549,8 @@ impl Transport for FileTransport {
 }
 
 /// Asks the kernel to start writing `path` back now (`POSIX_FADV_DONTNEED`
-/// starts asynchronous writeback of dirty pages), so the `syncfs` in
-/// `commit` finds most of a large push already on disk instead of waiting
+/// starts asynchronous writeback of dirty pages), so the fsyncs in
+/// `commit` find most of a large push already on disk instead of waiting
 /// for all of it. Advisory: errors are ignored.
 fn start_writeback(path: &Path) {
     if let Ok(f) = fs::File::open(path) {

@@ -1,5 +1,5 @@
 //! Damaged copies are repaired, never trusted: a blob cut short in a
-//! `file://` repository (a power loss before the commit's `syncfs`) is
+//! `file://` repository (a power loss before the commit's fsyncs) is
 //! written again by the next push, and a damaged blob in the local
 //! `DirStore` is fetched again by the next pull.
 
