@@ -40,8 +40,9 @@ impl Dirs {
     }
 
     /// A new, empty repository and store for state `d`.
+    /// Untimed: an empty repository, and nothing left to write back.
     fn init(d: &str) -> String {
-        format!("rm -rf {d} && mkdir -p {d}/repo")
+        format!("rm -rf {d} && mkdir -p {d}/repo && sync")
     }
 
     fn push(&self, p: &Peers, d: &str, src: &str, encrypt: bool) -> String {

@@ -38,7 +38,8 @@ pub struct Ctx {
     ww: String,
     /// The release `pf`.
     pfs: String,
-    /// `rm -rf` + `mkdir` of the work directory.
+    /// `rm -rf` + `mkdir` of the work directory, then `sync` (each timed
+    /// job starts with nothing of another's left to write back).
     fresh: String,
     /// Raw megabytes of the snapshot.
     mb: f64,
@@ -80,7 +81,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let ww = root.join("work").display().to_string();
     let c = Ctx {
         dd: v.src().display().to_string(),
-        fresh: format!("rm -rf {ww} && mkdir -p {ww}"),
+        fresh: format!("rm -rf {ww} && mkdir -p {ww} && sync"),
         ww,
         peers: Peers {
             pf: pf.clone(),
@@ -232,7 +233,7 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
     // The baselines work in their own directory, so they can run between
     // pf's runs without touching pf's repository.
     let bw = format!("{ww}-baseline");
-    let bfresh = format!("rm -rf {bw} && mkdir -p {bw}");
+    let bfresh = format!("rm -rf {bw} && mkdir -p {bw} && sync");
     let push = format!("{pfs} -q --json --store {ww}/store push {dd} file://{ww}/repo");
     // restic and borg each start from an empty repository (in their own
     // directories, like the baselines); their first backup is archive "base".

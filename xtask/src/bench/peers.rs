@@ -96,13 +96,15 @@ impl Peers {
     /// A new, empty repository (and no local state).
     pub fn init(&self, t: Tool) -> String {
         let (d, repo, env) = (self.dir(t), self.repo(t), self.env(t));
-        match t {
+        let init = match t {
             Tool::Tar | Tool::Pf => format!("rm -rf {d} && mkdir -p {repo}"),
             Tool::Restic => {
                 format!("rm -rf {d} && mkdir -p {d} && {env} restic -q -r {repo} init > /dev/null")
             }
             Tool::Borg => format!("rm -rf {d} && mkdir -p {d} && {env} borg init -e none {repo}"),
-        }
+        };
+        // Nothing of an earlier job left to write back.
+        format!("{init} && sync")
     }
 
     /// Backs up the directory `src` as `name` (tar's file, borg's archive).
