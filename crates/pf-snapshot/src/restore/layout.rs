@@ -14,11 +14,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use rustix::fs::{fchmod, fstat, mkdirat, openat, symlinkat, Mode, OFlags};
+use rustix::fs::{
+    fchmod, fstat, mkdirat, openat, statat, symlinkat, AtFlags, FileType, Mode, OFlags,
+};
 
 use pf_cas::{BlobStore, CasError};
 use pf_digest::Digest;
-use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsTree};
+use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsEntry, FsTree};
 use pf_registry_core::pack::PackCheck;
 use pf_registry_core::{RegistryError, Result};
 
@@ -35,13 +37,14 @@ struct Place {
     len: u64,
 }
 
-/// A file this restore created: its tree path, final mode, and the
-/// (device, inode) it was created as.
+/// A file this restore created: its tree path, final mode, the (device,
+/// inode) it was created as, and whether it has its final mode already.
 #[derive(Debug)]
 struct Created {
     rel: String,
     mode: u32,
     id: (u64, u64),
+    mode_set: bool,
 }
 
 /// A restore in progress: directories and empty files created, blobs mapped
@@ -231,26 +234,49 @@ impl Layout {
             validate_relative_path(d).map_err(|r| RegistryError::invalid("fs tree", r))?;
             self.make_dirs(d)?;
         }
-        // Files of one directory come together: its handle is reused.
-        let mut parent: Option<(&str, OwnedFd)> = None;
-        for e in tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        // Files, one directory's on one thread with its handle reused:
+        // creates in one directory queue on its lock, creates in different
+        // ones run in parallel.
+        let files: Vec<&FsEntry> = tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .collect();
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        for (i, e) in files.iter().enumerate() {
             validate_relative_path(&e.path).map_err(|r| RegistryError::invalid("fs tree", r))?;
-            let (dir, name) = split_parent(&e.path);
-            let at = match parent.take() {
-                Some((d, fd)) if d == dir => fd,
-                _ => self.make_dirs(dir)?,
-            };
-            let shown = || self.shown(&e.path).display().to_string();
-            let fd = openat(
-                &at,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(|err| RegistryError::io(format!("creating {}", shown()), err.into()))?;
-            let st = fstat(&fd)
-                .map_err(|err| RegistryError::io(format!("stat {}", shown()), err.into()))?;
-            parent = Some((dir, at));
+            let (dir, _) = split_parent(&e.path);
+            let g = *group_of.entry(dir).or_insert_with(|| {
+                groups.push((dir, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let this = &*self;
+        let made: Vec<Result<Vec<(usize, (u64, u64), bool)>>> = {
+            use rayon::prelude::*;
+            groups
+                .par_iter()
+                .map(|(dir, members)| {
+                    let at = this.make_dirs(dir)?;
+                    members
+                        .iter()
+                        .map(|&i| {
+                            let (id, set) = this.create_file(&at, files[i])?;
+                            Ok((i, id, set))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let mut ids = vec![((0, 0), false); files.len()];
+        for group in made {
+            for (i, id, set) in group? {
+                ids[i] = (id, set);
+            }
+        }
+        for (e, (id, mode_set)) in files.into_iter().zip(ids) {
             let file = self.files.len();
             let mut file_off = 0;
             for piece in tree.pieces(e) {
@@ -265,10 +291,36 @@ impl Layout {
             self.files.push(Created {
                 rel: e.path.clone(),
                 mode: e.mode,
-                id: (st.st_dev, st.st_ino),
+                id,
+                mode_set,
             });
         }
         Ok(())
+    }
+
+    /// Creates file `e` (empty, private) in directory `at`; returns its
+    /// (device, inode) and whether it got its final mode already: a mode
+    /// the owner can write is set now, through the new handle (its
+    /// directories are private until [`Layout::finish`]), any other at
+    /// the end, once the file is written.
+    fn create_file(&self, at: &OwnedFd, e: &FsEntry) -> Result<((u64, u64), bool)> {
+        let (_, name) = split_parent(&e.path);
+        let shown = || self.shown(&e.path).display().to_string();
+        let fd = openat(
+            at,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|err| RegistryError::io(format!("creating {}", shown()), err.into()))?;
+        let st =
+            fstat(&fd).map_err(|err| RegistryError::io(format!("stat {}", shown()), err.into()))?;
+        let set = e.mode & 0o200 != 0;
+        if set {
+            fchmod(&fd, Mode::from_raw_mode(e.mode & 0o777))
+                .map_err(|err| RegistryError::io(format!("chmod {}", shown()), err.into()))?;
+        }
+        Ok(((st.st_dev, st.st_ino), set))
     }
 
     /// Opens file `i` of this restore beneath the root (no symlink
@@ -522,7 +574,34 @@ impl Layout {
             })?;
         }
         // Modes through the open handles (fchmod), never through a path.
+        // A file the owner can write got its mode when created: it is only
+        // checked to still be the regular file created, by inode (through
+        // its directory's handle, no symlink followed), so a swap is still
+        // reported.
+        let mut parent: Option<(&str, OwnedFd)> = None;
         for (i, c) in self.files.iter().enumerate() {
+            if c.mode_set {
+                let (dir, name) = split_parent(&c.rel);
+                let at = match parent.take() {
+                    Some((d, fd)) if d == dir => fd,
+                    _ => self.make_dirs(dir)?,
+                };
+                let shown = || self.shown(&c.rel).display().to_string();
+                let st = statat(&at, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| RegistryError::io(format!("stat {}", shown()), e.into()))?;
+                let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+                if !regular || (st.st_dev, st.st_ino) != c.id {
+                    return Err(RegistryError::io(
+                        "restoring",
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} was replaced during the restore", shown()),
+                        ),
+                    ));
+                }
+                parent = Some((dir, at));
+                continue;
+            }
             let f = self
                 .open_created(i, OFlags::RDONLY)
                 .map_err(io_ctx("restoring".into()))?;
