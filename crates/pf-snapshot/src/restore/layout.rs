@@ -47,6 +47,10 @@ struct Created {
     mode_set: bool,
 }
 
+/// A file [`Layout::create_file`] made: its index among the tree's files,
+/// its (device, inode), and whether it has its final mode.
+type Made = (usize, (u64, u64), bool);
+
 /// A restore in progress: directories and empty files created, blobs mapped
 /// to the file ranges they fill.
 ///
@@ -254,7 +258,7 @@ impl Layout {
             groups[g].1.push(i);
         }
         let this = &*self;
-        let made: Vec<Result<Vec<(usize, (u64, u64), bool)>>> = {
+        let made: Vec<Result<Vec<Made>>> = {
             use rayon::prelude::*;
             groups
                 .par_iter()
