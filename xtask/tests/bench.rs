@@ -77,6 +77,7 @@ fn expected_rows() -> Vec<String> {
         "pf push (first, file)",
         "restic backup (first)",
         "borg create (first)",
+        "tar | zstd -3 -T0, fsynced",
         "pf re-push unchanged",
         "restic backup unchanged",
         "borg create unchanged",
@@ -197,6 +198,7 @@ fn every_scenario_reports_every_row_with_restic_and_borg() {
     }
     for k in [
         "first push vs restic backup (throughput ratio, median of paired runs)",
+        "first push vs tar|zstd, fsynced (throughput ratio, median of paired runs)",
         "pull+restore vs borg extract (throughput ratio, median of paired runs)",
         "200 small files: pf vs restic backup (throughput ratio, median of paired runs)",
         "200 small files, restore: pf vs borg extract (throughput ratio, median of paired runs)",

@@ -264,12 +264,28 @@ fn file_rows(c: &Ctx, r: &mut Runner, sum: &mut Summary) -> Result<(), String> {
         log: None,
         grow: Some(peers.repo(t)),
     }));
+    // The same archive made durable, as pf's push (and restic's and
+    // borg's backups) are before they return: an fsync of the file.
+    jobs.push(Job {
+        name: "tar | zstd -3 -T0, fsynced".into(),
+        mb,
+        setup: bfresh.clone(),
+        cmd: format!(
+            "tar -C {dd} -cf - . | zstd -q -3 -T0 > {bw}/snap.tar.zst && sync {bw}/snap.tar.zst"
+        ),
+        log: None,
+        grow: Some(bw.clone()),
+    });
     let first_push = r.jobs(&jobs)?;
     sum.push((
         "first push vs tar|zstd (throughput ratio, median of paired runs)".into(),
         paired_ratio(&first_push[0].0, &first_push[1].0),
     ));
-    for (i, n) in [(2, "restic backup"), (3, "borg create")] {
+    for (i, n) in [
+        (2, "restic backup"),
+        (3, "borg create"),
+        (4, "tar|zstd, fsynced"),
+    ] {
         sum.push((
             format!("first push vs {n} (throughput ratio, median of paired runs)"),
             paired_ratio(&first_push[i].0, &first_push[1].0),
