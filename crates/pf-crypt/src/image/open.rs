@@ -253,22 +253,13 @@ pub fn open_image(
 /// the store and is opened again when read.
 fn check_by_chunks(r: &mut dyn Read, s: &PackSeal, tiling: &[(u64, Digest)]) -> Result<()> {
     let mut check = pf_registry_core::pack::PackCheck::new(Some(tiling));
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let e = pf_cas::CasError::Io {
-                    context: format!("opening pack {}", s.plain),
-                    source: e,
-                };
-                return Err(unwrap_auth(e, s));
-            }
+    io::copy(r, &mut check).map_err(|e| {
+        let e = pf_cas::CasError::Io {
+            context: format!("opening pack {}", s.plain),
+            source: e,
         };
-        check.update(&buf[..n]);
-    }
+        unwrap_auth(e, s)
+    })?;
     let actual = check.finish();
     if actual != s.plain {
         return Err(pf_registry_core::RegistryError::Integrity {

@@ -448,39 +448,18 @@ fn packs_named_by_their_chunks_seal_open_and_restore_and_bad_chunks_are_caught()
     // opening, restoring and cat all refuse the pack.
     let model = tree.entries.iter().find(|e| e.path == "model.bin").unwrap();
     let pack = tree.packs[tree.chunk_table[model.parts[0] as usize].pack as usize].blob;
-    let unvouched = Altered {
-        inner: snap.source.clone(),
-        pack,
-        vouch: false,
+    let altered = |vouch, out: &MemoryStore| {
+        let src = Altered {
+            inner: snap.source.clone(),
+            pack,
+            vouch,
+        };
+        seal_image(&snap.manifest, &src, &key, &[id.recipient()], &[], 3, out)
     };
-    let err = seal_image(
-        &snap.manifest,
-        &unvouched,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &out,
-    )
-    .unwrap_err();
+    let err = altered(false, &out).unwrap_err();
     assert!(err.to_string().contains("chunk 0 of pack"), "{err}");
-    let lying = Altered {
-        inner: snap.source.clone(),
-        pack,
-        vouch: true,
-    };
     let bad_out = MemoryStore::new();
-    let bad = seal_image(
-        &snap.manifest,
-        &lying,
-        &key,
-        &[id.recipient()],
-        &[],
-        3,
-        &bad_out,
-    )
-    .unwrap()
-    .manifest;
+    let bad = altered(true, &bad_out).unwrap().manifest;
     let bad_store = Arc::new(outer_only(&bad, &bad_out));
     let err = open_image(&bad, &*bad_store, Some(&id), u64::MAX).unwrap_err();
     assert!(

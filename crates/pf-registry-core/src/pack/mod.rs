@@ -146,6 +146,18 @@ impl std::fmt::Debug for PackCheck<'_> {
     }
 }
 
+/// Writing feeds the check ([`PackCheck::update`]), so a reader can be
+/// checked with [`std::io::copy`].
+impl std::io::Write for PackCheck<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.update(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl<'a> PackCheck<'a> {
     /// A check of a pack named by its content (`None`) or by the chunks of
     /// `tiling`.
