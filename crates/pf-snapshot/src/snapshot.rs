@@ -161,7 +161,7 @@ pub(crate) fn snapshot_walked(
                 && walked.stampable.get(&f.st.dev).copied().unwrap_or(false)
         })
         .collect();
-    let mut plan = Planner::new(base, chunking.pack_size);
+    let mut plan = Planner::new(base, chunking.pack_size, names);
     for (i, f) in files.iter().enumerate() {
         let Some((chunks, _)) = &hashed[i] else {
             continue;
@@ -212,7 +212,7 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(base: Option<&'a FsTree>, pack_size: u64) -> Planner<'a> {
+    fn new(base: Option<&'a FsTree>, pack_size: u64, names: PackNames) -> Planner<'a> {
         let mut map = HashMap::new();
         if let Some(b) = base {
             for c in &b.chunk_table {
@@ -226,7 +226,9 @@ impl<'a> Planner<'a> {
             placed: HashMap::new(),
             packs: Vec::new(),
             pack_at: HashMap::new(),
+            // Only a snapshot naming packs by their chunks has such a base.
             by_chunks: base
+                .filter(|_| names == PackNames::Chunks)
                 .map(pf_registry_core::pack::chunk_named)
                 .unwrap_or_default(),
             table: Vec::new(),
