@@ -24,8 +24,9 @@
 //!   pf builds with different zstd libraries;
 //! - [`Sealer::open`] checks the tag, then recomputes the id from the
 //!   plaintext: a piece is accepted only if it is exactly what was sealed
-//!   under that id. [`Sealer::open_into`] checks the tag only, for callers
-//!   that check the digest of the whole pack they open.
+//!   under that id. [`Sealer::open_in_place`] and [`Sealer::open_into`]
+//!   check the tag only, for callers that check the plaintext's digest
+//!   themselves (a pack's readers check each chunk, or the whole pack).
 //!
 //! The form is in clear: storage learns which chunks compressed, and the
 //! level and zstd version they were compressed with.
@@ -47,7 +48,6 @@ const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
 
 type SealScratch = (Option<(i32, zstd::bulk::Compressor<'static>)>, Vec<u8>);
-type OpenScratch = (Vec<u8>, Option<zstd::bulk::Decompressor<'static>>);
 
 thread_local! {
     /// One zstd context (per level) and one output buffer per thread,
@@ -55,10 +55,9 @@ thread_local! {
     /// much as compressing it.
     static SCRATCH: RefCell<SealScratch> =
         const { RefCell::new((None, Vec::new())) };
-    /// A copy of the ciphertext being opened (for [`Sealer::open_into`])
-    /// and a zstd decoding context.
-    static OPEN_SCRATCH: RefCell<OpenScratch> =
-        const { RefCell::new((Vec::new(), None)) };
+    /// A zstd decoding context per thread, for opening compressed pieces.
+    static OPEN_SCRATCH: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
 }
 
 /// The keys derived from one [`DataKey`].
@@ -207,26 +206,17 @@ impl Sealer {
 
     /// Opens a sealed piece into `out` (appended) without checking that
     /// the plaintext hashes back to the piece's id: for callers that check
-    /// the digest of what they opened anyway (a whole pack against the
-    /// sealed index). Still fails with [`CryptError::Authentication`] on
+    /// the digest of what they opened anyway. Still fails with [`CryptError::Authentication`] on
     /// any ciphertext not sealed under this data key as it is, or a
     /// plaintext over `max_len` bytes.
     pub fn open_into(&self, sealed: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<()> {
-        // The copy buffer is taken out of the thread's scratch while it is
-        // opened (which borrows the scratch's zstd context), then put back.
-        let mut buf = OPEN_SCRATCH.with(|cell| std::mem::take(&mut cell.borrow_mut().0));
-        buf.clear();
-        buf.extend_from_slice(sealed);
+        let mut buf = sealed.to_vec();
         let mut decoded = Vec::new();
-        let res = self.open_in_place(&mut buf, max_len, &mut decoded);
-        if let Ok(at) = &res {
-            match at {
-                Some(r) => out.extend_from_slice(&buf[r.clone()]),
-                None => out.extend_from_slice(&decoded),
-            }
+        match self.open_in_place(&mut buf, max_len, &mut decoded)? {
+            Some(r) => out.extend_from_slice(&buf[r]),
+            None => out.extend_from_slice(&decoded),
         }
-        OPEN_SCRATCH.with(|cell| cell.borrow_mut().0 = buf);
-        res.map(|_| ())
+        Ok(())
     }
 
     /// [`Sealer::open_into`] in place: `sealed` is decrypted where it
@@ -262,8 +252,7 @@ impl Sealer {
         match form[0] {
             FLAG_RAW if body.len() <= max_len => Ok(Some(body)),
             FLAG_ZSTD => OPEN_SCRATCH.with(|cell| {
-                let mut scratch = cell.borrow_mut();
-                let dctx = &mut scratch.1;
+                let mut dctx = cell.borrow_mut();
                 if dctx.is_none() {
                     *dctx = zstd::bulk::Decompressor::new().ok();
                 }

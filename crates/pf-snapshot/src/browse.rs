@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use pf_cas::{BlobStore, CasError};
 use pf_digest::Digest;
 use pf_registry_core::manifest::{EntryKind, FsEntry, FsTree, Piece};
-use pf_registry_core::pack::PackCheck;
+use pf_registry_core::pack::{PackCheck, Tilings};
 use pf_registry_core::{Manifest, PullReport, PullTarget, Registry, RegistryError, Result};
 
 use crate::restore::manifest_tree;
@@ -226,7 +226,7 @@ pub fn cat_from_store(
 fn write_file(
     pieces: &[Piece],
     fetched: &crate::ranged::Fetched,
-    (store, by_chunks): (&dyn BlobStore, &ByChunks),
+    (store, by_chunks): (&dyn BlobStore, &Tilings),
     out: &mut dyn Write,
 ) -> Result<u64> {
     let mut written = 0;
@@ -264,9 +264,6 @@ fn write_file(
         .map_err(|e| RegistryError::io("writing output", e))?;
     Ok(written)
 }
-
-/// Packs named by their chunks, with their tilings.
-type ByChunks = std::collections::HashMap<Digest, Vec<(u64, Digest)>>;
 
 /// Blobs up to this size are verified in memory; larger ones are spooled
 /// to an unnamed temporary file.
@@ -427,7 +424,7 @@ mod tests {
         let e = write_file(
             &FsTree::default().pieces(&entry),
             &Default::default(),
-            (&store, &ByChunks::new()),
+            (&store, &Tilings::new()),
             &mut out,
         )
         .unwrap_err();
@@ -443,7 +440,7 @@ mod tests {
         write_file(
             &FsTree::default().pieces(&entry),
             &Default::default(),
-            (&store.0, &ByChunks::new()),
+            (&store.0, &Tilings::new()),
             &mut out,
         )
         .unwrap();

@@ -205,7 +205,7 @@ struct Planner<'a> {
     /// Base packs named by their chunks, with their tilings: listed whole
     /// in the new tree's table, so that the pack is still checked chunk by
     /// chunk (see [`name_of_chunks`]).
-    by_chunks: HashMap<Digest, Vec<(u64, Digest)>>,
+    by_chunks: pf_registry_core::pack::Tilings,
     table: Vec<PackedChunk>,
     new: Vec<NewPack>,
     pack_size: u64,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 use pf_registry_core::manifest::{FsTree, MAX_INDEX_BYTES};
+use pf_registry_core::pack::Tilings;
 use pf_registry_core::Manifest;
 
 use super::index::{Index, PackSeal};
@@ -145,10 +146,7 @@ pub fn pick<'a>(env: &KeyEnvelope, identities: &'a [Identity]) -> Option<&'a Ide
 
 /// What [`open_index`] opens: the inner manifest, the sealer, the seals,
 /// and the tilings of the packs named by their chunks.
-type Parts = (Manifest, Sealer, HashMap<Digest, PackSeal>, ByChunks);
-
-/// Packs named by their chunks, with their tilings.
-type ByChunks = HashMap<Digest, Vec<(u64, Digest)>>;
+type Parts = (Manifest, Sealer, HashMap<Digest, PackSeal>, Tilings);
 
 fn open_parts(
     outer: &Manifest,
@@ -166,7 +164,7 @@ fn open_parts(
     let layers: HashSet<(Digest, u64)> = outer.layers.iter().map(|l| (l.digest, l.size)).collect();
     let all: HashMap<Digest, &PackSeal> = index.packs.iter().map(|s| (s.plain, s)).collect();
     let mut seals: HashMap<Digest, PackSeal> = HashMap::new();
-    let mut by_chunks = ByChunks::new();
+    let mut by_chunks = Tilings::new();
     let inner_trees: HashSet<Digest> = index.manifest.layers.iter().map(|l| l.digest).collect();
     for text in &index.trees {
         let tree = FsTree::from_bytes(text.as_bytes())?;

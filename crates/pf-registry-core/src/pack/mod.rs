@@ -105,10 +105,13 @@ pub fn name_of_chunks(chunks: &[(u64, Digest)]) -> Digest {
     h.finish()
 }
 
+/// Packs named by their chunks, each with its [`tiling`].
+pub type Tilings = HashMap<Digest, Vec<(u64, Digest)>>;
+
 /// The packs of `tree` named by their chunks ([`name_of_chunks`] of their
 /// [`tiling`] is their digest), each with that tiling. One pass over the
 /// chunk table.
-pub fn chunk_named(tree: &FsTree) -> HashMap<Digest, Vec<(u64, Digest)>> {
+pub fn chunk_named(tree: &FsTree) -> Tilings {
     let mut spans: Vec<Vec<(u64, u64, Digest)>> = vec![Vec::new(); tree.packs.len()];
     for c in &tree.chunk_table {
         if let Some(v) = spans.get_mut(c.pack as usize) {

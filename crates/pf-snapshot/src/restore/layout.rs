@@ -21,7 +21,7 @@ use rustix::fs::{
 use pf_cas::{BlobStore, CasError};
 use pf_digest::Digest;
 use pf_registry_core::manifest::{validate_relative_path, EntryKind, FsEntry, FsTree};
-use pf_registry_core::pack::PackCheck;
+use pf_registry_core::pack::{PackCheck, Tilings};
 use pf_registry_core::{RegistryError, Result};
 
 use super::RestoreOptions;
@@ -72,7 +72,7 @@ pub struct Layout {
     places: HashMap<Digest, Vec<Place>>,
     /// Packs named by their chunks, with their tilings (checked chunk by
     /// chunk as they are written).
-    by_chunks: HashMap<Digest, Vec<(u64, Digest)>>,
+    by_chunks: Tilings,
     written: Mutex<HashSet<Digest>>,
 }
 
@@ -345,16 +345,24 @@ impl Layout {
         )
         .map_err(ctx)?;
         let st = fstat(&fd).map_err(|e| ctx(e.into()))?;
-        if (st.st_dev, st.st_ino) != c.id {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} was replaced during the restore",
-                    self.shown(&c.rel).display()
-                ),
-            ));
-        }
+        self.check_created(c, &st)?;
         Ok(File::from(fd))
+    }
+
+    /// Whether `st` is file `c` as this restore created it: a regular file,
+    /// the same inode on the same device.
+    fn check_created(&self, c: &Created, st: &rustix::fs::Stat) -> io::Result<()> {
+        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+        if regular && (st.st_dev, st.st_ino) == c.id {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} was replaced during the restore",
+                self.shown(&c.rel).display()
+            ),
+        ))
     }
 
     /// Reorders `blobs` (each named by `digest`) so that blobs filling the
@@ -410,7 +418,8 @@ impl Layout {
     }
 
     /// Streams blob `digest` from `reader` into every range it fills,
-    /// hashing as it goes (chunk by chunk for a pack named by its chunks). Errors like [`BlobStore::put_stream`]: reader
+    /// hashing as it goes (chunk by chunk for a pack named by its chunks).
+    /// Errors like [`BlobStore::put_stream`]: reader
     /// failures say `reading blob stream`, and a content mismatch is
     /// [`CasError::Integrity`] (the ranges then hold bad bytes until the
     /// blob is written again, and the restore is not finished).
@@ -590,19 +599,11 @@ impl Layout {
                     Some((d, fd)) if d == dir => fd,
                     _ => self.make_dirs(dir)?,
                 };
-                let shown = || self.shown(&c.rel).display().to_string();
-                let st = statat(&at, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| RegistryError::io(format!("stat {}", shown()), e.into()))?;
-                let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
-                if !regular || (st.st_dev, st.st_ino) != c.id {
-                    return Err(RegistryError::io(
-                        "restoring",
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{} was replaced during the restore", shown()),
-                        ),
-                    ));
-                }
+                let st = statat(&at, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                    RegistryError::io(format!("stat {}", self.shown(&c.rel).display()), e.into())
+                })?;
+                self.check_created(c, &st)
+                    .map_err(io_ctx("restoring".into()))?;
                 parent = Some((dir, at));
                 continue;
             }
