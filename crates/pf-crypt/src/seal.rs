@@ -162,7 +162,10 @@ impl Sealer {
             let (cctx, buf) = &mut *scratch;
             buf.clear();
             let mut packed = false;
-            if try_zstd {
+            // A chunk that looks random is sealed raw without a try, as
+            // zstd would not shrink it (the choice depends on its bytes
+            // alone, so equal chunks still seal equally).
+            if try_zstd && !pf_registry_core::codec::looks_random(plain) {
                 if cctx.as_ref().is_none_or(|(l, _)| *l != self.level) {
                     *cctx = zstd::bulk::Compressor::new(self.level)
                         .ok()
@@ -308,6 +311,22 @@ mod tests {
             .collect();
         assert_eq!(s.open(&s.seal(&noise), noise.len()).unwrap(), noise);
         assert_eq!(s.open(&s.seal(b""), 0).unwrap(), b"");
+        // A random chunk is sealed raw (zstd is not tried on it); a large
+        // text chunk still compresses.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..pf_registry_core::codec::PROBE_MIN)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let sealed = s.seal(&random);
+        assert_eq!(sealed[32], FLAG_RAW);
+        assert_eq!(s.open(&sealed, random.len()).unwrap(), random);
+        let long = b"agent notes: the token is hunter2 ".repeat(1000);
+        assert_eq!(s.seal(&long)[32], FLAG_ZSTD);
         // No plaintext in the sealed bytes.
         assert!(!a.windows(7).any(|w| w == b"hunter2"));
         // Another data key neither produces nor opens the same bytes.

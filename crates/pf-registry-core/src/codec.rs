@@ -227,20 +227,21 @@ fn compress_frame(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
 
 /// Frames at least this large are tested by [`looks_random`]; smaller
 /// ones are always compressed (cheap either way).
-const PROBE_MIN: usize = 16 << 10;
+pub const PROBE_MIN: usize = 16 << 10;
 /// Bytes [`looks_random`] counts: four pieces of this size, spread over
 /// the frame.
 const PROBE_PIECE: usize = 1 << 10;
 
-/// Whether frame `raw` looks like random bytes (random, encrypted or
+/// Whether `raw` (a chunk) looks like random bytes: random, encrypted or
 /// already compressed data, which zstd would store as raw blocks after a
-/// match search): a chi-square test of the byte histogram of four pieces
-/// spread over the frame against the uniform distribution. For 4,096
-/// uniform bytes the statistic is about 255 ± 23; text, JSON, tensors and
-/// anything else zstd saves 2% on are far above the bound. Order 0 only: a
-/// frame of random bytes repeated within itself is stored raw. Depends on
-/// the bytes alone, so the same frame always encodes the same way.
-fn looks_random(raw: &[u8]) -> bool {
+/// match search, so encoders store it raw without trying. Always `false`
+/// below [`PROBE_MIN`] bytes. The test: chi-square of the byte counts in
+/// four 1 KiB pieces spread over `raw` against the uniform distribution
+/// (about 255 ± 23 for uniform bytes; text, JSON and tensors are far
+/// above the bound of 330). It sees byte frequencies only, so random
+/// bytes repeated within one chunk are stored raw. It depends on the bytes
+/// alone: equal chunks always encode the same way.
+pub fn looks_random(raw: &[u8]) -> bool {
     if raw.len() < PROBE_MIN {
         return false;
     }
