@@ -34,8 +34,6 @@ pub const CDC_AVG: u32 = 32 << 10;
 pub const CDC_MAX: u32 = 128 << 10;
 /// A new pack is closed once it holds this many bytes.
 pub const PACK_SIZE: u64 = 16 << 20;
-/// Chunks cut ahead while the previous batch is hashed.
-const CDC_BATCH: usize = 64;
 
 /// How files are cut into chunks and chunks grouped into packs.
 /// [`Chunking::default`] is what `pf` uses (the constants of this module);
@@ -477,47 +475,130 @@ fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)> {
         let same = unchanged(&r) && n == f.st.size;
         return Ok((chunks, same));
     }
-    // Cut points are found on this thread; each batch of chunks is hashed
-    // in parallel while the next batch is read and cut.
-    let mut cdc = fastcdc::v2020::StreamCDC::new(
-        &r,
-        c.cdc_min as usize,
-        c.cdc_avg as usize,
-        c.cdc_max as usize,
-    );
-    let mut next_batch = || -> Result<Vec<Vec<u8>>> {
-        let mut batch = Vec::with_capacity(CDC_BATCH);
-        for chunk in cdc.by_ref().take(CDC_BATCH) {
-            let chunk = chunk.map_err(|e| {
-                RegistryError::io(
-                    format!("chunking {}", shown()),
-                    io::Error::other(e.to_string()),
-                )
-            })?;
-            batch.push(chunk.data);
-        }
-        Ok(batch)
-    };
+    // The file is read in windows of a few MiB. Cut points are found on
+    // this thread; the chunks of one window are hashed in parallel while
+    // the next window is read and cut. A chunk is a slice of its window:
+    // no copy per chunk.
+    let cutter = Cutter::new(c);
+    let shown_err = |e: io::Error| RegistryError::io(format!("reading {}", shown()), e);
+    let mut cur = Window::new(cutter.window);
+    let mut spare = Window::new(cutter.window);
+    cur.refill(&[], &r, &cutter).map_err(shown_err)?;
     let mut chunks = Vec::new();
-    let mut batch = next_batch()?;
-    while !batch.is_empty() {
+    while !cur.cuts.is_empty() {
         let (hashed, next) = rayon::join(
             || {
                 use rayon::prelude::*;
-                batch
+                cur.cuts
                     .par_iter()
-                    .map(|data| Chunk {
-                        blob: Digest::of(data),
-                        size: data.len() as u64,
+                    .map(|&(at, n)| Chunk {
+                        blob: Digest::of(&cur.buf[at..at + n]),
+                        size: n as u64,
                     })
                     .collect::<Vec<_>>()
             },
-            &mut next_batch,
+            || spare.refill(cur.tail(), &r, &cutter),
         );
         chunks.extend(hashed);
-        batch = next?;
+        next.map_err(shown_err)?;
+        std::mem::swap(&mut cur, &mut spare);
     }
     Ok((chunks, unchanged(&r)))
+}
+
+/// FastCDC v2020 (normalization level 1, the default gear table) with
+/// [`Chunking`]'s sizes: the cut points of `fastcdc::v2020::StreamCDC`,
+/// found in a caller's buffer.
+struct Cutter {
+    min: usize,
+    avg: usize,
+    max: usize,
+    masks: (u64, u64),
+    /// Bytes a window holds: at least two maximal chunks.
+    window: usize,
+}
+
+impl Cutter {
+    fn new(c: &Chunking) -> Cutter {
+        let (avg, max) = (c.cdc_avg as usize, c.cdc_max as usize);
+        Cutter {
+            min: c.cdc_min as usize,
+            avg,
+            max,
+            masks: fastcdc::v2020::select_masks(avg, fastcdc::v2020::Normalization::Level1),
+            window: (2 << 20).max(2 * max),
+        }
+    }
+
+    /// The chunks `(start, length)` cut in `buf`, in order. Unless `eof`,
+    /// a chunk is only cut where at least a maximal chunk's bytes follow
+    /// its start (as `StreamCDC`, which sees `max` bytes at a time), so the
+    /// bytes after the last chunk are less than `max` and go to the next
+    /// window.
+    fn cuts(&self, buf: &[u8], eof: bool) -> Vec<(usize, usize)> {
+        let (s, l) = self.masks;
+        let mut out = Vec::with_capacity(buf.len() / self.avg + 1);
+        let mut at = 0;
+        while at < buf.len() && (eof || buf.len() - at >= self.max) {
+            let (_, n) = fastcdc::v2020::cut(
+                &buf[at..],
+                self.min,
+                self.avg,
+                self.max,
+                s,
+                l,
+                s << 1,
+                l << 1,
+            );
+            if n == 0 {
+                break;
+            }
+            out.push((at, n));
+            at += n;
+        }
+        out
+    }
+}
+
+/// Bytes of a file being chunked and the chunks cut in them.
+struct Window {
+    buf: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
+}
+
+impl Window {
+    fn new(size: usize) -> Window {
+        Window {
+            buf: Vec::with_capacity(size),
+            cuts: Vec::new(),
+        }
+    }
+
+    /// The bytes after the last chunk (carried into the next window).
+    fn tail(&self) -> &[u8] {
+        let end = self.cuts.last().map_or(0, |&(at, n)| at + n);
+        &self.buf[end..]
+    }
+
+    /// Fills the window with `carry` and then bytes of `r` up to its size
+    /// (or the end of `r`), and cuts it.
+    fn refill(&mut self, carry: &[u8], mut r: &File, cutter: &Cutter) -> io::Result<()> {
+        let size = cutter.window;
+        self.buf.clear();
+        self.buf.extend_from_slice(carry);
+        let mut eof = false;
+        while self.buf.len() < size {
+            let n = (&mut r)
+                .take((size - self.buf.len()) as u64)
+                .read_to_end(&mut self.buf)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+        }
+        self.cuts = cutter.cuts(&self.buf, eof);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -525,6 +606,78 @@ mod tests {
     use super::*;
     use pf_cas::{BlobStore, MemoryStore};
     use std::fs;
+
+    /// The chunk lengths the windowed cutter finds in `data`, windows of
+    /// `window` bytes.
+    fn windowed(data: &[u8], c: &Chunking, window: usize) -> Vec<usize> {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, data).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let mut cutter = Cutter::new(c);
+        cutter.window = window.max(2 * cutter.max);
+        let (mut cur, mut spare) = (Window::new(cutter.window), Window::new(cutter.window));
+        cur.refill(&[], &f, &cutter).unwrap();
+        let mut out = Vec::new();
+        while !cur.cuts.is_empty() {
+            out.extend(cur.cuts.iter().map(|&(_, n)| n));
+            spare.refill(cur.tail(), &f, &cutter).unwrap();
+            std::mem::swap(&mut cur, &mut spare);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The windowed cutter cuts where `StreamCDC` cuts, whatever the
+        /// window size and wherever its edges fall.
+        #[test]
+        fn windows_cut_where_streamcdc_cuts(
+            len in 0usize..200_000,
+            seed in proptest::prelude::any::<u64>(),
+            window in 0usize..40_000,
+            runs in proptest::prelude::any::<bool>(),
+        ) {
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Runs of one byte value give maximal chunks too.
+                    if runs && (i / 5000) % 3 == 0 { 7 } else { x as u8 }
+                })
+                .collect();
+            let c = Chunking { cdc_min: 256, cdc_avg: 1024, cdc_max: 4096, pack_size: 1 << 20 };
+            let want: Vec<usize> = fastcdc::v2020::StreamCDC::new(&data[..], 256, 1024, 4096)
+                .map(|ch| ch.unwrap().length)
+                .collect();
+            proptest::prop_assert_eq!(windowed(&data, &c, window), want);
+        }
+    }
+
+    #[test]
+    fn default_windows_cut_where_streamcdc_cuts() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..(5 << 20) + 12_345)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let c = Chunking::default();
+        let want: Vec<usize> = fastcdc::v2020::StreamCDC::new(
+            &data[..],
+            c.cdc_min as usize,
+            c.cdc_avg as usize,
+            c.cdc_max as usize,
+        )
+        .map(|ch| ch.unwrap().length)
+        .collect();
+        assert!(want.len() > 100);
+        assert_eq!(windowed(&data, &c, 0), want);
+    }
 
     fn age(p: &Path) {
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
