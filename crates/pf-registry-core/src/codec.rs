@@ -1,6 +1,6 @@
 //! Blob encoding (zstd, streamed, verified) and capped, verified decoding.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -126,10 +126,23 @@ pub fn encode_framed(
     }
     let (reader, vouched) = store.open_vouched(digest)?;
     let mut hashing = MaybeHashing::new(reader, !vouched);
-    // Frames are compressed first (the table, written first, needs their
-    // lengths): memory is one encoded pack. Batches of about 4 MiB of raw
-    // frames are read, then compressed in parallel.
-    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(plan.len());
+    // The table's length follows from the frame count, so frames are
+    // written after its place as they are made, and the table last, at the
+    // start: memory is one batch of about 4 MiB of raw frames (read, then
+    // compressed in parallel), and a frame stored raw is written from the
+    // read buffer.
+    let tmp = match spool_dir {
+        Some(d) => tempfile::NamedTempFile::new_in(d),
+        None => tempfile::NamedTempFile::new(),
+    }
+    .map_err(|e| RegistryError::io("creating spool file", e))?;
+    let (file, path) = tmp.into_parts();
+    let spool_err = |e| RegistryError::io("writing spool file", e);
+    // Buffered: one `writev` of a batch's headers and bodies costs far
+    // more system time here than copying them through a buffer.
+    let mut out = BufWriter::with_capacity(256 << 10, file);
+    let head = crate::pack::FrameTable::encoded_len(plan.len());
+    out.seek(io::SeekFrom::Start(head)).map_err(spool_err)?;
     let mut table = crate::pack::FrameTable::default();
     let mut frames = plan.iter().copied().peekable();
     // One buffer for every batch: zeroed once, not per frame.
@@ -152,14 +165,14 @@ pub fn encode_framed(
             batch.push(raw);
             rest = tail;
         }
-        let enc: Vec<io::Result<Vec<u8>>> = batch
+        let enc: Vec<io::Result<Frame<'_>>> = batch
             .par_iter()
-            .map(|raw| compress_frame(raw, level))
+            .map(|raw| encode_frame(raw, level))
             .collect();
         for (raw, e) in batch.iter().zip(enc) {
             let e = e.map_err(|e| RegistryError::io("zstd encode", e))?;
             table.frames.push((raw.len() as u32, e.len() as u32));
-            encoded.push(e);
+            e.write_to(&mut out).map_err(spool_err)?;
         }
     }
     let mut extra = [0u8; 1];
@@ -173,29 +186,77 @@ pub fn encode_framed(
         ));
     }
     hashing.check(digest)?;
-    let tmp = match spool_dir {
-        Some(d) => tempfile::NamedTempFile::new_in(d),
-        None => tempfile::NamedTempFile::new(),
-    }
-    .map_err(|e| RegistryError::io("creating spool file", e))?;
-    let (file, path) = tmp.into_parts();
-    let mut out = MaybeHashingWriter::new(BufWriter::with_capacity(256 * 1024, file), hash_encoded);
-    let write = |out: &mut MaybeHashingWriter<_>, b: &[u8]| {
-        out.write_all(b)
-            .map_err(|e| RegistryError::io("writing spool file", e))
-    };
-    write(&mut out, &table.to_bytes())?;
-    for e in &encoded {
-        write(&mut out, e)?;
-    }
-    let (buf, enc_digest, enc_len) = out.finish();
-    let file = buf
+    let table = table.to_bytes();
+    debug_assert_eq!(table.len() as u64, head);
+    out.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
+    out.write_all(&table).map_err(spool_err)?;
+    let enc_len = out.seek(io::SeekFrom::End(0)).map_err(spool_err)?;
+    let file = out
         .into_inner()
         .map_err(|e| RegistryError::io("flushing spool file", e.into_error()))?;
     drop(file);
+    // OCI and the Hub name blobs by their encoded digest: one read of the
+    // spool file (the table comes first but is made last).
+    let enc_digest = if hash_encoded {
+        let f =
+            std::fs::File::open(&path).map_err(|e| RegistryError::io("reading spool file", e))?;
+        Some(
+            Digest::of_reader(f)
+                .map_err(|e| RegistryError::io("hashing spool file", e))?
+                .0,
+        )
+    } else {
+        None
+    };
     Ok(EncodedBlob::spooled(
         *digest, size, enc_digest, enc_len, path,
     ))
+}
+
+/// One encoded frame of a pack: bytes zstd made, or a frame of raw blocks
+/// whose headers are made here and whose bodies are the raw bytes.
+enum Frame<'a> {
+    Made(Vec<u8>),
+    Raw { heads: Vec<u8>, raw: &'a [u8] },
+}
+
+impl Frame<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Frame::Made(b) => b.len(),
+            Frame::Raw { heads, raw } => heads.len() + raw.len(),
+        }
+    }
+
+    /// Writes the frame's bytes: for a raw frame, the frame header and
+    /// then each block's header and body.
+    fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            Frame::Made(b) => w.write_all(b),
+            Frame::Raw { heads, raw } => {
+                w.write_all(&heads[..RAW_FRAME_HEADER])?;
+                let blocks = raw.len().div_ceil(RAW_BLOCK).max(1);
+                for k in 0..blocks {
+                    let at = RAW_FRAME_HEADER + 3 * k;
+                    w.write_all(&heads[at..at + 3])?;
+                    w.write_all(&raw[k * RAW_BLOCK..raw.len().min((k + 1) * RAW_BLOCK)])?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Encodes one frame of a framed pack at `level`; a frame that
+/// [`looks_random`] becomes a frame of raw blocks without a match search.
+fn encode_frame(raw: &[u8], level: i32) -> io::Result<Frame<'_>> {
+    if looks_random(raw) {
+        return Ok(Frame::Raw {
+            heads: raw_frame_heads(raw.len()),
+            raw,
+        });
+    }
+    compress_frame(raw, level).map(Frame::Made)
 }
 
 thread_local! {
@@ -205,14 +266,8 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses one frame of a framed pack at `level`; a frame that
-/// [`looks_random`] becomes a frame of raw blocks without a match search.
+/// Compresses one frame of a framed pack at `level`.
 fn compress_frame(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    if looks_random(raw) {
-        let blocks = raw.len().div_ceil(RAW_BLOCK).max(1);
-        let out = Vec::with_capacity(raw.len() + 14 + 3 * blocks);
-        return write_raw_frame(out, raw.len() as u64, &mut &raw[..]);
-    }
     FRAME_CCTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -286,19 +341,14 @@ fn looks_incompressible(sample: &[u8], level: i32) -> bool {
 /// flagged. Any zstd decoder reads it; decoding needs a 128 KiB window.
 /// Fails if `src` holds fewer or more than `size` bytes.
 fn write_raw_frame<W: Write>(mut out: W, size: u64, src: &mut impl Read) -> io::Result<W> {
-    out.write_all(&0xFD2F_B528u32.to_le_bytes())?;
-    // Frame header descriptor: 8-byte content size, not single-segment, no
-    // checksum, no dictionary; window descriptor: 2^17 bytes.
-    out.write_all(&[0xC0, (17 - 10) << 3])?;
-    out.write_all(&size.to_le_bytes())?;
+    out.write_all(&raw_frame_header(size))?;
     let mut buf = vec![0u8; RAW_BLOCK];
     let mut left = size;
     loop {
         let n = left.min(RAW_BLOCK as u64) as usize;
         src.read_exact(&mut buf[..n])?;
         left -= n as u64;
-        let header = u32::from(left == 0) | ((n as u32) << 3); // block type 0: raw
-        out.write_all(&header.to_le_bytes()[..3])?;
+        out.write_all(&raw_block_header(n, left == 0))?;
         out.write_all(&buf[..n])?;
         if left == 0 {
             break;
@@ -312,6 +362,42 @@ fn write_raw_frame<W: Write>(mut out: W, size: u64, src: &mut impl Read) -> io::
         ));
     }
     Ok(out)
+}
+
+/// Bytes of a raw-block frame's header ([`raw_frame_header`]).
+const RAW_FRAME_HEADER: usize = 14;
+
+/// The header of a zstd frame of `size` content bytes: magic, frame
+/// header descriptor (8-byte content size, not single-segment, no
+/// checksum, no dictionary) and window descriptor (2^17 bytes).
+fn raw_frame_header(size: u64) -> [u8; RAW_FRAME_HEADER] {
+    let mut h = [0u8; RAW_FRAME_HEADER];
+    h[..4].copy_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    h[4] = 0xC0;
+    h[5] = (17 - 10) << 3;
+    h[6..].copy_from_slice(&size.to_le_bytes());
+    h
+}
+
+/// The 3-byte header of a raw block of `n` bytes (block type 0).
+fn raw_block_header(n: usize, last: bool) -> [u8; 3] {
+    let h = u32::from(last) | ((n as u32) << 3);
+    let b = h.to_le_bytes();
+    [b[0], b[1], b[2]]
+}
+
+/// The headers of a raw-block frame of `size` bytes, as [`Frame::write_to`]
+/// writes them: the frame header, then one 3-byte header per block (an
+/// empty frame has one empty block).
+fn raw_frame_heads(size: usize) -> Vec<u8> {
+    let blocks = size.div_ceil(RAW_BLOCK).max(1);
+    let mut heads = Vec::with_capacity(RAW_FRAME_HEADER + 3 * blocks);
+    heads.extend_from_slice(&raw_frame_header(size as u64));
+    for k in 0..blocks {
+        let n = (size - k * RAW_BLOCK).min(RAW_BLOCK);
+        heads.extend_from_slice(&raw_block_header(n, k + 1 == blocks));
+    }
+    heads
 }
 
 /// A reader that hashes what passes through unless told not to.

@@ -320,6 +320,11 @@ pub struct FrameTable {
 }
 
 impl FrameTable {
+    /// Bytes the table of a pack of `frames` frames takes.
+    pub fn encoded_len(frames: usize) -> u64 {
+        TABLE_FIXED + 8 * frames as u64
+    }
+
     /// The skippable zstd frame that starts an encoded pack.
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.frames.len();
