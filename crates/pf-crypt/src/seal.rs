@@ -313,15 +313,8 @@ mod tests {
         assert_eq!(s.open(&s.seal(b""), 0).unwrap(), b"");
         // A random chunk is sealed raw (zstd is not tried on it); a large
         // text chunk still compresses.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..pf_registry_core::codec::PROBE_MIN)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random =
+            pf_testsupport::noise(pf_registry_core::codec::PROBE_MIN, 0x9E37_79B9_7F4A_7C15);
         let sealed = s.seal(&random);
         assert_eq!(sealed[32], FLAG_RAW);
         assert_eq!(s.open(&sealed, random.len()).unwrap(), random);

@@ -812,7 +812,6 @@ mod tests {
     #[test]
     fn incompressible_blobs_become_raw_block_frames_any_decoder_reads() {
         let store = MemoryStore::new();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
         // Spooled sizes (in-memory blobs always use zstd proper).
         let min = IN_MEMORY_LIMIT as usize;
         for size in [
@@ -821,14 +820,7 @@ mod tests {
             min + 3 * RAW_BLOCK + 17,
             5 << 20,
         ] {
-            let data: Vec<u8> = (0..size)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let data = pf_testsupport::noise(size, size as u64);
             let d = store.put(&data).unwrap();
             let enc = encode(&store, &d, 3, None, true).unwrap();
             let bytes = enc.read_all().unwrap();
@@ -850,16 +842,10 @@ mod tests {
 
     #[test]
     fn random_frames_of_a_pack_are_stored_raw_and_the_rest_compressed() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut random = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = |n: usize| {
+            seed += 2;
+            pf_testsupport::noise(n, seed)
         };
         // Half-precision-like values: random mantissas, clustered exponents.
         let tensor: Vec<u8> = random(40 << 10)

@@ -637,16 +637,15 @@ mod tests {
             window in 0usize..40_000,
             runs in proptest::prelude::any::<bool>(),
         ) {
-            let mut x = seed | 1;
-            let data: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Runs of one byte value give maximal chunks too.
-                    if runs && (i / 5000) % 3 == 0 { 7 } else { x as u8 }
-                })
-                .collect();
+            let mut data = pf_testsupport::noise(len, seed);
+            if runs {
+                // Runs of one byte value give maximal chunks too.
+                for (i, b) in data.iter_mut().enumerate() {
+                    if (i / 5000) % 3 == 0 {
+                        *b = 7;
+                    }
+                }
+            }
             let c = Chunking { cdc_min: 256, cdc_avg: 1024, cdc_max: 4096, pack_size: 1 << 20 };
             let want: Vec<usize> = fastcdc::v2020::StreamCDC::new(&data[..], 256, 1024, 4096)
                 .map(|ch| ch.unwrap().length)
@@ -657,15 +656,7 @@ mod tests {
 
     #[test]
     fn default_windows_cut_where_streamcdc_cuts() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let data: Vec<u8> = (0..(5 << 20) + 12_345)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = pf_testsupport::noise((5 << 20) + 12_345, 0x9E37_79B9_7F4A_7C15);
         let c = Chunking::default();
         let want: Vec<usize> = fastcdc::v2020::StreamCDC::new(
             &data[..],
