@@ -328,7 +328,7 @@ impl FrameTable {
     /// The skippable zstd frame that starts an encoded pack.
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.frames.len();
-        let mut out = Vec::with_capacity(TABLE_FIXED as usize + 8 * n);
+        let mut out = Vec::with_capacity(Self::encoded_len(n) as usize);
         out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         out.extend_from_slice(&((8 * n + 8) as u32).to_le_bytes());
         out.extend_from_slice(TABLE_TAG);
@@ -351,7 +351,7 @@ impl FrameTable {
             return None;
         }
         let n = word(12)? as usize;
-        (n <= MAX_FRAMES && word(4)? as usize == 8 * n + 8).then_some(TABLE_FIXED + 8 * n as u64)
+        (n <= MAX_FRAMES && word(4)? as usize == 8 * n + 8).then_some(Self::encoded_len(n))
     }
 
     /// Parses the table from the blob's first [`FrameTable::head_len`]
@@ -396,7 +396,7 @@ impl FrameTable {
     }
 
     fn start(&self) -> u64 {
-        TABLE_FIXED + 8 * self.frames.len() as u64
+        Self::encoded_len(self.frames.len())
     }
 
     /// The frames covering raw range `offset..offset + len`: the encoded
