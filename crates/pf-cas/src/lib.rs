@@ -102,6 +102,14 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_vouched(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, bool)> {
         Ok((self.open(digest)?, false))
     }
+    /// A form of blob `digest` that a layer above this crate made while
+    /// the blob was recorded, for that layer to use instead of reading
+    /// the blob again (a snapshot keeps each new pack's wire encoding
+    /// here for the push). Opaque to the store; `None` by default.
+    fn prepared(&self, digest: &Digest) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let _ = digest;
+        None
+    }
     /// Whether the blob is present and intact, asked by a caller about to
     /// rely on a copy it did not just write (a pull deciding what it need
     /// not fetch). `size` is the size the referrer declares, if any.

@@ -343,6 +343,10 @@ async fn run(cli: Cli) -> CliResult<u8> {
             // Read only if the snapshot needs it (the tree memo skips it
             // for an unchanged directory).
             opts.base_stored = book.base_digest(&dir_abs, &dest);
+            // A destination on a local filesystem takes packs encoded
+            // while the snapshot reads them back, so its disk writes start
+            // while later files are still being chunked.
+            opts.encode_ahead = reg.encode_ahead();
             let t0 = std::time::Instant::now();
             let mut snap = pf_snapshot::snapshot(dir, store.clone(), &opts)?;
             tracing::debug!(ms = t0.elapsed().as_millis() as u64, "snapshot hashed");

@@ -110,22 +110,114 @@ pub fn encode_framed(
     spool_dir: Option<&Path>,
     hash_encoded: bool,
 ) -> Result<EncodedBlob> {
-    use rayon::prelude::*;
     let size = store
         .size(digest)?
         .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
-    if plan.iter().sum::<u64>() != size
-        || plan
-            .iter()
-            .any(|&n| n == 0 || n > crate::pack::MAX_CHUNK_SIZE)
-    {
-        return Err(RegistryError::invalid(
-            format!("pack {digest}"),
-            "its chunk table does not cover the blob",
-        ));
+    if plan.iter().sum::<u64>() != size {
+        return Err(uncovered(&format!("pack {digest}")));
     }
     let (reader, vouched) = store.open_vouched(digest)?;
     let mut hashing = MaybeHashing::new(reader, !vouched);
+    let what = format!("blob {digest}");
+    let framed = write_framed(&mut hashing, &what, plan, level, spool_dir, hash_encoded)?;
+    hashing.check(digest)?;
+    Ok(framed.into_blob(*digest, size))
+}
+
+/// Where and how a push encodes new packs (see
+/// [`crate::Registry::encode_ahead`]), so that whoever reads the packs
+/// first (a snapshot) can encode them then, with [`write_framed`], and
+/// offer them as [`Prepared`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EncodeAhead {
+    /// The zstd level of the push.
+    pub level: i32,
+    /// The spool directory of the destination (on its filesystem).
+    pub spool_dir: std::path::PathBuf,
+    /// Whether the destination names blobs by their encoded digest.
+    pub hash_encoded: bool,
+}
+
+impl EncodeAhead {
+    /// Encoding at zstd `level` into `spool_dir`, naming blobs by their
+    /// encoded digest too when `hash_encoded`.
+    pub fn new(level: i32, spool_dir: std::path::PathBuf, hash_encoded: bool) -> EncodeAhead {
+        EncodeAhead {
+            level,
+            spool_dir,
+            hash_encoded,
+        }
+    }
+}
+
+/// A pack already encoded for the wire, offered by a store through
+/// [`BlobStore::prepared`]: the push uploads `blob` instead of encoding
+/// the pack again when `plan` (its raw frame lengths) is the push's plan
+/// for it. Whoever made it vouches that `blob` encodes exactly the bytes
+/// named by its digest.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The encoded pack.
+    pub blob: EncodedBlob,
+    /// Its raw frame lengths.
+    pub plan: Vec<u64>,
+}
+
+impl Prepared {
+    /// The prepared encoding of pack `digest` in `store`, if the store
+    /// holds one with frame lengths `plan`.
+    pub fn lookup(store: &dyn BlobStore, digest: &Digest, plan: &[u64]) -> Option<EncodedBlob> {
+        let p = store.prepared(digest)?.downcast::<Prepared>().ok()?;
+        (p.blob.digest == *digest && p.plan == plan).then(|| p.blob.clone())
+    }
+}
+
+/// A pack encoded by [`write_framed`] into a spool file.
+#[derive(Debug)]
+pub struct Framed {
+    path: tempfile::TempPath,
+    encoded_size: u64,
+    encoded_digest: Option<Digest>,
+}
+
+impl Framed {
+    /// The spool file holding the encoded pack.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The encoded blob of raw blob `digest` (`raw_size` bytes).
+    pub fn into_blob(self, digest: Digest, raw_size: u64) -> EncodedBlob {
+        EncodedBlob::spooled(
+            digest,
+            raw_size,
+            self.encoded_digest,
+            self.encoded_size,
+            self.path,
+        )
+    }
+}
+
+/// Encodes the `plan.iter().sum()` bytes `reader` yields (named `what` in
+/// errors) as [`encode_framed`] does, into a spool file in `spool_dir` (or
+/// the temp dir); fails if the reader yields more or fewer bytes. Checking
+/// the bytes against a name is the caller's part.
+pub fn write_framed(
+    reader: &mut dyn Read,
+    what: &str,
+    plan: &[u64],
+    level: i32,
+    spool_dir: Option<&Path>,
+    hash_encoded: bool,
+) -> Result<Framed> {
+    use rayon::prelude::*;
+    if plan
+        .iter()
+        .any(|&n| n == 0 || n > crate::pack::MAX_CHUNK_SIZE)
+    {
+        return Err(uncovered(what));
+    }
     // The table's length follows from the frame count, so frames are
     // written after its place as they are made, and the table last, at the
     // start: memory is one batch of about 4 MiB of raw frames (read, then
@@ -155,9 +247,11 @@ pub fn encode_framed(
             bytes += n as usize;
         }
         buf.resize(bytes, 0);
-        hashing
-            .read_exact(&mut buf)
-            .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+        let got = read_full(reader, &mut buf)
+            .map_err(|e| RegistryError::io(format!("reading {what}"), e))?;
+        if got < bytes {
+            return Err(RegistryError::invalid(what, "shorter than its size"));
+        }
         let mut batch: Vec<&[u8]> = Vec::with_capacity(sizes.len());
         let mut rest = &buf[..];
         for n in sizes {
@@ -176,16 +270,11 @@ pub fn encode_framed(
         }
     }
     let mut extra = [0u8; 1];
-    let more = hashing
-        .read(&mut extra)
-        .map_err(|e| RegistryError::io(format!("reading blob {digest}"), e))?;
+    let more = read_full(reader, &mut extra)
+        .map_err(|e| RegistryError::io(format!("reading {what}"), e))?;
     if more != 0 {
-        return Err(RegistryError::invalid(
-            format!("blob {digest}"),
-            "longer than its size",
-        ));
+        return Err(RegistryError::invalid(what, "longer than its size"));
     }
-    hashing.check(digest)?;
     let table = table.to_bytes();
     debug_assert_eq!(table.len() as u64, head);
     out.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
@@ -208,9 +297,30 @@ pub fn encode_framed(
     } else {
         None
     };
-    Ok(EncodedBlob::spooled(
-        *digest, size, enc_digest, enc_len, path,
-    ))
+    Ok(Framed {
+        path,
+        encoded_size: enc_len,
+        encoded_digest: enc_digest,
+    })
+}
+
+fn uncovered(what: &str) -> RegistryError {
+    RegistryError::invalid(what, "its chunk table does not cover the blob")
+}
+
+/// Reads until `buf` is full or the reader ends; the count read. A short
+/// count is the end of the reader (`read_exact` would lose it).
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// One encoded frame of a pack: bytes zstd made, or a frame of raw blocks

@@ -210,14 +210,17 @@ impl<T: Transport> Engine<T> {
                 let plans = plans.clone();
                 async move {
                     let enc = blocking(move || match plans.get(&b.digest) {
-                        Some(plan) => codec::encode_framed(
-                            &*store,
-                            &b.digest,
-                            plan,
-                            level,
-                            spool.as_deref(),
-                            hash_encoded,
-                        ),
+                        Some(plan) => match codec::Prepared::lookup(&*store, &b.digest, plan) {
+                            Some(enc) => Ok(enc),
+                            None => codec::encode_framed(
+                                &*store,
+                                &b.digest,
+                                plan,
+                                level,
+                                spool.as_deref(),
+                                hash_encoded,
+                            ),
+                        },
                         None => {
                             codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
                         }
@@ -648,5 +651,13 @@ impl<T: Transport> Registry for Engine<T> {
             .retry
             .run("exists", &*self.config.progress, || t.exists())
             .await
+    }
+
+    fn encode_ahead(&self) -> Option<codec::EncodeAhead> {
+        Some(codec::EncodeAhead::new(
+            self.config.zstd_level,
+            self.transport.spool_dir()?,
+            self.transport.wants_encoded_digest(),
+        ))
     }
 }

@@ -218,4 +218,13 @@ pub trait Registry: Send + Sync {
 
     /// Whether an image exists at the reference.
     async fn exists(&self) -> Result<bool>;
+
+    /// How this destination's pushes encode packs, when a snapshot should
+    /// encode its new packs ahead (while it reads them) and offer them as
+    /// [`crate::codec::Prepared`]: for a destination on a local
+    /// filesystem, whose spool files become its blobs. `None` (the
+    /// default): encoding ahead would only spool a copy.
+    fn encode_ahead(&self) -> Option<crate::codec::EncodeAhead> {
+        None
+    }
 }

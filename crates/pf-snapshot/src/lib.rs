@@ -65,6 +65,8 @@ pub mod base;
 mod browse;
 mod fsat;
 mod memo;
+mod packjob;
+mod pipeline;
 mod ranged;
 pub mod restore;
 mod select;
@@ -121,6 +123,10 @@ pub struct SnapshotOptions {
     /// How new packs are named ([`PackNames::Content`] unless the packs
     /// are sealed before they are stored).
     pub pack_names: PackNames,
+    /// Encode new packs for the push while reading them back (see
+    /// [`pf_registry_core::Registry::encode_ahead`]): the snapshot's
+    /// source then offers them ready to upload. `None`: the push encodes.
+    pub encode_ahead: Option<pf_registry_core::codec::EncodeAhead>,
 }
 
 impl SnapshotOptions {
@@ -139,6 +145,7 @@ impl SnapshotOptions {
             base: None,
             base_stored: None,
             pack_names: PackNames::Content,
+            encode_ahead: None,
         }
     }
 }
@@ -250,6 +257,7 @@ pub(crate) fn snapshot_at(
         &mut cache,
         (options.chunking, options.pack_names),
         base,
+        options.encode_ahead.as_ref(),
     )?;
     if let Some(p) = &options.stat_cache {
         cache.save(p)?;

@@ -12,16 +12,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use pf_digest::{Digest, Hasher};
+use pf_digest::Digest;
+use pf_registry_core::codec::{EncodeAhead, Prepared};
 use pf_registry_core::manifest::{Chunk, FsTree, PackedChunk};
 use pf_registry_core::pack::name_of_chunks;
 use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
+use crate::packjob::{PackDone, PackSpec};
+use crate::pipeline;
 use crate::source::{Segment, SourceFile, SourceStore, Stamp};
 use crate::statcache::StatCache;
 pub(crate) use crate::walk::PendingFile;
@@ -103,11 +106,13 @@ pub fn snapshot_dir(
         cache,
         (chunking, PackNames::Content),
         base,
+        None,
     )
 }
 
 /// [`snapshot_dir`] after the walk: `tree` holds the walk's entries and
-/// `walked` its files.
+/// `walked` its files. With `ahead`, new packs named by content are also
+/// encoded for the push as they are read back (see [`crate::packjob`]).
 pub(crate) fn snapshot_walked(
     mut tree: FsTree,
     walked: crate::walk::Walked,
@@ -115,67 +120,121 @@ pub(crate) fn snapshot_walked(
     cache: &mut StatCache,
     (chunking, names): (Chunking, PackNames),
     base: Option<&FsTree>,
+    ahead: Option<&EncodeAhead>,
 ) -> Result<FsTree> {
     cache.set_chunking(chunking);
     let files = walked.todo;
     // Unchanged files come from the stat cache; the rest are read and
-    // chunked in parallel, largest first so the big files overlap.
-    let mut hashed: Vec<Option<(Hashed, bool)>> = files
+    // chunked by a few threads, taking files in walk order, while this
+    // thread places the chunks of the files read so far (in walk order:
+    // pack contents do not depend on timing) and hands each new pack, once
+    // full, to the same threads to read back. So packs are read back (and
+    // written, when encoded ahead) while later files are still chunked.
+    let mut cached: Vec<Option<Hashed>> = files
         .iter()
         .map(|f| {
             let h = cache.lookup(f)?;
             cache.hits += 1;
-            Some((h, true))
+            Some(h)
         })
         .collect();
-    let mut misses: Vec<usize> = (0..files.len()).filter(|&i| hashed[i].is_none()).collect();
-    misses.sort_by_key(|&i| std::cmp::Reverse(files[i].st.size));
-    let fresh: Vec<Result<(Hashed, bool)>> = {
-        use rayon::prelude::*;
-        misses
-            .par_iter()
-            .map(|&i| chunk_file(&files[i], &chunking))
+    let misses: Vec<usize> = (0..files.len()).filter(|&i| cached[i].is_none()).collect();
+    let by_content = names == PackNames::Content;
+    let work = pipeline::Work::new(&files, misses, chunking, ahead.filter(|_| by_content));
+    let mut plan = Planner::new(base, chunking.pack_size, names);
+    let done = work.run(|rx, work| {
+        let mut fresh: Vec<Option<Result<(Hashed, bool)>>> =
+            (0..files.len()).map(|_| None).collect();
+        let mut done: Vec<Option<PackDone>> = Vec::new();
+        let (mut at, mut queued, mut finished) = (0, 0, 0);
+        loop {
+            while at < files.len() {
+                let f = &files[at];
+                let (chunks, trusted) = match cached[at].take() {
+                    Some(h) => (h, true),
+                    None => {
+                        let Some(r) = fresh[at].take() else { break };
+                        // `unchanged`: the file still had the walk's stamp
+                        // once read (fstat of the very handle read). Only
+                        // cache, and only let the push trust the stat for,
+                        // what did not change and is not racy (git's
+                        // racy-clean rule).
+                        let (h, unchanged) = r?;
+                        let trusted = unchanged && !cache.is_racy(&f.st);
+                        if trusted {
+                            cache.insert(f, &h);
+                        }
+                        (h, trusted)
+                    }
+                };
+                // Stamps stand in for a re-hash only on filesystems that
+                // keep them exact (checked once per device met by the walk).
+                let stampable = walked.stampable.get(&f.st.dev).copied().unwrap_or(false);
+                let stamp = (trusted && stampable).then(|| f.st.clone());
+                let mut off = 0u64;
+                let mut parts = Vec::with_capacity(chunks.len());
+                for c in &chunks {
+                    parts.push(plan.place(c, &f.file, off, stamp.as_ref()));
+                    off += c.size;
+                }
+                let e = &mut tree.entries[f.index];
+                e.size = off;
+                e.parts = parts;
+                at += 1;
+                // Every new pack but the open one is full.
+                let closed = if at == files.len() {
+                    plan.new.len()
+                } else {
+                    plan.new.len().saturating_sub(1)
+                };
+                while by_content && queued < closed {
+                    work.queue(queued, plan.new[queued].spec.clone());
+                    queued += 1;
+                }
+            }
+            if at == files.len() {
+                work.close();
+                if finished == queued {
+                    return Ok(done);
+                }
+            }
+            match rx.recv() {
+                Ok(pipeline::Msg::File(i, r)) => fresh[i] = Some(r),
+                Ok(pipeline::Msg::Pack(k, r)) => {
+                    if done.len() <= k {
+                        done.resize_with(k + 1, || None);
+                    }
+                    done[k] = Some(r?);
+                    finished += 1;
+                }
+                Err(_) => {
+                    return Err(RegistryError::invalid(
+                        "snapshot",
+                        "its reading threads ended early",
+                    ))
+                }
+            }
+        }
+    })?;
+    let named: Vec<(Digest, Option<Prepared>)> = if by_content {
+        done.into_iter()
+            .map(|d| {
+                let d = d.ok_or_else(|| {
+                    RegistryError::invalid("snapshot", "a new pack was not read back")
+                })?;
+                Ok((d.digest, d.prepared))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        plan.new
+            .iter()
+            .map(|p| {
+                let list: Vec<(u64, Digest)> = p.spec.chunks.iter().map(|&(d, n)| (n, d)).collect();
+                (name_of_chunks(&list), None)
+            })
             .collect()
     };
-    for (i, h) in misses.into_iter().zip(fresh) {
-        // `unchanged`: the file still had the walk's stamp once read (fstat
-        // of the very handle read). Only cache, and only let the push trust
-        // the stat for, what did not change and is not racy (git's
-        // racy-clean rule).
-        let (h, unchanged) = h?;
-        let trusted = unchanged && !cache.is_racy(&files[i].st);
-        if trusted {
-            cache.insert(&files[i], &h);
-        }
-        hashed[i] = Some((h, trusted));
-    }
-    // Stamps stand in for a re-hash only on filesystems that keep them
-    // exact (checked once per device met by the walk).
-    let trusted: Vec<bool> = files
-        .iter()
-        .zip(&hashed)
-        .map(|(f, h)| {
-            h.as_ref().is_some_and(|h| h.1)
-                && walked.stampable.get(&f.st.dev).copied().unwrap_or(false)
-        })
-        .collect();
-    let mut plan = Planner::new(base, chunking.pack_size, names);
-    for (i, f) in files.iter().enumerate() {
-        let Some((chunks, _)) = &hashed[i] else {
-            continue;
-        };
-        let stamp = trusted[i].then(|| f.st.clone());
-        let mut off = 0u64;
-        let mut parts = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            parts.push(plan.place(c, &f.file, off, stamp.as_ref()));
-            off += c.size;
-        }
-        let e = &mut tree.entries[f.index];
-        e.size = off;
-        e.parts = parts;
-    }
-    plan.finish(source, names, &mut tree)?;
+    plan.finish(source, named, &mut tree)?;
     Ok(tree)
 }
 
@@ -184,8 +243,7 @@ pub(crate) fn snapshot_walked(
 struct NewPack {
     /// Its index in the tree's pack list.
     index: u32,
-    segments: Vec<Segment>,
-    chunks: Vec<(Digest, u64)>,
+    spec: PackSpec,
     size: u64,
 }
 
@@ -260,8 +318,7 @@ impl<'a> Planner<'a> {
                 if full {
                     self.new.push(NewPack {
                         index: self.packs.len() as u32,
-                        segments: Vec::new(),
-                        chunks: Vec::new(),
+                        spec: PackSpec::default(),
                         size: 0,
                     });
                     self.packs.push(None);
@@ -271,7 +328,7 @@ impl<'a> Planner<'a> {
                 };
                 let at = p.size;
                 let stamp = stamp.cloned();
-                match p.segments.last_mut() {
+                match p.spec.segments.last_mut() {
                     // The next range of the same file extends the segment.
                     Some(s)
                         if Arc::ptr_eq(&s.file, file)
@@ -280,14 +337,14 @@ impl<'a> Planner<'a> {
                     {
                         s.len += c.size
                     }
-                    _ => p.segments.push(Segment {
+                    _ => p.spec.segments.push(Segment {
                         file: file.clone(),
                         offset: off,
                         len: c.size,
                         stamp,
                     }),
                 }
-                p.chunks.push((c.blob, c.size));
+                p.spec.chunks.push((c.blob, c.size));
                 p.size += c.size;
                 (p.index, at)
             }
@@ -321,33 +378,31 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Names the new packs (by content: in parallel, re-reading their
-    /// ranges and checking every chunk's digest; by chunks: from the chunk
-    /// list), records them in `source` and fills the tree's pack list and
-    /// chunk table.
-    fn finish(self, source: &SourceStore, names: PackNames, tree: &mut FsTree) -> Result<()> {
-        let digests: Vec<Result<Digest>> = match names {
-            PackNames::Content => {
-                use rayon::prelude::*;
-                self.new.par_iter().map(hash_pack).collect()
-            }
-            PackNames::Chunks => self
-                .new
-                .iter()
-                .map(|p| {
-                    let list: Vec<(u64, Digest)> = p.chunks.iter().map(|&(d, n)| (n, d)).collect();
-                    Ok(name_of_chunks(&list))
-                })
-                .collect(),
-        };
+    /// Records the new packs, named `named` (in order, with their wire
+    /// encodings when made ahead), in `source` and fills the tree's pack
+    /// list and chunk table.
+    fn finish(
+        self,
+        source: &SourceStore,
+        named: Vec<(Digest, Option<Prepared>)>,
+        tree: &mut FsTree,
+    ) -> Result<()> {
+        if named.len() != self.new.len() {
+            return Err(RegistryError::invalid(
+                "snapshot",
+                "new packs and names disagree",
+            ));
+        }
         let mut packs = self.packs;
-        for (p, d) in self.new.into_iter().zip(digests) {
-            let d = d?;
+        for (p, (d, prepared)) in self.new.into_iter().zip(named) {
             packs[p.index as usize] = Some(Chunk {
                 blob: d,
                 size: p.size,
             });
-            source.add(d, p.segments);
+            source.add(d, p.spec.segments);
+            if let Some(prep) = prepared {
+                source.add_prepared(d, prep);
+            }
         }
         // A new pack identical to a listed one (a base pack whose chunks the
         // base did not list) is listed once.
@@ -369,88 +424,10 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The digest of a new pack, read back from its file ranges. A range whose
-/// file has a trusted stamp (unchanged since it was chunked, by the stat
-/// cache's rule) is checked by that stamp once read; any other range's
-/// chunks must each still hash to what the chunking saw. Either way a file
-/// that changed meanwhile fails the snapshot.
-fn hash_pack(p: &NewPack) -> Result<Digest> {
-    let mut pack = Hasher::new();
-    let mut chunks = p.chunks.iter();
-    let mut cur: Option<(Digest, u64, Hasher)> = None;
-    let mut buf = vec![0u8; 256 << 10];
-    for s in &p.segments {
-        let shown = || s.file.path().display().to_string();
-        let mut f = s
-            .file
-            .open()
-            .map_err(io_ctx(format!("reading {}", shown())))?;
-        f.seek(SeekFrom::Start(s.offset))
-            .map_err(io_ctx(format!("reading {}", shown())))?;
-        let mut left = s.len;
-        while left > 0 {
-            let (want, n, h) = match &mut cur {
-                Some(c) => c,
-                None => {
-                    let Some(&(d, n)) = chunks.next() else {
-                        return Err(changed(&shown()));
-                    };
-                    cur.insert((d, n, Hasher::new()))
-                }
-            };
-            let k = (*n).min(left).min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..k]).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    changed(&shown())
-                } else {
-                    RegistryError::io(format!("reading {}", shown()), e)
-                }
-            })?;
-            if s.stamp.is_none() {
-                h.update(&buf[..k]);
-            }
-            pack.update(&buf[..k]);
-            *n -= k as u64;
-            left -= k as u64;
-            if *n == 0 {
-                let want = *want;
-                if let Some((_, _, h)) = cur.take() {
-                    if s.stamp.is_none() && h.finish() != want {
-                        return Err(changed(&shown()));
-                    }
-                }
-            }
-        }
-        if let Some(st) = &s.stamp {
-            let now = f.metadata().map_err(io_ctx(format!("stat {}", shown())))?;
-            if Stamp::of(&now) != *st {
-                return Err(changed(&shown()));
-            }
-        }
-    }
-    if cur.is_some() || chunks.next().is_some() {
-        return Err(RegistryError::invalid(
-            "snapshot",
-            "pack ranges and chunks disagree",
-        ));
-    }
-    Ok(pack.finish())
-}
-
-fn changed(path: &str) -> RegistryError {
-    RegistryError::io(
-        format!("reading {path}"),
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path} changed while being snapshotted; push again"),
-        ),
-    )
-}
-
 /// Reads and chunks file `f` (opened beneath the root, no symlink
 /// followed, and checked to be the inode the walk found); also says
 /// whether it still had the walk's stamp once read.
-fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)> {
+pub(crate) fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)> {
     let shown = || f.file.path().display().to_string();
     let r = f
         .file
@@ -606,6 +583,7 @@ mod tests {
     use super::*;
     use pf_cas::{BlobStore, MemoryStore};
     use std::fs;
+    use std::io::{Seek, SeekFrom};
 
     /// The chunk lengths the windowed cutter finds in `data`, windows of
     /// `window` bytes.

@@ -25,6 +25,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
+use pf_registry_core::codec::Prepared;
 
 /// The stat fields that say a file is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -158,6 +159,8 @@ pub(crate) struct Segment {
 pub struct SourceStore {
     inner: Arc<dyn BlobStore>,
     blobs: RwLock<HashMap<Digest, Arc<[Segment]>>>,
+    /// Wire encodings of blobs made while the snapshot read them.
+    prepared: RwLock<HashMap<Digest, Arc<Prepared>>>,
 }
 
 impl SourceStore {
@@ -166,6 +169,7 @@ impl SourceStore {
         SourceStore {
             inner,
             blobs: RwLock::new(HashMap::new()),
+            prepared: RwLock::new(HashMap::new()),
         }
     }
 
@@ -174,6 +178,14 @@ impl SourceStore {
     pub(crate) fn add(&self, digest: Digest, segments: Vec<Segment>) {
         if let Ok(mut m) = self.blobs.write() {
             m.entry(digest).or_insert_with(|| segments.into());
+        }
+    }
+
+    /// Records the wire encoding of blob `digest`, made from the bytes
+    /// its segments held when read and checked (see [`Prepared`]).
+    pub(crate) fn add_prepared(&self, digest: Digest, prepared: Prepared) {
+        if let Ok(mut m) = self.prepared.write() {
+            m.entry(digest).or_insert_with(|| Arc::new(prepared));
         }
     }
 
@@ -214,6 +226,11 @@ impl BlobStore for SourceStore {
             }
             None => self.inner.open_vouched(digest),
         }
+    }
+
+    fn prepared(&self, digest: &Digest) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let p = self.prepared.read().ok()?.get(digest).cloned()?;
+        Some(p)
     }
 
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {

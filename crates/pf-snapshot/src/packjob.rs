@@ -1,0 +1,297 @@
+//! Reading a new pack back from the file ranges it is made of: to name it
+//! by its content and, for a push to a destination on a local filesystem,
+//! to encode it for the wire on the way (see
+//! [`pf_registry_core::Registry::encode_ahead`]), while the snapshot goes on
+//! chunking the files after it.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+use pf_digest::{Digest, Hasher};
+use pf_registry_core::codec::{write_framed, EncodeAhead, Prepared};
+use pf_registry_core::{RegistryError, Result};
+
+use crate::source::{Segment, Stamp};
+
+/// A closed new pack: the file ranges it is made of and the chunks
+/// (digest, length) they hold, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PackSpec {
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) chunks: Vec<(Digest, u64)>,
+}
+
+/// A new pack read back: its name, and its wire encoding when made ahead.
+#[derive(Debug)]
+pub(crate) struct PackDone {
+    pub(crate) digest: Digest,
+    pub(crate) prepared: Option<Prepared>,
+}
+
+/// Reads pack `spec` back once: names it by content and, with `ahead`,
+/// encodes it into the destination's spool directory. Either way a file
+/// that changed since it was chunked fails it (see [`PackReader`]).
+pub(crate) fn run(spec: &PackSpec, ahead: Option<&EncodeAhead>) -> Result<PackDone> {
+    let mut r = PackReader::new(spec);
+    let read_err = |e| RegistryError::io("reading a new pack", e);
+    let Some(a) = ahead else {
+        let mut buf = vec![0u8; 256 << 10];
+        while r.read(&mut buf).map_err(read_err)? > 0 {}
+        return Ok(PackDone {
+            digest: r.digest(),
+            prepared: None,
+        });
+    };
+    let plan: Vec<u64> = spec.chunks.iter().map(|c| c.1).collect();
+    let framed = write_framed(
+        &mut r,
+        "a new pack",
+        &plan,
+        a.level,
+        Some(&a.spool_dir),
+        a.hash_encoded,
+    )?;
+    // Written without an fsync (the push's commit makes blobs durable):
+    // start the writeback now, while the snapshot still reads and hashes.
+    if let Ok(f) = File::open(framed.path()) {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+    }
+    let digest = r.digest();
+    let size = plan.iter().sum();
+    Ok(PackDone {
+        digest,
+        prepared: Some(Prepared {
+            blob: framed.into_blob(digest, size),
+            plan,
+        }),
+    })
+}
+
+/// The bytes of a new pack, read from its file ranges and hashed on the
+/// way. A range whose file has a trusted stamp (unchanged since it was
+/// chunked, by the stat cache's rule) is checked by that stamp once read;
+/// any other range's chunks must each still hash to what the chunking saw.
+/// A file that changed meanwhile, or ranges that do not hold the chunks,
+/// are an `InvalidData` error; the end of the pack is only reported once
+/// every check passed.
+pub(crate) struct PackReader<'a> {
+    segments: std::slice::Iter<'a, Segment>,
+    chunks: std::slice::Iter<'a, (Digest, u64)>,
+    /// The open range: its file, segment and bytes left.
+    file: Option<(File, &'a Segment, u64)>,
+    /// The chunk being read: its digest, bytes left and running hash.
+    chunk: Option<(Digest, u64, Hasher)>,
+    pack: Hasher,
+}
+
+impl<'a> PackReader<'a> {
+    /// A reader of pack `spec` from its start.
+    pub(crate) fn new(spec: &'a PackSpec) -> PackReader<'a> {
+        PackReader {
+            segments: spec.segments.iter(),
+            chunks: spec.chunks.iter(),
+            file: None,
+            chunk: None,
+            pack: Hasher::new(),
+        }
+    }
+
+    /// The digest of the bytes read (the pack's, once read to its end).
+    pub(crate) fn digest(self) -> Digest {
+        self.pack.finish()
+    }
+}
+
+impl Read for PackReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some((f, s, left)) = &mut self.file else {
+                let Some(s) = self.segments.next() else {
+                    if self.chunk.is_some() || self.chunks.next().is_some() {
+                        return Err(invalid("pack ranges and chunks disagree".into()));
+                    }
+                    return Ok(0);
+                };
+                let mut f = s.file.open()?;
+                f.seek(SeekFrom::Start(s.offset))?;
+                self.file = Some((f, s, s.len));
+                continue;
+            };
+            let s: &Segment = s;
+            if *left == 0 {
+                if let Some(st) = &s.stamp {
+                    if Stamp::of(&f.metadata()?) != *st {
+                        return Err(changed(s));
+                    }
+                }
+                self.file = None;
+                continue;
+            }
+            let (want, n, h) = match &mut self.chunk {
+                Some(c) => c,
+                None => {
+                    let Some(&(d, n)) = self.chunks.next() else {
+                        return Err(invalid("pack ranges and chunks disagree".into()));
+                    };
+                    self.chunk.insert((d, n, Hasher::new()))
+                }
+            };
+            let k = (*n).min(*left).min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..k]).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    changed(s)
+                } else {
+                    e
+                }
+            })?;
+            if s.stamp.is_none() {
+                h.update(&buf[..k]);
+            }
+            self.pack.update(&buf[..k]);
+            *n -= k as u64;
+            *left -= k as u64;
+            if *n == 0 {
+                let want = *want;
+                if let Some((_, _, h)) = self.chunk.take() {
+                    if s.stamp.is_none() && h.finish() != want {
+                        return Err(changed(s));
+                    }
+                }
+            }
+            return Ok(k);
+        }
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn changed(s: &Segment) -> io::Error {
+    invalid(format!(
+        "{} changed while being snapshotted; push again",
+        s.file.path().display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFile;
+    use pf_cas::{BlobStore, MemoryStore};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// `dir/name` as the walk would record it.
+    fn source_file(dir: &Path, name: &str) -> Arc<SourceFile> {
+        let md = std::fs::symlink_metadata(dir.join(name)).unwrap();
+        let root = Arc::new(crate::fsat::open_dir(dir).unwrap());
+        Arc::new(SourceFile::new(
+            root,
+            name.into(),
+            dir.join(name),
+            (md.dev(), md.ino()),
+        ))
+    }
+
+    /// A pack of all of `a` (two chunks, unstamped) and all of `b` (one
+    /// chunk, stamped), and its bytes.
+    fn pack(dir: &Path) -> (PackSpec, Vec<u8>) {
+        let a = pf_testsupport::noise(300 << 10, 5);
+        let b = b"a small file".to_vec();
+        std::fs::write(dir.join("a"), &a).unwrap();
+        std::fs::write(dir.join("b"), &b).unwrap();
+        let cut = 100 << 10;
+        let spec = PackSpec {
+            segments: vec![
+                Segment {
+                    file: source_file(dir, "a"),
+                    offset: 0,
+                    len: a.len() as u64,
+                    stamp: None,
+                },
+                Segment {
+                    file: source_file(dir, "b"),
+                    offset: 0,
+                    len: b.len() as u64,
+                    stamp: Some(Stamp::of(&std::fs::metadata(dir.join("b")).unwrap())),
+                },
+            ],
+            chunks: vec![
+                (Digest::of(&a[..cut]), cut as u64),
+                (Digest::of(&a[cut..]), (a.len() - cut) as u64),
+                (Digest::of(&b), b.len() as u64),
+            ],
+        };
+        (spec, [a, b].concat())
+    }
+
+    fn err(spec: &PackSpec) -> String {
+        run(spec, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_the_pack_and_encodes_it_ahead_into_the_spool_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, bytes) = pack(dir.path());
+        let want = Digest::of(&bytes);
+        let plain = run(&spec, None).unwrap();
+        assert_eq!(plain.digest, want);
+        assert!(plain.prepared.is_none());
+        let spool = tempfile::tempdir().unwrap();
+        let ahead = EncodeAhead::new(3, spool.path().to_path_buf(), false);
+        let done = run(&spec, Some(&ahead)).unwrap();
+        assert_eq!(done.digest, want);
+        let p = done.prepared.unwrap();
+        assert_eq!(p.plan, vec![100 << 10, 200 << 10, 12]);
+        assert_eq!(p.blob.digest, want);
+        assert_eq!(p.blob.spool_path().unwrap().parent(), Some(spool.path()));
+        // The encoding decodes (frame by frame) to the pack's bytes.
+        let mem = MemoryStore::new();
+        let n = pf_registry_core::codec::decode_into(
+            p.blob.open().unwrap(),
+            &want,
+            Some(bytes.len() as u64),
+            u64::MAX,
+            &mem,
+        )
+        .unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        assert_eq!(mem.get(&want).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_file_changed_since_it_was_chunked_fails_the_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, _) = pack(dir.path());
+        // Unstamped: caught by the chunk digests, same size or not.
+        let a = dir.path().join("a");
+        let mut changed = std::fs::read(&a).unwrap();
+        changed[150 << 10] ^= 1;
+        std::fs::write(&a, &changed).unwrap();
+        assert!(err(&spec).contains("changed while being snapshotted"));
+        changed.truncate(250 << 10);
+        std::fs::write(&a, &changed).unwrap();
+        assert!(err(&spec).contains("changed while being snapshotted"));
+        // Stamped: caught by the stamp, even with the same bytes back.
+        let (spec, _) = pack(dir.path());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("b"), b"a small file").unwrap();
+        assert!(err(&spec).contains("changed while being snapshotted"));
+    }
+
+    #[test]
+    fn ranges_and_chunks_that_disagree_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spec, _) = pack(dir.path());
+        let last = spec.chunks.pop().unwrap();
+        assert!(err(&spec).contains("disagree"));
+        spec.chunks.push(last);
+        spec.chunks.push(last);
+        assert!(err(&spec).contains("disagree"));
+    }
+}

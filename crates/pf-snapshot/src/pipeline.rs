@@ -1,0 +1,158 @@
+//! The threads of a snapshot: they chunk files, in walk order, and read
+//! back the new packs the planner (the calling thread) closes, packs
+//! first, so that packs are read back (and written, when encoded ahead)
+//! while later files are still being chunked.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use pf_registry_core::codec::EncodeAhead;
+use pf_registry_core::{RegistryError, Result};
+
+use crate::packjob::{self, PackDone, PackSpec};
+use crate::snapshot::{chunk_file, Chunking, Hashed, PendingFile};
+
+/// What a thread reports to the planner.
+pub(crate) enum Msg {
+    /// File `i` (index in the walk's files) chunked: its chunks, and
+    /// whether it still had the walk's stamp once read.
+    File(usize, Result<(Hashed, bool)>),
+    /// New pack `k` (index among the new packs) read back.
+    Pack(usize, Result<PackDone>),
+}
+
+/// Files to chunk and packs to read back, shared by the threads.
+pub(crate) struct Work<'a> {
+    files: &'a [PendingFile],
+    /// Indices of the files to chunk, in walk order.
+    misses: Vec<usize>,
+    /// The next entry of `misses` to take.
+    next: AtomicUsize,
+    chunking: Chunking,
+    ahead: Option<&'a EncodeAhead>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    packs: VecDeque<(usize, PackSpec)>,
+    /// No more packs will be queued.
+    closed: bool,
+    /// The planner gave up: threads stop taking work.
+    stop: bool,
+}
+
+impl<'a> Work<'a> {
+    /// Work to chunk `files[i]` for every `i` in `misses` (walk order) with
+    /// `chunking`, and to read back the packs queued, encoding them ahead
+    /// with `ahead`.
+    pub(crate) fn new(
+        files: &'a [PendingFile],
+        misses: Vec<usize>,
+        chunking: Chunking,
+        ahead: Option<&'a EncodeAhead>,
+    ) -> Work<'a> {
+        Work {
+            files,
+            misses,
+            next: AtomicUsize::new(0),
+            chunking,
+            ahead,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues new pack `k` to be read back.
+    pub(crate) fn queue(&self, k: usize, spec: PackSpec) {
+        self.lock().packs.push_back((k, spec));
+        self.wake.notify_one();
+    }
+
+    /// Says no more packs will be queued: threads end once the rest is done.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Runs `planner` on this thread, with the threads' reports, while the
+    /// threads work; stops them once it returns, and returns what it did.
+    pub(crate) fn run<T>(
+        &self,
+        planner: impl FnOnce(&Receiver<Msg>, &Self) -> Result<T>,
+    ) -> Result<T> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (tx, rx) = channel();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let tx = tx.clone();
+                s.spawn(move || self.worker(tx));
+            }
+            drop(tx);
+            let out = planner(&rx, self);
+            let mut q = self.lock();
+            q.stop = true;
+            q.closed = true;
+            drop(q);
+            self.wake.notify_all();
+            out
+        })
+    }
+
+    /// One thread: reads back queued packs first, else chunks the next
+    /// file, else waits for a pack or the end.
+    fn worker(&self, tx: Sender<Msg>) {
+        loop {
+            let pack = {
+                let mut q = self.lock();
+                loop {
+                    if q.stop {
+                        return;
+                    }
+                    if let Some(job) = q.packs.pop_front() {
+                        break Some(job);
+                    }
+                    if self.next.load(Ordering::Relaxed) < self.misses.len() {
+                        break None;
+                    }
+                    if q.closed {
+                        return;
+                    }
+                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            // A panic is reported as that task's error: the planner waits
+            // for every task it handed out, so none may vanish.
+            let msg = match pack {
+                Some((k, spec)) => Msg::Pack(k, caught(|| packjob::run(&spec, self.ahead))),
+                None => {
+                    let n = self.next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = self.misses.get(n) else {
+                        continue;
+                    };
+                    Msg::File(i, caught(|| chunk_file(&self.files[i], &self.chunking)))
+                }
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `f()`, or an error if it panicked.
+fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(RegistryError::invalid(
+            "snapshot",
+            "a reading thread panicked (a bug in pf)",
+        ))
+    })
+}
