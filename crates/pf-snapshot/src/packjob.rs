@@ -180,23 +180,9 @@ fn changed(s: &Segment) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceFile;
+    use crate::source::tests::source_file;
     use pf_cas::{BlobStore, MemoryStore};
-    use std::os::unix::fs::MetadataExt;
     use std::path::Path;
-    use std::sync::Arc;
-
-    /// `dir/name` as the walk would record it.
-    fn source_file(dir: &Path, name: &str) -> Arc<SourceFile> {
-        let md = std::fs::symlink_metadata(dir.join(name)).unwrap();
-        let root = Arc::new(crate::fsat::open_dir(dir).unwrap());
-        Arc::new(SourceFile::new(
-            root,
-            name.into(),
-            dir.join(name),
-            (md.dev(), md.ino()),
-        ))
-    }
 
     /// A pack of all of `a` (two chunks, unstamped) and all of `b` (one
     /// chunk, stamped), and its bytes.

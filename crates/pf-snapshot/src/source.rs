@@ -302,12 +302,12 @@ fn check_stamp(f: &File, s: &Segment) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pf_cas::MemoryStore;
 
     /// `dir/name` as the walk would record it.
-    fn source_file(dir: &Path, name: &str) -> Arc<SourceFile> {
+    pub(crate) fn source_file(dir: &Path, name: &str) -> Arc<SourceFile> {
         let md = std::fs::symlink_metadata(dir.join(name)).unwrap();
         let root = Arc::new(crate::fsat::open_dir(dir).unwrap());
         Arc::new(SourceFile::new(
