@@ -171,15 +171,7 @@ pub(crate) fn snapshot_walked(
                 // keep them exact (checked once per device met by the walk).
                 let stampable = walked.stampable.get(&f.st.dev).copied().unwrap_or(false);
                 let stamp = (trusted && stampable).then(|| f.st.clone());
-                let mut off = 0u64;
-                let mut parts = Vec::with_capacity(chunks.len());
-                for c in &chunks {
-                    parts.push(plan.place(c, &f.file, off, stamp.as_ref()));
-                    off += c.size;
-                }
-                let e = &mut tree.entries[f.index];
-                e.size = off;
-                e.parts = parts;
+                plan.place_file(f, &chunks, stamp.as_ref(), &mut tree);
                 at += 1;
                 // Every new pack but the open one is full.
                 let closed = if at == files.len() {
@@ -193,10 +185,10 @@ pub(crate) fn snapshot_walked(
                 }
             }
             if at == files.len() {
-                work.close();
                 if finished == queued {
                     return Ok(done);
                 }
+                work.close();
             }
             match rx.recv() {
                 Ok(pipeline::Msg::File(i, r)) => fresh[i] = Some(r),
@@ -291,6 +283,27 @@ impl<'a> Planner<'a> {
             new: Vec::new(),
             pack_size: pack_size.max(1),
         }
+    }
+
+    /// Places the chunks of file `f`, in order, and gives its tree entry
+    /// their table indices and its size; `stamp` is the file's stamp if
+    /// the push may trust it.
+    fn place_file(
+        &mut self,
+        f: &PendingFile,
+        chunks: &[Chunk],
+        stamp: Option<&Stamp>,
+        tree: &mut FsTree,
+    ) {
+        let mut off = 0u64;
+        let mut parts = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            parts.push(self.place(c, &f.file, off, stamp));
+            off += c.size;
+        }
+        let e = &mut tree.entries[f.index];
+        e.size = off;
+        e.parts = parts;
     }
 
     /// The chunk-table index of chunk `c`, which lies at `off` in `file`.
