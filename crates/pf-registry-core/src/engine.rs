@@ -251,11 +251,12 @@ impl<T: Transport> Engine<T> {
         &self,
         store: &Arc<dyn BlobStore>,
         image: &SignedImage,
-        manifest_digest: Digest,
         closure: &[ClosureBlob],
         plans: &Arc<Plans>,
         absent: &HashSet<Digest>,
+        guard: Option<&crate::lifecycle::PushGuard>,
     ) -> Result<PushReport> {
+        let manifest_digest = image.digest();
         // 2. dedup against the backend.
         let missing: HashSet<Digest> = self
             .missing(closure.iter().map(|b| b.digest).collect())
@@ -310,10 +311,20 @@ impl<T: Transport> Engine<T> {
             match res {
                 Ok(r) => break r,
                 // A blob dedup found went away before the commit (a gc
-                // that started before this push's marker): upload what is
+                // that started before this push's marker): wait until the
+                // gcs the marker may have missed are done (no later gc
+                // deletes a blob the marker names), then upload what is
                 // missing now and commit again.
                 Err(RegistryError::NotFound { .. }) if again < 3 => {
                     again += 1;
+                    if let Some(g) = guard {
+                        if let Err(e) = g.wait_for_gcs(&*self.transport).await {
+                            tracing::warn!(
+                                "cannot read gc records at {}: {e}",
+                                self.transport.location()
+                            );
+                        }
+                    }
                     let gone: HashSet<Digest> = self
                         .missing(closure.iter().map(|b| b.digest).collect())
                         .await?
@@ -454,7 +465,7 @@ impl<T: Transport> Registry for Engine<T> {
         let t: &dyn Transport = &*self.transport;
         let guard = crate::lifecycle::PushGuard::begin(t, &all).await?;
         let res = self
-            .push_closure(&store, image, manifest_digest, &closure, &plans, &absent)
+            .push_closure(&store, image, &closure, &plans, &absent, guard.as_ref())
             .await;
         match (res, guard) {
             (Ok(report), Some(g)) => {

@@ -41,7 +41,10 @@
 //! lists the gc records. After its commit it waits until each one it saw is
 //! gone or expired and, if it saw any, asks the backend which closure
 //! blobs are missing and uploads those again; only then it removes its
-//! marker.
+//! marker. A commit the backend refuses for a missing blob (a gc it saw
+//! deleted one dedup had found) waits the same way before it uploads what
+//! is missing and commits again, so the second commit cannot race the
+//! same gc.
 //!
 //! **Why a finished push never names a deleted blob.** Take a push P whose
 //! marker was written at `tm` and which listed the gc records at `t1 > tm`,
