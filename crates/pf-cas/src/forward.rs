@@ -42,6 +42,26 @@ macro_rules! forward_to {
             self.$f.has_intact(digest, size)
         }
     };
+    (@one $f:ident has_intact_as) => {
+        fn has_intact_as(
+            &self,
+            digest: &$crate::Digest,
+            size: Option<u64>,
+            namer: &mut dyn $crate::Namer,
+        ) -> $crate::Result<bool> {
+            self.$f.has_intact_as(digest, size, namer)
+        }
+    };
+    (@one $f:ident put_stream_as) => {
+        fn put_stream_as(
+            &self,
+            name: &$crate::Digest,
+            namer: &mut dyn $crate::Namer,
+            reader: &mut dyn std::io::Read,
+        ) -> $crate::Result<u64> {
+            self.$f.put_stream_as(name, namer, reader)
+        }
+    };
     (@one $f:ident put) => {
         fn put(&self, bytes: &[u8]) -> $crate::Result<$crate::Digest> {
             self.$f.put(bytes)

@@ -49,6 +49,9 @@ pub enum CasError {
         /// The digest of the bytes seen.
         actual: Digest,
     },
+    /// The store cannot do this (see [`BlobStore::put_stream_as`]).
+    #[error("not supported by this store: {0}")]
+    NotSupported(String),
     /// Underlying I/O failure (including errors from the reader passed in).
     #[error("{context}: {source}")]
     Io {
@@ -66,6 +69,31 @@ pub type Result<T> = std::result::Result<T, CasError>;
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> CasError {
     let context = context.into();
     move |source| CasError::Io { context, source }
+}
+
+/// How a blob's bytes give its name, fed as they stream by. A store names
+/// a blob by the SHA-256 of its bytes ([`Sha256`]) unless its caller passes
+/// another namer: a layer above may name a blob by its parts (a pack named
+/// by its chunks, each checked by its own SHA-256), and the store then
+/// checks that name just as strictly.
+pub trait Namer: Send {
+    /// Feeds the next bytes.
+    fn update(&mut self, bytes: &[u8]);
+    /// The name of the bytes fed so far; the namer then starts afresh.
+    fn finish(&mut self) -> Digest;
+}
+
+/// The SHA-256 of the bytes: the name of every blob not named otherwise.
+#[derive(Default)]
+pub struct Sha256(Hasher);
+
+impl Namer for Sha256 {
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&mut self) -> Digest {
+        std::mem::take(&mut self.0).finish()
+    }
 }
 
 /// Content-addressed blob storage, shared across threads as `Arc<dyn BlobStore>`.
@@ -92,6 +120,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Returns the digest and byte count.
     fn put_stream(&self, expected: Option<&Digest>, reader: &mut dyn Read)
         -> Result<(Digest, u64)>;
+    /// [`put_stream`](Self::put_stream) of a blob named `name` by `namer`
+    /// rather than by the SHA-256 of its bytes: the bytes are stored under
+    /// `name` only if `namer` gives them that name (else nothing is stored
+    /// and [`CasError::Integrity`] is returned). Returns the byte count. The
+    /// default refuses with [`CasError::NotSupported`].
+    fn put_stream_as(
+        &self,
+        name: &Digest,
+        namer: &mut dyn Namer,
+        reader: &mut dyn Read,
+    ) -> Result<u64> {
+        let _ = (namer, reader);
+        Err(CasError::NotSupported(format!(
+            "storing blob {name}, named other than by the SHA-256 of its bytes"
+        )))
+    }
     /// Every digest in the store, sorted.
     fn list(&self) -> Result<Vec<Digest>>;
     /// Opens the blob like [`BlobStore::open`], also saying whether the
@@ -120,6 +164,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// loss, a shared disk) re-hashes the copy and removes it if damaged, so
     /// it can be stored again.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        Ok(match self.size(digest)? {
+            Some(n) => size.is_none() || size == Some(n),
+            None => false,
+        })
+    }
+    /// [`has_intact`](Self::has_intact) of a blob named by `namer` (see
+    /// [`put_stream_as`](Self::put_stream_as)): a store that re-hashes its
+    /// copies checks this one with `namer`. The default is the cheap check
+    /// of [`has_intact`](Self::has_intact)'s default.
+    fn has_intact_as(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        namer: &mut dyn Namer,
+    ) -> Result<bool> {
+        let _ = namer;
         Ok(match self.size(digest)? {
             Some(n) => size.is_none() || size == Some(n),
             None => false,
@@ -156,8 +216,17 @@ fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
 /// whether the source (`reading blob stream`) or the store (`writing blob`)
 /// failed.
 fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> Result<(Digest, u64)> {
-    let mut h = Hasher::new();
+    copy_naming(r, w, &mut Sha256::default())
+}
+
+/// [`copy_hashing`] with the name `namer` gives the bytes.
+fn copy_naming(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    namer: &mut dyn Namer,
+) -> Result<(Digest, u64)> {
     let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
@@ -165,11 +234,11 @@ fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> Result<(Digest, u64)> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_err("reading blob stream")(e)),
         };
-        h.update(&buf[..n]);
+        namer.update(&buf[..n]);
+        total += n as u64;
         w.write_all(&buf[..n]).map_err(io_err("writing blob"))?;
     }
-    let n = h.len();
-    Ok((h.finish(), n))
+    Ok((namer.finish(), total))
 }
 
 /// fsyncs a directory so a rename or new entry in it is durable (no-op where
@@ -268,6 +337,22 @@ impl BlobStore for MemoryStore {
             .entry(d)
             .or_insert_with(|| Arc::from(v));
         Ok((d, n))
+    }
+    fn put_stream_as(
+        &self,
+        name: &Digest,
+        namer: &mut dyn Namer,
+        reader: &mut dyn Read,
+    ) -> Result<u64> {
+        let mut v = Vec::new();
+        let (d, n) = copy_naming(reader, &mut v, namer)?;
+        check(Some(name), d)?;
+        self.blobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(d)
+            .or_insert_with(|| Arc::from(v));
+        Ok(n)
     }
     fn list(&self) -> Result<Vec<Digest>> {
         let mut v: Vec<Digest> = self.read().keys().copied().collect();
@@ -385,7 +470,12 @@ impl DirStore {
 
     /// The length of the file at `path` if it is a regular file holding
     /// exactly the bytes of `digest`; `None` if absent or damaged.
-    fn content_len(&self, path: &Path, digest: &Digest) -> Result<Option<u64>> {
+    fn content_len(
+        &self,
+        path: &Path,
+        digest: &Digest,
+        namer: &mut dyn Namer,
+    ) -> Result<Option<u64>> {
         use rustix::fs::{Mode, OFlags};
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let file = match rustix::fs::open(path, flags, Mode::empty()) {
@@ -405,20 +495,22 @@ impl DirStore {
         if !meta.is_file() {
             return Ok(None);
         }
-        let mut h = Hasher::new();
         let mut r = file;
         let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
         loop {
             match r.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => h.update(&buf[..n]),
+                Ok(k) => {
+                    namer.update(&buf[..k]);
+                    n += k as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An unreadable copy is a damaged one: fetch it again.
                 Err(_) => return Ok(None),
             }
         }
-        let n = h.len();
-        Ok((n == meta.len() && h.finish() == *digest).then_some(n))
+        Ok((n == meta.len() && namer.finish() == *digest).then_some(n))
     }
 
     fn named_path(&self, name: &str) -> PathBuf {
@@ -443,8 +535,17 @@ impl BlobStore for DirStore {
     /// one is reported absent but kept (the referrer is wrong, not the
     /// store). Costs one read of the blob.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
+        self.has_intact_as(digest, size, &mut Sha256::default())
+    }
+    /// [`has_intact`](BlobStore::has_intact), checking the copy with `namer`.
+    fn has_intact_as(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        namer: &mut dyn Namer,
+    ) -> Result<bool> {
         let path = self.blob_path(digest);
-        if let Some(n) = self.content_len(&path, digest)? {
+        if let Some(n) = self.content_len(&path, digest, namer)? {
             return Ok(size.is_none() || size == Some(n));
         }
         match fs::remove_file(&path) {
@@ -502,6 +603,23 @@ impl BlobStore for DirStore {
         check(expected, d)?;
         self.commit(tmp, &d)?;
         Ok((d, n))
+    }
+    fn put_stream_as(
+        &self,
+        name: &Digest,
+        namer: &mut dyn Namer,
+        reader: &mut dyn Read,
+    ) -> Result<u64> {
+        let mut tmp = self.temp()?;
+        let (d, n) = {
+            let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let r = copy_naming(reader, &mut w, namer)?;
+            w.flush().map_err(io_err("writing blob"))?;
+            r
+        };
+        check(Some(name), d)?;
+        self.commit(tmp, &d)?;
+        Ok(n)
     }
     fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
@@ -640,6 +758,64 @@ mod tests {
             0,
             "temp file left behind"
         );
+    }
+
+    /// Names a blob by the SHA-256 of a prefix and its bytes (a stand-in
+    /// for a pack named by its chunks).
+    struct Prefixed(Hasher);
+    impl Prefixed {
+        fn new() -> Prefixed {
+            let mut h = Hasher::new();
+            h.update(b"prefix:");
+            Prefixed(h)
+        }
+        fn name(bytes: &[u8]) -> Digest {
+            let mut p = Prefixed::new();
+            p.update(bytes);
+            p.finish()
+        }
+    }
+    impl Namer for Prefixed {
+        fn update(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&mut self) -> Digest {
+            std::mem::replace(self, Prefixed::new()).0.finish()
+        }
+    }
+
+    #[test]
+    fn blobs_named_otherwise_are_stored_and_checked_under_their_name() {
+        let (_d, stores) = stores();
+        for s in stores {
+            let name = Prefixed::name(b"pack");
+            let wrong = Prefixed::name(b"other");
+            let err = s
+                .put_stream_as(&wrong, &mut Prefixed::new(), &mut &b"pack"[..])
+                .unwrap_err();
+            assert!(matches!(err, CasError::Integrity { .. }), "{err}");
+            assert!(s.list().unwrap().is_empty());
+            let n = s
+                .put_stream_as(&name, &mut Prefixed::new(), &mut &b"pack"[..])
+                .unwrap();
+            assert_eq!(n, 4);
+            assert_eq!(s.get(&name).unwrap(), b"pack");
+            assert!(s
+                .has_intact_as(&name, Some(4), &mut Prefixed::new())
+                .unwrap());
+            assert!(!s
+                .has_intact_as(&name, Some(5), &mut Prefixed::new())
+                .unwrap());
+        }
+        // On disk the check re-reads the copy: a damaged one is removed.
+        let dir = tempfile::tempdir().unwrap();
+        let ds = DirStore::open(dir.path()).unwrap();
+        let name = Prefixed::name(b"pack");
+        ds.put_stream_as(&name, &mut Prefixed::new(), &mut &b"pack"[..])
+            .unwrap();
+        fs::write(ds.blob_path(&name), b"pick").unwrap();
+        assert!(!ds.has_intact_as(&name, None, &mut Prefixed::new()).unwrap());
+        assert!(!ds.has(&name).unwrap());
     }
 
     struct Failing(usize);

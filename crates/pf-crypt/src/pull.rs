@@ -152,6 +152,14 @@ impl BlobStore for Opening {
         }
         self.view.inner().put(bytes)
     }
+    fn put_stream_as(
+        &self,
+        name: &Digest,
+        namer: &mut dyn pf_cas::Namer,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<u64> {
+        self.view.inner().put_stream_as(name, namer, reader)
+    }
     fn put_stream(
         &self,
         expected: Option<&Digest>,

@@ -128,7 +128,7 @@ impl BlobStore for Staging {
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         Ok(listed(self.spill.list()?, &self.mem))
     }
-    pf_cas::forward_to!(spill: put_stream, get_named, put_named);
+    pf_cas::forward_to!(spill: put_stream, put_stream_as, get_named, put_named);
 }
 
 /// `listed` and the keys of `more`, sorted, once each.

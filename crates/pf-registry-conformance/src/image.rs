@@ -111,9 +111,11 @@ impl ImageSpec {
             &mut |w| panic!("test image: {w}"),
         )
         .expect("snapshot a test image");
+        // Packs named by their chunks are stored under that name, checked
+        // chunk by chunk.
+        let tilings = pf_registry_core::pack::chunk_named(&tree);
         for d in source.list().expect("list snapshot blobs") {
-            store
-                .put(&source.get(&d).expect("read snapshot blob"))
+            pf_registry_core::pack::copy_blob(&source, store, &d, &tilings)
                 .expect("test store put");
         }
         tree

@@ -110,6 +110,21 @@ pub fn encode_framed(
     spool_dir: Option<&Path>,
     hash_encoded: bool,
 ) -> Result<EncodedBlob> {
+    encode_pack(store, digest, plan, None, level, spool_dir, hash_encoded)
+}
+
+/// [`encode_framed`] of a pack that may be named by its chunks (`tiling`
+/// given, see [`crate::pack::name_of_chunks`]): its raw bytes are then
+/// re-checked chunk by chunk.
+pub fn encode_pack(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    plan: &[u64],
+    tiling: Option<&[(u64, Digest)]>,
+    level: i32,
+    spool_dir: Option<&Path>,
+    hash_encoded: bool,
+) -> Result<EncodedBlob> {
     let size = store
         .size(digest)?
         .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
@@ -117,10 +132,19 @@ pub fn encode_framed(
         return Err(uncovered(&format!("pack {digest}")));
     }
     let (reader, vouched) = store.open_vouched(digest)?;
-    let mut hashing = MaybeHashing::new(reader, !vouched);
     let what = format!("blob {digest}");
-    let framed = write_framed(&mut hashing, &what, plan, level, spool_dir, hash_encoded)?;
-    hashing.check(digest)?;
+    let framed = if vouched {
+        let mut reader = reader;
+        write_framed(&mut reader, &what, plan, level, spool_dir, hash_encoded)?
+    } else {
+        let mut checking = CheckingReader {
+            inner: reader,
+            check: crate::pack::PackCheck::new(tiling),
+        };
+        let framed = write_framed(&mut checking, &what, plan, level, spool_dir, hash_encoded)?;
+        check(digest, checking.check.finish())?;
+        framed
+    };
     Ok(framed.into_blob(*digest, size))
 }
 
@@ -510,6 +534,20 @@ fn raw_frame_heads(size: usize) -> Vec<u8> {
     heads
 }
 
+/// A reader that feeds what passes through to a [`crate::pack::PackCheck`].
+struct CheckingReader<'a, R> {
+    inner: R,
+    check: crate::pack::PackCheck<'a>,
+}
+
+impl<R: Read> Read for CheckingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.check.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// A reader that hashes what passes through unless told not to.
 enum MaybeHashing<R> {
     Hashing(Box<HashingReader<R>>),
@@ -766,6 +804,22 @@ pub fn decode_into_budget(
     budget: Option<Arc<AtomicU64>>,
     store: &dyn BlobStore,
 ) -> Result<u64> {
+    decode_pack_into(encoded, digest, expected_size, cap, budget, None, store)
+}
+
+/// [`decode_into_budget`] of a blob that may be a pack named by its chunks
+/// (`tiling` given, see [`crate::pack::name_of_chunks`]): such a pack is
+/// checked chunk by chunk and stored under its name
+/// ([`BlobStore::put_stream_as`]).
+pub fn decode_pack_into(
+    encoded: impl Read,
+    digest: &Digest,
+    expected_size: Option<u64>,
+    cap: u64,
+    budget: Option<Arc<AtomicU64>>,
+    tiling: Option<&[(u64, Digest)]>,
+    store: &dyn BlobStore,
+) -> Result<u64> {
     let dec =
         zstd::stream::read::Decoder::new(encoded).map_err(|e| RegistryError::io("zstd init", e))?;
     let mut capped = Capped {
@@ -780,7 +834,7 @@ pub fn decode_into_budget(
         },
         charged: 0,
     };
-    let res = decode_capped(&mut capped, digest, expected_size, store);
+    let res = decode_capped(&mut capped, digest, expected_size, tiling, store);
     if res.is_err() {
         if let Some(b) = &capped.budget {
             b.fetch_add(capped.charged, Ordering::AcqRel);
@@ -793,28 +847,29 @@ fn decode_capped<R: Read>(
     capped: &mut Capped<R>,
     digest: &Digest,
     expected_size: Option<u64>,
+    tiling: Option<&[(u64, Digest)]>,
     store: &dyn BlobStore,
 ) -> Result<u64> {
-    let (_, n) = store
-        .put_stream(Some(digest), capped)
-        .map_err(|e| match e {
-            pf_cas::CasError::Io { context, source } => {
-                let err = RegistryError::from_io(&context, source);
-                match err {
+    let put = match tiling {
+        Some(t) => store.put_stream_as(digest, &mut crate::pack::PackCheck::new(Some(t)), capped),
+        None => store.put_stream(Some(digest), capped).map(|(_, n)| n),
+    };
+    let n = put.map_err(|e| match e {
+        pf_cas::CasError::Io { context, source } => {
+            let err = RegistryError::from_io(&context, source);
+            match err {
+                RegistryError::Io { context, source } if source.kind() != io::ErrorKind::Other => {
                     RegistryError::Io { context, source }
-                        if source.kind() != io::ErrorKind::Other =>
-                    {
-                        RegistryError::Io { context, source }
-                    }
-                    RegistryError::Io { source, .. } => RegistryError::invalid(
-                        format!("blob {digest}"),
-                        format!("cannot decode: {source}"),
-                    ),
-                    other => other,
                 }
+                RegistryError::Io { source, .. } => RegistryError::invalid(
+                    format!("blob {digest}"),
+                    format!("cannot decode: {source}"),
+                ),
+                other => other,
             }
-            other => other.into(),
-        })?;
+        }
+        other => other.into(),
+    })?;
     if let Some(sz) = expected_size {
         if n != sz {
             return Err(RegistryError::invalid(

@@ -27,8 +27,14 @@ use crate::transport::{
     CommitBlob, CommitRequest, FetchedManifest, LocalManifests, Transport, UploadedBlob,
 };
 
-/// Frame plans of the v2 packs being pushed (see [`pack::frame_plans`]).
-type Plans = std::collections::HashMap<Digest, Vec<u64>>;
+/// What a push knows of its v2 packs: their frame plans (see
+/// [`pack::frame_plans`]) and, for packs named by their chunks, their
+/// tilings (see [`pack::chunk_named`]).
+#[derive(Default)]
+struct Plans {
+    frames: std::collections::HashMap<Digest, Vec<u64>>,
+    tilings: pack::Tilings,
+}
 
 /// Implements [`Registry`] for any [`Transport`]: closure walk, dedup,
 /// parallel encode, commit-last, verify-before-parse, capped decode.
@@ -124,11 +130,13 @@ impl<T: Transport> Engine<T> {
     }
 
     /// Fetches `blobs` into `store`, `concurrency` at a time. Returns (wire, raw) bytes.
+    /// Packs named by their chunks (in `tilings`) are checked chunk by chunk.
     async fn fetch_blobs(
         &self,
         store: &Arc<dyn BlobStore>,
         blobs: Vec<ClosureBlob>,
         budget: &Arc<AtomicU64>,
+        tilings: &Arc<pack::Tilings>,
     ) -> Result<(u64, u64)> {
         let wire = Arc::new(AtomicU64::new(0));
         let raw = Arc::new(AtomicU64::new(0));
@@ -142,7 +150,7 @@ impl<T: Transport> Engine<T> {
                         .config
                         .retry
                         .run(&what, &*self.config.progress, || {
-                            self.fetch_one(store.clone(), b, budget.clone())
+                            self.fetch_one(store.clone(), b, budget.clone(), tilings.clone())
                         })
                         .await?;
                     wire.fetch_add(w, Ordering::Relaxed);
@@ -166,6 +174,7 @@ impl<T: Transport> Engine<T> {
         store: Arc<dyn BlobStore>,
         b: ClosureBlob,
         budget: Arc<AtomicU64>,
+        tilings: Arc<pack::Tilings>,
     ) -> Result<(u64, u64)> {
         let stream = self.transport.get_blob(&b.digest).await?;
         let counter = Arc::new(AtomicU64::new(0));
@@ -181,7 +190,15 @@ impl<T: Transport> Engine<T> {
         let cap = self.config.max_blob_size;
         let raw = tokio::task::spawn_blocking(move || {
             let reader = std::io::BufReader::with_capacity(256 * 1024, reader);
-            codec::decode_into_budget(reader, &b.digest, b.size, cap, Some(budget), &*store)
+            codec::decode_pack_into(
+                reader,
+                &b.digest,
+                b.size,
+                cap,
+                Some(budget),
+                tilings.get(&b.digest).map(Vec::as_slice),
+                &*store,
+            )
         })
         .await
         .map_err(|e| RegistryError::io("decode task", std::io::Error::other(e.to_string())))??;
@@ -209,13 +226,14 @@ impl<T: Transport> Engine<T> {
                 let spool = spool.clone();
                 let plans = plans.clone();
                 async move {
-                    let enc = blocking(move || match plans.get(&b.digest) {
+                    let enc = blocking(move || match plans.frames.get(&b.digest) {
                         Some(plan) => match codec::Prepared::lookup(&*store, &b.digest, plan) {
                             Some(enc) => Ok(enc),
-                            None => codec::encode_framed(
+                            None => codec::encode_pack(
                                 &*store,
                                 &b.digest,
                                 plan,
+                                plans.tilings.get(&b.digest).map(Vec::as_slice),
                                 level,
                                 spool.as_deref(),
                                 hash_encoded,
@@ -438,13 +456,14 @@ impl<T: Transport> Registry for Engine<T> {
         //    one was chunked against) must already be at the backend.
         let st = store.clone();
         let (closure, plans, absent) = blocking(move || {
-            let mut plans = std::collections::HashMap::new();
+            let mut plans = Plans::default();
             let c = manifest::closure_visiting(
                 &manifest,
                 |d| read_index(&*st, d),
                 |tree| {
                     if tree.is_v2() {
-                        plans.extend(pack::frame_plans(tree));
+                        plans.frames.extend(pack::frame_plans(tree));
+                        plans.tilings.extend(pack::chunk_named(tree));
                     }
                 },
             )?;
@@ -562,7 +581,8 @@ impl<T: Transport> Registry for Engine<T> {
         let mut fetched_count = need1.len() as u64;
         // Blobs with no declared size (KV pages) share one decoded-bytes budget.
         let budget = Arc::new(AtomicU64::new(self.config.max_undeclared_total));
-        let (mut wire, mut raw) = self.fetch_blobs(&store, need1, &budget).await?;
+        let none = Arc::new(pack::Tilings::new());
+        let (mut wire, mut raw) = self.fetch_blobs(&store, need1, &budget, &none).await?;
 
         // Phase 2: expand index blobs (now local) and fetch their children
         // into the store the target picks.
@@ -576,14 +596,29 @@ impl<T: Transport> Registry for Engine<T> {
         let st = store.clone();
         let dt = data.clone();
         let m2 = manifest.clone();
-        let (closure, need2) = blocking(move || {
+        let (closure, need2, tilings) = blocking(move || {
             use rayon::prelude::*;
-            let closure = manifest::closure(&m2, |d| read_index(&*st, d))?;
+            let mut tilings = pack::Tilings::new();
+            let closure = manifest::closure_visiting(
+                &m2,
+                |d| read_index(&*st, d),
+                |tree| tilings.extend(pack::chunk_named(tree)),
+            )?;
             let top: HashSet<Digest> = layers.iter().map(|b| b.digest).collect();
             // Checking a local copy re-hashes it: one blob per core.
             let intact: Vec<bool> = closure
                 .par_iter()
-                .map(|b| Ok(top.contains(&b.digest) || dt.has_intact(&b.digest, b.size)?))
+                .map(|b| {
+                    if top.contains(&b.digest) {
+                        return Ok(true);
+                    }
+                    Ok(match tilings.get(&b.digest) {
+                        Some(t) => {
+                            dt.has_intact_as(&b.digest, b.size, &mut pack::PackCheck::new(Some(t)))?
+                        }
+                        None => dt.has_intact(&b.digest, b.size)?,
+                    })
+                })
                 .collect::<Result<_>>()?;
             let need: Vec<ClosureBlob> = closure
                 .iter()
@@ -591,7 +626,7 @@ impl<T: Transport> Registry for Engine<T> {
                 .filter(|(_, ok)| !ok)
                 .map(|(b, _)| *b)
                 .collect();
-            Ok((closure, need))
+            Ok((closure, need, Arc::new(tilings)))
         })
         .await?;
         if let (Some(switch), false) = (&offline, need2.is_empty()) {
@@ -604,7 +639,7 @@ impl<T: Transport> Registry for Engine<T> {
         fetched_count += need2.len() as u64;
         let mut need2 = need2;
         target.order(&mut need2);
-        let (w2, r2) = self.fetch_blobs(&data, need2, &budget).await?;
+        let (w2, r2) = self.fetch_blobs(&data, need2, &budget, &tilings).await?;
         wire += w2;
         raw += r2;
 

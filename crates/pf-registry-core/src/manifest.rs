@@ -647,7 +647,7 @@ pub fn index_children(media_type: &str, bytes: &[u8]) -> Result<Vec<ClosureBlob>
 
 /// [`index_children`], also handing a parsed fs tree to `visit` (so a
 /// caller that needs the tree does not parse it a second time).
-fn index_children_visiting(
+pub fn index_children_visiting(
     media_type: &str,
     bytes: &[u8],
     visit: &mut dyn FnMut(&FsTree),

@@ -74,7 +74,20 @@ impl BlobStore for Selective {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
-    pf_cas::forward_to!(inner: size, open, put, put_stream, list);
+    /// [`has_intact`](Self::has_intact), checking with `namer`.
+    fn has_intact_as(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        namer: &mut dyn pf_cas::Namer,
+    ) -> pf_cas::Result<bool> {
+        if (self.wanted)(digest) {
+            return self.inner.has_intact_as(digest, size, namer);
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+    pf_cas::forward_to!(inner: size, open, put, put_stream, put_stream_as, list);
 }
 
 /// Pulls the fs tree; then, if `path` is given, requires it to be a

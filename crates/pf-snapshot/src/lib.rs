@@ -120,8 +120,7 @@ pub struct SnapshotOptions {
     /// this base, ends right after the walk (the tree memo). Ignored when
     /// `base` is set; a tree it cannot read or verify means no base.
     pub base_stored: Option<Digest>,
-    /// How new packs are named ([`PackNames::Content`] unless the packs
-    /// are sealed before they are stored).
+    /// How new packs are named ([`PackNames::Chunks`] by default).
     pub pack_names: PackNames,
     /// Encode new packs for the push while reading them back (see
     /// [`pf_registry_core::Registry::encode_ahead`]): the snapshot's
@@ -144,7 +143,7 @@ impl SnapshotOptions {
             chunking: Chunking::default(),
             base: None,
             base_stored: None,
-            pack_names: PackNames::Content,
+            pack_names: PackNames::default(),
             encode_ahead: None,
         }
     }
@@ -333,8 +332,10 @@ mod tests {
         std::os::unix::fs::symlink("a/b/small", world.join("link")).unwrap();
         let store = Arc::new(pf_cas::MemoryStore::new());
         let snap = snapshot(&world, store.clone(), &SnapshotOptions::new("t", "1")).unwrap();
+        let tree = restore::manifest_tree(&snap.manifest, &*snap.source).unwrap();
+        let tilings = pf_registry_core::pack::chunk_named(&tree);
         for d in snap.source.list().unwrap() {
-            store.put(&snap.source.get(&d).unwrap()).unwrap();
+            pf_registry_core::pack::copy_blob(&*snap.source, &*store, &d, &tilings).unwrap();
         }
         let dest = tmp.path().join("out");
         let opts = restore::RestoreOptions::default();

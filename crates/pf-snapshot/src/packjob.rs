@@ -1,6 +1,7 @@
 //! Reading a new pack back from the file ranges it is made of: to name it
-//! by its content and, for a push to a destination on a local filesystem,
-//! to encode it for the wire on the way (see
+//! by its content (unless it is named by its chunks) and, for a push to a
+//! destination on a local filesystem, to encode it for the wire on the way
+//! (see
 //! [`pf_registry_core::Registry::encode_ahead`]), while the snapshot goes on
 //! chunking the files after it.
 
@@ -9,6 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use pf_digest::{Digest, Hasher};
 use pf_registry_core::codec::{write_framed, EncodeAhead, Prepared};
+use pf_registry_core::pack::name_of_chunks;
 use pf_registry_core::{RegistryError, Result};
 
 use crate::source::{Segment, Stamp};
@@ -28,11 +30,16 @@ pub(crate) struct PackDone {
     pub(crate) prepared: Option<Prepared>,
 }
 
-/// Reads pack `spec` back once: names it by content and, with `ahead`,
+/// Reads pack `spec` back once: names it by content (`by_content`; else
+/// by its chunks, with no hashing of the whole pack) and, with `ahead`,
 /// encodes it into the destination's spool directory. Either way a file
 /// that changed since it was chunked fails it (see [`PackReader`]).
-pub(crate) fn run(spec: &PackSpec, ahead: Option<&EncodeAhead>) -> Result<PackDone> {
-    let mut r = PackReader::new(spec);
+pub(crate) fn run(
+    spec: &PackSpec,
+    ahead: Option<&EncodeAhead>,
+    by_content: bool,
+) -> Result<PackDone> {
+    let mut r = PackReader::new(spec, by_content);
     let read_err = |e| RegistryError::io("reading a new pack", e);
     let Some(a) = ahead else {
         let mut buf = vec![0u8; 256 << 10];
@@ -81,24 +88,37 @@ pub(crate) struct PackReader<'a> {
     file: Option<(File, &'a Segment, u64)>,
     /// The chunk being read: its digest, bytes left and running hash.
     chunk: Option<(Digest, u64, Hasher)>,
-    pack: Hasher,
+    /// The whole pack's running hash, for a pack named by its content.
+    pack: Option<Hasher>,
+    spec: &'a PackSpec,
 }
 
 impl<'a> PackReader<'a> {
-    /// A reader of pack `spec` from its start.
-    pub(crate) fn new(spec: &'a PackSpec) -> PackReader<'a> {
+    /// A reader of pack `spec` from its start, hashing the whole pack if
+    /// `whole` (a pack named by its content).
+    pub(crate) fn new(spec: &'a PackSpec, whole: bool) -> PackReader<'a> {
         PackReader {
             segments: spec.segments.iter(),
             chunks: spec.chunks.iter(),
             file: None,
             chunk: None,
-            pack: Hasher::new(),
+            pack: whole.then(Hasher::new),
+            spec,
         }
     }
 
-    /// The digest of the bytes read (the pack's, once read to its end).
+    /// The pack's name once read to its end: the digest of the bytes read,
+    /// or, for a pack not hashed whole, [`name_of_chunks`] of its chunks
+    /// (the read checked each chunk, or its file's stamp).
     pub(crate) fn digest(self) -> Digest {
-        self.pack.finish()
+        match self.pack {
+            Some(h) => h.finish(),
+            None => {
+                let list: Vec<(u64, Digest)> =
+                    self.spec.chunks.iter().map(|&(d, n)| (n, d)).collect();
+                name_of_chunks(&list)
+            }
+        }
     }
 }
 
@@ -150,7 +170,9 @@ impl Read for PackReader<'_> {
             if s.stamp.is_none() {
                 h.update(&buf[..k]);
             }
-            self.pack.update(&buf[..k]);
+            if let Some(p) = &mut self.pack {
+                p.update(&buf[..k]);
+            }
             *n -= k as u64;
             *left -= k as u64;
             if *n == 0 {
@@ -217,7 +239,7 @@ mod tests {
     }
 
     fn err(spec: &PackSpec) -> String {
-        run(spec, None).unwrap_err().to_string()
+        run(spec, None, true).unwrap_err().to_string()
     }
 
     #[test]
@@ -225,12 +247,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spec, bytes) = pack(dir.path());
         let want = Digest::of(&bytes);
-        let plain = run(&spec, None).unwrap();
+        let plain = run(&spec, None, true).unwrap();
         assert_eq!(plain.digest, want);
         assert!(plain.prepared.is_none());
         let spool = tempfile::tempdir().unwrap();
         let ahead = EncodeAhead::new(3, spool.path().to_path_buf(), false);
-        let done = run(&spec, Some(&ahead)).unwrap();
+        let done = run(&spec, Some(&ahead), true).unwrap();
         assert_eq!(done.digest, want);
         let p = done.prepared.unwrap();
         assert_eq!(p.plan, vec![100 << 10, 200 << 10, 12]);
@@ -248,6 +270,42 @@ mod tests {
         .unwrap();
         assert_eq!(n, bytes.len() as u64);
         assert_eq!(mem.get(&want).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_pack_named_by_its_chunks_is_encoded_ahead_and_still_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, bytes) = pack(dir.path());
+        let tiling: Vec<(u64, Digest)> = spec.chunks.iter().map(|&(d, n)| (n, d)).collect();
+        let want = name_of_chunks(&tiling);
+        assert_ne!(want, Digest::of(&bytes));
+        let spool = tempfile::tempdir().unwrap();
+        let ahead = EncodeAhead::new(3, spool.path().to_path_buf(), false);
+        let done = run(&spec, Some(&ahead), false).unwrap();
+        assert_eq!(done.digest, want);
+        let p = done.prepared.unwrap();
+        assert_eq!(p.blob.digest, want);
+        // A store takes it under its name, checked chunk by chunk.
+        let mem = MemoryStore::new();
+        let n = pf_registry_core::codec::decode_pack_into(
+            p.blob.open().unwrap(),
+            &want,
+            Some(bytes.len() as u64),
+            u64::MAX,
+            None,
+            Some(&tiling),
+            &mem,
+        )
+        .unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        assert_eq!(mem.get(&want).unwrap(), bytes);
+        // Not hashed whole, but an unstamped file that changed still fails it.
+        let a = dir.path().join("a");
+        let mut changed = std::fs::read(&a).unwrap();
+        changed[10] ^= 1;
+        std::fs::write(&a, &changed).unwrap();
+        let e = run(&spec, Some(&ahead), false).unwrap_err().to_string();
+        assert!(e.contains("changed while being snapshotted"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) struct Work<'a> {
     next: AtomicUsize,
     chunking: Chunking,
     ahead: Option<&'a EncodeAhead>,
+    /// Packs are named by their content (else by their chunks).
+    by_content: bool,
     queue: Mutex<Queue>,
     wake: Condvar,
 }
@@ -47,13 +49,14 @@ struct Queue {
 
 impl<'a> Work<'a> {
     /// Work to chunk `files[i]` for every `i` in `misses` (walk order) with
-    /// `chunking`, and to read back the packs queued, encoding them ahead
-    /// with `ahead`.
+    /// `chunking`, and to read back the packs queued, naming them by their
+    /// content if `by_content` and encoding them ahead with `ahead`.
     pub(crate) fn new(
         files: &'a [PendingFile],
         misses: Vec<usize>,
         chunking: Chunking,
         ahead: Option<&'a EncodeAhead>,
+        by_content: bool,
     ) -> Work<'a> {
         Work {
             files,
@@ -61,6 +64,7 @@ impl<'a> Work<'a> {
             next: AtomicUsize::new(0),
             chunking,
             ahead,
+            by_content,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
         }
@@ -131,7 +135,10 @@ impl<'a> Work<'a> {
             // A panic is reported as that task's error: the planner waits
             // for every task it handed out, so none may vanish.
             let msg = match pack {
-                Some((k, spec)) => Msg::Pack(k, caught(|| packjob::run(&spec, self.ahead))),
+                Some((k, spec)) => Msg::Pack(
+                    k,
+                    caught(|| packjob::run(&spec, self.ahead, self.by_content)),
+                ),
                 None => {
                     let n = self.next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = self.misses.get(n) else {

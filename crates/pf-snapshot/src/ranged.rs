@@ -41,9 +41,18 @@ pub(crate) async fn fetch(
     }
     let mut out = Fetched::default();
     let mut whole = Vec::new();
+    let tilings = pf_registry_core::pack::chunk_named(tree);
     for (pack, pieces) in by_pack {
         let size = sizes.get(&pack).copied();
-        if store.has_intact(&pack, size)? {
+        let intact = match tilings.get(&pack) {
+            Some(t) => store.has_intact_as(
+                &pack,
+                size,
+                &mut pf_registry_core::pack::PackCheck::new(Some(t)),
+            )?,
+            None => store.has_intact(&pack, size)?,
+        };
+        if intact {
             continue;
         }
         let pieces: Vec<Piece> = pieces.into_values().collect();

@@ -70,14 +70,15 @@ impl Default for Chunking {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum PackNames {
-    /// By the SHA-256 of the pack's bytes, which any store and registry
-    /// checks: the snapshot reads every new pack back once to hash it.
-    #[default]
+    /// By the SHA-256 of the pack's bytes: the snapshot reads every new
+    /// pack back once to hash it. pf before packs were named by their
+    /// chunks checks only such packs outside a restore.
     Content,
-    /// By [`name_of_chunks`] of the pack's chunks: no read-back pass. For
-    /// packs that are never stored as such (an encrypted push seals them
-    /// chunk by chunk, checking each chunk read against its digest); a
-    /// store or engine that hashes such a pack whole refuses it.
+    /// By [`name_of_chunks`] of the pack's chunks (the default): no second
+    /// SHA-256 pass over new bytes. Every reader (the engine's pull and
+    /// push, the local store, `verify`, a restore) checks such a pack
+    /// chunk by chunk against the chunk digests its tree lists.
+    #[default]
     Chunks,
 }
 
@@ -104,7 +105,7 @@ pub fn snapshot_dir(
         walked,
         source,
         cache,
-        (chunking, PackNames::Content),
+        (chunking, PackNames::default()),
         base,
         None,
     )
@@ -140,8 +141,12 @@ pub(crate) fn snapshot_walked(
         .collect();
     let misses: Vec<usize> = (0..files.len()).filter(|&i| cached[i].is_none()).collect();
     let by_content = names == PackNames::Content;
-    let work = pipeline::Work::new(&files, misses, chunking, ahead.filter(|_| by_content));
-    let mut plan = Planner::new(base, chunking.pack_size, names);
+    // New packs are read back to name them by content, or to encode them
+    // ahead; a pack named by its chunks for a push that encodes later is
+    // not read back at all.
+    let read_back = by_content || ahead.is_some();
+    let work = pipeline::Work::new(&files, misses, chunking, ahead, by_content);
+    let mut plan = Planner::new(base, chunking.pack_size);
     let done = work.run(|rx, work| {
         let mut fresh: Vec<Option<Result<(Hashed, bool)>>> =
             (0..files.len()).map(|_| None).collect();
@@ -179,7 +184,7 @@ pub(crate) fn snapshot_walked(
                 } else {
                     plan.new.len().saturating_sub(1)
                 };
-                while by_content && queued < closed {
+                while read_back && queued < closed {
                     work.queue(queued, plan.new[queued].spec.clone());
                     queued += 1;
                 }
@@ -208,7 +213,7 @@ pub(crate) fn snapshot_walked(
             }
         }
     })?;
-    let named: Vec<(Digest, Option<Prepared>)> = if by_content {
+    let named: Vec<(Digest, Option<Prepared>)> = if read_back {
         done.into_iter()
             .map(|d| {
                 let d = d.ok_or_else(|| {
@@ -260,7 +265,7 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(base: Option<&'a FsTree>, pack_size: u64, names: PackNames) -> Planner<'a> {
+    fn new(base: Option<&'a FsTree>, pack_size: u64) -> Planner<'a> {
         let mut map = HashMap::new();
         if let Some(b) = base {
             for c in &b.chunk_table {
@@ -274,9 +279,9 @@ impl<'a> Planner<'a> {
             placed: HashMap::new(),
             packs: Vec::new(),
             pack_at: HashMap::new(),
-            // Only a snapshot naming packs by their chunks has such a base.
+            // Whatever this snapshot's naming, a base pack named by its
+            // chunks must stay checkable in the new tree.
             by_chunks: base
-                .filter(|_| names == PackNames::Chunks)
                 .map(pf_registry_core::pack::chunk_named)
                 .unwrap_or_default(),
             table: Vec::new(),
@@ -808,8 +813,9 @@ mod tests {
         let kept = Arc::new(MemoryStore::new());
         let src1 = SourceStore::new(kept.clone());
         let v1 = snap(root, &src1, None);
+        let tilings = pf_registry_core::pack::chunk_named(&v1);
         for p in &v1.packs {
-            kept.put(&src1.get(&p.blob).unwrap()).unwrap();
+            pf_registry_core::pack::copy_blob(&src1, &*kept, &p.blob, &tilings).unwrap();
         }
         // Unchanged: nothing new.
         let same = snap(root, &source(), Some(&v1));

@@ -242,7 +242,7 @@ impl BlobStore for SourceStore {
         all.dedup();
         Ok(all)
     }
-    pf_cas::forward_to!(inner: put, put_stream);
+    pf_cas::forward_to!(inner: put, put_stream, put_stream_as);
 }
 
 /// Reads segments one after the other; a file that has become shorter than

@@ -1,7 +1,9 @@
 //! A push to a file:// repository whose snapshot encoded its new packs
 //! ahead: every new pack is offered prepared, the push stores exactly those
 //! encodings (their spool files become the repository's blobs), and the
-//! image pulls back byte for byte.
+//! image pulls back byte for byte, into a restore and into a local store
+//! (which then holds every blob intact), whether its packs are named by
+//! their chunks (the default) or by their content (as pf named them before).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -12,7 +14,7 @@ use pf_cas::BlobStore;
 use pf_registry_core::codec::Prepared;
 use pf_registry_core::manifest::FsTree;
 use pf_registry_core::{Config, DirStore, ImageRef, Registry, SignedImage};
-use pf_snapshot::{restore, Chunking, SnapshotOptions};
+use pf_snapshot::{restore, Chunking, PackNames, SnapshotOptions};
 
 /// Every regular file under `root`, relative, with its bytes.
 fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
@@ -34,7 +36,16 @@ fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn packs_encoded_ahead_are_what_the_push_stores() {
+fn packs_named_by_their_chunks_encoded_ahead_are_what_the_push_stores() {
+    push_ahead_and_pull_back(PackNames::Chunks);
+}
+
+#[test]
+fn packs_named_by_content_encoded_ahead_are_what_the_push_stores() {
+    push_ahead_and_pull_back(PackNames::Content);
+}
+
+fn push_ahead_and_pull_back(names: PackNames) {
     let tmp = tempfile::tempdir().unwrap();
     let world = tmp.path().join("world");
     for i in 0..60u64 {
@@ -56,6 +67,7 @@ fn packs_encoded_ahead_are_what_the_push_stores() {
         pack_size: 40 << 10,
     };
     opts.encode_ahead = reg.encode_ahead();
+    opts.pack_names = names;
     assert!(
         opts.encode_ahead.is_some(),
         "a file:// destination encodes ahead"
@@ -63,6 +75,11 @@ fn packs_encoded_ahead_are_what_the_push_stores() {
     let snap = pf_snapshot::snapshot(&world, store.clone(), &opts).unwrap();
     let tree = FsTree::from_bytes(&store.get(&snap.manifest.layers[0].digest).unwrap()).unwrap();
     assert!(tree.packs.len() >= 10, "{} packs", tree.packs.len());
+    let named = pf_registry_core::pack::chunk_named(&tree);
+    match names {
+        PackNames::Chunks => assert_eq!(named.len(), tree.packs.len()),
+        _ => assert!(named.is_empty()),
+    }
 
     // Every pack is prepared, with its chunk lengths in offset order.
     let mut spools = Vec::new();
@@ -91,6 +108,7 @@ fn packs_encoded_ahead_are_what_the_push_stores() {
     for s in &spools {
         assert_eq!(fs::metadata(s).unwrap().nlink(), 2, "{}", s.display());
     }
+    let snap_manifest = snap.manifest.clone();
     drop(snap);
     for s in &spools {
         assert!(
@@ -110,4 +128,22 @@ fn packs_encoded_ahead_are_what_the_push_stores() {
     ))
     .unwrap();
     assert_eq!(files(&out), files(&world));
+
+    // Pulled into a local store: every blob is there under its name,
+    // intact by its naming; a second pull fetches nothing.
+    let kept = Arc::new(DirStore::open(tmp.path().join("kept")).unwrap());
+    let first = rt.block_on(reg.pull(kept.clone())).unwrap();
+    assert!(first.blobs_fetched >= tree.packs.len() as u64);
+    for p in &tree.packs {
+        let mut check =
+            pf_registry_core::pack::PackCheck::new(named.get(&p.blob).map(Vec::as_slice));
+        assert!(kept
+            .has_intact_as(&p.blob, Some(p.size), &mut check)
+            .unwrap());
+    }
+    let again = rt.block_on(reg.pull(kept.clone())).unwrap();
+    assert_eq!(again.blobs_fetched, 0);
+    let out2 = tmp.path().join("out2");
+    restore::restore_from_store(&snap_manifest, &*kept, &out2, &Default::default()).unwrap();
+    assert_eq!(files(&out2), files(&world));
 }

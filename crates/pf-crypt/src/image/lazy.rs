@@ -216,5 +216,5 @@ impl BlobStore for PushSource {
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         Ok(crate::staging::listed(self.staging.list()?, &self.recipes))
     }
-    pf_cas::forward_to!(staging: put, put_stream, get_named, put_named);
+    pf_cas::forward_to!(staging: put, put_stream, put_stream_as, get_named, put_named);
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 use pf_registry_core::manifest::{FsTree, MAX_INDEX_BYTES};
-use pf_registry_core::pack::Tilings;
+use pf_registry_core::pack::{PackCheck, Tilings};
 use pf_registry_core::Manifest;
 
 use super::index::{Index, PackSeal};
@@ -210,8 +210,8 @@ fn open_parts(
 /// for the checks). A pack is stored only once all its pieces passed
 /// authentication and it hashes to the digest the index names; a pack
 /// named by its chunks (what `pf push --encrypt-to` writes) is checked
-/// chunk by chunk and stays sealed in `store` (it is not
-/// content-addressed; [`open_index`]'s view opens it when read). A
+/// chunk by chunk and stored under that name
+/// ([`BlobStore::put_stream_as`]). A
 /// tampered piece fails with [`CryptError::Authentication`]. Returns the
 /// inner (plaintext) manifest.
 pub fn open_image(
@@ -228,9 +228,19 @@ pub fn open_image(
         todo.par_iter()
             .map(|s| {
                 let mut r = pack_reader(&sealer, store, s)?;
+                let size = Some(s.plain_size);
                 match by_chunks.get(&s.plain) {
-                    Some(t) => check_by_chunks(&mut r, s, t),
-                    None if store.has_intact(&s.plain, Some(s.plain_size))? => Ok(()),
+                    // Named by its chunks: checked chunk by chunk, and
+                    // stored under that name.
+                    Some(t) => {
+                        if !store.has_intact_as(&s.plain, size, &mut PackCheck::new(Some(t)))? {
+                            store
+                                .put_stream_as(&s.plain, &mut PackCheck::new(Some(t)), &mut r)
+                                .map_err(|e| unwrap_auth(e, s))?;
+                        }
+                        Ok(())
+                    }
+                    None if store.has_intact(&s.plain, size)? => Ok(()),
                     None => {
                         store
                             .put_stream(Some(&s.plain), &mut r)
@@ -243,31 +253,6 @@ pub fn open_image(
     };
     done.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(manifest)
-}
-
-/// Reads plaintext pack `s` (named by its chunks, `tiling`) from `r` to
-/// the end, checking every piece's authentication and every chunk's
-/// digest: such a pack is not content-addressed, so it stays sealed in
-/// the store and is opened again when read.
-fn check_by_chunks(r: &mut dyn Read, s: &PackSeal, tiling: &[(u64, Digest)]) -> Result<()> {
-    let mut check = pf_registry_core::pack::PackCheck::new(Some(tiling));
-    io::copy(r, &mut check).map_err(|e| {
-        let e = pf_cas::CasError::Io {
-            context: format!("opening pack {}", s.plain),
-            source: e,
-        };
-        unwrap_auth(e, s)
-    })?;
-    let actual = check.finish();
-    if actual != s.plain {
-        return Err(pf_registry_core::RegistryError::Integrity {
-            what: format!("decrypted pack {}", s.plain),
-            expected: s.plain,
-            actual,
-        }
-        .into());
-    }
-    Ok(())
 }
 
 /// The error a store returned while reading an opened pack: an
@@ -375,7 +360,7 @@ impl BlobStore for OpenedStore {
             _ => self.inner.open(digest),
         }
     }
-    pf_cas::forward_to!(inner: put, put_stream, list, get_named, put_named);
+    pf_cas::forward_to!(inner: put, put_stream, put_stream_as, list, get_named, put_named);
 }
 
 /// Streams a plaintext pack: reads each sealed piece, opens it (failing

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use pf_cas::MemoryStore;
+use pf_registry_core::pack::PackCheck;
 use pf_snapshot::{restore, snapshot, Chunking, SnapshotOptions};
 
 use super::*;
@@ -37,6 +38,9 @@ fn opts(base: Option<FsTree>) -> SnapshotOptions {
         pack_size: 100_000,
     };
     o.base = base;
+    // Packs named by content: `open_image` stores them in plain (packs
+    // named by their chunks stay sealed; the tests that want those say so).
+    o.pack_names = pf_snapshot::PackNames::Content;
     o
 }
 
@@ -418,17 +422,29 @@ fn packs_named_by_their_chunks_seal_open_and_restore_and_bad_chunks_are_caught()
             .media_type,
         ENVELOPE_MEDIA_TYPE
     );
-    let store = Arc::new(outer_only(m, &out));
-    // Opened whole: checked chunk by chunk, and left sealed (not
-    // content-addressed).
+    // Opened whole: checked chunk by chunk, and stored under its name.
+    let whole = outer_only(m, &out);
     assert_eq!(
-        open_image(m, &*store, Some(&id), u64::MAX).unwrap(),
+        open_image(m, &whole, Some(&id), u64::MAX).unwrap(),
         snap.manifest
     );
     for p in &tree.packs {
-        assert!(!store.has(&p.blob).unwrap());
+        assert!(whole
+            .has_intact_as(
+                &p.blob,
+                Some(p.size),
+                &mut PackCheck::new(named.get(&p.blob).map(Vec::as_slice))
+            )
+            .unwrap());
     }
+    let dest = w._tmp.path().join("restored-whole");
+    restore::restore_from_store(&snap.manifest, &whole, &dest, &Default::default()).unwrap();
+    assert_eq!(
+        std::fs::read(dest.join("model.bin")).unwrap(),
+        std::fs::read(w.dir.join("model.bin")).unwrap()
+    );
     // The view restores and cats, each pack checked by its chunks.
+    let store = Arc::new(outer_only(m, &out));
     let opened = open_index(m, store.clone(), Some(&id), u64::MAX).unwrap();
     let dest = w._tmp.path().join("restored");
     restore::restore_from_store(&opened.manifest, &*opened.store, &dest, &Default::default())

@@ -124,8 +124,8 @@ pub async fn gc(t: &dyn Transport, opts: &GcOptions) -> Result<GcReport> {
 }
 
 /// Over the v2 fs trees among `index_blobs` (the kept images' index
-/// blobs): how many referenced packs hold bytes no tree uses, and how many
-/// such bytes.
+/// blobs): how many referenced packs hold bytes no file of a tree reads,
+/// and how many such bytes.
 fn dead_in_live_packs<'a>(index_blobs: impl Iterator<Item = &'a Vec<u8>>) -> (usize, u64) {
     let mut sizes: HashMap<Digest, u64> = HashMap::new();
     let mut used: HashMap<Digest, HashSet<(u64, u64)>> = HashMap::new();
@@ -136,6 +136,15 @@ fn dead_in_live_packs<'a>(index_blobs: impl Iterator<Item = &'a Vec<u8>>) -> (us
         for c in &tree.chunk_table {
             if let Some(p) = tree.packs.get(c.pack as usize) {
                 sizes.insert(p.blob, p.size);
+            }
+        }
+        // Used: the chunks some file reads (a table also lists every chunk
+        // of a base pack named by its chunks, so that it can be checked).
+        for i in tree.entries.iter().flat_map(|e| &e.parts) {
+            let Some(c) = tree.chunk_table.get(*i as usize) else {
+                continue;
+            };
+            if let Some(p) = tree.packs.get(c.pack as usize) {
                 used.entry(p.blob).or_default().insert((c.offset, c.size));
             }
         }

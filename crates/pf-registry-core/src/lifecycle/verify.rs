@@ -76,6 +76,7 @@ pub async fn verify(
     });
     manifest::merge_unique(&mut closure, &mut idx, layers)?;
     let mut index_read = std::collections::HashSet::new();
+    let mut tilings = crate::pack::Tilings::new();
     for l in m
         .layers
         .iter()
@@ -84,7 +85,10 @@ pub async fn verify(
         match read_blob(t, &l.digest, Some(l.size), MAX_INDEX_BYTES).await {
             Ok(raw) => {
                 index_read.insert(l.digest);
-                let children = manifest::index_children(&l.media_type, &raw)?;
+                let children =
+                    manifest::index_children_visiting(&l.media_type, &raw, &mut |tree| {
+                        tilings.extend(crate::pack::chunk_named(tree))
+                    })?;
                 manifest::merge_unique(&mut closure, &mut idx, children)?;
             }
             Err(RegistryError::NotFound { .. }) => {}
@@ -124,7 +128,7 @@ pub async fn verify(
     };
     for b in chosen {
         report.data_checked += 1;
-        match check_data(t, &b).await {
+        match check_data(t, &b, tilings.get(&b.digest).cloned()).await {
             Ok(None) => {}
             Ok(Some(why)) => report.corrupt.push((b.digest, why)),
             Err(RegistryError::NotFound { .. }) => report.missing.push(b.digest),
@@ -135,8 +139,13 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Streams blob `b`, decodes and hashes it: `Some(reason)` when damaged.
-async fn check_data(t: &dyn Transport, b: &ClosureBlob) -> Result<Option<String>> {
+/// Streams blob `b`, decodes and hashes it (chunk by chunk for a pack
+/// named by its chunks, given its `tiling`): `Some(reason)` when damaged.
+async fn check_data(
+    t: &dyn Transport,
+    b: &ClosureBlob,
+    tiling: Option<Vec<(u64, Digest)>>,
+) -> Result<Option<String>> {
     let stream = t.get_blob(&b.digest).await?.map_err(|e| e.into_io());
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let want = *b;
@@ -145,7 +154,9 @@ async fn check_data(t: &dyn Transport, b: &ClosureBlob) -> Result<Option<String>
             Ok(d) => d,
             Err(e) => return Some(format!("zstd: {e}")),
         };
-        match Digest::of_reader(dec) {
+        let mut check = crate::pack::PackCheck::new(tiling.as_deref());
+        let named = std::io::copy(&mut { dec }, &mut check).map(|n| (check.finish(), n));
+        match named {
             Err(e) => Some(format!("does not decode: {e}")),
             Ok((d, _)) if d != want.digest => Some(format!("decodes to {d}")),
             Ok((_, n)) if want.size.is_some_and(|s| s != n) => Some(format!(

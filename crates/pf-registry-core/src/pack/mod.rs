@@ -219,6 +219,34 @@ impl<'a> PackCheck<'a> {
     }
 }
 
+/// Copies blob `digest` from `from` into `to`, checked on the way: chunk
+/// by chunk if `tilings` names it (a pack named by its chunks, stored
+/// under that name), else by its SHA-256. Returns the bytes copied.
+pub fn copy_blob(
+    from: &dyn pf_cas::BlobStore,
+    to: &dyn pf_cas::BlobStore,
+    digest: &Digest,
+    tilings: &Tilings,
+) -> Result<u64> {
+    let mut r = from.open(digest)?;
+    Ok(match tilings.get(digest) {
+        Some(t) => to.put_stream_as(digest, &mut PackCheck::new(Some(t)), &mut r)?,
+        None => to.put_stream(Some(digest), &mut r)?.1,
+    })
+}
+
+/// A store checks a blob named by its chunks with a [`PackCheck`] of its
+/// tiling ([`pf_cas::BlobStore::put_stream_as`]).
+impl pf_cas::Namer for PackCheck<'_> {
+    fn update(&mut self, bytes: &[u8]) {
+        PackCheck::update(self, bytes);
+    }
+    fn finish(&mut self) -> Digest {
+        let fresh = PackCheck::new(self.tiling);
+        std::mem::replace(self, fresh).finish()
+    }
+}
+
 /// Checks a chunk table against its packs: bounded count, every chunk
 /// non-empty, at most [`MAX_CHUNK_SIZE`], inside a listed pack, and no two
 /// chunks of a pack overlapping (the same range listed twice is allowed: a
@@ -554,6 +582,14 @@ mod tests {
         };
         let plans = frame_plans(&tree);
         assert_eq!(plans[&tree.packs[0].blob], vec![10, 20, 30, 30, 10]);
+    }
+
+    /// The name of a pack named by its chunks is wire format: plain
+    /// images name every new pack so.
+    #[test]
+    fn name_of_chunks_wire_format() {
+        let chunks = [(40, Digest::of(b"first")), (60, Digest::of(b"second"))];
+        insta::assert_snapshot!("pack_name_of_chunks", name_of_chunks(&chunks).to_string());
     }
 
     #[test]

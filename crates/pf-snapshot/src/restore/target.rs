@@ -130,6 +130,28 @@ impl BlobStore for RestoreSink {
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
         self.inner.has_intact(digest, size)
     }
+    /// `inner`'s check with `namer`, as [`has_intact`](Self::has_intact).
+    fn has_intact_as(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        namer: &mut dyn pf_cas::Namer,
+    ) -> pf_cas::Result<bool> {
+        self.inner.has_intact_as(digest, size, namer)
+    }
+    /// A pack the layout takes is checked by the layout, which knows the
+    /// packs named by their chunks (the namer is for `inner`).
+    fn put_stream_as(
+        &self,
+        name: &Digest,
+        namer: &mut dyn pf_cas::Namer,
+        reader: &mut dyn Read,
+    ) -> pf_cas::Result<u64> {
+        if self.takes(name) {
+            return Ok(self.layout.write_blob(name, reader)?.1);
+        }
+        self.inner.put_stream_as(name, namer, reader)
+    }
     fn put(&self, bytes: &[u8]) -> pf_cas::Result<Digest> {
         let d = Digest::of(bytes);
         if self.takes(&d) {
