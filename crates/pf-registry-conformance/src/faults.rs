@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use pf_cas::{BlobStore, MemoryStore};
 use pf_registry_core::{
-    Config, Digest, Engine, ImageRef, PullReport, Registry, RegistryError, RetryPolicy,
-    SignedImage, Transport, Verification,
+    Config, Engine, ImageRef, PullReport, Registry, RegistryError, RetryPolicy, SignedImage,
+    Transport, Verification,
 };
 use pf_sign::{SigningKey, TrustPolicy};
 use pf_testsupport::{Fault, FaultProxy};
@@ -180,11 +180,22 @@ fn key() -> SigningKey {
     SigningKey::generate().expect("generate a signing key")
 }
 
-/// Every blob in `store` re-hashes to the digest it is stored under.
+/// Every blob in `store` checks against the digest it is stored under:
+/// its SHA-256, or for a pack named by its chunks (per an fs tree in the
+/// store) its chunks' digests.
 fn all_blobs_verify(store: &MemoryStore) {
-    for d in store.list().expect("list") {
+    let blobs = store.list().expect("list");
+    let mut tilings = pf_registry_core::pack::Tilings::new();
+    for d in &blobs {
+        if let Ok(tree) = pf_registry_core::FsTree::from_bytes(&store.get(d).expect("get")) {
+            tilings.extend(pf_registry_core::pack::chunk_named(&tree));
+        }
+    }
+    for d in blobs {
+        let mut check = pf_registry_core::pack::PackCheck::new(tilings.get(&d).map(Vec::as_slice));
+        check.update(&store.get(&d).expect("get"));
         assert_eq!(
-            Digest::of(&store.get(&d).expect("get")),
+            check.finish(),
             d,
             "the store holds a corrupt blob under {d}"
         );
