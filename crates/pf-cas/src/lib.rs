@@ -164,10 +164,7 @@ pub trait BlobStore: Send + Sync + 'static {
     /// loss, a shared disk) re-hashes the copy and removes it if damaged, so
     /// it can be stored again.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> Result<bool> {
-        Ok(match self.size(digest)? {
-            Some(n) => size.is_none() || size == Some(n),
-            None => false,
-        })
+        present_with_size(self.size(digest)?, size)
     }
     /// [`has_intact`](Self::has_intact) of a blob named by `namer` (see
     /// [`put_stream_as`](Self::put_stream_as)): a store that re-hashes its
@@ -180,10 +177,7 @@ pub trait BlobStore: Send + Sync + 'static {
         namer: &mut dyn Namer,
     ) -> Result<bool> {
         let _ = namer;
-        Ok(match self.size(digest)? {
-            Some(n) => size.is_none() || size == Some(n),
-            None => false,
-        })
+        present_with_size(self.size(digest)?, size)
     }
     /// The value stored under `name` by [`put_named`](Self::put_named),
     /// `None` if unset or the store keeps no named values (the default).
@@ -202,6 +196,12 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
+/// The cheap intactness check: present (`stored` is its size) and, when
+/// `declared` is given, of that size.
+fn present_with_size(stored: Option<u64>, declared: Option<u64>) -> Result<bool> {
+    Ok(stored.is_some_and(|n| declared.is_none_or(|d| d == n)))
+}
+
 fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
     match expected {
         Some(e) if *e != actual => Err(CasError::Integrity {
@@ -212,14 +212,9 @@ fn check(expected: Option<&Digest>, actual: Digest) -> Result<()> {
     }
 }
 
-/// Copies `r` into `w` while hashing; returns digest and length. Errors say
-/// whether the source (`reading blob stream`) or the store (`writing blob`)
-/// failed.
-fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> Result<(Digest, u64)> {
-    copy_naming(r, w, &mut Sha256::default())
-}
-
-/// [`copy_hashing`] with the name `namer` gives the bytes.
+/// Copies `r` into `w` while `namer` names the bytes; returns the name and
+/// the length. Errors say whether the source (`reading blob stream`) or
+/// the store (`writing blob`) failed.
 fn copy_naming(
     r: &mut dyn Read,
     w: &mut dyn Write,
@@ -297,6 +292,25 @@ impl MemoryStore {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Digest, Arc<[u8]>>> {
         self.blobs.read().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Stores `reader`'s bytes under the name `namer` gives them, if that
+    /// is `expected` (when given).
+    fn put_named_by(
+        &self,
+        expected: Option<&Digest>,
+        namer: &mut dyn Namer,
+        reader: &mut dyn Read,
+    ) -> Result<(Digest, u64)> {
+        let mut v = Vec::new();
+        let (d, n) = copy_naming(reader, &mut v, namer)?;
+        check(expected, d)?;
+        self.blobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(d)
+            .or_insert_with(|| Arc::from(v));
+        Ok((d, n))
+    }
 }
 
 impl BlobStore for MemoryStore {
@@ -328,15 +342,7 @@ impl BlobStore for MemoryStore {
         expected: Option<&Digest>,
         reader: &mut dyn Read,
     ) -> Result<(Digest, u64)> {
-        let mut v = Vec::new();
-        let (d, n) = copy_hashing(reader, &mut v)?;
-        check(expected, d)?;
-        self.blobs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(d)
-            .or_insert_with(|| Arc::from(v));
-        Ok((d, n))
+        self.put_named_by(expected, &mut Sha256::default(), reader)
     }
     fn put_stream_as(
         &self,
@@ -344,15 +350,7 @@ impl BlobStore for MemoryStore {
         namer: &mut dyn Namer,
         reader: &mut dyn Read,
     ) -> Result<u64> {
-        let mut v = Vec::new();
-        let (d, n) = copy_naming(reader, &mut v, namer)?;
-        check(Some(name), d)?;
-        self.blobs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(d)
-            .or_insert_with(|| Arc::from(v));
-        Ok(n)
+        Ok(self.put_named_by(Some(name), namer, reader)?.1)
     }
     fn list(&self) -> Result<Vec<Digest>> {
         let mut v: Vec<Digest> = self.read().keys().copied().collect();
@@ -522,6 +520,26 @@ impl DirStore {
     fn temp(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io_err("creating temp file"))
     }
+
+    /// Streams `reader` into a temp file and renames it into place under
+    /// the name `namer` gives the bytes, if that is `expected` (when given).
+    fn put_named_by(
+        &self,
+        expected: Option<&Digest>,
+        namer: &mut dyn Namer,
+        reader: &mut dyn Read,
+    ) -> Result<(Digest, u64)> {
+        let mut tmp = self.temp()?;
+        let (d, n) = {
+            let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let r = copy_naming(reader, &mut w, namer)?;
+            w.flush().map_err(io_err("writing blob"))?;
+            r
+        };
+        check(expected, d)?;
+        self.commit(tmp, &d)?;
+        Ok((d, n))
+    }
 }
 
 impl BlobStore for DirStore {
@@ -593,16 +611,7 @@ impl BlobStore for DirStore {
         expected: Option<&Digest>,
         reader: &mut dyn Read,
     ) -> Result<(Digest, u64)> {
-        let mut tmp = self.temp()?;
-        let (d, n) = {
-            let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-            let r = copy_hashing(reader, &mut w)?;
-            w.flush().map_err(io_err("writing blob"))?;
-            r
-        };
-        check(expected, d)?;
-        self.commit(tmp, &d)?;
-        Ok((d, n))
+        self.put_named_by(expected, &mut Sha256::default(), reader)
     }
     fn put_stream_as(
         &self,
@@ -610,16 +619,7 @@ impl BlobStore for DirStore {
         namer: &mut dyn Namer,
         reader: &mut dyn Read,
     ) -> Result<u64> {
-        let mut tmp = self.temp()?;
-        let (d, n) = {
-            let mut w = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-            let r = copy_naming(reader, &mut w, namer)?;
-            w.flush().map_err(io_err("writing blob"))?;
-            r
-        };
-        check(Some(name), d)?;
-        self.commit(tmp, &d)?;
-        Ok(n)
+        Ok(self.put_named_by(Some(name), namer, reader)?.1)
     }
     fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
