@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use pf_cas::BlobStore;
-use pf_digest::{Digest, HashingReader, HashingWriter};
+use pf_digest::{Digest, HashingWriter};
 
 use crate::error::{RegistryError, Result};
 use crate::transport::EncodedBlob;
@@ -31,7 +31,7 @@ pub fn encode(
         .size(digest)?
         .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
     let (reader, vouched) = store.open_vouched(digest)?;
-    let mut hashing = MaybeHashing::new(reader, !vouched);
+    let mut hashing = Checking::new(reader, vouched, None);
     let blob = if size <= IN_MEMORY_LIMIT {
         let mut raw = Vec::with_capacity(size as usize);
         hashing
@@ -132,19 +132,10 @@ pub fn encode_pack(
         return Err(uncovered(&format!("pack {digest}")));
     }
     let (reader, vouched) = store.open_vouched(digest)?;
+    let mut checking = Checking::new(reader, vouched, tiling);
     let what = format!("blob {digest}");
-    let framed = if vouched {
-        let mut reader = reader;
-        write_framed(&mut reader, &what, plan, level, spool_dir, hash_encoded)?
-    } else {
-        let mut checking = CheckingReader {
-            inner: reader,
-            check: crate::pack::PackCheck::new(tiling),
-        };
-        let framed = write_framed(&mut checking, &what, plan, level, spool_dir, hash_encoded)?;
-        check(digest, checking.check.finish())?;
-        framed
-    };
+    let framed = write_framed(&mut checking, &what, plan, level, spool_dir, hash_encoded)?;
+    checking.check(digest)?;
     Ok(framed.into_blob(*digest, size))
 }
 
@@ -534,50 +525,39 @@ fn raw_frame_heads(size: usize) -> Vec<u8> {
     heads
 }
 
-/// A reader that feeds what passes through to a [`crate::pack::PackCheck`].
-struct CheckingReader<'a, R> {
+/// A reader that checks what passes through against a blob's name (a
+/// [`crate::pack::PackCheck`]: SHA-256, or chunk by chunk for a pack named
+/// by its chunks), unless the store vouched for the bytes (`None`).
+struct Checking<'a, R> {
     inner: R,
-    check: crate::pack::PackCheck<'a>,
+    check: Option<crate::pack::PackCheck<'a>>,
 }
 
-impl<R: Read> Read for CheckingReader<'_, R> {
+impl<'a, R: Read> Checking<'a, R> {
+    /// Checks unless `vouched`; `tiling` for a pack named by its chunks.
+    fn new(inner: R, vouched: bool, tiling: Option<&'a [(u64, Digest)]>) -> Self {
+        Checking {
+            inner,
+            check: (!vouched).then(|| crate::pack::PackCheck::new(tiling)),
+        }
+    }
+
+    /// Checks the bytes read give the name `expected` (a vouched read passes).
+    fn check(self, expected: &Digest) -> Result<()> {
+        match self.check {
+            Some(c) => check(expected, c.finish()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for Checking<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.check.update(&buf[..n]);
+        if let Some(c) = &mut self.check {
+            c.update(&buf[..n]);
+        }
         Ok(n)
-    }
-}
-
-/// A reader that hashes what passes through unless told not to.
-enum MaybeHashing<R> {
-    Hashing(Box<HashingReader<R>>),
-    Plain(R),
-}
-
-impl<R: Read> MaybeHashing<R> {
-    fn new(inner: R, hash: bool) -> Self {
-        if hash {
-            MaybeHashing::Hashing(Box::new(HashingReader::new(inner)))
-        } else {
-            MaybeHashing::Plain(inner)
-        }
-    }
-
-    /// Checks the bytes read hash to `expected` (a vouched read passes).
-    fn check(self, expected: &Digest) -> Result<()> {
-        match self {
-            MaybeHashing::Hashing(h) => check(expected, h.finish().0),
-            MaybeHashing::Plain(_) => Ok(()),
-        }
-    }
-}
-
-impl<R: Read> Read for MaybeHashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            MaybeHashing::Hashing(h) => h.read(buf),
-            MaybeHashing::Plain(r) => r.read(buf),
-        }
     }
 }
 
@@ -1082,6 +1062,49 @@ mod tests {
         let err = decode_into(&enc[..], &d, None, 4096, &out).unwrap_err();
         assert!(matches!(err, RegistryError::InvalidData { .. }), "{err}");
         assert!(!out.has(&d).unwrap());
+    }
+
+    /// A pack named by its chunks encodes from a local store that checks
+    /// it chunk by chunk, decodes back under its name, and a damaged local
+    /// copy is refused before upload.
+    #[test]
+    fn packs_named_by_their_chunks_encode_checked_chunk_by_chunk() {
+        let raw = pf_testsupport::noise(300 << 10, 9);
+        let plan = [100u64 << 10, 200 << 10];
+        let tiling = vec![
+            (plan[0], Digest::of(&raw[..100 << 10])),
+            (plan[1], Digest::of(&raw[100 << 10..])),
+        ];
+        let name = crate::pack::name_of_chunks(&tiling);
+        let dir = tempfile::tempdir().unwrap();
+        let store = pf_cas::DirStore::open(dir.path()).unwrap();
+        let mut check = crate::pack::PackCheck::new(Some(&tiling));
+        store
+            .put_stream_as(&name, &mut check, &mut &raw[..])
+            .unwrap();
+        let enc = encode_pack(&store, &name, &plan, Some(&tiling), 3, None, false).unwrap();
+        let out = MemoryStore::new();
+        let n = decode_pack_into(
+            enc.open().unwrap(),
+            &name,
+            Some(raw.len() as u64),
+            u64::MAX,
+            None,
+            Some(&tiling),
+            &out,
+        )
+        .unwrap();
+        assert_eq!(n, raw.len() as u64);
+        assert_eq!(out.get(&name).unwrap(), raw);
+        // Checked by SHA-256 of its bytes instead, it is not its name.
+        let err = encode_pack(&store, &name, &plan, None, 3, None, false).unwrap_err();
+        assert!(matches!(err, RegistryError::Integrity { .. }), "{err}");
+        // One byte flipped in the local copy: refused.
+        let mut bad = raw.clone();
+        bad[150 << 10] ^= 1;
+        std::fs::write(store.blob_path(&name), &bad).unwrap();
+        let err = encode_pack(&store, &name, &plan, Some(&tiling), 3, None, false).unwrap_err();
+        assert!(matches!(err, RegistryError::Integrity { .. }), "{err}");
     }
 
     #[test]
