@@ -23,6 +23,14 @@ pub(crate) struct PackSpec {
     pub(crate) chunks: Vec<(Digest, u64)>,
 }
 
+impl PackSpec {
+    /// The pack's name from its chunks alone ([`name_of_chunks`]).
+    pub(crate) fn name_by_chunks(&self) -> Digest {
+        let list: Vec<(u64, Digest)> = self.chunks.iter().map(|&(d, n)| (n, d)).collect();
+        name_of_chunks(&list)
+    }
+}
+
 /// A new pack read back: its name, and its wire encoding when made ahead.
 #[derive(Debug)]
 pub(crate) struct PackDone {
@@ -113,11 +121,7 @@ impl<'a> PackReader<'a> {
     pub(crate) fn digest(self) -> Digest {
         match self.pack {
             Some(h) => h.finish(),
-            None => {
-                let list: Vec<(u64, Digest)> =
-                    self.spec.chunks.iter().map(|&(d, n)| (n, d)).collect();
-                name_of_chunks(&list)
-            }
+            None => self.spec.name_by_chunks(),
         }
     }
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use pf_digest::Digest;
 use pf_registry_core::codec::{EncodeAhead, Prepared};
 use pf_registry_core::manifest::{Chunk, FsTree, PackedChunk};
-use pf_registry_core::pack::name_of_chunks;
 use pf_registry_core::{RegistryError, Result};
 
 use crate::io_ctx;
@@ -74,7 +73,7 @@ pub enum PackNames {
     /// pack back once to hash it. pf before packs were named by their
     /// chunks checks only such packs outside a restore.
     Content,
-    /// By [`name_of_chunks`] of the pack's chunks (the default): no second
+    /// By [`name_of_chunks`](pf_registry_core::pack::name_of_chunks) of the pack's chunks (the default): no second
     /// SHA-256 pass over new bytes. Every reader (the engine's pull and
     /// push, the local store, `verify`, a restore) checks such a pack
     /// chunk by chunk against the chunk digests its tree lists.
@@ -225,10 +224,7 @@ pub(crate) fn snapshot_walked(
     } else {
         plan.new
             .iter()
-            .map(|p| {
-                let list: Vec<(u64, Digest)> = p.spec.chunks.iter().map(|&(d, n)| (n, d)).collect();
-                (name_of_chunks(&list), None)
-            })
+            .map(|p| (p.spec.name_by_chunks(), None))
             .collect()
     };
     plan.finish(source, named, &mut tree)?;
@@ -257,7 +253,7 @@ struct Planner<'a> {
     pack_at: HashMap<Digest, u32>,
     /// Base packs named by their chunks, with their tilings: listed whole
     /// in the new tree's table, so that the pack is still checked chunk by
-    /// chunk (see [`name_of_chunks`]).
+    /// chunk (see [`name_of_chunks`](pf_registry_core::pack::name_of_chunks)).
     by_chunks: pf_registry_core::pack::Tilings,
     table: Vec<PackedChunk>,
     new: Vec<NewPack>,
