@@ -1,6 +1,6 @@
 //! Blob encoding (zstd, streamed, verified) and capped, verified decoding.
 
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -16,6 +16,9 @@ use crate::transport::EncodedBlob;
 pub const IN_MEMORY_LIMIT: u64 = 1 << 20;
 /// Blobs above this raw size use multi-threaded zstd.
 pub const MULTITHREAD_THRESHOLD: u64 = 32 << 20;
+/// Packs from this raw size on are spooled with direct writes where the
+/// filesystem allows (smaller ones are not worth a synchronous write).
+const DIRECT_SPOOL_MIN: u64 = 4 << 20;
 
 /// Encodes blob `digest` from `store` as one zstd stream. Re-hashes the raw
 /// bytes while reading, so a corrupt local store is caught before upload,
@@ -245,11 +248,13 @@ pub fn write_framed(
     .map_err(|e| RegistryError::io("creating spool file", e))?;
     let (file, path) = tmp.into_parts();
     let spool_err = |e| RegistryError::io("writing spool file", e);
-    // Buffered: one `writev` of a batch's headers and bodies costs far
-    // more system time here than copying them through a buffer.
-    let mut out = BufWriter::with_capacity(256 << 10, file);
+    // Appended through one aligned buffer (one `writev` of a batch's
+    // headers and bodies costs far more system time here than copying them
+    // through a buffer); a large pack not read back for its encoded digest
+    // bypasses the page cache (crate::spool).
     let head = crate::pack::FrameTable::encoded_len(plan.len());
-    out.seek(io::SeekFrom::Start(head)).map_err(spool_err)?;
+    let direct = !hash_encoded && plan.iter().sum::<u64>() >= DIRECT_SPOOL_MIN;
+    let mut out = crate::spool::SpoolOut::new(file, head as usize, direct).map_err(spool_err)?;
     let mut table = crate::pack::FrameTable::default();
     let mut frames = plan.iter().copied().peekable();
     // One buffer for every batch: zeroed once, not per frame.
@@ -292,13 +297,7 @@ pub fn write_framed(
     }
     let table = table.to_bytes();
     debug_assert_eq!(table.len() as u64, head);
-    out.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
-    out.write_all(&table).map_err(spool_err)?;
-    let enc_len = out.seek(io::SeekFrom::End(0)).map_err(spool_err)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| RegistryError::io("flushing spool file", e.into_error()))?;
-    drop(file);
+    let enc_len = out.finish(&table).map_err(spool_err)?;
     // OCI and the Hub name blobs by their encoded digest: one read of the
     // spool file (the table comes first but is made last).
     let enc_digest = if hash_encoded {

@@ -33,6 +33,7 @@ pub mod ranges;
 pub mod reference;
 pub mod registry;
 pub mod retry;
+mod spool;
 pub mod transport;
 
 /// The byte buffer [`Transport`] reads return (re-exported for wrappers).
