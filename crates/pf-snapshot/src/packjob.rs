@@ -38,15 +38,32 @@ pub(crate) struct PackDone {
     pub(crate) prepared: Option<Prepared>,
 }
 
-/// Reads pack `spec` back once: names it by content (`by_content`; else
-/// by its chunks, with no hashing of the whole pack) and, with `ahead`,
-/// encodes it into the destination's spool directory. Either way a file
-/// that changed since it was chunked fails it (see [`PackReader`]).
+/// Reads pack `spec` back: names it by content (`by_content`; else by its
+/// chunks, with no hashing of the whole pack) and, with `ahead`, encodes
+/// it into the destination's spool directory. A pack that fails under its
+/// files' stamps is read once more checking every chunk by its digest: a
+/// file whose stamp changed after it was chunked (an append after the
+/// planner placed its first chunks) may still hold the chunks. A file
+/// whose chunks changed fails it (see [`PackReader`]).
 pub(crate) fn run(
     spec: &PackSpec,
     ahead: Option<&EncodeAhead>,
     by_content: bool,
 ) -> Result<PackDone> {
+    match run_once(spec, ahead, by_content) {
+        Err(_) if spec.segments.iter().any(|s| s.stamp.is_some()) => {
+            let mut checked = spec.clone();
+            for s in &mut checked.segments {
+                s.stamp = None;
+            }
+            run_once(&checked, ahead, by_content)
+        }
+        done => done,
+    }
+}
+
+/// [`run`], once.
+fn run_once(spec: &PackSpec, ahead: Option<&EncodeAhead>, by_content: bool) -> Result<PackDone> {
     let mut r = PackReader::new(spec, by_content);
     let read_err = |e| RegistryError::io("reading a new pack", e);
     let Some(a) = ahead else {
@@ -325,11 +342,33 @@ mod tests {
         changed.truncate(250 << 10);
         std::fs::write(&a, &changed).unwrap();
         assert!(err(&spec).contains("changed while being snapshotted"));
-        // Stamped: caught by the stamp, even with the same bytes back.
+        // Stamped: the stamp no longer matches, and the chunk digest
+        // then catches the change.
         let (spec, _) = pack(dir.path());
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(dir.path().join("b"), b"a small file").unwrap();
+        std::fs::write(dir.path().join("b"), b"a smell file").unwrap();
         assert!(err(&spec).contains("changed while being snapshotted"));
+    }
+
+    #[test]
+    fn a_stamped_file_whose_chunks_are_still_there_is_read_again_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, bytes) = pack(dir.path());
+        // The same bytes back (or an append after the chunks): the stamp
+        // changed, the chunks did not.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = dir.path().join("b");
+        std::fs::write(&b, b"a small file").unwrap();
+        assert_ne!(
+            Some(Stamp::of(&std::fs::metadata(&b).unwrap())),
+            spec.segments[1].stamp
+        );
+        let done = run(&spec, None, true).unwrap();
+        assert_eq!(done.digest, Digest::of(&bytes));
+        let spool = tempfile::tempdir().unwrap();
+        let ahead = EncodeAhead::new(3, spool.path().to_path_buf(), false);
+        let done = run(&spec, Some(&ahead), false).unwrap();
+        assert_eq!(done.digest, spec.name_by_chunks());
     }
 
     #[test]

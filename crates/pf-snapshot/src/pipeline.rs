@@ -1,7 +1,9 @@
 //! The threads of a snapshot: they chunk files, in walk order, and read
 //! back the new packs the planner (the calling thread) closes, packs
 //! first, so that packs are read back (and written, when encoded ahead)
-//! while later files are still being chunked.
+//! while later files are still being chunked. A large file's chunks reach
+//! the planner in parts as it is read ([`Msg::Part`]), so its packs are
+//! written while the rest of it is still being chunked.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +21,9 @@ pub(crate) enum Msg {
     /// File `i` (index in the walk's files) chunked: its chunks, and
     /// whether it still had the walk's stamp once read.
     File(usize, Result<(Hashed, bool)>),
+    /// The next chunks of file `i`, read while it still had the walk's
+    /// stamp, ahead of its [`Msg::File`] (which has the rest).
+    Part(usize, Hashed),
     /// New pack `k` (index among the new packs) read back.
     Pack(usize, Result<PackDone>),
 }
@@ -45,7 +50,17 @@ struct Queue {
     closed: bool,
     /// The planner gave up: threads stop taking work.
     stop: bool,
+    /// Packs being read back.
+    packing: usize,
 }
+
+/// Packs read back at once while files are left to chunk. Encoded ahead
+/// to a local destination, a pack's writes bypass the page cache and wait
+/// for the disk (see `pf_registry_core::codec::write_framed`), so packs
+/// read back on threads of their own, besides one chunking thread per
+/// core, keep both the disk and the cores busy; once every file is
+/// chunked, any thread takes packs.
+const PACKS_AT_ONCE: usize = 2;
 
 impl<'a> Work<'a> {
     /// Work to chunk `files[i]` for every `i` in `misses` (walk order) with
@@ -92,7 +107,12 @@ impl<'a> Work<'a> {
         &self,
         planner: impl FnOnce(&Receiver<Msg>, &Self) -> Result<T>,
     ) -> Result<T> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // A thread reading a pack back mostly waits for its writes (see
+        // `PACKS_AT_ONCE`): one per core chunks, and up to that many more
+        // read packs back.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let read_back = self.by_content || self.ahead.is_some();
+        let threads = cores + if read_back { PACKS_AT_ONCE } else { 0 };
         let (tx, rx) = channel();
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -110,8 +130,9 @@ impl<'a> Work<'a> {
         })
     }
 
-    /// One thread: reads back queued packs first, else chunks the next
-    /// file, else waits for a pack or the end.
+    /// One thread: reads back a queued pack first (unless
+    /// [`PACKS_AT_ONCE`] are being read while files are left), else
+    /// chunks the next file, else waits for a pack or the end.
     fn worker(&self, tx: Sender<Msg>) {
         loop {
             let pack = {
@@ -120,10 +141,14 @@ impl<'a> Work<'a> {
                     if q.stop {
                         return;
                     }
-                    if let Some(job) = q.packs.pop_front() {
-                        break Some(job);
+                    let files_left = self.next.load(Ordering::Relaxed) < self.misses.len();
+                    if !files_left || q.packing < PACKS_AT_ONCE {
+                        if let Some(job) = q.packs.pop_front() {
+                            q.packing += 1;
+                            break Some(job);
+                        }
                     }
-                    if self.next.load(Ordering::Relaxed) < self.misses.len() {
+                    if files_left {
                         break None;
                     }
                     if q.closed {
@@ -144,9 +169,21 @@ impl<'a> Work<'a> {
                     let Some(&i) = self.misses.get(n) else {
                         continue;
                     };
-                    Msg::File(i, caught(|| chunk_file(&self.files[i], &self.chunking)))
+                    {
+                        let mut part = |h: Hashed| {
+                            let _ = tx.send(Msg::Part(i, h));
+                        };
+                        Msg::File(
+                            i,
+                            caught(|| chunk_file(&self.files[i], &self.chunking, &mut part)),
+                        )
+                    }
                 }
             };
+            if matches!(msg, Msg::Pack(..)) {
+                self.lock().packing -= 1;
+                self.wake.notify_one();
+            }
             if tx.send(msg).is_err() {
                 return;
             }

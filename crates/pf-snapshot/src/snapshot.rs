@@ -149,44 +149,53 @@ pub(crate) fn snapshot_walked(
     let done = work.run(|rx, work| {
         let mut fresh: Vec<Option<Result<(Hashed, bool)>>> =
             (0..files.len()).map(|_| None).collect();
+        // Chunks of files still being read, in order, not yet placed.
+        let mut early: Vec<Hashed> = (0..files.len()).map(|_| Vec::new()).collect();
         let mut done: Vec<Option<PackDone>> = Vec::new();
         let (mut at, mut queued, mut finished) = (0, 0, 0);
+        // The file at `at` as placed so far: its chunks, their places.
+        let mut open = OpenFile::default();
         loop {
             while at < files.len() {
                 let f = &files[at];
-                let (chunks, trusted) = match cached[at].take() {
-                    Some(h) => (h, true),
-                    None => {
-                        let Some(r) = fresh[at].take() else { break };
-                        // `unchanged`: the file still had the walk's stamp
-                        // once read (fstat of the very handle read). Only
-                        // cache, and only let the push trust the stat for,
-                        // what did not change and is not racy (git's
-                        // racy-clean rule).
-                        let (h, unchanged) = r?;
-                        let trusted = unchanged && !cache.is_racy(&f.st);
-                        if trusted {
-                            cache.insert(f, &h);
-                        }
-                        (h, trusted)
-                    }
-                };
                 // Stamps stand in for a re-hash only on filesystems that
                 // keep them exact (checked once per device met by the walk).
                 let stampable = walked.stampable.get(&f.st.dev).copied().unwrap_or(false);
-                let stamp = (trusted && stampable).then(|| f.st.clone());
-                plan.place_file(f, &chunks, stamp.as_ref(), &mut tree);
-                at += 1;
-                // Every new pack but the open one is full.
-                let closed = if at == files.len() {
-                    plan.new.len()
+                if let Some(h) = cached[at].take() {
+                    let stamp = stampable.then(|| f.st.clone());
+                    open.place(&mut plan, f, h, stamp.as_ref());
                 } else {
-                    plan.new.len().saturating_sub(1)
-                };
-                while read_back && queued < closed {
-                    work.queue(queued, plan.new[queued].spec.clone());
-                    queued += 1;
+                    // A large file's first chunks are placed as they come,
+                    // under the walk's stamp (each batch was read while
+                    // the file still had it), unless that stamp is racy;
+                    // the pack read back checks it again.
+                    let ahead_ok = stampable && !cache.is_racy(&f.st);
+                    if ahead_ok && !early[at].is_empty() {
+                        let h = std::mem::take(&mut early[at]);
+                        open.place(&mut plan, f, h, Some(&f.st));
+                    }
+                    let Some(r) = fresh[at].take() else {
+                        queue_closed(&plan, &mut queued, false, read_back, work);
+                        break;
+                    };
+                    // `unchanged`: the file still had the walk's stamp
+                    // once read (fstat of the very handle read). Only
+                    // cache, and only let the push trust the stat for,
+                    // what did not change and is not racy (git's
+                    // racy-clean rule).
+                    let (rest, unchanged) = r?;
+                    let trusted = unchanged && !cache.is_racy(&f.st);
+                    let stamp = (trusted && stampable).then(|| f.st.clone());
+                    let mut h = std::mem::take(&mut early[at]);
+                    h.extend(rest);
+                    open.place(&mut plan, f, h, stamp.as_ref());
+                    if trusted {
+                        cache.insert(f, &open.chunks);
+                    }
                 }
+                open.finish(f, &mut tree);
+                at += 1;
+                queue_closed(&plan, &mut queued, at == files.len(), read_back, work);
             }
             if at == files.len() {
                 if finished == queued {
@@ -196,6 +205,7 @@ pub(crate) fn snapshot_walked(
             }
             match rx.recv() {
                 Ok(pipeline::Msg::File(i, r)) => fresh[i] = Some(r),
+                Ok(pipeline::Msg::Part(i, h)) => early[i].extend(h),
                 Ok(pipeline::Msg::Pack(k, r)) => {
                     if done.len() <= k {
                         done.resize_with(k + 1, || None);
@@ -229,6 +239,54 @@ pub(crate) fn snapshot_walked(
     };
     plan.finish(source, named, &mut tree)?;
     Ok(tree)
+}
+
+/// The file being placed: its chunks so far and their chunk-table indices.
+#[derive(Default)]
+struct OpenFile {
+    chunks: Hashed,
+    parts: Vec<u32>,
+    size: u64,
+}
+
+impl OpenFile {
+    /// Places `h`, the next chunks of file `f`, under `stamp`.
+    fn place(&mut self, plan: &mut Planner<'_>, f: &PendingFile, h: Hashed, stamp: Option<&Stamp>) {
+        for c in &h {
+            self.parts.push(plan.place(c, &f.file, self.size, stamp));
+            self.size += c.size;
+        }
+        self.chunks.extend(h);
+    }
+
+    /// Ends file `f`: its entry in `tree` gets the chunks placed.
+    fn finish(&mut self, f: &PendingFile, tree: &mut FsTree) {
+        let done = std::mem::take(self);
+        let e = &mut tree.entries[f.index];
+        e.size = done.size;
+        e.parts = done.parts;
+    }
+}
+
+/// Hands the planner's full new packs not yet queued to the threads (every
+/// new pack but the open one; all of them once `last`), if packs are read
+/// back at all.
+fn queue_closed(
+    plan: &Planner<'_>,
+    queued: &mut usize,
+    last: bool,
+    read_back: bool,
+    work: &pipeline::Work<'_>,
+) {
+    let closed = if last {
+        plan.new.len()
+    } else {
+        plan.new.len().saturating_sub(1)
+    };
+    while read_back && *queued < closed {
+        work.queue(*queued, plan.new[*queued].spec.clone());
+        *queued += 1;
+    }
 }
 
 /// A pack this snapshot creates: the file ranges it is made of and the
@@ -284,27 +342,6 @@ impl<'a> Planner<'a> {
             new: Vec::new(),
             pack_size: pack_size.max(1),
         }
-    }
-
-    /// Places the chunks of file `f`, in order, and gives its tree entry
-    /// their table indices and its size; `stamp` is the file's stamp if
-    /// the push may trust it.
-    fn place_file(
-        &mut self,
-        f: &PendingFile,
-        chunks: &[Chunk],
-        stamp: Option<&Stamp>,
-        tree: &mut FsTree,
-    ) {
-        let mut off = 0u64;
-        let mut parts = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            parts.push(self.place(c, &f.file, off, stamp));
-            off += c.size;
-        }
-        let e = &mut tree.entries[f.index];
-        e.size = off;
-        e.parts = parts;
     }
 
     /// The chunk-table index of chunk `c`, which lies at `off` in `file`.
@@ -440,8 +477,15 @@ impl<'a> Planner<'a> {
 
 /// Reads and chunks file `f` (opened beneath the root, no symlink
 /// followed, and checked to be the inode the walk found); also says
-/// whether it still had the walk's stamp once read.
-pub(crate) fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)> {
+/// whether it still had the walk's stamp once read. A large file's first
+/// chunks go to `part` in order, about two packs' worth at a time, each
+/// batch only while the file still has the walk's stamp; the rest are
+/// returned.
+pub(crate) fn chunk_file(
+    f: &PendingFile,
+    c: &Chunking,
+    part: &mut dyn FnMut(Hashed),
+) -> Result<(Hashed, bool)> {
     let shown = || f.file.path().display().to_string();
     let r = f
         .file
@@ -493,6 +537,9 @@ pub(crate) fn chunk_file(f: &PendingFile, c: &Chunking) -> Result<(Hashed, bool)
         chunks.extend(hashed);
         next.map_err(shown_err)?;
         std::mem::swap(&mut cur, &mut spare);
+        if chunks.iter().map(|c| c.size).sum::<u64>() >= 2 * c.pack_size && unchanged(&r) {
+            part(std::mem::take(&mut chunks));
+        }
     }
     Ok((chunks, unchanged(&r)))
 }
@@ -596,6 +643,7 @@ impl Window {
 mod tests {
     use super::*;
     use pf_cas::{BlobStore, MemoryStore};
+    use pf_registry_core::codec::EncodeAhead;
     use std::fs;
     use std::io::{Seek, SeekFrom};
 
@@ -844,6 +892,89 @@ mod tests {
         assert!(v2.packs.iter().filter(|p| v1.packs.contains(p)).count() >= 1);
     }
 
+    /// Small chunks and packs, so a file of a few MiB comes in many parts.
+    fn small() -> Chunking {
+        Chunking {
+            cdc_min: 4 << 10,
+            cdc_avg: 8 << 10,
+            cdc_max: 16 << 10,
+            pack_size: 64 << 10,
+        }
+    }
+
+    #[test]
+    fn a_large_file_is_handed_on_in_parts_while_it_keeps_its_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("big"), pf_testsupport::noise(7 << 20, 41)).unwrap();
+        let mut tree = FsTree::default();
+        let mut todo = crate::walk::walk(dir.path(), &mut tree, &mut |_| {})
+            .unwrap()
+            .todo;
+        let whole = Chunking {
+            pack_size: 1 << 40,
+            ..small()
+        };
+        let (want, same) = chunk_file(&todo[0], &whole, &mut |_| panic!("no parts")).unwrap();
+        assert!(same);
+        let mut parts: Vec<Hashed> = Vec::new();
+        let (rest, same) = chunk_file(&todo[0], &small(), &mut |h| parts.push(h)).unwrap();
+        assert!(same);
+        // A part per window read (2 MiB), here larger than two packs.
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for p in &parts {
+            let n: u64 = p.iter().map(|c| c.size).sum();
+            assert!(n >= 2 * small().pack_size, "a part of {n} bytes");
+        }
+        let got: Hashed = parts.into_iter().flatten().chain(rest).collect();
+        assert_eq!(got, want);
+        // A file whose stamp is not the walk's is never handed on early.
+        todo[0].st.mtime.1 += 1;
+        let (rest, same) = chunk_file(&todo[0], &small(), &mut |_| panic!("a part")).unwrap();
+        assert!(!same);
+        assert_eq!(rest, want);
+    }
+
+    #[test]
+    fn packs_placed_from_parts_are_the_packs_of_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a"), pf_testsupport::noise(5 << 20, 1)).unwrap();
+        fs::write(root.join("b"), pf_testsupport::noise(3000, 2)).unwrap();
+        fs::write(root.join("c"), pf_testsupport::noise(6 << 20, 3)).unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        for names in [PackNames::Chunks, PackNames::Content] {
+            let ahead = EncodeAhead::new(3, spool.path().to_path_buf(), false);
+            let run = |cache: StatCache| {
+                let mut tree = FsTree::default();
+                let walked = crate::walk::walk(root, &mut tree, &mut |_| {}).unwrap();
+                let src = source();
+                let t = snapshot_walked(
+                    tree,
+                    walked,
+                    &src,
+                    &mut { cache },
+                    (small(), names),
+                    None,
+                    Some(&ahead),
+                )
+                .unwrap();
+                t.validate().unwrap();
+                t
+            };
+            // Racy stamps: every file placed whole once read. Ten seconds
+            // on: not racy, so large files are placed part by part, under
+            // their stamps.
+            let whole = run(StatCache::default());
+            let parts = run(later(StatCache::default(), 10));
+            assert!(whole.packs.len() >= 40, "{} packs", whole.packs.len());
+            assert_eq!(parts.packs, whole.packs);
+            assert_eq!(parts.chunk_table, whole.chunk_table);
+            for (p, w) in parts.entries.iter().zip(&whole.entries) {
+                assert_eq!((&p.path, p.size, &p.parts), (&w.path, w.size, &w.parts));
+            }
+        }
+    }
+
     #[test]
     fn a_file_swapped_for_a_symlink_after_the_walk_is_never_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -868,7 +999,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("d"), root.join("d")).unwrap();
         for f in &todo {
             assert!(
-                chunk_file(f, &Chunking::default()).is_err(),
+                chunk_file(f, &Chunking::default(), &mut |_| {}).is_err(),
                 "{} was read through a symlink",
                 f.file.path().display()
             );
