@@ -16,8 +16,8 @@ use crate::transport::EncodedBlob;
 pub const IN_MEMORY_LIMIT: u64 = 1 << 20;
 /// Blobs above this raw size use multi-threaded zstd.
 pub const MULTITHREAD_THRESHOLD: u64 = 32 << 20;
-/// Packs from this raw size on are spooled with direct writes where the
-/// filesystem allows (smaller ones are not worth a synchronous write).
+/// Packs from this raw size on may be spooled with direct writes (see
+/// [`write_framed`]); a smaller one is not worth the writer thread.
 const DIRECT_SPOOL_MIN: u64 = 4 << 20;
 
 /// Encodes blob `digest` from `store` as one zstd stream. Re-hashes the raw
@@ -220,7 +220,9 @@ impl Framed {
 /// Encodes the `plan.iter().sum()` bytes `reader` yields (named `what` in
 /// errors) as [`encode_framed`] does, into a spool file in `spool_dir` (or
 /// the temp dir); fails if the reader yields more or fewer bytes. Checking
-/// the bytes against a name is the caller's part.
+/// the bytes against a name is the caller's part. A large pack spooled in
+/// `spool_dir` without `hash_encoded` is written past the page cache
+/// (`O_DIRECT`) where the filesystem allows it.
 pub fn write_framed(
     reader: &mut dyn Read,
     what: &str,
@@ -248,12 +250,15 @@ pub fn write_framed(
     .map_err(|e| RegistryError::io("creating spool file", e))?;
     let (file, path) = tmp.into_parts();
     let spool_err = |e| RegistryError::io("writing spool file", e);
-    // Appended through one aligned buffer (one `writev` of a batch's
-    // headers and bodies costs far more system time here than copying them
-    // through a buffer); a large pack not read back for its encoded digest
-    // bypasses the page cache (crate::spool).
+    // Appended through aligned buffers (one `writev` of a batch's headers
+    // and bodies costs far more system time here than copying them through
+    // a buffer). A large pack spooled into the destination's own directory
+    // (it becomes the blob) and not read back for its encoded digest
+    // bypasses the page cache (crate::spool); a spool file in the temp dir
+    // is read once for upload and removed, so it stays in the page cache.
     let head = crate::pack::FrameTable::encoded_len(plan.len());
-    let direct = !hash_encoded && plan.iter().sum::<u64>() >= DIRECT_SPOOL_MIN;
+    let direct =
+        spool_dir.is_some() && !hash_encoded && plan.iter().sum::<u64>() >= DIRECT_SPOOL_MIN;
     let mut out = crate::spool::SpoolOut::new(file, head as usize, direct).map_err(spool_err)?;
     let mut table = crate::pack::FrameTable::default();
     let mut frames = plan.iter().copied().peekable();
