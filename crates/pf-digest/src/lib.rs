@@ -27,6 +27,22 @@ pub const ALGORITHM: &str = "sha256";
 const PREFIX: &str = "sha256:";
 const HEX_LEN: usize = 64;
 
+/// Each byte's value as a lowercase hex digit, or `0x10` if it is not one.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Why a string is not a valid digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -119,22 +135,20 @@ impl Digest {
                 len: hex_part.len(),
             });
         }
-        // One pass, lowercase only (trees hold tens of thousands of these).
-        let nibble = |b: u8| match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        };
+        // One pass, lowercase only (trees hold tens of thousands of these):
+        // a table lookup per character, one check per digest.
+        let b = hex_part.as_bytes();
         let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(hex_part.as_bytes().chunks_exact(2)) {
-            match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(h), Some(l)) => *o = h << 4 | l,
-                _ => {
-                    return Err(DigestError::BadHex {
-                        shown: shown(hex_part),
-                    })
-                }
-            }
+        let mut bad = 0u8;
+        for (i, o) in out.iter_mut().enumerate() {
+            let (h, l) = (NIBBLE[b[2 * i] as usize], NIBBLE[b[2 * i + 1] as usize]);
+            bad |= (h | l) & 0x10;
+            *o = h << 4 | (l & 0x0f);
+        }
+        if bad != 0 {
+            return Err(DigestError::BadHex {
+                shown: shown(hex_part),
+            });
         }
         Ok(Digest(out))
     }
@@ -380,6 +394,20 @@ mod tests {
         fn display_parse_roundtrip(bytes in any::<[u8; 32]>()) {
             let d = Digest::from_bytes(bytes);
             prop_assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
+        }
+
+        #[test]
+        fn parse_hex_takes_exactly_64_lowercase_hex_digits(
+            hex in "[0-9a-f]{64}",
+            at in 0usize..64,
+            c in any::<char>(),
+        ) {
+            prop_assert_eq!(Digest::parse_hex(&hex).unwrap().hex(), hex.clone());
+            let mut s: Vec<char> = hex.chars().collect();
+            s[at] = c;
+            let s: String = s.into_iter().collect();
+            let valid = c.is_ascii_digit() || ('a'..='f').contains(&c);
+            prop_assert_eq!(Digest::parse_hex(&s).is_ok(), valid, "{}", s);
         }
 
         #[test]
