@@ -233,6 +233,19 @@ impl FileTransport {
         dirs.iter().try_for_each(|d| sync_dir(d))
     }
 
+    /// [`Self::write_atomic`], unless `dest` already holds exactly `bytes`
+    /// (an unchanged re-push commits what it committed before): then only
+    /// its directory is fsynced, in case the rename that put it there is
+    /// not yet durable.
+    fn write_atomic_if_changed(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        if let Ok(Some(old)) = read_bounded(dest, bytes.len() as u64) {
+            if old == bytes {
+                return sync_dir(dest.parent().unwrap_or(&self.root));
+            }
+        }
+        self.write_atomic(dest, bytes)
+    }
+
     /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         self.ensure_dirs()?;
@@ -459,12 +472,12 @@ impl Transport for FileTransport {
             // Refuse to publish a manifest whose blobs are not all here, and
             // make every blob (written without an fsync) durable first.
             this.sync_blobs(&blobs)?;
-            this.write_atomic(&this.manifest_by_digest(&digest), &manifest)?;
+            this.write_atomic_if_changed(&this.manifest_by_digest(&digest), &manifest)?;
             let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {
                 Some(s) => {
-                    this.write_atomic(&this.signature_by_digest(&digest), s)?;
-                    this.write_atomic(&sig_path, s)?;
+                    this.write_atomic_if_changed(&this.signature_by_digest(&digest), s)?;
+                    this.write_atomic_if_changed(&sig_path, s)?;
                 }
                 None => match fs::remove_file(&sig_path) {
                     Ok(()) => {}
@@ -472,8 +485,9 @@ impl Transport for FileTransport {
                     Err(e) => return Err(RegistryError::io("removing stale signature", e)),
                 },
             }
-            // The commit point: one atomic rename.
-            this.write_atomic(&this.root.join(layout::MANIFEST), &manifest)?;
+            // The commit point: one atomic rename (none if the manifest is
+            // already the current one).
+            this.write_atomic_if_changed(&this.root.join(layout::MANIFEST), &manifest)?;
             Ok(format!("{}@{digest}", this.display))
         })
         .await
