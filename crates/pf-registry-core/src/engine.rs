@@ -36,6 +36,29 @@ struct Plans {
     tilings: pack::Tilings,
 }
 
+/// A push's v2 trees, and their [`Plans`] once a blob is to be uploaded
+/// (finding the packs named by their chunks hashes every chunk list; a
+/// re-push that uploads nothing never does).
+#[derive(Default)]
+struct LazyPlans {
+    trees: Vec<manifest::FsTree>,
+    plans: std::sync::OnceLock<Plans>,
+}
+
+impl LazyPlans {
+    /// The plans of every tree (made on the first call).
+    fn get(&self) -> &Plans {
+        self.plans.get_or_init(|| {
+            let mut plans = Plans::default();
+            for tree in &self.trees {
+                plans.frames.extend(pack::frame_plans(tree));
+                plans.tilings.extend(pack::chunk_named(tree));
+            }
+            plans
+        })
+    }
+}
+
 /// Implements [`Registry`] for any [`Transport`]: closure walk, dedup,
 /// parallel encode, commit-last, verify-before-parse, capped decode.
 pub struct Engine<T: Transport> {
@@ -210,7 +233,7 @@ impl<T: Transport> Engine<T> {
         &self,
         store: &Arc<dyn BlobStore>,
         blobs: Vec<ClosureBlob>,
-        plans: &Arc<Plans>,
+        plans: &Arc<LazyPlans>,
     ) -> Result<Vec<UploadedBlob>> {
         let to_upload = blobs;
         // Bounded concurrency (memory = concurrency x buffer).
@@ -226,14 +249,14 @@ impl<T: Transport> Engine<T> {
                 let spool = spool.clone();
                 let plans = plans.clone();
                 async move {
-                    let enc = blocking(move || match plans.frames.get(&b.digest) {
+                    let enc = blocking(move || match plans.get().frames.get(&b.digest) {
                         Some(plan) => match codec::Prepared::lookup(&*store, &b.digest, plan) {
                             Some(enc) => Ok(enc),
                             None => codec::encode_pack(
                                 &*store,
                                 &b.digest,
                                 plan,
-                                plans.tilings.get(&b.digest).map(Vec::as_slice),
+                                plans.get().tilings.get(&b.digest).map(Vec::as_slice),
                                 level,
                                 spool.as_deref(),
                                 hash_encoded,
@@ -270,7 +293,7 @@ impl<T: Transport> Engine<T> {
         store: &Arc<dyn BlobStore>,
         image: &SignedImage,
         closure: &[ClosureBlob],
-        plans: &Arc<Plans>,
+        plans: &Arc<LazyPlans>,
         absent: &HashSet<Digest>,
         guard: Option<&crate::lifecycle::PushGuard>,
     ) -> Result<PushReport> {
@@ -456,14 +479,13 @@ impl<T: Transport> Registry for Engine<T> {
         //    one was chunked against) must already be at the backend.
         let st = store.clone();
         let (closure, plans, absent) = blocking(move || {
-            let mut plans = Plans::default();
+            let mut plans = LazyPlans::default();
             let c = manifest::closure_visiting(
                 &manifest,
                 |d| read_index(&*st, d),
                 |tree| {
                     if tree.is_v2() {
-                        plans.frames.extend(pack::frame_plans(tree));
-                        plans.tilings.extend(pack::chunk_named(tree));
+                        plans.trees.push(tree.clone());
                     }
                 },
             )?;
