@@ -215,6 +215,13 @@ impl FileTransport {
     fn sync_blobs(&self, blobs: &[Digest]) -> Result<()> {
         let mut dirs = std::collections::BTreeSet::new();
         for d in blobs {
+            for dir in self.blob_path(d).ancestors().skip(1) {
+                if !dirs.insert(dir.to_path_buf()) || dir == self.root {
+                    break;
+                }
+            }
+        }
+        in_parallel(blobs, |d| {
             let path = self.blob_path(d);
             let file = open_repo_file(&path)?.ok_or_else(|| {
                 RegistryError::not_found(format!(
@@ -223,14 +230,10 @@ impl FileTransport {
                 ))
             })?;
             file.sync_all()
-                .map_err(io_err(format!("fsync {}", path.display())))?;
-            for dir in path.ancestors().skip(1) {
-                if !dirs.insert(dir.to_path_buf()) || dir == self.root {
-                    break;
-                }
-            }
-        }
-        dirs.iter().try_for_each(|d| sync_dir(d))
+                .map_err(io_err(format!("fsync {}", path.display())))
+        })?;
+        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+        in_parallel(&dirs, |d| sync_dir(d))
     }
 
     /// [`Self::write_atomic`], unless `dest` already holds exactly `bytes`
@@ -260,6 +263,30 @@ impl FileTransport {
             .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
         sync_dir(parent)
     }
+}
+
+/// `f` of every item, on a few threads at once: fsyncs wait for the
+/// device, not the CPU, so their flushes overlap. The first error, if any.
+fn in_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    const THREADS: usize = 8;
+    if items.len() < 2 {
+        return items.iter().try_for_each(&f);
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let running: Vec<_> = items
+            .chunks(items.len().div_ceil(THREADS))
+            .map(|part| s.spawn(move || part.iter().try_for_each(f)))
+            .collect();
+        running.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(RegistryError::io(
+                    "fsync",
+                    io::Error::other("an fsync thread panicked"),
+                ))
+            })
+        })
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
