@@ -41,21 +41,61 @@ struct Plans {
 /// re-push that uploads nothing never does).
 #[derive(Default)]
 struct LazyPlans {
-    trees: Vec<manifest::FsTree>,
+    /// Trees parsed or offered (see [`manifest::KnownIndex`]) by the closure walk.
+    trees: Vec<Arc<manifest::FsTree>>,
+    /// Fs trees whose children were offered without the tree: read from
+    /// `store` only when plans are needed.
+    unread: Vec<Descriptor>,
+    store: Option<Arc<dyn BlobStore>>,
     plans: std::sync::OnceLock<Plans>,
 }
 
 impl LazyPlans {
     /// The plans of every tree (made on the first call).
-    fn get(&self) -> &Plans {
-        self.plans.get_or_init(|| {
-            let mut plans = Plans::default();
-            for tree in &self.trees {
+    fn get(&self) -> Result<&Plans> {
+        if let Some(p) = self.plans.get() {
+            return Ok(p);
+        }
+        let mut plans = Plans::default();
+        let mut add = |tree: &manifest::FsTree| {
+            if tree.is_v2() {
                 plans.frames.extend(pack::frame_plans(tree));
                 plans.tilings.extend(pack::chunk_named(tree));
             }
-            plans
-        })
+        };
+        self.trees.iter().for_each(|t| add(t));
+        for d in &self.unread {
+            let store = self.store.as_ref().ok_or_else(|| {
+                RegistryError::not_found(format!("index blob {} in the local store", d.digest))
+            })?;
+            manifest::index_children_visiting(&d.media_type, &read_index(&**store, d)?, &mut add)?;
+        }
+        Ok(self.plans.get_or_init(|| plans))
+    }
+}
+
+/// The children of index blob `d` if `store` offers them (see
+/// [`manifest::KnownIndex`]); an offered v2 tree goes to `trees`, a tree
+/// offered by its children only to `unread`.
+fn known_children(
+    store: &dyn BlobStore,
+    d: &Descriptor,
+    trees: &mut Vec<Arc<manifest::FsTree>>,
+    unread: &mut Vec<Descriptor>,
+) -> Option<Vec<ClosureBlob>> {
+    let known = store
+        .prepared(&d.digest)?
+        .downcast::<manifest::KnownIndex>()
+        .ok()?;
+    match &*known {
+        manifest::KnownIndex::Tree(t) => {
+            trees.push(t.clone());
+            Some(manifest::tree_children(t))
+        }
+        manifest::KnownIndex::Children(c) => {
+            unread.push(d.clone());
+            Some(c.clone())
+        }
     }
 }
 
@@ -249,14 +289,14 @@ impl<T: Transport> Engine<T> {
                 let spool = spool.clone();
                 let plans = plans.clone();
                 async move {
-                    let enc = blocking(move || match plans.get().frames.get(&b.digest) {
+                    let enc = blocking(move || match plans.get()?.frames.get(&b.digest) {
                         Some(plan) => match codec::Prepared::lookup(&*store, &b.digest, plan) {
                             Some(enc) => Ok(enc),
                             None => codec::encode_pack(
                                 &*store,
                                 &b.digest,
                                 plan,
-                                plans.get().tilings.get(&b.digest).map(Vec::as_slice),
+                                plans.get()?.tilings.get(&b.digest).map(Vec::as_slice),
                                 level,
                                 spool.as_deref(),
                                 hash_encoded,
@@ -479,16 +519,24 @@ impl<T: Transport> Registry for Engine<T> {
         //    one was chunked against) must already be at the backend.
         let st = store.clone();
         let (closure, plans, absent) = blocking(move || {
-            let mut plans = LazyPlans::default();
-            let c = manifest::closure_visiting(
+            let mut plans = LazyPlans {
+                store: Some(st.clone()),
+                ..LazyPlans::default()
+            };
+            let (mut offered, mut unread, mut parsed) = (Vec::new(), Vec::new(), Vec::new());
+            let c = manifest::closure_known(
                 &manifest,
+                |d| known_children(&*st, d, &mut offered, &mut unread),
                 |d| read_index(&*st, d),
                 |tree| {
                     if tree.is_v2() {
-                        plans.trees.push(tree.clone());
+                        parsed.push(Arc::new(tree.clone()));
                     }
                 },
             )?;
+            plans.trees = offered;
+            plans.trees.extend(parsed);
+            plans.unread = unread;
             let mut absent = HashSet::new();
             for b in &c {
                 if !st.has(&b.digest)? {

@@ -668,15 +668,7 @@ pub fn index_children_visiting(
                     format!("its content does not match its media type {media_type}"),
                 ));
             }
-            Ok(t.entries
-                .iter()
-                .flat_map(|e| e.whole_blobs())
-                .chain(t.packs.iter().map(|p| (p.blob, p.size)))
-                .map(|(digest, size)| ClosureBlob {
-                    digest,
-                    size: Some(size),
-                })
-                .collect())
+            Ok(tree_children(&t))
         }
         KV_PAGES_MEDIA_TYPE => {
             let p = KvPages::from_bytes(bytes)?;
@@ -688,6 +680,33 @@ pub fn index_children_visiting(
         }
         _ => Ok(Vec::new()),
     }
+}
+
+/// The blobs fs tree `tree` references (its index children, as
+/// [`index_children`] finds them in the tree's bytes).
+pub fn tree_children(tree: &FsTree) -> Vec<ClosureBlob> {
+    tree.entries
+        .iter()
+        .flat_map(|e| e.whole_blobs())
+        .chain(tree.packs.iter().map(|p| (p.blob, p.size)))
+        .map(|(digest, size)| ClosureBlob {
+            digest,
+            size: Some(size),
+        })
+        .collect()
+}
+
+/// What a layer that made or checked an index blob knows of it, offered
+/// to a push through [`BlobStore::prepared`](pf_cas::BlobStore::prepared)
+/// under the blob's digest so the push neither reads nor parses the blob.
+/// Whoever offers one vouches that it describes exactly that blob.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum KnownIndex {
+    /// The parsed fs tree itself.
+    Tree(std::sync::Arc<FsTree>),
+    /// Only its children ([`index_children`] of its bytes).
+    Children(Vec<ClosureBlob>),
 }
 
 /// Adds `blobs` to `out` unless already present, keeping first-seen order.
@@ -735,6 +754,17 @@ pub fn closure(
 /// takes the v2 packs' frame plans from there, parsing each tree once).
 pub fn closure_visiting(
     manifest: &Manifest,
+    read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>>,
+    visit: impl FnMut(&FsTree),
+) -> Result<Vec<ClosureBlob>> {
+    closure_known(manifest, |_| None, read_index, visit)
+}
+
+/// [`closure_visiting`], taking an index blob's children from `known`
+/// when it answers (that blob is then neither read nor visited).
+pub fn closure_known(
+    manifest: &Manifest,
+    mut known: impl FnMut(&Descriptor) -> Option<Vec<ClosureBlob>>,
     mut read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>>,
     mut visit: impl FnMut(&FsTree),
 ) -> Result<Vec<ClosureBlob>> {
@@ -753,8 +783,10 @@ pub fn closure_visiting(
         .iter()
         .filter(|l| is_index_media_type(&l.media_type))
     {
-        let bytes = read_index(l)?;
-        let children = index_children_visiting(&l.media_type, &bytes, &mut visit)?;
+        let children = match known(l) {
+            Some(c) => c,
+            None => index_children_visiting(&l.media_type, &read_index(l)?, &mut visit)?,
+        };
         merge_unique(&mut out, &mut idx, children)?;
     }
     Ok(out)

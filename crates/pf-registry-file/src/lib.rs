@@ -236,6 +236,41 @@ impl FileTransport {
         in_parallel(&dirs, |d| sync_dir(d))
     }
 
+    /// Whether every layer of `manifest` is a layer of the current
+    /// manifest: then its whole closure is the current one's or part of
+    /// it (index blobs are named by their content), and the commit that
+    /// published the current manifest made every such blob and its
+    /// directory durable before the manifest's rename.
+    fn current_covers(&self, manifest: &[u8]) -> bool {
+        use pf_registry_core::Manifest;
+        let limit = pf_registry_core::manifest::MAX_MANIFEST_BYTES as u64;
+        let Ok(Some(current)) = read_bounded(&self.root.join(layout::MANIFEST), limit) else {
+            return false;
+        };
+        let (Ok(new), Ok(current)) = (
+            Manifest::from_bytes(manifest),
+            Manifest::from_bytes(&current),
+        ) else {
+            return false;
+        };
+        let have: std::collections::HashSet<Digest> =
+            current.layers.iter().map(|l| l.digest).collect();
+        new.layers.iter().all(|l| have.contains(&l.digest))
+    }
+
+    /// Fails the commit if a blob is missing (or not a regular file).
+    fn check_blobs(&self, blobs: &[Digest]) -> Result<()> {
+        for d in blobs {
+            if open_repo_file(&self.blob_path(d))?.is_none() {
+                return Err(RegistryError::not_found(format!(
+                    "blob {d} at {} (cannot commit a manifest with missing blobs)",
+                    self.display
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// [`Self::write_atomic`], unless `dest` already holds exactly `bytes`
     /// (an unchanged re-push commits what it committed before): then only
     /// its directory is fsynced, in case the rename that put it there is
@@ -495,10 +530,23 @@ impl Transport for FileTransport {
         let sig = req.signature.map(|s| s.to_vec());
         let digest = req.manifest_digest;
         let blobs: Vec<Digest> = req.blobs.iter().map(|b| b.digest).collect();
+        let sent: Vec<Digest> = req
+            .blobs
+            .iter()
+            .filter(|b| b.uploaded.is_some())
+            .map(|b| b.digest)
+            .collect();
         blocking(move || {
             // Refuse to publish a manifest whose blobs are not all here, and
-            // make every blob (written without an fsync) durable first.
-            this.sync_blobs(&blobs)?;
+            // make every blob (written without an fsync) durable first,
+            // unless the current manifest's commit already did (blobs this
+            // push sent again are new files all the same).
+            if this.current_covers(&manifest) {
+                this.check_blobs(&blobs)?;
+                this.sync_blobs(&sent)?;
+            } else {
+                this.sync_blobs(&blobs)?;
+            }
             this.write_atomic_if_changed(&this.manifest_by_digest(&digest), &manifest)?;
             let sig_path = this.root.join(layout::SIGNATURE);
             match &sig {

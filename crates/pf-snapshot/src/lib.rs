@@ -81,7 +81,9 @@ use std::sync::Arc;
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
-use pf_registry_core::manifest::{AgentInfo, FsTree, FS_LAYER_ROLE, FS_TREE_V2_MEDIA_TYPE};
+use pf_registry_core::manifest::{
+    AgentInfo, FsTree, KnownIndex, FS_LAYER_ROLE, FS_TREE_V2_MEDIA_TYPE,
+};
 use pf_registry_core::{Descriptor, Manifest, RegistryError, Result};
 
 pub use base::BaseBook;
@@ -205,20 +207,33 @@ pub(crate) fn snapshot_at(
         std::fs::canonicalize(dir).map_err(io_ctx(format!("resolving {}", dir.display())))?;
     let mut warnings = Vec::new();
     let mut skeleton = FsTree::default();
-    let walked = walk::walk(&dir_abs, &mut skeleton, &mut |w| warnings.push(w))?;
-    // The tree memo: an unchanged directory onto its own last tree.
+    // The tree memo: an unchanged directory onto its own last tree. Its
+    // stored tree, if the memo names it, is re-hashed beside the walk
+    // (the push uploads it as it is stored, should the destination lack it).
     let stored_base = options.base_stored.filter(|_| options.base.is_none());
-    let memo = match &options.stat_cache {
-        Some(p) => {
-            let path = memo::path_for(p);
+    let memo = options.stat_cache.as_ref().map(|p| {
+        let path = memo::path_for(p);
+        let memo = memo::Memo::load(&path);
+        (path, memo)
+    });
+    let check = stored_base.filter(|b| memo.as_ref().is_some_and(|(_, m)| m.names(&dir_abs, b)));
+    let (walked, checked) = std::thread::scope(|s| {
+        let checking = check.map(|b| {
+            let st = store.clone();
+            s.spawn(move || verified_size(&*st, &b))
+        });
+        let walked = walk::walk(&dir_abs, &mut skeleton, &mut |w| warnings.push(w));
+        (walked, checking.and_then(|h| h.join().ok()))
+    });
+    let walked = walked?;
+    let memo = match memo {
+        Some((path, memo)) => {
             let fp = memo::fingerprint(&dir_abs, options.chunking, &skeleton, &walked, started);
-            let memo = memo::Memo::load(&path);
-            if let (Some(fp), Some(b)) = (&fp, stored_base) {
-                if memo.unchanged(&dir_abs, fp, &b) {
-                    // Re-hashed like any tree read back from the store: the
-                    // push uploads it as it is stored.
-                    if let Ok(bytes) = restore::get_verified(&*store, &b) {
-                        m.layers.push(fs_layer(b, bytes.len() as u64));
+            if let (Some(fp), Some(b), Some(Ok(size))) = (&fp, check, checked) {
+                match memo.unchanged(&path, &dir_abs, fp, &b) {
+                    Some(facts) if facts.size() == size => {
+                        m.layers.push(fs_layer(b, size));
+                        source.add_known(b, facts.known());
                         return Ok(Snapshot {
                             manifest: m,
                             source,
@@ -227,6 +242,7 @@ pub(crate) fn snapshot_at(
                             unchanged: true,
                         });
                     }
+                    _ => {}
                 }
             }
             Some((path, fp, memo))
@@ -264,11 +280,15 @@ pub(crate) fn snapshot_at(
     let bytes = tree.to_bytes();
     let digest = store.put(&bytes)?;
     match memo {
-        Some((path, Some(fp), memo)) => memo.record(&path, &dir_abs, fp, digest)?,
+        Some((path, Some(fp), memo)) => {
+            let facts = memo::TreeFacts::of(digest, bytes.len() as u64, &tree);
+            memo.record(&path, &dir_abs, fp, &facts)?
+        }
         Some((path, None, memo)) => memo.forget(&path, &dir_abs)?,
         None => {}
     }
     m.layers.push(fs_layer(digest, bytes.len() as u64));
+    source.add_known(digest, KnownIndex::Tree(Arc::new(tree)));
     Ok(Snapshot {
         manifest: m,
         source,
@@ -276,6 +296,20 @@ pub(crate) fn snapshot_at(
         cache_hits: cache.hits,
         unchanged: false,
     })
+}
+
+/// The size of blob `digest` in `store`, re-hashed as it is read.
+fn verified_size(store: &dyn BlobStore, digest: &Digest) -> Result<u64> {
+    let (actual, size) = Digest::of_reader(store.open(digest)?)
+        .map_err(io_ctx(format!("reading blob {digest} in the local store")))?;
+    if actual != *digest {
+        return Err(RegistryError::Integrity {
+            what: format!("blob {digest} in the local store"),
+            expected: *digest,
+            actual,
+        });
+    }
+    Ok(size)
 }
 
 /// The manifest layer of fs tree `digest` of `size` bytes.

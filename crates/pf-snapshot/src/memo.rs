@@ -13,6 +13,10 @@
 //! or hashed. The push then checks, as for any base, that its packs are
 //! still at the destination.
 //!
+//! Beside the memo, one small file per remembered tree lists the blobs
+//! the tree references, so the push of an unchanged directory does not
+//! parse the tree either (see [`KnownIndex`]).
+//!
 //! A record is written only when every file's stamp is trustworthy (not
 //! racy, on a filesystem that keeps exact stamps); otherwise the fingerprint
 //! is not taken and the snapshot runs in full. The memo sits beside the
@@ -22,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pf_digest::Digest;
-use pf_registry_core::manifest::FsTree;
+use pf_registry_core::manifest::{ClosureBlob, FsTree, KnownIndex};
 use pf_registry_core::Result;
 
 use crate::snapshot::Chunking;
@@ -32,7 +36,7 @@ use crate::walk::Walked;
 const MAX_ENTRIES: usize = 256;
 
 /// Bumped when anything a tree depends on changes meaning.
-const MEMO_VERSION: u32 = 1;
+const MEMO_VERSION: u32 = 2;
 
 /// One directory's last snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,6 +44,47 @@ struct Record {
     fingerprint: Digest,
     result: Digest,
     seq: u64,
+}
+
+/// What the memo keeps of a tree it names: its size and children.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TreeFacts {
+    tree: Digest,
+    size: u64,
+    children: Vec<(Digest, u64)>,
+}
+
+impl TreeFacts {
+    /// The facts of `tree`, stored as `size` bytes under `digest`.
+    pub(crate) fn of(digest: Digest, size: u64, tree: &FsTree) -> TreeFacts {
+        let children = pf_registry_core::manifest::tree_children(tree)
+            .into_iter()
+            .filter_map(|c| c.size.map(|s| (c.digest, s)))
+            .collect();
+        TreeFacts {
+            tree: digest,
+            size,
+            children,
+        }
+    }
+
+    /// The tree's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The tree as a push takes it without reading it.
+    pub(crate) fn known(self) -> KnownIndex {
+        KnownIndex::Children(
+            self.children
+                .into_iter()
+                .map(|(digest, size)| ClosureBlob {
+                    digest,
+                    size: Some(size),
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The memo file: records keyed by absolute source directory.
@@ -58,6 +103,13 @@ pub(crate) fn path_for(stat_cache: &Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".memo");
     stat_cache.with_file_name(name)
+}
+
+/// Where the [`TreeFacts`] of `tree` live beside the memo at `memo`.
+fn facts_path(memo: &Path, tree: &Digest) -> PathBuf {
+    let mut dir = memo.as_os_str().to_os_string();
+    dir.push(".d");
+    PathBuf::from(dir).join(tree.hex())
 }
 
 /// The fingerprint of a walk of `dir` (the tree's entries before any
@@ -104,24 +156,51 @@ impl Memo {
             .unwrap_or_default()
     }
 
-    /// Whether `base` describes `dir` as the walk with this `fingerprint`
-    /// saw it: the last snapshot of `dir` had this fingerprint and
-    /// produced `base`.
-    pub(crate) fn unchanged(&self, dir: &Path, fingerprint: &Digest, base: &Digest) -> bool {
+    /// Whether the last snapshot of `dir` produced `tree`.
+    pub(crate) fn names(&self, dir: &Path, tree: &Digest) -> bool {
         self.entries
             .get(&dir.display().to_string())
-            .is_some_and(|r| r.fingerprint == *fingerprint && r.result == *base)
+            .is_some_and(|r| r.result == *tree)
     }
 
-    /// Records that a snapshot of `dir` with `fingerprint` produced
-    /// `result`, and writes the memo to `path` atomically.
+    /// The facts of `base` (kept beside the memo at `path`) if `base`
+    /// describes `dir` as the walk with this `fingerprint` saw it: the last
+    /// snapshot of `dir` had this fingerprint and produced `base`.
+    pub(crate) fn unchanged(
+        &self,
+        path: &Path,
+        dir: &Path,
+        fingerprint: &Digest,
+        base: &Digest,
+    ) -> Option<TreeFacts> {
+        self.entries
+            .get(&dir.display().to_string())
+            .filter(|r| r.fingerprint == *fingerprint && r.result == *base)?;
+        crate::statcache::read_bounded(&facts_path(path, base))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TreeFacts>(&b).ok())
+            .filter(|f| f.tree == *base)
+    }
+
+    /// Records that a snapshot of `dir` with `fingerprint` produced the
+    /// tree `facts` describe, and writes its facts and the memo to `path`
+    /// atomically.
     pub(crate) fn record(
         mut self,
         path: &Path,
         dir: &Path,
         fingerprint: Digest,
-        result: Digest,
+        facts: &TreeFacts,
     ) -> Result<()> {
+        let result = facts.tree;
+        let before = self.results();
+        let fpath = facts_path(path, &result);
+        if let Some(d) = fpath.parent() {
+            std::fs::create_dir_all(d)
+                .map_err(crate::io_ctx(format!("creating {}", d.display())))?;
+        }
+        let bytes = serde_json::to_vec(facts).unwrap_or_default();
+        crate::statcache::write_atomic(&fpath, &bytes)?;
         self.version = MEMO_VERSION;
         self.next += 1;
         let seq = self.next;
@@ -144,16 +223,34 @@ impl Memo {
                 None => break,
             };
         }
-        let bytes = serde_json::to_vec(&self).unwrap_or_default();
-        crate::statcache::write_atomic(path, &bytes)
+        self.save(path, before)
     }
 
     /// Forgets `dir` (its last snapshot could not be fingerprinted) and
     /// writes the memo to `path` if it changed.
     pub(crate) fn forget(mut self, path: &Path, dir: &Path) -> Result<()> {
+        let before = self.results();
         if self.entries.remove(&dir.display().to_string()).is_some() {
-            let bytes = serde_json::to_vec(&self).unwrap_or_default();
-            crate::statcache::write_atomic(path, &bytes)?;
+            self.save(path, before)?;
+        }
+        Ok(())
+    }
+
+    /// The trees the records name.
+    fn results(&self) -> std::collections::HashSet<Digest> {
+        self.entries.values().map(|r| r.result).collect()
+    }
+
+    /// Writes the memo to `path`, then removes the facts of trees in
+    /// `before` that no record names any more.
+    fn save(self, path: &Path, before: std::collections::HashSet<Digest>) -> Result<()> {
+        let bytes = serde_json::to_vec(&self).unwrap_or_default();
+        crate::statcache::write_atomic(path, &bytes)?;
+        let now = self.results();
+        for gone in before.difference(&now) {
+            // A left-over file is only a few bytes, and never read unless
+            // a record names its tree again (then it is rewritten first).
+            let _ = std::fs::remove_file(facts_path(path, gone));
         }
         Ok(())
     }
@@ -301,5 +398,62 @@ mod tests {
         fs::remove_file(&path).unwrap();
         fs::write(&path, bytes).unwrap();
         assert!(!w.snap(Some(&after), 10).unchanged);
+    }
+
+    /// The facts files beside the memo at `w`'s stat cache.
+    fn facts_files(w: &World) -> Vec<String> {
+        let dir = w._tmp.path().join("statcache.json.memo.d");
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_unchanged_snapshot_offers_its_trees_children_kept_beside_the_memo() {
+        use pf_registry_core::manifest::{index_children, KnownIndex, FS_TREE_V2_MEDIA_TYPE};
+        let mut w = world();
+        let first = w.snap(None, 10);
+        // A full run offers the tree it built.
+        let offered = first.source.prepared(&tree_of(&first)).unwrap();
+        assert!(matches!(
+            offered.downcast_ref::<KnownIndex>(),
+            Some(KnownIndex::Tree(_))
+        ));
+        assert_eq!(facts_files(&w), vec![tree_of(&first).hex()]);
+        let second = w.snap(Some(&first), 10);
+        assert!(second.unchanged);
+        let bytes = w.store.get(&tree_of(&first)).unwrap();
+        assert_eq!(second.manifest.layers[0].size, bytes.len() as u64);
+        let offered = second.source.prepared(&tree_of(&second)).unwrap();
+        let Some(KnownIndex::Children(children)) = offered.downcast_ref::<KnownIndex>() else {
+            panic!("children offered");
+        };
+        assert_eq!(
+            *children,
+            index_children(FS_TREE_V2_MEDIA_TYPE, &bytes).unwrap()
+        );
+        // A new tree replaces the old one's facts.
+        fs::write(w.dir.join("a.txt"), b"changed").unwrap();
+        let third = w.snap(Some(&second), 10);
+        assert!(!third.unchanged);
+        assert_eq!(facts_files(&w), vec![tree_of(&third).hex()]);
+        // Facts gone or naming another tree: a full run, which writes them.
+        let path = w
+            ._tmp
+            .path()
+            .join("statcache.json.memo.d")
+            .join(tree_of(&third).hex());
+        fs::remove_file(&path).unwrap();
+        assert!(!w.snap(Some(&third), 10).unchanged);
+        assert!(w.snap(Some(&third), 10).unchanged);
+        let other = crate::memo::TreeFacts::of(tree_of(&first), 1, &Default::default());
+        fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
+        assert!(!w.snap(Some(&third), 10).unchanged);
+        assert!(w.snap(Some(&third), 10).unchanged);
     }
 }

@@ -26,6 +26,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use pf_cas::BlobStore;
 use pf_digest::Digest;
 use pf_registry_core::codec::Prepared;
+use pf_registry_core::manifest::KnownIndex;
 
 /// The stat fields that say a file is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -159,8 +160,9 @@ pub(crate) struct Segment {
 pub struct SourceStore {
     inner: Arc<dyn BlobStore>,
     blobs: RwLock<HashMap<Digest, Arc<[Segment]>>>,
-    /// Wire encodings of blobs made while the snapshot read them.
-    prepared: RwLock<HashMap<Digest, Arc<Prepared>>>,
+    /// Wire encodings of blobs made while the snapshot read them, and
+    /// what the snapshot knows of its fs tree ([`KnownIndex`]).
+    prepared: RwLock<HashMap<Digest, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl SourceStore {
@@ -186,6 +188,13 @@ impl SourceStore {
     pub(crate) fn add_prepared(&self, digest: Digest, prepared: Prepared) {
         if let Ok(mut m) = self.prepared.write() {
             m.entry(digest).or_insert_with(|| Arc::new(prepared));
+        }
+    }
+
+    /// Offers fs tree `digest` to the push as `known` (see [`KnownIndex`]).
+    pub(crate) fn add_known(&self, digest: Digest, known: KnownIndex) {
+        if let Ok(mut m) = self.prepared.write() {
+            m.insert(digest, Arc::new(known));
         }
     }
 
