@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pf_digest::Digest;
-use pf_registry_core::manifest::{ClosureBlob, FsTree, KnownIndex};
+use pf_registry_core::manifest::{ClosureBlob, EntryKind, FsTree, KnownIndex};
 use pf_registry_core::Result;
 
 use crate::snapshot::Chunking;
@@ -36,7 +36,7 @@ use crate::walk::Walked;
 const MAX_ENTRIES: usize = 256;
 
 /// Bumped when anything a tree depends on changes meaning.
-const MEMO_VERSION: u32 = 2;
+const MEMO_VERSION: u32 = 3;
 
 /// One directory's last snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -131,19 +131,54 @@ pub(crate) fn fingerprint(
     {
         return None;
     }
-    let mut buf = format!(
-        "pf-snapshot memo {MEMO_VERSION} {}\n{}\n",
-        env!("CARGO_PKG_VERSION"),
-        dir.display()
+    let mut h = pf_digest::Hasher::new();
+    let mut put = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    put(format!(
+        "pf-snapshot memo {MEMO_VERSION} {}",
+        env!("CARGO_PKG_VERSION")
     )
-    .into_bytes();
-    serde_json::to_writer(&mut buf, &chunking).ok()?;
-    buf.extend_from_slice(&skeleton.to_bytes());
-    for f in &walked.todo {
-        buf.extend_from_slice(&(f.index as u64).to_le_bytes());
-        serde_json::to_writer(&mut buf, &f.st).ok()?;
+    .as_bytes());
+    put(dir.as_os_str().as_encoded_bytes());
+    put(&serde_json::to_vec(&chunking).ok()?);
+    put(&(skeleton.entries.len() as u64).to_le_bytes());
+    for e in &skeleton.entries {
+        // Every field the walk fills; the kind by its wire name.
+        let kind: &[u8] = match e.kind {
+            EntryKind::File => b"file",
+            EntryKind::Dir => b"dir",
+            EntryKind::Symlink => b"symlink",
+            _ => return None,
+        };
+        put(e.path.as_bytes());
+        put(kind);
+        put(&e.mode.to_le_bytes());
+        put(&e.size.to_le_bytes());
+        put(e.target.as_deref().unwrap_or("\0").as_bytes());
+        if e.blob.is_some() || !e.chunks.is_empty() || e.offset.is_some() || !e.parts.is_empty() {
+            return None;
+        }
     }
-    Some(Digest::of(&buf))
+    put(&(walked.todo.len() as u64).to_le_bytes());
+    for f in &walked.todo {
+        let st = &f.st;
+        let fields = [
+            f.index as u64,
+            st.size,
+            st.mtime.0 as u64,
+            st.mtime.1 as u64,
+            st.ctime.0 as u64,
+            st.ctime.1 as u64,
+            st.ino,
+            st.dev,
+        ];
+        for v in fields {
+            put(&v.to_le_bytes());
+        }
+    }
+    Some(h.finish())
 }
 
 impl Memo {
@@ -332,6 +367,10 @@ mod tests {
             }),
             Box::new(|d| fs::create_dir(d.join("empty")).unwrap()),
             Box::new(|d| std::os::unix::fs::symlink("c.txt", d.join("link")).unwrap()),
+            Box::new(|d| {
+                fs::remove_file(d.join("link")).unwrap();
+                std::os::unix::fs::symlink("sub", d.join("link")).unwrap()
+            }),
         ];
         let mut last = third;
         for (i, change) in changes.iter().enumerate() {
