@@ -412,8 +412,11 @@ pub trait KeyStore: Send + Sync {
     /// `None` when absent.
     async fn read_key(&self, key: &str, limit: u64) -> Result<Option<Bytes>>;
 
-    /// Writes `bytes` at `key` atomically (readers see all or nothing) and
-    /// durably before returning.
+    /// Writes `bytes` at `key` atomically (readers see all or nothing),
+    /// visible to every reader once this returns. Durability across a
+    /// crash is not required: keys hold the markers of running pushes and
+    /// gcs (see [`crate::lifecycle`]), which matter only while their
+    /// writer runs.
     async fn write_key(&self, key: &str, bytes: &[u8]) -> Result<()>;
 
     /// Deletes the object at `key`; an absent key is not an error.

@@ -286,17 +286,29 @@ impl FileTransport {
 
     /// Writes `bytes` to `dest` via temp + fsync + rename (+ dir fsync).
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.replace(dest, bytes, true)
+    }
+
+    /// Writes `bytes` to `dest` via temp + rename, so readers see all or
+    /// nothing; with `durable`, fsyncs the file before the rename and its
+    /// directory after.
+    fn replace(&self, dest: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         self.ensure_dirs()?;
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
         let mut tmp = self.temp_file()?;
         tmp.write_all(bytes).map_err(io_err("writing temp file"))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("fsync temp file"))?;
+        if durable {
+            tmp.as_file()
+                .sync_all()
+                .map_err(io_err("fsync temp file"))?;
+        }
         tmp.persist(dest)
             .map_err(|e| RegistryError::io(format!("renaming into {}", dest.display()), e.error))?;
-        sync_dir(parent)
+        if durable {
+            sync_dir(parent)?;
+        }
+        Ok(())
     }
 }
 

@@ -70,7 +70,8 @@ impl KeyStore for FileTransport {
         let this = self.clone();
         let path = self.root.join(key);
         let bytes = bytes.to_vec();
-        blocking(move || this.write_atomic(&path, &bytes)).await
+        // Markers only: visible at once, no need to survive a crash.
+        blocking(move || this.replace(&path, &bytes, false)).await
     }
 
     async fn delete_key(&self, key: &str) -> Result<()> {
