@@ -220,7 +220,7 @@ pub(crate) fn snapshot_at(
     let (walked, checked) = std::thread::scope(|s| {
         let checking = check.map(|b| {
             let st = store.clone();
-            s.spawn(move || verified_size(&*st, &b))
+            s.spawn(move || restore::verified_size(&*st, &b))
         });
         let walked = walk::walk(&dir_abs, &mut skeleton, &mut |w| warnings.push(w));
         (walked, checking.and_then(|h| h.join().ok()))
@@ -296,20 +296,6 @@ pub(crate) fn snapshot_at(
         cache_hits: cache.hits,
         unchanged: false,
     })
-}
-
-/// The size of blob `digest` in `store`, re-hashed as it is read.
-fn verified_size(store: &dyn BlobStore, digest: &Digest) -> Result<u64> {
-    let (actual, size) = Digest::of_reader(store.open(digest)?)
-        .map_err(io_ctx(format!("reading blob {digest} in the local store")))?;
-    if actual != *digest {
-        return Err(RegistryError::Integrity {
-            what: format!("blob {digest} in the local store"),
-            expected: *digest,
-            actual,
-        });
-    }
-    Ok(size)
 }
 
 /// The manifest layer of fs tree `digest` of `size` bytes.

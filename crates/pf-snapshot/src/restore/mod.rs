@@ -205,7 +205,23 @@ pub fn restore_from_store(
 /// decides what is restored (DESIGN.md, "Threat model").
 pub(crate) fn get_verified(store: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
     let bytes = store.get(digest)?;
-    let actual = Digest::of(&bytes);
+    check_local(digest, Digest::of(&bytes))?;
+    Ok(bytes)
+}
+
+/// The size of index blob `digest` in `store`, re-hashed as it is read
+/// (streamed: the bytes are not kept).
+pub(crate) fn verified_size(store: &dyn BlobStore, digest: &Digest) -> Result<u64> {
+    let (actual, size) = Digest::of_reader(store.open(digest)?).map_err(crate::io_ctx(format!(
+        "reading blob {digest} in the local store"
+    )))?;
+    check_local(digest, actual)?;
+    Ok(size)
+}
+
+/// An integrity error unless index blob `digest` in the local store
+/// hashed to it (`actual`).
+fn check_local(digest: &Digest, actual: Digest) -> Result<()> {
     if actual != *digest {
         return Err(RegistryError::Integrity {
             what: format!("index blob {digest} in the local store"),
@@ -213,7 +229,7 @@ pub(crate) fn get_verified(store: &dyn BlobStore, digest: &Digest) -> Result<Vec
             actual,
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The fs tree layers of `manifest`, read from `store` and merged into one
