@@ -39,14 +39,13 @@ struct Plans {
 /// A push's v2 trees, and their [`Plans`] once a blob is to be uploaded
 /// (finding the packs named by their chunks hashes every chunk list; a
 /// re-push that uploads nothing never does).
-#[derive(Default)]
 struct LazyPlans {
     /// Trees parsed or offered (see [`manifest::KnownIndex`]) by the closure walk.
     trees: Vec<Arc<manifest::FsTree>>,
     /// Fs trees whose children were offered without the tree: read from
     /// `store` only when plans are needed.
     unread: Vec<Descriptor>,
-    store: Option<Arc<dyn BlobStore>>,
+    store: Arc<dyn BlobStore>,
     plans: std::sync::OnceLock<Plans>,
 }
 
@@ -65,10 +64,8 @@ impl LazyPlans {
         };
         self.trees.iter().for_each(|t| add(t));
         for d in &self.unread {
-            let store = self.store.as_ref().ok_or_else(|| {
-                RegistryError::not_found(format!("index blob {} in the local store", d.digest))
-            })?;
-            manifest::index_children_visiting(&d.media_type, &read_index(&**store, d)?, &mut add)?;
+            let bytes = read_index(&*self.store, d)?;
+            manifest::index_children_visiting(&d.media_type, &bytes, &mut add)?;
         }
         Ok(self.plans.get_or_init(|| plans))
     }
@@ -519,10 +516,6 @@ impl<T: Transport> Registry for Engine<T> {
         //    one was chunked against) must already be at the backend.
         let st = store.clone();
         let (closure, plans, absent) = blocking(move || {
-            let mut plans = LazyPlans {
-                store: Some(st.clone()),
-                ..LazyPlans::default()
-            };
             let (mut offered, mut unread, mut parsed) = (Vec::new(), Vec::new(), Vec::new());
             let c = manifest::closure_known(
                 &manifest,
@@ -534,9 +527,13 @@ impl<T: Transport> Registry for Engine<T> {
                     }
                 },
             )?;
-            plans.trees = offered;
-            plans.trees.extend(parsed);
-            plans.unread = unread;
+            offered.extend(parsed);
+            let plans = LazyPlans {
+                trees: offered,
+                unread,
+                store: st.clone(),
+                plans: std::sync::OnceLock::new(),
+            };
             let mut absent = HashSet::new();
             for b in &c {
                 if !st.has(&b.digest)? {

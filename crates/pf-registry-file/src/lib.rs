@@ -222,15 +222,9 @@ impl FileTransport {
             }
         }
         in_parallel(blobs, |d| {
-            let path = self.blob_path(d);
-            let file = open_repo_file(&path)?.ok_or_else(|| {
-                RegistryError::not_found(format!(
-                    "blob {d} at {} (cannot commit a manifest with missing blobs)",
-                    self.display
-                ))
-            })?;
-            file.sync_all()
-                .map_err(io_err(format!("fsync {}", path.display())))
+            self.committed_blob(d)?
+                .sync_all()
+                .map_err(io_err(format!("fsync {}", self.blob_path(d).display())))
         })?;
         let dirs: Vec<PathBuf> = dirs.into_iter().collect();
         in_parallel(&dirs, |d| sync_dir(d))
@@ -260,15 +254,20 @@ impl FileTransport {
 
     /// Fails the commit if a blob is missing (or not a regular file).
     fn check_blobs(&self, blobs: &[Digest]) -> Result<()> {
-        for d in blobs {
-            if open_repo_file(&self.blob_path(d))?.is_none() {
-                return Err(RegistryError::not_found(format!(
-                    "blob {d} at {} (cannot commit a manifest with missing blobs)",
-                    self.display
-                )));
-            }
-        }
-        Ok(())
+        blobs
+            .iter()
+            .try_for_each(|d| self.committed_blob(d).map(drop))
+    }
+
+    /// Blob `d` opened for a commit; missing (or not a regular file), it
+    /// fails the commit.
+    fn committed_blob(&self, d: &Digest) -> Result<File> {
+        open_repo_file(&self.blob_path(d))?.ok_or_else(|| {
+            RegistryError::not_found(format!(
+                "blob {d} at {} (cannot commit a manifest with missing blobs)",
+                self.display
+            ))
+        })
     }
 
     /// [`Self::write_atomic`], unless `dest` already holds exactly `bytes`
