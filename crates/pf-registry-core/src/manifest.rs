@@ -17,8 +17,17 @@ pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.processfork.image.v1+json
 /// Media type of an fs tree index blob.
 pub const FS_TREE_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v1+json";
 /// Media type of a format v2 fs tree: files are lists of content-defined
-/// chunks stored in pack blobs ([`FsTree::chunk_table`]).
+/// chunks stored in pack blobs ([`FsTree::chunk_table`]). A pack is named
+/// by the SHA-256 of its bytes or, as pushes now name new packs, by its
+/// chunks ([`crate::pack::name_of_chunks`]); readers tell them apart.
 pub const FS_TREE_V2_MEDIA_TYPE: &str = "application/vnd.processfork.fs.tree.v2+json";
+/// Prefixes of the index media types (blobs that name other blobs): a layer
+/// of such a type this pf does not know was written by a newer pf, and
+/// its children cannot be found, so the manifest is refused.
+const INDEX_MEDIA_TYPE_PREFIXES: [&str; 2] = [
+    "application/vnd.processfork.fs.tree.",
+    "application/vnd.processfork.kv.pages.",
+];
 /// Media type of a KV-cache page manifest index blob.
 pub const KV_PAGES_MEDIA_TYPE: &str = "application/vnd.processfork.kv.pages.v1+json";
 /// Media type for opaque data blobs.
@@ -168,6 +177,18 @@ impl Manifest {
                     l.digest, l.size
                 ));
             }
+            if !is_index_media_type(&l.media_type)
+                && INDEX_MEDIA_TYPE_PREFIXES
+                    .iter()
+                    .any(|p| l.media_type.starts_with(p))
+            {
+                return inv(format!(
+                    "layer {} is {:?}, an index format this pf does not read \
+                     (a newer pf wrote it); upgrade pf",
+                    l.digest,
+                    bounded(&l.media_type)
+                ));
+            }
             if is_index_media_type(&l.media_type) && l.size > MAX_INDEX_BYTES {
                 return inv(format!(
                     "index layer {} declares {} bytes (limit {MAX_INDEX_BYTES})",
@@ -184,7 +205,8 @@ pub fn is_index_media_type(mt: &str) -> bool {
     is_fs_tree_media_type(mt) || mt == KV_PAGES_MEDIA_TYPE
 }
 
-/// Whether `mt` is an fs tree of either format version.
+/// Whether `mt` is an fs tree of a format version this pf reads (v1 or
+/// v2).
 pub fn is_fs_tree_media_type(mt: &str) -> bool {
     mt == FS_TREE_MEDIA_TYPE || mt == FS_TREE_V2_MEDIA_TYPE
 }
@@ -1008,6 +1030,34 @@ mod tests {
         // The media type must match the content, both ways.
         assert!(index_children(FS_TREE_MEDIA_TYPE, &bytes).is_err());
         assert!(index_children(FS_TREE_V2_MEDIA_TYPE, &packed_tree().to_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_manifest_with_an_index_format_of_a_newer_pf_is_refused_by_name() {
+        for known in [FS_TREE_MEDIA_TYPE, FS_TREE_V2_MEDIA_TYPE] {
+            let mut m = sample_manifest();
+            m.layers[1].media_type = known.into();
+            assert!(Manifest::from_bytes(&m.to_bytes()).is_ok(), "{known}");
+        }
+        // Unknown opaque types are leaves, as before.
+        let mut m = sample_manifest();
+        m.layers[0].media_type = "application/vnd.example.weights".into();
+        assert!(Manifest::from_bytes(&m.to_bytes()).is_ok());
+        // An index type of a newer pf may name blobs this pf cannot find:
+        // pulling it would restore nothing, and gc would collect them.
+        for newer in [
+            "application/vnd.processfork.fs.tree.v3+json",
+            "application/vnd.processfork.kv.pages.v2+json",
+        ] {
+            let mut m = sample_manifest();
+            m.layers[1].media_type = newer.into();
+            let e = Manifest::from_bytes(&m.to_bytes()).unwrap_err().to_string();
+            assert!(e.contains(newer) && e.contains("newer pf"), "{e}");
+            assert!(
+                matches!(m.validate(), Err(RegistryError::InvalidData { .. })),
+                "{newer}"
+            );
+        }
     }
 
     #[test]

@@ -92,9 +92,8 @@ fn tile(mut spans: Vec<(u64, u64, Digest)>, size: u64) -> Option<Vec<(u64, Diges
 /// The name a pack gets from its chunks alone: the SHA-256 of a domain
 /// tag, then each chunk's digest and size (8 bytes, big-endian) in pack
 /// order. Naming a pack so costs no pass over its bytes; a reader checks
-/// such a pack chunk by chunk ([`PackCheck`]). pf names packs this way
-/// only where they are never stored as such: the inner packs of an
-/// encrypted image.
+/// such a pack chunk by chunk ([`PackCheck`]). pf names every new pack
+/// this way, plain or the inner pack of an encrypted image.
 pub fn name_of_chunks(chunks: &[(u64, Digest)]) -> Digest {
     let mut h = pf_digest::Hasher::new();
     h.update(b"pf pack named by its chunks v1\n");
