@@ -1,7 +1,8 @@
-//! Partial restore, `cat_file` and `pull_tree` against a file:// repository
-//! built by pushing a real directory, with a transport that records every
-//! blob the pull asks for: only the blobs the selected files are read from
-//! may be fetched.
+//! Partial restore, restores from a store that holds the version,
+//! `cat_file` and `pull_tree` against a file:// repository built by
+//! pushing a real directory, with a transport that records every blob the
+//! pull asks for: only the blobs the selected files are read from, or the
+//! local store lacks intact, may be fetched.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -326,6 +327,58 @@ fn a_full_restore_still_fetches_everything() {
     assert_eq!(log(&fetched), all);
     assert_eq!(rep.blobs_skipped, 0);
     assert_eq!(walk(&dest).len(), walk(&f.world).len(), "{:?}", walk(&dest));
+}
+
+/// `b` holds the same paths as `a`, each file with the same bytes and each
+/// symlink with the same target.
+fn same_files(a: &Path, b: &Path) {
+    assert_eq!(walk(a), walk(b));
+    for rel in walk(a).iter().filter(|r| !r.ends_with('/')) {
+        let (x, y) = (a.join(rel), b.join(rel));
+        if x.is_symlink() {
+            assert_eq!(fs::read_link(&x).unwrap(), fs::read_link(&y).unwrap());
+        } else {
+            assert!(
+                fs::read(&x).unwrap() == fs::read(&y).unwrap(),
+                "{rel} differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_restore_lays_out_local_packs_and_fetches_damaged_ones_again() {
+    let f = Fixture::new();
+    let (reg, fetched) = f.registry();
+    let store = f.store("have");
+    f.rt.block_on(reg.pull(store.clone())).unwrap();
+    fetched.whole.lock().unwrap().clear();
+    // Every pack is local and whole: nothing is fetched, every byte is
+    // restored (from the copies checked as they are laid out).
+    let opts = restore::RestoreOptions::default();
+    let dest = f.tmp.path().join("out");
+    f.rt.block_on(restore::pull_into_dir(&reg, store.clone(), &dest, &opts))
+        .unwrap();
+    assert_eq!(log(&fetched), BTreeSet::new());
+    same_files(&f.world, &dest);
+    // One local pack with a byte flipped, one cut short: each is fetched
+    // again, and the restore holds the pushed bytes, not the damaged ones.
+    let packs: Vec<Digest> = f.tree.packs.iter().map(|p| p.blob).collect();
+    assert!(packs.len() >= 3, "{} packs", packs.len());
+    let (flipped, cut) = (packs[1], packs[packs.len() - 1]);
+    let p = store.blob_path(&flipped);
+    let mut b = fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x5a;
+    fs::write(&p, b).unwrap();
+    let p = store.blob_path(&cut);
+    let b = fs::read(&p).unwrap();
+    fs::write(&p, &b[..b.len() / 2]).unwrap();
+    let dest = f.tmp.path().join("out2");
+    f.rt.block_on(restore::pull_into_dir(&reg, store.clone(), &dest, &opts))
+        .unwrap();
+    assert_eq!(log(&fetched), BTreeSet::from([flipped, cut]));
+    same_files(&f.world, &dest);
 }
 
 #[test]

@@ -108,7 +108,9 @@ impl PullTarget for RestoreTarget {
 
 /// A store that writes file-content blobs into a [`Layout`] and everything
 /// else into `inner`. Presence is `inner`'s, so blobs already local are not
-/// fetched again ([`Layout::finish`] copies them).
+/// fetched again; a local copy of a blob that fills file ranges is laid out
+/// when the pull asks whether it is intact ([`RestoreSink::lay_out_local`]),
+/// and [`Layout::finish`] copies what is left.
 struct RestoreSink {
     layout: Arc<Layout>,
     inner: Arc<dyn BlobStore>,
@@ -122,21 +124,77 @@ impl RestoreSink {
     fn takes(&self, digest: &Digest) -> bool {
         self.layout.wants(digest) && !self.keep.contains(digest)
     }
+
+    /// Lays out `inner`'s copy of file-content blob `digest`, checked as it
+    /// is written (chunk by chunk for a pack named by its chunks): one read
+    /// of the copy, where a check now and a copy in [`Layout::finish`] read
+    /// and hashed it twice. `Some(true)`: laid out (of `size`, if given);
+    /// `Some(false)`: no local copy; `None`: the copy could not be read or
+    /// is not the blob (the ranges it reached hold bad bytes until the
+    /// blob is fetched and written again, and `inner`'s own check decides).
+    /// A failure to write the restore is an error.
+    fn lay_out_local(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<Option<bool>> {
+        let reader = match self.inner.open(digest) {
+            Ok(r) => r,
+            Err(pf_cas::CasError::NotFound(_)) => return Ok(Some(false)),
+            Err(_) => return Ok(None),
+        };
+        let mut r = NoteFailure {
+            inner: reader,
+            failed: false,
+        };
+        match self.layout.write_blob(digest, &mut r) {
+            Ok((_, n)) => Ok(Some(size.is_none_or(|s| s == n))),
+            Err(pf_cas::CasError::Integrity { .. }) => Ok(None),
+            Err(_) if r.failed => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A reader that remembers whether a read failed (so a failure of the
+/// local copy is told from a failure to write the restore).
+struct NoteFailure<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for NoteFailure<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.failed |= r
+            .as_ref()
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::Interrupted);
+        r
+    }
 }
 
 impl BlobStore for RestoreSink {
-    /// `inner`'s check, so a damaged local copy is fetched again rather
-    /// than copied into the restore.
+    /// A blob that fills file ranges is laid out from `inner`'s copy and
+    /// checked as it is ([`RestoreSink::lay_out_local`]); a damaged copy is
+    /// then `inner`'s to judge (a store that re-hashes removes it), so it
+    /// is fetched again rather than copied into the restore.
     fn has_intact(&self, digest: &Digest, size: Option<u64>) -> pf_cas::Result<bool> {
+        if self.layout.wants(digest) {
+            if let Some(done) = self.lay_out_local(digest, size)? {
+                return Ok(done);
+            }
+        }
         self.inner.has_intact(digest, size)
     }
-    /// `inner`'s check with `namer`, as [`has_intact`](Self::has_intact).
+    /// [`has_intact`](Self::has_intact); the layout checks a pack named by
+    /// its chunks by the tilings it knows, `inner` with `namer`.
     fn has_intact_as(
         &self,
         digest: &Digest,
         size: Option<u64>,
         namer: &mut dyn pf_cas::Namer,
     ) -> pf_cas::Result<bool> {
+        if self.layout.wants(digest) {
+            if let Some(done) = self.lay_out_local(digest, size)? {
+                return Ok(done);
+            }
+        }
         self.inner.has_intact_as(digest, size, namer)
     }
     /// A pack the layout takes is checked by the layout, which knows the
