@@ -146,6 +146,7 @@ pub(crate) async fn push(
         }
         let (src, spill, dk) = (snap.source.clone(), sealed_store.clone(), data_key.clone());
         let (inner, rs, level) = (snap.manifest.clone(), recipients.clone(), cli.zstd_level);
+        let ahead = reg.encode_ahead();
         let (sealed, staging) = blocking(move || {
             Ok(pf_crypt::image::seal_for_push(
                 &inner,
@@ -156,6 +157,7 @@ pub(crate) async fn push(
                 level,
                 spill,
                 STAGING_BUDGET,
+                ahead,
             )?)
         })
         .await?;

@@ -34,6 +34,29 @@ pub fn encode(
         .size(digest)?
         .ok_or_else(|| RegistryError::not_found(format!("blob {digest} in the local store")))?;
     let (reader, vouched) = store.open_vouched(digest)?;
+    encode_from(
+        reader,
+        vouched,
+        digest,
+        size,
+        level,
+        spool_dir,
+        hash_encoded,
+    )
+}
+
+/// [`encode`] of the `size` bytes of blob `digest` that `reader` yields,
+/// re-hashed against `digest` unless `vouched` (so that whoever holds the
+/// bytes can encode them ahead, see [`Prepared`]).
+pub fn encode_from(
+    reader: impl Read,
+    vouched: bool,
+    digest: &Digest,
+    size: u64,
+    level: i32,
+    spool_dir: Option<&Path>,
+    hash_encoded: bool,
+) -> Result<EncodedBlob> {
     let mut hashing = Checking::new(reader, vouched, None);
     let blob = if size <= IN_MEMORY_LIMIT {
         let mut raw = Vec::with_capacity(size as usize);
@@ -169,11 +192,23 @@ impl EncodeAhead {
     }
 }
 
+/// Asks the kernel to start writing the file at `path` back now
+/// (`POSIX_FADV_DONTNEED` starts asynchronous writeback of dirty pages), so
+/// that a later fsync finds most of it on disk instead of waiting for all
+/// of it. For a file that becomes a blob where it lies (a `file://` spool),
+/// not one that is read back soon. Advisory: errors are ignored.
+pub fn start_writeback(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// A pack already encoded for the wire, offered by a store through
 /// [`BlobStore::prepared`]: the push uploads `blob` instead of encoding
 /// the pack again when `plan` (its raw frame lengths) is the push's plan
-/// for it. Whoever made it vouches that `blob` encodes exactly the bytes
-/// named by its digest.
+/// for it; an empty plan stands for a blob the push encodes whole
+/// ([`encode`], [`encode_from`]). Whoever made it vouches that `blob`
+/// encodes exactly the bytes named by its digest.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// The encoded pack.

@@ -299,9 +299,16 @@ impl<T: Transport> Engine<T> {
                                 hash_encoded,
                             ),
                         },
-                        None => {
-                            codec::encode(&*store, &b.digest, level, spool.as_deref(), hash_encoded)
-                        }
+                        None => match codec::Prepared::lookup(&*store, &b.digest, &[]) {
+                            Some(enc) => Ok(enc),
+                            None => codec::encode(
+                                &*store,
+                                &b.digest,
+                                level,
+                                spool.as_deref(),
+                                hash_encoded,
+                            ),
+                        },
                     })
                     .await?;
                     let what = format!("upload blob {}", b.digest.short());

@@ -524,7 +524,8 @@ impl Transport for FileTransport {
                     })?;
                 }
             }
-            start_writeback(&dest);
+            // The fsyncs in `commit` then find most of a large push on disk.
+            pf_registry_core::codec::start_writeback(&dest);
             Ok(UploadedBlob {
                 digest: blob.digest,
                 encoded_digest: None,
@@ -645,15 +646,5 @@ impl Transport for FileTransport {
 
     fn keys(&self) -> Option<&dyn pf_registry_core::KeyStore> {
         Some(self)
-    }
-}
-
-/// Asks the kernel to start writing `path` back now (`POSIX_FADV_DONTNEED`
-/// starts asynchronous writeback of dirty pages), so the fsyncs in
-/// `commit` find most of a large push already on disk instead of waiting
-/// for all of it. Advisory: errors are ignored.
-fn start_writeback(path: &Path) {
-    if let Ok(f) = fs::File::open(path) {
-        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
     }
 }

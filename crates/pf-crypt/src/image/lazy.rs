@@ -17,6 +17,12 @@
 //! - any other pack is held in memory within a budget ([`Staging`]; the
 //!   upload reads it vouched for, without hashing it again), and written
 //!   to the local store beyond it.
+//!
+//! For a destination whose spool files become its blobs (`file://`, see
+//! [`EncodeAhead`]), every sealed pack over 1 MiB is instead encoded once
+//! into that spool as it is sealed and offered to the upload as [`Prepared`] (the
+//! upload then only moves it into place); its recipe stays, should the
+//! upload read the pack after all.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,6 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use pf_cas::BlobStore;
 use pf_digest::Digest;
+use pf_registry_core::codec::{EncodeAhead, Prepared};
 use pf_registry_core::manifest::FsTree;
 use pf_registry_core::Manifest;
 
@@ -54,6 +61,8 @@ pub struct PushSource {
     source: Arc<dyn BlobStore>,
     staging: Staging,
     recipes: RwLock<HashMap<Digest, Recipe>>,
+    ahead: Option<EncodeAhead>,
+    prepared: RwLock<HashMap<Digest, Arc<Prepared>>>,
 }
 
 impl std::fmt::Debug for PushSource {
@@ -69,7 +78,9 @@ impl std::fmt::Debug for PushSource {
 /// holding at most `budget` bytes of sealed packs in memory (see the
 /// module doc) and writing the rest, the sealed index and the envelope to
 /// `spill`, or to memory while the budget lasts (see
-/// [`PushSource::persist`]).
+/// [`PushSource::persist`]). With `ahead` (the destination's
+/// [`pf_registry_core::Registry::encode_ahead`]), sealed packs are encoded
+/// into its spool instead (see the module doc).
 #[allow(clippy::too_many_arguments)]
 pub fn seal_for_push(
     inner: &Manifest,
@@ -80,6 +91,7 @@ pub fn seal_for_push(
     level: i32,
     spill: Arc<dyn BlobStore>,
     budget: u64,
+    ahead: Option<EncodeAhead>,
 ) -> Result<(SealedImage, Arc<PushSource>)> {
     let push = Arc::new(PushSource {
         sealer: Sealer::new(key, level),
@@ -87,6 +99,8 @@ pub fn seal_for_push(
         source: source.clone(),
         staging: Staging::new(spill, budget),
         recipes: RwLock::new(HashMap::new()),
+        ahead,
+        prepared: RwLock::new(HashMap::new()),
     });
     let keep = |tree: &Arc<FsTree>, index: u32, pieces: &[(u32, u32)], bytes: Vec<u8>| {
         push.keep(tree, index, pieces, bytes)
@@ -115,7 +129,39 @@ impl PushSource {
         let plain_size: u64 = pieces.iter().map(|p| u64::from(p.0)).sum();
         let sealed_size = bytes.len() as u64;
         let digest = Digest::of(&bytes);
-        if sealed_size * 10 >= plain_size * 9 {
+        // A small pack would be encoded in memory: it is served as below.
+        let ahead = self
+            .ahead
+            .as_ref()
+            .filter(|_| sealed_size > pf_registry_core::codec::IN_MEMORY_LIMIT);
+        if let Some(a) = ahead {
+            // Hashed from these very bytes just above: vouched for.
+            let blob = pf_registry_core::codec::encode_from(
+                &bytes[..],
+                true,
+                &digest,
+                sealed_size,
+                a.level,
+                Some(&a.spool_dir),
+                a.hash_encoded,
+            )?;
+            // It stays where it lies and becomes the blob: its writeback
+            // can start while later packs are sealed.
+            if let Some(p) = blob.spool_path() {
+                pf_registry_core::codec::start_writeback(p);
+            }
+            self.prepared
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    digest,
+                    Arc::new(Prepared {
+                        blob,
+                        plan: Vec::new(),
+                    }),
+                );
+        }
+        if ahead.is_some() || sealed_size * 10 >= plain_size * 9 {
             let plain = tree.packs[index as usize].blob;
             self.recipes
                 .write()
@@ -215,6 +261,16 @@ impl BlobStore for PushSource {
     }
     fn list(&self) -> pf_cas::Result<Vec<Digest>> {
         Ok(crate::staging::listed(self.staging.list()?, &self.recipes))
+    }
+    /// A sealed pack encoded ahead into the destination's spool.
+    fn prepared(&self, digest: &Digest) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let p = self
+            .prepared
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)?
+            .clone();
+        Some(p)
     }
     pf_cas::forward_to!(staging: put, put_stream, put_stream_as, get_named, put_named);
 }

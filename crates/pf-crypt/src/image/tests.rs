@@ -344,6 +344,7 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
             3,
             spill.clone(),
             budget,
+            None,
         )
         .unwrap();
         assert_eq!(sealed.packs, reference.packs, "the same sealed packs");
@@ -370,6 +371,93 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
         push.persist(&sealed.index).unwrap();
         assert!(spill.has(&sealed.index).unwrap());
     }
+}
+
+#[test]
+fn sealed_packs_are_encoded_ahead_into_the_destination_spool() {
+    use pf_registry_core::codec::{EncodeAhead, Prepared, IN_MEMORY_LIMIT};
+    let w = world();
+    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
+    let noise = pf_testsupport::noise(5 << 20, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
+    let id = Identity::generate().unwrap();
+    let key = DataKey::generate().unwrap();
+    // Packs of 1.5 MiB: most are spooled, the last ones are small.
+    let mut o = opts(None);
+    o.chunking.pack_size = 3 << 19;
+    let snap = snapshot(&w.dir, w.plain.clone(), &o).unwrap();
+    let reference = seal(&snap, &key, &id, &[], &MemoryStore::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let repo =
+        pf_registry_core::ImageRef::parse(&format!("file://{}", tmp.path().join("repo").display()))
+            .unwrap();
+    let reg = pf_registry_file::open(&repo, &pf_registry_core::Config::default()).unwrap();
+    let ahead: Option<EncodeAhead> = pf_registry_core::Registry::encode_ahead(&reg);
+    assert!(ahead.is_some(), "a file:// destination encodes ahead");
+    let spill = Arc::new(MemoryStore::new());
+    let (sealed, push) = seal_for_push(
+        &snap.manifest,
+        snap.source.clone(),
+        &key,
+        &[id.recipient()],
+        &[],
+        3,
+        spill.clone(),
+        u64::MAX,
+        ahead,
+    )
+    .unwrap();
+    assert_eq!(sealed.packs, reference.packs, "the same sealed packs");
+    let data: Vec<_> = sealed
+        .manifest
+        .layers
+        .iter()
+        .filter(|l| l.role == DATA_ROLE)
+        .collect();
+    assert!(data.iter().any(|l| l.size <= IN_MEMORY_LIMIT));
+    let (small, data): (Vec<_>, Vec<_>) = data.into_iter().partition(|l| l.size <= IN_MEMORY_LIMIT);
+    assert!(data.len() >= 3, "{} sealed packs over 1 MiB", data.len());
+    // A small one is served as without a spool (held or sealed again).
+    for l in small {
+        assert!(Prepared::lookup(&*push, &l.digest, &[]).is_none());
+    }
+    let mut spools = Vec::new();
+    for l in &data {
+        // Offered encoded, as a blob the push encodes whole: its encoding
+        // decodes to the sealed pack the manifest names.
+        let enc = Prepared::lookup(&*push, &l.digest, &[]).expect("encoded ahead");
+        assert!(Prepared::lookup(&*push, &l.digest, &[1]).is_none());
+        assert_eq!(enc.raw_size, l.size);
+        let raw = zstd::decode_all(&enc.read_all().unwrap()[..]).unwrap();
+        assert_eq!(Digest::of(&raw), l.digest);
+        // Read after all, it is sealed again, the same bytes.
+        let (mut r, _) = push.open_vouched(&l.digest).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
+        assert_eq!(bytes, raw);
+        spools.push(enc.spool_path().expect("spooled").to_path_buf());
+    }
+    // Nothing sealed was held or written to the local store.
+    assert!(spill.list().unwrap().is_empty());
+    // The push links each spool file into the repository (it does not
+    // encode the pack again), and the image opens back.
+    use std::os::unix::fs::MetadataExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let source: Arc<dyn BlobStore> = push.clone();
+    rt.block_on(pf_registry_core::Registry::push(
+        &reg,
+        source,
+        &pf_registry_core::SignedImage::new(&sealed.manifest, None),
+    ))
+    .unwrap();
+    for s in &spools {
+        assert_eq!(std::fs::metadata(s).unwrap().nlink(), 2, "{}", s.display());
+    }
+    let pulled = Arc::new(MemoryStore::new());
+    rt.block_on(pf_registry_core::Registry::pull(&reg, pulled.clone()))
+        .unwrap();
+    let opened = open_image(&sealed.manifest, &*pulled, Some(&id), u64::MAX);
+    assert!(opened.is_ok(), "{:?}", opened.err());
 }
 
 /// `snap.source`, with the bytes of pack `pack` served altered (one bit
