@@ -321,16 +321,25 @@ impl BlobStore for Swapped {
     }
 }
 
+/// [`world`] with compressible text and `noise` bytes of incompressible
+/// data added, an identity and a data key.
+fn mixed_world(noise: usize) -> (World, Identity, DataKey) {
+    let w = world();
+    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
+    let bytes = pf_testsupport::noise(noise, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(w.dir.join("kv.bin"), bytes).unwrap();
+    (
+        w,
+        Identity::generate().unwrap(),
+        DataKey::generate().unwrap(),
+    )
+}
+
 #[test]
 fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
-    let w = world();
     // Compressible text beside the incompressible model: some packs are
     // held (compressed), the model's are sealed again when read.
-    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
-    let noise = pf_testsupport::noise(300_000, 0x9e37_79b9_7f4a_7c15);
-    std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
-    let id = Identity::generate().unwrap();
-    let key = DataKey::generate().unwrap();
+    let (w, id, key) = mixed_world(300_000);
     let snap = snapshot(&w.dir, w.plain.clone(), &opts(None)).unwrap();
     let reference = seal(&snap, &key, &id, &[], &MemoryStore::new());
     for budget in [0, u64::MAX] {
@@ -376,12 +385,7 @@ fn a_push_source_serves_the_same_sealed_packs_sealed_again_or_held() {
 #[test]
 fn sealed_packs_are_encoded_ahead_into_the_destination_spool() {
     use pf_registry_core::codec::{EncodeAhead, Prepared, IN_MEMORY_LIMIT};
-    let w = world();
-    std::fs::write(w.dir.join("log.txt"), "tool call ok; ".repeat(20_000)).unwrap();
-    let noise = pf_testsupport::noise(5 << 20, 0x9e37_79b9_7f4a_7c15);
-    std::fs::write(w.dir.join("kv.bin"), noise).unwrap();
-    let id = Identity::generate().unwrap();
-    let key = DataKey::generate().unwrap();
+    let (w, id, key) = mixed_world(5 << 20);
     // Packs of 1.5 MiB: most are spooled, the last ones are small.
     let mut o = opts(None);
     o.chunking.pack_size = 3 << 19;
