@@ -85,9 +85,7 @@ fn run_once(spec: &PackSpec, ahead: Option<&EncodeAhead>, by_content: bool) -> R
     )?;
     // Written without an fsync (the push's commit makes blobs durable):
     // start the writeback now, while the snapshot still reads and hashes.
-    if let Ok(f) = File::open(framed.path()) {
-        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
-    }
+    pf_registry_core::codec::start_writeback(framed.path());
     let digest = r.digest();
     let size = plan.iter().sum();
     Ok(PackDone {
